@@ -1,0 +1,401 @@
+use std::any::Any;
+use std::fmt;
+
+use http::HeaderMap;
+
+use super::hint::{GRPC_RETRY_PUSHBACK_MS, parse_grpc_pushback};
+use super::{Classify, DelayHint, Outcome};
+
+/// A gRPC status code, as carried in the `grpc-status` header or trailer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+#[allow(missing_docs)] // the names are gRPC's own
+pub enum GrpcCode {
+    Ok = 0,
+    Cancelled = 1,
+    Unknown = 2,
+    InvalidArgument = 3,
+    DeadlineExceeded = 4,
+    NotFound = 5,
+    AlreadyExists = 6,
+    PermissionDenied = 7,
+    ResourceExhausted = 8,
+    FailedPrecondition = 9,
+    Aborted = 10,
+    OutOfRange = 11,
+    Unimplemented = 12,
+    Internal = 13,
+    Unavailable = 14,
+    DataLoss = 15,
+    Unauthenticated = 16,
+}
+
+impl GrpcCode {
+    /// Every code, in numeric order.
+    pub const ALL: [GrpcCode; 17] = [
+        GrpcCode::Ok,
+        GrpcCode::Cancelled,
+        GrpcCode::Unknown,
+        GrpcCode::InvalidArgument,
+        GrpcCode::DeadlineExceeded,
+        GrpcCode::NotFound,
+        GrpcCode::AlreadyExists,
+        GrpcCode::PermissionDenied,
+        GrpcCode::ResourceExhausted,
+        GrpcCode::FailedPrecondition,
+        GrpcCode::Aborted,
+        GrpcCode::OutOfRange,
+        GrpcCode::Unimplemented,
+        GrpcCode::Internal,
+        GrpcCode::Unavailable,
+        GrpcCode::DataLoss,
+        GrpcCode::Unauthenticated,
+    ];
+
+    /// The code with this number; numbers gRPC does not define are
+    /// `Unknown`, as the gRPC spec says a client must treat them.
+    pub fn from_i32(code: i32) -> GrpcCode {
+        usize::try_from(code)
+            .ok()
+            .and_then(|i| Self::ALL.get(i).copied())
+            .unwrap_or(GrpcCode::Unknown)
+    }
+
+    /// Parses a `grpc-status` value: a decimal number. Unreadable values
+    /// are `None`.
+    pub fn parse(value: &[u8]) -> Option<GrpcCode> {
+        let text = std::str::from_utf8(value).ok()?.trim();
+        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        // Long digit strings overflow i32: a code gRPC does not define.
+        Some(
+            text.parse::<i32>()
+                .map_or(GrpcCode::Unknown, GrpcCode::from_i32),
+        )
+    }
+
+    /// The code a response without `grpc-status` implies from its HTTP status,
+    /// per gRPC's "HTTP to gRPC status code mapping".
+    pub fn from_http_status(status: http::StatusCode) -> GrpcCode {
+        match status.as_u16() {
+            200 => GrpcCode::Ok,
+            400 => GrpcCode::Internal,
+            401 => GrpcCode::Unauthenticated,
+            403 => GrpcCode::PermissionDenied,
+            404 => GrpcCode::Unimplemented,
+            429 | 502 | 503 | 504 => GrpcCode::Unavailable,
+            _ => GrpcCode::Unknown,
+        }
+    }
+
+    fn bit(self) -> u32 {
+        1 << (self as u8)
+    }
+}
+
+impl fmt::Display for GrpcCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Classifies gRPC calls by status code.
+///
+/// By default Unavailable, DeadlineExceeded, ResourceExhausted, Aborted and
+/// Internal are failures (the codes that speak of the server's health or
+/// load), as are transport errors; every other code, such as NotFound or
+/// InvalidArgument, is a success for the breaker and is not retried. The set
+/// can be changed with [`failure_code`](Self::failure_code) and
+/// [`success_code`](Self::success_code).
+///
+/// Reads the code from:
+/// * the `grpc-status` header of an `http::Response<B>` (a "trailers-only"
+///   answer, which is how servers send an error before any message; for a
+///   response without it, a non-200 HTTP status is mapped as gRPC says);
+/// * a `tonic::Status` error, directly or inside a `BoxError` (feature
+///   `tonic`), and the `Err` of a `Result<tonic::Response<T>, Status>`.
+///
+/// A status carried only in the trailers of a streamed answer is not in the
+/// response head; this classifier sees such a response as a success.
+///
+/// A `grpc-retry-pushback-ms` header or metadata entry is read as a delay
+/// hint; a negative or unreadable value means "do not retry".
+///
+/// # Examples
+///
+/// ```
+/// use palisade::classify::{Classify, GrpcClassifier, GrpcCode, Outcome};
+///
+/// let c = GrpcClassifier::new();
+/// let res = http::Response::builder().header("grpc-status", "14").body(()).unwrap();
+/// let result: Result<_, std::io::Error> = Ok(res);
+/// assert_eq!(Classify::<(), _, _>::classify(&c, &result), Outcome::Failure);
+/// assert!(c.is_failure_code(GrpcCode::Unavailable));
+/// assert!(!c.is_failure_code(GrpcCode::NotFound));
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct GrpcClassifier {
+    failures: u32,
+}
+
+impl Default for GrpcClassifier {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for GrpcClassifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let failures: Vec<GrpcCode> = GrpcCode::ALL
+            .into_iter()
+            .filter(|c| self.is_failure_code(*c))
+            .collect();
+        f.debug_struct("GrpcClassifier")
+            .field("failures", &failures)
+            .finish()
+    }
+}
+
+impl GrpcClassifier {
+    /// The default failure codes: Unavailable, DeadlineExceeded,
+    /// ResourceExhausted, Aborted, Internal.
+    pub fn new() -> Self {
+        let failures = [
+            GrpcCode::Unavailable,
+            GrpcCode::DeadlineExceeded,
+            GrpcCode::ResourceExhausted,
+            GrpcCode::Aborted,
+            GrpcCode::Internal,
+        ]
+        .into_iter()
+        .fold(0, |bits, c| bits | c.bit());
+        Self { failures }
+    }
+
+    /// Counts `code` as a failure too.
+    pub fn failure_code(mut self, code: GrpcCode) -> Self {
+        self.failures |= code.bit();
+        self
+    }
+
+    /// Counts `code` as a success (it is then not retried).
+    pub fn success_code(mut self, code: GrpcCode) -> Self {
+        self.failures &= !code.bit();
+        self
+    }
+
+    /// Whether `code` counts as a failure.
+    pub fn is_failure_code(&self, code: GrpcCode) -> bool {
+        self.failures & code.bit() != 0
+    }
+
+    fn outcome_of(&self, code: GrpcCode) -> Outcome {
+        if self.is_failure_code(code) {
+            Outcome::Failure
+        } else {
+            Outcome::Success
+        }
+    }
+
+    /// The code of a response head: its `grpc-status`, or else what its
+    /// HTTP status implies.
+    pub fn code_of_head(status: http::StatusCode, headers: &HeaderMap) -> GrpcCode {
+        match headers.get("grpc-status") {
+            // A header that is present but unreadable is a protocol error.
+            Some(value) => GrpcCode::parse(value.as_bytes()).unwrap_or(GrpcCode::Unknown),
+            None => GrpcCode::from_http_status(status),
+        }
+    }
+
+    fn outcome_of_error<E: 'static>(&self, err: &E) -> Outcome {
+        match status_code_of_error(err) {
+            Some(code) => self.outcome_of(code),
+            // A transport error: the call never got an answer.
+            None => Outcome::Failure,
+        }
+    }
+}
+
+fn pushback_of(headers: &HeaderMap) -> Option<DelayHint> {
+    headers
+        .get(GRPC_RETRY_PUSHBACK_MS)
+        .map(|v| parse_grpc_pushback(v.as_bytes()))
+}
+
+#[cfg(feature = "tonic")]
+fn tonic_status_of<E: 'static>(err: &E) -> Option<&tonic::Status> {
+    let any = err as &dyn Any;
+    if let Some(status) = any.downcast_ref::<tonic::Status>() {
+        return Some(status);
+    }
+    any.downcast_ref::<crate::BoxError>()
+        .and_then(|boxed| boxed.downcast_ref::<tonic::Status>())
+}
+
+#[cfg(feature = "tonic")]
+fn status_code_of_error<E: 'static>(err: &E) -> Option<GrpcCode> {
+    tonic_status_of(err).map(|s| GrpcCode::from_i32(s.code() as i32))
+}
+
+#[cfg(not(feature = "tonic"))]
+fn status_code_of_error<E: 'static>(err: &E) -> Option<GrpcCode> {
+    let _ = err as &dyn Any;
+    None
+}
+
+fn pushback_of_error<E: 'static>(err: &E) -> Option<DelayHint> {
+    #[cfg(feature = "tonic")]
+    if let Some(status) = tonic_status_of(err) {
+        return pushback_of(status.metadata().as_ref());
+    }
+    let _ = err as &dyn Any;
+    None
+}
+
+impl<Req, B, E: 'static> Classify<Req, http::Response<B>, E> for GrpcClassifier {
+    fn classify(&self, result: &Result<http::Response<B>, E>) -> Outcome {
+        match result {
+            Ok(res) => self.outcome_of(Self::code_of_head(res.status(), res.headers())),
+            Err(err) => self.outcome_of_error(err),
+        }
+    }
+
+    fn delay_hint(&self, result: &Result<http::Response<B>, E>) -> Option<DelayHint> {
+        match result {
+            Ok(res) => pushback_of(res.headers()),
+            Err(err) => pushback_of_error(err),
+        }
+    }
+}
+
+#[cfg(feature = "tonic")]
+impl<Req, T> Classify<Req, tonic::Response<T>, tonic::Status> for GrpcClassifier {
+    fn classify(&self, result: &Result<tonic::Response<T>, tonic::Status>) -> Outcome {
+        match result {
+            Ok(_) => Outcome::Success,
+            Err(status) => self.outcome_of(GrpcCode::from_i32(status.code() as i32)),
+        }
+    }
+
+    fn delay_hint(&self, result: &Result<tonic::Response<T>, tonic::Status>) -> Option<DelayHint> {
+        match result {
+            Ok(_) => None,
+            Err(status) => pushback_of(status.metadata().as_ref()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn head(status: u16, grpc_status: Option<&str>) -> Result<http::Response<()>, std::io::Error> {
+        let mut b = http::Response::builder().status(status);
+        if let Some(s) = grpc_status {
+            b = b.header("grpc-status", s);
+        }
+        Ok(b.body(()).unwrap())
+    }
+
+    fn classify(c: &GrpcClassifier, r: &Result<http::Response<()>, std::io::Error>) -> Outcome {
+        Classify::<(), _, _>::classify(c, r)
+    }
+
+    #[test]
+    fn every_code_from_the_header() {
+        let c = GrpcClassifier::new();
+        for code in GrpcCode::ALL {
+            let expected = match code {
+                GrpcCode::Unavailable
+                | GrpcCode::DeadlineExceeded
+                | GrpcCode::ResourceExhausted
+                | GrpcCode::Aborted
+                | GrpcCode::Internal => Outcome::Failure,
+                _ => Outcome::Success,
+            };
+            let value = (code as u8).to_string();
+            assert_eq!(classify(&c, &head(200, Some(&value))), expected, "{code}");
+            assert_eq!(GrpcCode::from_i32(code as i32), code);
+        }
+    }
+
+    #[test]
+    fn odd_headers_and_http_statuses() {
+        let c = GrpcClassifier::new();
+        // No grpc-status: the HTTP status decides.
+        assert_eq!(classify(&c, &head(200, None)), Outcome::Success);
+        assert_eq!(classify(&c, &head(503, None)), Outcome::Failure); // Unavailable
+        assert_eq!(classify(&c, &head(404, None)), Outcome::Success); // Unimplemented
+        // Unknown numbers and garbage are Unknown, a success by default.
+        for v in ["17", "99999999999999", "-1", "abc", ""] {
+            assert_eq!(classify(&c, &head(200, Some(v))), Outcome::Success, "{v}");
+        }
+        let strict = c.failure_code(GrpcCode::Unknown);
+        assert_eq!(
+            classify(&strict, &head(200, Some("garbage"))),
+            Outcome::Failure
+        );
+        let lenient = c.success_code(GrpcCode::Internal);
+        assert_eq!(classify(&lenient, &head(200, Some("13"))), Outcome::Success);
+        // A transport error is a failure.
+        let err: Result<http::Response<()>, _> = Err(std::io::Error::other("reset"));
+        assert_eq!(classify(&c, &err), Outcome::Failure);
+        assert!(format!("{c:?}").contains("Unavailable"));
+    }
+
+    #[test]
+    fn pushback_header_is_a_hint() {
+        let c = GrpcClassifier::new();
+        let res = |v: &str| -> Result<http::Response<()>, std::io::Error> {
+            Ok(http::Response::builder()
+                .header("grpc-status", "14")
+                .header("grpc-retry-pushback-ms", v)
+                .body(())
+                .unwrap())
+        };
+        let hint = |r| Classify::<(), _, _>::delay_hint(&c, &r);
+        assert_eq!(
+            hint(res("250")),
+            Some(DelayHint::After(Duration::from_millis(250)))
+        );
+        assert_eq!(hint(res("-1")), Some(DelayHint::DoNotRetry));
+        assert_eq!(hint(head(200, Some("14"))), None);
+    }
+
+    #[cfg(feature = "tonic")]
+    #[test]
+    fn tonic_status_errors() {
+        use tonic::{Code, Status};
+        let c = GrpcClassifier::new();
+        let direct: Result<http::Response<()>, Status> = Err(Status::unavailable("down"));
+        assert_eq!(
+            Classify::<(), _, _>::classify(&c, &direct),
+            Outcome::Failure
+        );
+        let boxed: Result<http::Response<()>, crate::BoxError> =
+            Err(Box::new(Status::not_found("gone")));
+        assert_eq!(Classify::<(), _, _>::classify(&c, &boxed), Outcome::Success);
+
+        let mut status = Status::new(Code::ResourceExhausted, "slow down");
+        status
+            .metadata_mut()
+            .insert("grpc-retry-pushback-ms", "1200".parse().unwrap());
+        let per_call: Result<tonic::Response<()>, Status> = Err(status);
+        assert_eq!(
+            Classify::<(), _, _>::classify(&c, &per_call),
+            Outcome::Failure
+        );
+        assert_eq!(
+            Classify::<(), _, _>::delay_hint(&c, &per_call),
+            Some(DelayHint::After(Duration::from_millis(1200)))
+        );
+        let ok: Result<tonic::Response<()>, Status> = Ok(tonic::Response::new(()));
+        assert_eq!(Classify::<(), _, _>::classify(&c, &ok), Outcome::Success);
+        // Every tonic code maps onto the same number.
+        for n in 0..=16 {
+            assert_eq!(GrpcCode::from_i32(Code::from_i32(n) as i32) as i32, n);
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! Deciding what a finished call means: success, failure, or neither.
+//!
+//! Every layer that judges a result (the circuit breaker, the retry, the
+//! fallback) reads it through one trait, [`Classify`], so that "what is a
+//! failure" is written once and shared. A classifier answers three questions:
+//!
+//! * [`classify`](Classify::classify): was the call a [`Success`](Outcome::Success),
+//!   a [`Failure`](Outcome::Failure), or [`Ignored`](Outcome::Ignored) (it counts
+//!   neither way, for example a cancelled call or a client error that says
+//!   nothing about the server's health)?
+//! * [`is_retryable`](Classify::is_retryable): may this request be sent again
+//!   at all (HTTP: only idempotent methods, unless told otherwise)?
+//! * [`delay_hint`](Classify::delay_hint): did the server say when to come
+//!   back (`Retry-After`, `grpc-retry-pushback-ms`)?
+//!
+//! Built in:
+//!
+//! | classifier | failure | feature |
+//! |---|---|---|
+//! | [`DefaultClassifier`] | every `Err` | |
+//! | [`ClassifyFn`] (from [`classify_fn`]) | whatever the closure says | |
+//! | [`HttpClassifier`] | transport errors, 5xx, 408, 429 | `http` |
+//! | [`GrpcClassifier`] | transport errors, Unavailable, DeadlineExceeded, ResourceExhausted, Aborted, Internal | `grpc` |
+//!
+//! Server delay hints are parsed by the functions in [`hint`]; a hint larger
+//! than the cap the caller gives is discarded, never obeyed blindly.
+
+pub mod hint;
+
+#[cfg(feature = "http")]
+mod http;
+#[cfg(feature = "http")]
+pub use self::http::{HttpClassifier, HttpRequest, HttpResponse};
+
+#[cfg(feature = "grpc")]
+mod grpc;
+#[cfg(feature = "grpc")]
+pub use self::grpc::{GrpcClassifier, GrpcCode};
+
+pub use self::hint::DelayHint;
+
+use std::fmt;
+
+/// What a finished call means for the layers that judge it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// The call worked.
+    Success,
+    /// The call failed in a way that says something about the callee's health,
+    /// and may be worth retrying.
+    Failure,
+    /// The call counts neither way: the breaker does not record it and the
+    /// retry does not retry it.
+    Ignored,
+}
+
+impl Outcome {
+    /// Whether this is [`Outcome::Failure`].
+    pub fn is_failure(self) -> bool {
+        matches!(self, Outcome::Failure)
+    }
+}
+
+/// Classifies the requests and results of a service.
+///
+/// `Req` is the request type, `Res` and `E` the service's response and error.
+/// Only [`classify`](Classify::classify) is required.
+///
+/// # Examples
+///
+/// A classifier for a service whose error is a number, where only 503 is a
+/// failure and 404 counts neither way:
+///
+/// ```
+/// use palisade::classify::{Classify, Outcome};
+///
+/// struct OnlyUnavailable;
+///
+/// impl<Req, Res> Classify<Req, Res, u16> for OnlyUnavailable {
+///     fn classify(&self, result: &Result<Res, u16>) -> Outcome {
+///         match result {
+///             Ok(_) => Outcome::Success,
+///             Err(503) => Outcome::Failure,
+///             Err(404) => Outcome::Ignored,
+///             Err(_) => Outcome::Success,
+///         }
+///     }
+/// }
+///
+/// let c = OnlyUnavailable;
+/// assert_eq!(Classify::<(), (), u16>::classify(&c, &Err(503)), Outcome::Failure);
+/// ```
+pub trait Classify<Req, Res, E> {
+    /// Judges a finished call.
+    fn classify(&self, result: &Result<Res, E>) -> Outcome;
+
+    /// Whether `req` may be sent more than once. Asked before the first
+    /// attempt; a request that may not be retried is sent once and its result
+    /// returned as is.
+    ///
+    /// The default says yes.
+    fn is_retryable(&self, req: &Req) -> bool {
+        let _ = req;
+        true
+    }
+
+    /// When the server asked the client to come back, if it did.
+    ///
+    /// The default finds no hint.
+    fn delay_hint(&self, result: &Result<Res, E>) -> Option<DelayHint> {
+        let _ = result;
+        None
+    }
+}
+
+impl<C, Req, Res, E> Classify<Req, Res, E> for &C
+where
+    C: Classify<Req, Res, E> + ?Sized,
+{
+    fn classify(&self, result: &Result<Res, E>) -> Outcome {
+        (**self).classify(result)
+    }
+    fn is_retryable(&self, req: &Req) -> bool {
+        (**self).is_retryable(req)
+    }
+    fn delay_hint(&self, result: &Result<Res, E>) -> Option<DelayHint> {
+        (**self).delay_hint(result)
+    }
+}
+
+impl<C, Req, Res, E> Classify<Req, Res, E> for std::sync::Arc<C>
+where
+    C: Classify<Req, Res, E> + ?Sized,
+{
+    fn classify(&self, result: &Result<Res, E>) -> Outcome {
+        (**self).classify(result)
+    }
+    fn is_retryable(&self, req: &Req) -> bool {
+        (**self).is_retryable(req)
+    }
+    fn delay_hint(&self, result: &Result<Res, E>) -> Option<DelayHint> {
+        (**self).delay_hint(result)
+    }
+}
+
+/// The classifier used when none is given: every `Ok` is a success, every
+/// `Err` a failure, every request retryable, no hints.
+///
+/// # Examples
+///
+/// ```
+/// use palisade::classify::{Classify, DefaultClassifier, Outcome};
+///
+/// let r: Result<u32, &str> = Err("boom");
+/// assert_eq!(Classify::<(), _, _>::classify(&DefaultClassifier, &r), Outcome::Failure);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DefaultClassifier;
+
+impl<Req, Res, E> Classify<Req, Res, E> for DefaultClassifier {
+    fn classify(&self, result: &Result<Res, E>) -> Outcome {
+        match result {
+            Ok(_) => Outcome::Success,
+            Err(_) => Outcome::Failure,
+        }
+    }
+}
+
+/// A classifier made from a closure over the result; see [`classify_fn`].
+#[derive(Clone, Copy)]
+pub struct ClassifyFn<F> {
+    f: F,
+}
+
+impl<F> fmt::Debug for ClassifyFn<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClassifyFn").finish_non_exhaustive()
+    }
+}
+
+/// Makes a classifier from a closure that judges a result.
+///
+/// Every request is retryable and no delay hint is read; implement
+/// [`Classify`] by hand for more.
+///
+/// # Examples
+///
+/// ```
+/// use palisade::classify::{classify_fn, Classify, Outcome};
+///
+/// // An HTTP-like status in the response: 5xx fails, everything else succeeds.
+/// let c = classify_fn(|r: &Result<u16, std::io::Error>| match r {
+///     Ok(status) if *status >= 500 => Outcome::Failure,
+///     Ok(_) => Outcome::Success,
+///     Err(_) => Outcome::Failure,
+/// });
+/// assert_eq!(Classify::<(), _, _>::classify(&c, &Ok(503)), Outcome::Failure);
+/// assert_eq!(Classify::<(), _, _>::classify(&c, &Ok(200)), Outcome::Success);
+/// ```
+pub fn classify_fn<F>(f: F) -> ClassifyFn<F> {
+    ClassifyFn { f }
+}
+
+impl<F, Req, Res, E> Classify<Req, Res, E> for ClassifyFn<F>
+where
+    F: Fn(&Result<Res, E>) -> Outcome,
+{
+    fn classify(&self, result: &Result<Res, E>) -> Outcome {
+        (self.f)(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_classifier_fails_every_err() {
+        let ok: Result<(), ()> = Ok(());
+        let err: Result<(), ()> = Err(());
+        assert_eq!(
+            Classify::<(), _, _>::classify(&DefaultClassifier, &ok),
+            Outcome::Success
+        );
+        assert_eq!(
+            Classify::<(), _, _>::classify(&DefaultClassifier, &err),
+            Outcome::Failure
+        );
+        assert!(Classify::<u8, (), ()>::is_retryable(&DefaultClassifier, &1));
+        assert_eq!(
+            Classify::<(), _, _>::delay_hint(&DefaultClassifier, &err),
+            None
+        );
+    }
+
+    #[test]
+    fn closures_and_references_classify() {
+        let c = classify_fn(|r: &Result<i32, ()>| match r {
+            Ok(n) if *n < 0 => Outcome::Ignored,
+            Ok(_) => Outcome::Success,
+            Err(()) => Outcome::Failure,
+        });
+        let by_ref = &c;
+        assert_eq!(
+            Classify::<(), _, _>::classify(&by_ref, &Ok(-1)),
+            Outcome::Ignored
+        );
+        let shared = std::sync::Arc::new(c);
+        assert_eq!(
+            Classify::<(), _, _>::classify(&shared, &Err(())),
+            Outcome::Failure
+        );
+        assert!(Outcome::Failure.is_failure());
+        assert!(!Outcome::Ignored.is_failure());
+    }
+}
