@@ -28,7 +28,6 @@ pub struct CircuitOpen {
 }
 
 impl CircuitOpen {
-    #[allow(dead_code)] // built by the circuit breaker, which is not in this release yet
     pub(crate) fn new(name: Arc<str>, retry_after: Duration) -> Self {
         Self { name, retry_after }
     }

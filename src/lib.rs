@@ -5,7 +5,13 @@
 //! fails, your program degrades gracefully instead of piling up requests,
 //! retry storms and timeouts.
 //!
-//! This release holds the foundation every layer shares:
+//! Built so far:
+//!
+//! * [`circuit_breaker`]: a lock-free circuit breaker over a count or time
+//!   window, tripping on failure rate, slow-call rate or consecutive
+//!   failures, with a handle to read and steer it.
+//!
+//! and the foundation every layer shares:
 //!
 //! * [`classify`]: one way to decide what a result means
 //!   ([`Outcome`](classify::Outcome)), with classifiers for plain services,
@@ -16,8 +22,10 @@
 //! * [`error`]: the rejection types every layer will return, and
 //!   [`ErrorKind::of`](error::ErrorKind::of) to tell them apart.
 //!
-//! The layers themselves (circuit breaker, retry, timeout, bulkhead,
-//! fallback) are planned; the README lists what is built.
+//! * [`event`]: the event stream layers report to.
+//!
+//! The retry, timeout, bulkhead and fallback layers are planned; the README
+//! lists what is built.
 //!
 //! # Examples
 //!
@@ -55,12 +63,14 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod backoff;
+pub mod circuit_breaker;
 pub mod classify;
 pub mod error;
+pub mod event;
 
 pub use error::BoxError;
 
 // The README's examples are compiled and run as doc tests.
-#[cfg(all(doctest, feature = "http"))]
+#[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

@@ -1,0 +1,366 @@
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::layer::CircuitBreakerLayer;
+use super::state::Core;
+use super::window::{CountWindow, TimeWindow, Window};
+use crate::backoff::Backoff;
+use crate::classify::DefaultClassifier;
+use crate::error::ConfigError;
+use crate::event::{Listener, Listeners};
+
+/// The validated settings of one breaker.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) name: Arc<str>,
+    pub(crate) failure_rate_threshold: f64,
+    pub(crate) slow_call_rate_threshold: f64,
+    pub(crate) slow_call_duration: Option<Duration>,
+    pub(crate) consecutive_failures: Option<u32>,
+    pub(crate) minimum_calls: u32,
+    pub(crate) wait_duration: Duration,
+    pub(crate) wait_backoff: Option<Backoff>,
+    pub(crate) half_open_calls: u32,
+    pub(crate) seed: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum WindowConfig {
+    Count(u32),
+    Time { length: Duration, buckets: u32 },
+}
+
+/// The longest a count window may be: one byte per call.
+pub const MAX_COUNT_WINDOW: u32 = 1_000_000;
+/// The most buckets a time window may have.
+pub const MAX_TIME_BUCKETS: u32 = 10_000;
+/// The most probes a half-open breaker may admit.
+pub const MAX_HALF_OPEN_CALLS: u32 = 1000;
+
+/// Configures a circuit breaker; [`build`](Self::build) validates the
+/// configuration and makes the [`CircuitBreakerLayer`].
+///
+/// # Default
+///
+/// | setting | default |
+/// |---|---|
+/// | [`name`](Self::name) | `"circuit-breaker"` |
+/// | window | [`count_window(100)`](Self::count_window) |
+/// | [`minimum_calls`](Self::minimum_calls) | 20 |
+/// | [`failure_rate_threshold`](Self::failure_rate_threshold) | 0.5 |
+/// | [`slow_call_duration`](Self::slow_call_duration) | none: no call is slow, and the clock is not read |
+/// | [`slow_call_rate_threshold`](Self::slow_call_rate_threshold) | 1.0 |
+/// | [`consecutive_failures`](Self::consecutive_failures) | none |
+/// | [`wait_duration`](Self::wait_duration) | 30 s |
+/// | [`wait_backoff`](Self::wait_backoff) | none: every open lasts `wait_duration` |
+/// | [`half_open_calls`](Self::half_open_calls) | 5 |
+/// | [`classifier`](Self::classifier) | [`DefaultClassifier`]: every `Err` is a failure |
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct CircuitBreakerBuilder<C = DefaultClassifier> {
+    name: Arc<str>,
+    window: WindowConfig,
+    failure_rate_threshold: f64,
+    slow_call_rate_threshold: f64,
+    slow_call_duration: Option<Duration>,
+    consecutive_failures: Option<u32>,
+    minimum_calls: u32,
+    wait_duration: Duration,
+    wait_backoff: Option<Backoff>,
+    half_open_calls: u32,
+    seed: Option<u64>,
+    classifier: C,
+    listeners: Listeners,
+}
+
+impl<C: fmt::Debug> fmt::Debug for CircuitBreakerBuilder<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreakerBuilder")
+            .field("name", &self.name)
+            .field("window", &self.window)
+            .field("failure_rate_threshold", &self.failure_rate_threshold)
+            .field("slow_call_rate_threshold", &self.slow_call_rate_threshold)
+            .field("slow_call_duration", &self.slow_call_duration)
+            .field("consecutive_failures", &self.consecutive_failures)
+            .field("minimum_calls", &self.minimum_calls)
+            .field("wait_duration", &self.wait_duration)
+            .field("wait_backoff", &self.wait_backoff)
+            .field("half_open_calls", &self.half_open_calls)
+            .field("classifier", &self.classifier)
+            .field("listeners", &self.listeners)
+            .finish()
+    }
+}
+
+impl Default for CircuitBreakerBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CircuitBreakerBuilder {
+    /// A builder with the defaults above.
+    pub fn new() -> Self {
+        Self {
+            name: Arc::from("circuit-breaker"),
+            window: WindowConfig::Count(100),
+            failure_rate_threshold: 0.5,
+            slow_call_rate_threshold: 1.0,
+            slow_call_duration: None,
+            consecutive_failures: None,
+            minimum_calls: 20,
+            wait_duration: Duration::from_secs(30),
+            wait_backoff: None,
+            half_open_calls: 5,
+            seed: None,
+            classifier: DefaultClassifier,
+            listeners: Listeners::default(),
+        }
+    }
+}
+
+impl<C> CircuitBreakerBuilder<C> {
+    /// The breaker's name, carried by its events and its [`CircuitOpen`](crate::error::CircuitOpen) errors.
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Judge the last `calls` calls (1 to 1,000,000).
+    pub fn count_window(mut self, calls: u32) -> Self {
+        self.window = WindowConfig::Count(calls);
+        self
+    }
+
+    /// Judge the calls that finished in the last `length`, kept in buckets of
+    /// 100 ms (or of `length / 1000` for windows longer than 100 s). Calls
+    /// leave the window a bucket at a time.
+    pub fn time_window(mut self, length: Duration) -> Self {
+        let buckets = if length <= Duration::from_secs(100) {
+            length.as_nanos().div_ceil(100_000_000).max(1)
+        } else {
+            1000
+        };
+        self.window = WindowConfig::Time {
+            length,
+            buckets: u32::try_from(buckets).unwrap_or(u32::MAX),
+        };
+        self
+    }
+
+    /// Judge the calls of the last `length`, kept in `buckets` buckets (1 to
+    /// 10,000, each at least 1 ms long).
+    pub fn time_window_buckets(mut self, length: Duration, buckets: u32) -> Self {
+        self.window = WindowConfig::Time { length, buckets };
+        self
+    }
+
+    /// Trip when at least this fraction of the window's calls failed.
+    /// In `(0, 1]`.
+    pub fn failure_rate_threshold(mut self, fraction: f64) -> Self {
+        self.failure_rate_threshold = fraction;
+        self
+    }
+
+    /// Trip when at least this fraction of the window's calls were slow.
+    /// In `(0, 1]`; has effect only with a [`slow_call_duration`](Self::slow_call_duration).
+    pub fn slow_call_rate_threshold(mut self, fraction: f64) -> Self {
+        self.slow_call_rate_threshold = fraction;
+        self
+    }
+
+    /// A call that takes longer than this is slow, whatever its outcome.
+    /// Setting it makes each call read the clock at its start and end.
+    pub fn slow_call_duration(mut self, duration: Duration) -> Self {
+        self.slow_call_duration = Some(duration);
+        self
+    }
+
+    /// Trip after this many failures in a row (at least 1), once the window
+    /// holds [`minimum_calls`](Self::minimum_calls).
+    pub fn consecutive_failures(mut self, failures: u32) -> Self {
+        self.consecutive_failures = Some(failures);
+        self
+    }
+
+    /// No trip condition is judged before the window holds this many calls
+    /// (at least 1; for a count window, at most its size).
+    pub fn minimum_calls(mut self, calls: u32) -> Self {
+        self.minimum_calls = calls;
+        self
+    }
+
+    /// How long the breaker stays open before it lets probes through.
+    pub fn wait_duration(mut self, duration: Duration) -> Self {
+        self.wait_duration = duration;
+        self
+    }
+
+    /// Make each re-open (open, half-open, open again) last longer: the
+    /// `n`-th consecutive open lasts the backoff's `n`-th delay. The sequence
+    /// starts again once the breaker closes. Overrides
+    /// [`wait_duration`](Self::wait_duration), which is used only if a
+    /// custom sequence ends.
+    pub fn wait_backoff(mut self, backoff: Backoff) -> Self {
+        self.wait_backoff = Some(backoff);
+        self
+    }
+
+    /// How many probe calls a half-open breaker lets through (1 to 1000);
+    /// once all have finished it closes, or opens again if their failure or
+    /// slow-call rate reaches its threshold.
+    pub fn half_open_calls(mut self, calls: u32) -> Self {
+        self.half_open_calls = calls;
+        self
+    }
+
+    /// Seeds the randomness of [`wait_backoff`](Self::wait_backoff)'s jitter.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Registers a listener for this breaker's [events](crate::event).
+    pub fn on_event(mut self, listener: impl Listener) -> Self {
+        self.listeners.push(Arc::new(listener));
+        self
+    }
+
+    /// Judges results with `classifier` instead of the default.
+    pub fn classifier<C2>(self, classifier: C2) -> CircuitBreakerBuilder<C2> {
+        CircuitBreakerBuilder {
+            name: self.name,
+            window: self.window,
+            failure_rate_threshold: self.failure_rate_threshold,
+            slow_call_rate_threshold: self.slow_call_rate_threshold,
+            slow_call_duration: self.slow_call_duration,
+            consecutive_failures: self.consecutive_failures,
+            minimum_calls: self.minimum_calls,
+            wait_duration: self.wait_duration,
+            wait_backoff: self.wait_backoff,
+            half_open_calls: self.half_open_calls,
+            seed: self.seed,
+            classifier,
+            listeners: self.listeners,
+        }
+    }
+
+    /// Validates the configuration and makes the layer.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first setting out of range: a window of
+    /// zero calls or zero length, too many or too short buckets, a threshold
+    /// outside `(0, 1]` or NaN, a zero slow-call or wait duration, zero
+    /// consecutive failures, a minimum of zero calls or more calls than a
+    /// count window holds, zero or more than 1000 half-open calls.
+    pub fn build(self) -> Result<CircuitBreakerLayer<C>, ConfigError> {
+        let window = self.validate_window()?;
+        for (parameter, value) in [
+            ("failure_rate_threshold", self.failure_rate_threshold),
+            ("slow_call_rate_threshold", self.slow_call_rate_threshold),
+        ] {
+            if !(value > 0.0 && value <= 1.0) {
+                return Err(ConfigError::new(
+                    parameter,
+                    format!("must be a fraction in (0, 1], got {value}"),
+                ));
+            }
+        }
+        if let Some(d) = self.slow_call_duration {
+            positive_duration("slow_call_duration", d)?;
+        }
+        positive_duration("wait_duration", self.wait_duration)?;
+        if self.consecutive_failures == Some(0) {
+            return Err(ConfigError::new(
+                "consecutive_failures",
+                "must be at least 1",
+            ));
+        }
+        if self.minimum_calls == 0 {
+            return Err(ConfigError::new("minimum_calls", "must be at least 1"));
+        }
+        if let WindowConfig::Count(size) = self.window
+            && self.minimum_calls > size
+        {
+            return Err(ConfigError::new(
+                "minimum_calls",
+                format!(
+                    "{} is more than the count window holds ({size}); the breaker could never trip",
+                    self.minimum_calls
+                ),
+            ));
+        }
+        if !(1..=MAX_HALF_OPEN_CALLS).contains(&self.half_open_calls) {
+            return Err(ConfigError::new(
+                "half_open_calls",
+                format!(
+                    "must be from 1 to {MAX_HALF_OPEN_CALLS}, got {}",
+                    self.half_open_calls
+                ),
+            ));
+        }
+        let config = Config {
+            name: self.name,
+            failure_rate_threshold: self.failure_rate_threshold,
+            slow_call_rate_threshold: self.slow_call_rate_threshold,
+            slow_call_duration: self.slow_call_duration,
+            consecutive_failures: self.consecutive_failures,
+            minimum_calls: self.minimum_calls,
+            wait_duration: self.wait_duration,
+            wait_backoff: self.wait_backoff,
+            half_open_calls: self.half_open_calls,
+            seed: self.seed,
+        };
+        Ok(CircuitBreakerLayer::from_parts(
+            Core::new(config, window, self.listeners),
+            self.classifier,
+        ))
+    }
+
+    fn validate_window(&self) -> Result<Window, ConfigError> {
+        match self.window {
+            WindowConfig::Count(size) => {
+                if !(1..=MAX_COUNT_WINDOW).contains(&size) {
+                    return Err(ConfigError::new(
+                        "count_window",
+                        format!("must hold from 1 to {MAX_COUNT_WINDOW} calls, got {size}"),
+                    ));
+                }
+                Ok(Window::Count(CountWindow::new(size as usize)))
+            }
+            WindowConfig::Time { length, buckets } => {
+                positive_duration("time_window", length)?;
+                if !(1..=MAX_TIME_BUCKETS).contains(&buckets) {
+                    return Err(ConfigError::new(
+                        "time_window",
+                        format!("must have from 1 to {MAX_TIME_BUCKETS} buckets, got {buckets}"),
+                    ));
+                }
+                let width = length / buckets;
+                if width < Duration::from_millis(1) {
+                    return Err(ConfigError::new(
+                        "time_window",
+                        format!("buckets of {width:?} are shorter than 1 ms; use fewer buckets"),
+                    ));
+                }
+                let width_nanos = u64::try_from(width.as_nanos()).map_err(|_| {
+                    ConfigError::new("time_window", "buckets longer than 584 years")
+                })?;
+                Ok(Window::Time(TimeWindow::new(buckets as usize, width_nanos)))
+            }
+        }
+    }
+}
+
+fn positive_duration(parameter: &'static str, d: Duration) -> Result<(), ConfigError> {
+    if d.is_zero() {
+        return Err(ConfigError::new(parameter, "must be longer than zero"));
+    }
+    if d.as_nanos() > u128::from(u64::MAX) {
+        return Err(ConfigError::new(
+            parameter,
+            format!("{d:?} is longer than the longest supported (about 584 years)"),
+        ));
+    }
+    Ok(())
+}

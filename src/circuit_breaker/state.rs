@@ -1,0 +1,565 @@
+//! The breaker's state machine, shared by every clone of a layer and its
+//! services. The state is one atomic word (kind and generation); the closed
+//! path reads it and records into the lock-free window. A mutex serialises
+//! transitions only, which are rare and never on the closed path.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::*};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::config::Config;
+use super::window::{Sample, Totals, Window};
+use super::{CircuitMetrics, CircuitState, TransitionReason};
+use crate::backoff::Delays;
+use crate::classify::Outcome;
+use crate::error::CircuitOpen;
+use crate::event::{Event, Listeners};
+
+/// Keeps a hot atomic on a cache line of its own, so that writes to the
+/// counters beside it do not evict every reader's copy of it.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct CachePadded<T>(T);
+
+/// The state word: the kind in the low 3 bits, the generation above.
+/// Every transition increments the generation, so a word names one stay in
+/// one state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StateWord(u64);
+
+impl StateWord {
+    const KIND_BITS: u32 = 3;
+    const KIND_MASK: u64 = (1 << Self::KIND_BITS) - 1;
+    /// The kinds whose calls are admitted without further ado.
+    const ADMIT_ALL: u64 = 1 << CircuitState::Closed as u64
+        | 1 << CircuitState::MetricsOnly as u64
+        | 1 << CircuitState::Disabled as u64;
+    const STATES: [CircuitState; 8] = [
+        CircuitState::Closed,
+        CircuitState::Open,
+        CircuitState::HalfOpen,
+        CircuitState::ForcedOpen,
+        CircuitState::Disabled,
+        CircuitState::MetricsOnly,
+        // Never stored; present so that the lookup needs no bounds check.
+        CircuitState::ForcedOpen,
+        CircuitState::ForcedOpen,
+    ];
+
+    fn new(state: CircuitState, generation: u64) -> Self {
+        StateWord(generation << Self::KIND_BITS | state as u64)
+    }
+
+    #[inline]
+    fn is(self, state: CircuitState) -> bool {
+        self.0 & Self::KIND_MASK == state as u64
+    }
+
+    #[inline]
+    fn admits_all(self) -> bool {
+        Self::ADMIT_ALL & (1 << (self.0 & Self::KIND_MASK)) != 0
+    }
+
+    #[inline]
+    pub(crate) fn state(self) -> CircuitState {
+        Self::STATES[(self.0 & Self::KIND_MASK) as usize]
+    }
+
+    fn generation(self) -> u64 {
+        self.0 >> Self::KIND_BITS
+    }
+}
+
+/// Half-open probe bookkeeping in one word, tagged with the generation of
+/// the half-open stay it belongs to, so a late probe of an earlier stay
+/// cannot touch a later one. Four 10-bit counts (half-open calls are at most
+/// 1000) and 24 bits of generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Probes(u64);
+
+impl Probes {
+    const COUNT_BITS: u32 = 10;
+    const MASK: u64 = (1 << Self::COUNT_BITS) - 1;
+    const ADMITTED: u32 = 0;
+    const FINISHED: u32 = 10;
+    const FAILED: u32 = 20;
+    const SLOW: u32 = 30;
+    const GENERATION: u32 = 40;
+
+    fn fresh(word: StateWord) -> Self {
+        Probes(Self::tag(word) << Self::GENERATION)
+    }
+
+    fn tag(word: StateWord) -> u64 {
+        word.generation() & ((1 << 24) - 1)
+    }
+
+    fn belongs_to(self, word: StateWord) -> bool {
+        self.0 >> Self::GENERATION == Self::tag(word)
+    }
+
+    fn get(self, field: u32) -> u32 {
+        ((self.0 >> field) & Self::MASK) as u32
+    }
+
+    fn plus(self, field: u32) -> Self {
+        Probes(self.0 + (1 << field))
+    }
+
+    fn minus(self, field: u32) -> Self {
+        Probes(self.0 - (1 << field))
+    }
+}
+
+/// What only transitions touch, under the transition lock.
+#[derive(Debug, Default)]
+struct TransitionState {
+    /// The open-wait sequence of the current run of re-opens; `None` until
+    /// the first open after a close.
+    open_waits: Option<Delays>,
+}
+
+/// Flags for edge-triggered "rate exceeded" events.
+const FAILURE_EXCEEDED: u8 = 1;
+const SLOW_EXCEEDED: u8 = 2;
+
+/// Why a call was admitted: the state word it was admitted under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Admission(pub(crate) StateWord);
+
+impl Admission {
+    #[inline]
+    pub(crate) fn is_probe(self) -> bool {
+        self.0.is(CircuitState::HalfOpen)
+    }
+
+    /// Whether the outcome of this call will be recorded.
+    #[inline]
+    pub(crate) fn records(self) -> bool {
+        !self.0.is(CircuitState::Disabled)
+    }
+}
+
+/// One circuit breaker.
+#[derive(Debug)]
+pub(crate) struct Core {
+    state: CachePadded<AtomicU64>,
+    pub(crate) config: Config,
+    window: Window,
+    consecutive_failures: AtomicU32,
+    /// When an open breaker may admit a probe, in nanoseconds since `epoch`.
+    open_until: AtomicU64,
+    probes: AtomicU64,
+    not_permitted: AtomicU64,
+    exceeded: AtomicU8,
+    transitions: Mutex<TransitionState>,
+    epoch: Instant,
+    pub(crate) listeners: Listeners,
+}
+
+impl Core {
+    pub(crate) fn new(config: Config, window: Window, listeners: Listeners) -> Self {
+        Self {
+            state: CachePadded(AtomicU64::new(StateWord::new(CircuitState::Closed, 0).0)),
+            config,
+            window,
+            consecutive_failures: AtomicU32::new(0),
+            open_until: AtomicU64::new(0),
+            probes: AtomicU64::new(0),
+            not_permitted: AtomicU64::new(0),
+            exceeded: AtomicU8::new(0),
+            transitions: Mutex::new(TransitionState::default()),
+            epoch: Instant::now(),
+            listeners,
+        }
+    }
+
+    pub(crate) fn name(&self) -> &Arc<str> {
+        &self.config.name
+    }
+
+    #[inline]
+    pub(crate) fn load(&self) -> StateWord {
+        StateWord(self.state.0.load(Acquire))
+    }
+
+    fn nanos_since_epoch(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether a call's end must read the clock.
+    #[inline]
+    pub(crate) fn needs_end_time(&self) -> bool {
+        self.config.slow_call_duration.is_some() || self.window.needs_clock()
+    }
+
+    /// Whether a call's start must read the clock.
+    #[inline]
+    pub(crate) fn needs_start_time(&self) -> bool {
+        self.config.slow_call_duration.is_some()
+    }
+
+    /// Decides whether a call may go through now.
+    #[inline]
+    pub(crate) fn admit(&self) -> Result<Admission, CircuitOpen> {
+        let word = self.load();
+        if word.admits_all() {
+            Ok(Admission(word))
+        } else {
+            self.admit_slow(word)
+        }
+    }
+
+    #[cold]
+    fn admit_slow(&self, mut word: StateWord) -> Result<Admission, CircuitOpen> {
+        loop {
+            match word.state() {
+                CircuitState::Closed | CircuitState::MetricsOnly | CircuitState::Disabled => {
+                    return Ok(Admission(word));
+                }
+                CircuitState::ForcedOpen => return Err(self.reject(Duration::MAX)),
+                CircuitState::Open => {
+                    let now = self.nanos_since_epoch(Instant::now());
+                    let until = self.open_until.load(Acquire);
+                    if now < until {
+                        return Err(self.reject(Duration::from_nanos(until - now)));
+                    }
+                    self.transition(word, CircuitState::HalfOpen, TransitionReason::WaitElapsed);
+                }
+                CircuitState::HalfOpen => {
+                    if self.try_take_probe(word) {
+                        return Ok(Admission(word));
+                    }
+                    if self.load() == word {
+                        // Every probe is out: the next chance comes when one
+                        // of them finishes.
+                        return Err(self.reject(Duration::ZERO));
+                    }
+                }
+            }
+            word = self.load();
+        }
+    }
+
+    fn reject(&self, retry_after: Duration) -> CircuitOpen {
+        self.not_permitted.fetch_add(1, Relaxed);
+        let name = &*self.config.name;
+        self.listeners
+            .emit(|| Event::CallRejected { name, retry_after });
+        CircuitOpen::new(self.config.name.clone(), retry_after)
+    }
+
+    fn try_take_probe(&self, word: StateWord) -> bool {
+        let limit = self.config.half_open_calls;
+        let mut current = Probes(self.probes.load(Acquire));
+        loop {
+            if !current.belongs_to(word) || current.get(Probes::ADMITTED) >= limit {
+                return false;
+            }
+            let next = current.plus(Probes::ADMITTED);
+            match self
+                .probes
+                .compare_exchange_weak(current.0, next.0, AcqRel, Acquire)
+            {
+                Ok(_) => return true,
+                Err(actual) => current = Probes(actual),
+            }
+        }
+    }
+
+    /// Gives back the permit of a probe that will not report (dropped, or
+    /// its outcome ignored), so that another call can probe in its place.
+    pub(crate) fn release_probe(&self, admission: Admission) {
+        let word = admission.0;
+        let _ = self.probes.fetch_update(AcqRel, Acquire, |p| {
+            let p = Probes(p);
+            (p.belongs_to(word) && p.get(Probes::ADMITTED) > p.get(Probes::FINISHED))
+                .then(|| p.minus(Probes::ADMITTED).0)
+        });
+    }
+
+    /// Records the outcome of an admitted call. `elapsed` is the call's
+    /// duration and `now` its end, where the configuration needs them.
+    pub(crate) fn record(
+        &self,
+        admission: Admission,
+        outcome: Outcome,
+        elapsed: Option<Duration>,
+        now: Option<Instant>,
+    ) {
+        let word = admission.0;
+        if admission.is_probe() && outcome == Outcome::Ignored {
+            self.release_probe(admission);
+            return;
+        }
+        if outcome == Outcome::Ignored || !admission.records() || self.load() != word {
+            // Ignored, or disabled, or begun in an earlier state: the window
+            // of the current state does not hear of it.
+            return;
+        }
+        let slow = match (self.config.slow_call_duration, elapsed) {
+            (Some(limit), Some(took)) => took > limit,
+            _ => false,
+        };
+        let sample = Sample {
+            failure: outcome == Outcome::Failure,
+            slow,
+        };
+        let now_nanos = now.map_or(0, |now| self.nanos_since_epoch(now));
+        let may_have_risen = self.window.record(sample, now_nanos);
+        if admission.is_probe() {
+            self.finish_probe(word, sample);
+            return;
+        }
+        if sample.failure {
+            self.consecutive_failures.fetch_add(1, Relaxed);
+        } else if self.consecutive_failures.load(Relaxed) != 0 {
+            self.consecutive_failures.store(0, Relaxed);
+        }
+        if may_have_risen {
+            self.evaluate(word, now_nanos);
+        }
+    }
+
+    fn finish_probe(&self, word: StateWord, sample: Sample) {
+        let mut finished = None;
+        let _ = self.probes.fetch_update(AcqRel, Acquire, |p| {
+            let p = Probes(p);
+            if !p.belongs_to(word) {
+                return None;
+            }
+            let mut next = p.plus(Probes::FINISHED);
+            if sample.failure {
+                next = next.plus(Probes::FAILED);
+            }
+            if sample.slow {
+                next = next.plus(Probes::SLOW);
+            }
+            finished = Some(next);
+            Some(next.0)
+        });
+        let Some(probes) = finished else { return };
+        let limit = self.config.half_open_calls;
+        if probes.get(Probes::FINISHED) < limit {
+            return;
+        }
+        let n = f64::from(limit);
+        let failure_rate = f64::from(probes.get(Probes::FAILED)) / n;
+        let slow_rate = f64::from(probes.get(Probes::SLOW)) / n;
+        let (to, reason) = if failure_rate >= self.config.failure_rate_threshold
+            || slow_rate >= self.config.slow_call_rate_threshold
+        {
+            (CircuitState::Open, TransitionReason::ProbesFailed)
+        } else {
+            (CircuitState::Closed, TransitionReason::ProbesSucceeded)
+        };
+        self.transition(word, to, reason);
+    }
+
+    /// Judges the window after a call; trips a closed breaker, or tells the
+    /// listeners of a metrics-only one.
+    fn evaluate(&self, word: StateWord, now_nanos: u64) {
+        let config = &self.config;
+        let totals = self.window.totals(now_nanos);
+        if totals.calls < u64::from(config.minimum_calls) {
+            return;
+        }
+        let calls = totals.calls as f64;
+        let failure_rate = totals.failures as f64 / calls;
+        let slow_rate = totals.slow as f64 / calls;
+        let failure_exceeded = failure_rate >= config.failure_rate_threshold;
+        let slow_exceeded = slow_rate >= config.slow_call_rate_threshold;
+        let consecutive = config
+            .consecutive_failures
+            .is_some_and(|n| self.consecutive_failures.load(Relaxed) >= n);
+        if word.is(CircuitState::MetricsOnly) {
+            self.edge(FAILURE_EXCEEDED, failure_exceeded, failure_rate);
+            self.edge(SLOW_EXCEEDED, slow_exceeded, slow_rate);
+            return;
+        }
+        let reason = if failure_exceeded {
+            TransitionReason::FailureRate
+        } else if slow_exceeded {
+            TransitionReason::SlowCallRate
+        } else if consecutive {
+            TransitionReason::ConsecutiveFailures
+        } else {
+            return;
+        };
+        if self.load() != word {
+            return;
+        }
+        let name = &*config.name;
+        match reason {
+            TransitionReason::FailureRate => self.listeners.emit(|| Event::FailureRateExceeded {
+                name,
+                rate: failure_rate,
+                threshold: config.failure_rate_threshold,
+            }),
+            TransitionReason::SlowCallRate => self.listeners.emit(|| Event::SlowCallRateExceeded {
+                name,
+                rate: slow_rate,
+                threshold: config.slow_call_rate_threshold,
+            }),
+            _ => {}
+        }
+        self.transition(word, CircuitState::Open, reason);
+    }
+
+    /// Emits a "rate exceeded" event when a metrics-only breaker's rate
+    /// crosses its threshold upwards, once per crossing.
+    fn edge(&self, flag: u8, exceeded: bool, rate: f64) {
+        let was = self.exceeded.load(Relaxed) & flag != 0;
+        if exceeded == was {
+            return;
+        }
+        if exceeded {
+            if self.exceeded.fetch_or(flag, Relaxed) & flag == 0 {
+                let name = &*self.config.name;
+                let config = &self.config;
+                self.listeners.emit(|| {
+                    if flag == FAILURE_EXCEEDED {
+                        Event::FailureRateExceeded {
+                            name,
+                            rate,
+                            threshold: config.failure_rate_threshold,
+                        }
+                    } else {
+                        Event::SlowCallRateExceeded {
+                            name,
+                            rate,
+                            threshold: config.slow_call_rate_threshold,
+                        }
+                    }
+                });
+            }
+        } else {
+            self.exceeded.fetch_and(!flag, Relaxed);
+        }
+    }
+
+    /// Moves from `expected` to `to`, unless another thread moved first.
+    /// Returns whether this call made the transition.
+    pub(crate) fn transition(
+        &self,
+        expected: StateWord,
+        to: CircuitState,
+        reason: TransitionReason,
+    ) -> bool {
+        let mut guard = self
+            .transitions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let current = self.load();
+        if current != expected {
+            return false;
+        }
+        let next = StateWord::new(to, current.generation().wrapping_add(1));
+        match to {
+            CircuitState::Closed | CircuitState::MetricsOnly => {
+                self.window.clear();
+                self.consecutive_failures.store(0, Relaxed);
+                self.exceeded.store(0, Relaxed);
+                guard.open_waits = None;
+            }
+            CircuitState::Open => {
+                let wait = self.next_open_wait(&mut guard);
+                let now = self.nanos_since_epoch(Instant::now());
+                self.open_until
+                    .store(now.saturating_add(duration_nanos(wait)), Release);
+            }
+            CircuitState::HalfOpen => {
+                self.window.clear();
+                self.probes.store(Probes::fresh(next).0, Release);
+            }
+            CircuitState::ForcedOpen | CircuitState::Disabled => {}
+        }
+        self.state.0.store(next.0, Release);
+        drop(guard);
+        let name = &*self.config.name;
+        self.listeners.emit(|| Event::StateTransition {
+            name,
+            from: current.state(),
+            to,
+            reason,
+        });
+        true
+    }
+
+    /// Moves to `to` whatever the current state: a transition by hand.
+    pub(crate) fn force(&self, to: CircuitState) {
+        loop {
+            if self.transition(self.load(), to, TransitionReason::Manual) {
+                return;
+            }
+        }
+    }
+
+    fn next_open_wait(&self, state: &mut TransitionState) -> Duration {
+        let Some(backoff) = &self.config.wait_backoff else {
+            return self.config.wait_duration;
+        };
+        let waits = state
+            .open_waits
+            .get_or_insert_with(|| match self.config.seed {
+                Some(seed) => backoff.delays_seeded(seed),
+                None => backoff.delays(),
+            });
+        waits.next().unwrap_or(self.config.wait_duration)
+    }
+
+    /// How long until an open breaker may admit a probe (zero otherwise).
+    fn remaining_open(&self) -> Duration {
+        let now = self.nanos_since_epoch(Instant::now());
+        Duration::from_nanos(self.open_until.load(Acquire).saturating_sub(now))
+    }
+
+    pub(crate) fn metrics(&self) -> CircuitMetrics {
+        let state = self.load().state();
+        let now = if self.window.needs_clock() {
+            self.nanos_since_epoch(Instant::now())
+        } else {
+            0
+        };
+        let Totals {
+            calls,
+            failures,
+            slow,
+        } = self.window.totals(now);
+        let rate = |n: u64| {
+            if calls == 0 {
+                0.0
+            } else {
+                n as f64 / calls as f64
+            }
+        };
+        CircuitMetrics {
+            state,
+            calls,
+            failures,
+            slow_calls: slow,
+            failure_rate: rate(failures),
+            slow_call_rate: rate(slow),
+            consecutive_failures: self.consecutive_failures.load(Relaxed),
+            not_permitted: self.not_permitted.load(Relaxed),
+            open_remaining: if state == CircuitState::Open {
+                self.remaining_open()
+            } else {
+                Duration::ZERO
+            },
+            probes_in_flight: if state == CircuitState::HalfOpen {
+                let p = Probes(self.probes.load(Acquire));
+                p.get(Probes::ADMITTED) - p.get(Probes::FINISHED)
+            } else {
+                0
+            },
+        }
+    }
+}
+
+fn duration_nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
