@@ -34,10 +34,14 @@ impl<C> CallGuard<C> {
         }
     }
 
-    fn report<Req, Res, E>(mut self, result: &Result<Res, E>)
+    #[inline]
+    fn report<Req, Res, E>(&mut self, result: &Result<Res, E>)
     where
         C: Classify<Req, Res, E>,
     {
+        if self.reported {
+            return;
+        }
         let core = &self.shared.core;
         let outcome = self.shared.classifier.classify(result);
         let (elapsed, now) = if core.needs_end_time() {
@@ -137,7 +141,9 @@ where
         match this.kind.project() {
             KindProj::Called { future } => {
                 let result = ready!(future.poll(cx));
-                if let Some(guard) = this.guard.take() {
+                // Reported in place: the guard (and its `Arc`) goes with the
+                // future, which saves moving it out.
+                if let Some(guard) = this.guard {
                     guard.report(&result);
                 }
                 Poll::Ready(result.map_err(Into::into))

@@ -212,10 +212,16 @@ pub struct CircuitMetrics {
     pub probes_in_flight: u32,
 }
 
-/// What `poll_ready` decided for the next `call`.
+/// What `poll_ready` decided for the next `call`. The common case, a closed
+/// breaker's admission, is a plain word; the rare ones are boxed, so the
+/// service stays small and cheap to move.
 enum Ready<C> {
     Undecided,
     Admitted(Admission),
+    Rare(Box<RareReady<C>>),
+}
+
+enum RareReady<C> {
     Probe(CallGuard<C>),
     Rejected(CircuitOpen),
 }
@@ -262,14 +268,20 @@ impl<S, C> CircuitBreaker<S, C> {
         CircuitBreakerHandle::new(self.shared.clone())
     }
 
+    #[inline]
     fn decide(&self) -> Ready<C> {
         match self.shared.core.admit() {
-            Ok(admission) if admission.is_probe() => {
-                Ready::Probe(CallGuard::new(self.shared.clone(), admission))
-            }
-            Ok(admission) => Ready::Admitted(admission),
-            Err(open) => Ready::Rejected(open),
+            Ok(admission) if !admission.is_probe() => Ready::Admitted(admission),
+            Ok(admission) => Ready::Rare(Box::new(RareReady::Probe(CallGuard::new(
+                self.shared.clone(),
+                admission,
+            )))),
+            Err(open) => Ready::Rare(Box::new(RareReady::Rejected(open))),
         }
+    }
+
+    fn is_rejected(&self) -> bool {
+        matches!(&self.ready, Ready::Rare(rare) if matches!(**rare, RareReady::Rejected(_)))
     }
 }
 
@@ -301,11 +313,11 @@ where
     type Future = ResponseFuture<S::Future, C, Req>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if matches!(self.ready, Ready::Undecided | Ready::Rejected(_)) {
+        if matches!(self.ready, Ready::Undecided) || self.is_rejected() {
             self.ready = self.decide();
-        }
-        if matches!(self.ready, Ready::Rejected(_)) {
-            return Poll::Ready(Ok(()));
+            if self.is_rejected() {
+                return Poll::Ready(Ok(()));
+            }
         }
         self.inner.poll_ready(cx).map_err(Into::into)
     }
@@ -319,8 +331,10 @@ where
         let mut guard = match ready {
             Ready::Admitted(admission) if !admission.records() => None,
             Ready::Admitted(admission) => Some(CallGuard::new(self.shared.clone(), admission)),
-            Ready::Probe(guard) => Some(guard),
-            Ready::Rejected(open) => return ResponseFuture::rejected(open),
+            Ready::Rare(rare) => match *rare {
+                RareReady::Probe(guard) => Some(guard),
+                RareReady::Rejected(open) => return ResponseFuture::rejected(open),
+            },
             Ready::Undecided => panic!("CircuitBreaker::call without a successful poll_ready"),
         };
         if let Some(guard) = &mut guard

@@ -49,6 +49,7 @@ impl StateWord {
         CircuitState::ForcedOpen,
     ];
 
+    #[inline]
     fn new(state: CircuitState, generation: u64) -> Self {
         StateWord(generation << Self::KIND_BITS | state as u64)
     }
@@ -68,6 +69,7 @@ impl StateWord {
         Self::STATES[(self.0 & Self::KIND_MASK) as usize]
     }
 
+    #[inline]
     fn generation(self) -> u64 {
         self.0 >> Self::KIND_BITS
     }
@@ -186,6 +188,7 @@ impl Core {
         StateWord(self.state.0.load(Acquire))
     }
 
+    #[inline]
     fn nanos_since_epoch(&self, now: Instant) -> u64 {
         u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
     }
@@ -272,6 +275,7 @@ impl Core {
 
     /// Gives back the permit of a probe that will not report (dropped, or
     /// its outcome ignored), so that another call can probe in its place.
+    #[cold]
     pub(crate) fn release_probe(&self, admission: Admission) {
         let word = admission.0;
         let _ = self.probes.fetch_update(AcqRel, Acquire, |p| {
@@ -283,6 +287,7 @@ impl Core {
 
     /// Records the outcome of an admitted call. `elapsed` is the call's
     /// duration and `now` its end, where the configuration needs them.
+    #[inline]
     pub(crate) fn record(
         &self,
         admission: Admission,
@@ -324,6 +329,7 @@ impl Core {
         }
     }
 
+    #[cold]
     fn finish_probe(&self, word: StateWord, sample: Sample) {
         let mut finished = None;
         let _ = self.probes.fetch_update(AcqRel, Acquire, |p| {
@@ -361,6 +367,7 @@ impl Core {
 
     /// Judges the window after a call; trips a closed breaker, or tells the
     /// listeners of a metrics-only one.
+    #[inline(never)]
     fn evaluate(&self, word: StateWord, now_nanos: u64) {
         let config = &self.config;
         let totals = self.window.totals(now_nanos);

@@ -35,6 +35,7 @@ struct Counters {
 }
 
 impl Counters {
+    #[inline]
     fn add(&self, calls: i64, failures: i64, slow: i64) {
         for (counter, delta) in [
             (&self.calls, calls),
@@ -62,10 +63,12 @@ const RECORDED: u8 = 1;
 const FAILURE: u8 = 2;
 const SLOW: u8 = 4;
 
+#[inline]
 fn encode(sample: Sample) -> u8 {
     RECORDED | if sample.failure { FAILURE } else { 0 } | if sample.slow { SLOW } else { 0 }
 }
 
+#[inline]
 fn bit(code: u8, flag: u8) -> i64 {
     i64::from(code & flag != 0)
 }
@@ -94,6 +97,7 @@ impl CountWindow {
     }
 
     /// Puts `code` in slot `index`; returns what the slot held.
+    #[inline]
     fn replace(&self, index: usize, code: u8) -> u8 {
         let slot = &self.slots[index];
         // The common case (a success replacing a success) needs no write.
@@ -123,6 +127,7 @@ impl CountWindow {
     }
 
     /// Returns whether a rate or the call count may have gone up.
+    #[inline]
     fn record(&self, sample: Sample) -> bool {
         let index = self.slot_of(self.next.fetch_add(1, Relaxed));
         let code = encode(sample);
@@ -262,12 +267,14 @@ pub(crate) enum Window {
 
 impl Window {
     /// Whether recording needs the time of the call's end.
+    #[inline]
     pub(crate) fn needs_clock(&self) -> bool {
         matches!(self, Window::Time(_))
     }
 
     /// Records a call. Returns `false` when no rate and no count can have
     /// gone up, so the trip conditions need not be judged again.
+    #[inline]
     pub(crate) fn record(&self, sample: Sample, now_nanos: u64) -> bool {
         match self {
             Window::Count(w) => w.record(sample),

@@ -1,0 +1,111 @@
+//! palisade against the crates a user would pick instead, per call on the
+//! happy path, in one run on one machine.
+//!
+//! ```text
+//! cargo bench -p palisade-peers
+//! ```
+//!
+//! Every group has the bare service as its baseline; the figures to compare
+//! are the overheads over it. Calls are looped inside one tokio runtime
+//! (`iter_custom`), so `block_on` is not what is measured.
+
+use std::future::Future;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main};
+use palisade::error::BoxError;
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime")
+}
+
+type Ready = std::future::Ready<Result<u64, BoxError>>;
+
+/// The bare service: answers at once. `Clone`, as tower-resilience needs.
+fn bare() -> tower::util::ServiceFn<fn(u64) -> Ready> {
+    service_fn((|n| std::future::ready(Ok(n))) as fn(u64) -> Ready)
+}
+
+fn bench_service<S>(group: &mut BenchmarkGroup<'_, WallTime>, name: &str, mut svc: S)
+where
+    S: Service<u64>,
+    S::Error: std::fmt::Debug,
+{
+    let rt = runtime();
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for n in 0..iters {
+                    let svc = svc.ready().await.expect("ready");
+                    black_box(svc.call(black_box(n)).await.expect("ok"));
+                }
+                start.elapsed()
+            })
+        })
+    });
+}
+
+/// For APIs that wrap a future rather than a service.
+fn bench_future<F, Fut>(group: &mut BenchmarkGroup<'_, WallTime>, name: &str, mut call: F)
+where
+    F: FnMut(u64) -> Fut,
+    Fut: Future,
+{
+    let rt = runtime();
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for n in 0..iters {
+                    black_box(call(black_box(n)).await);
+                }
+                start.elapsed()
+            })
+        })
+    });
+}
+
+fn circuit_breaker(c: &mut Criterion) {
+    let mut group = c.benchmark_group("circuit_breaker_closed");
+    bench_service(&mut group, "bare", bare());
+
+    let palisade = palisade::circuit_breaker::CircuitBreakerLayer::builder()
+        .count_window(100)
+        .build()
+        .unwrap();
+    bench_service(&mut group, "palisade", palisade.layer(bare()));
+
+    let tower_resilience = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
+        .sliding_window_size(100)
+        .build()
+        .unwrap();
+    bench_service(
+        &mut group,
+        "tower-resilience 0.13",
+        tower_resilience.layer(bare()),
+    );
+
+    let failsafe = failsafe::Config::new().build();
+    let mut inner = bare();
+    bench_future(&mut group, "failsafe 1.3", move |n| {
+        use failsafe::futures::CircuitBreaker;
+        failsafe.call(inner.call(n))
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = peers;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = circuit_breaker
+}
+criterion_main!(peers);
