@@ -59,6 +59,13 @@ pub enum Event<'a> {
         /// The configured threshold.
         threshold: f64,
     },
+    /// A call ran out of time.
+    TimedOut {
+        /// The timeout layer's name.
+        name: &'a str,
+        /// The limit it reached.
+        after: Duration,
+    },
     /// A breaker's slow-call rate reached its threshold (once per crossing).
     SlowCallRateExceeded {
         /// The breaker's name.
@@ -95,6 +102,7 @@ impl fmt::Display for Event<'_> {
                 rate * 100.0,
                 threshold * 100.0
             ),
+            Event::TimedOut { name, after } => write!(f, "`{name}`: timed out after {after:?}"),
             Event::SlowCallRateExceeded {
                 name,
                 rate,
@@ -138,6 +146,10 @@ impl fmt::Debug for Listeners {
 }
 
 impl Listeners {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.listeners.is_empty()
+    }
+
     pub(crate) fn push(&mut self, listener: Arc<dyn Listener>) {
         self.listeners.push(listener);
     }

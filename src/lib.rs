@@ -67,6 +67,7 @@ pub mod circuit_breaker;
 pub mod classify;
 pub mod error;
 pub mod event;
+pub mod timeout;
 
 pub use error::BoxError;
 

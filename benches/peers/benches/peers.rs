@@ -101,11 +101,33 @@ fn circuit_breaker(c: &mut Criterion) {
     group.finish();
 }
 
+fn timeout(c: &mut Criterion) {
+    let mut group = c.benchmark_group("timeout_ready_inner");
+    let limit = Duration::from_secs(10);
+    bench_service(&mut group, "bare", bare());
+    let palisade = palisade::timeout::TimeoutLayer::new(limit).unwrap();
+    bench_service(&mut group, "palisade", palisade.layer(bare()));
+    bench_service(
+        &mut group,
+        "tower 0.5",
+        tower::timeout::TimeoutLayer::new(limit).layer(bare()),
+    );
+    let tower_resilience = tower_resilience::timelimiter::TimeLimiterLayer::builder()
+        .timeout_duration(limit)
+        .build();
+    bench_service(
+        &mut group,
+        "tower-resilience 0.13",
+        tower_resilience.layer(bare()),
+    );
+    group.finish();
+}
+
 criterion_group! {
     name = peers;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = circuit_breaker
+    targets = circuit_breaker, timeout
 }
 criterion_main!(peers);

@@ -1,0 +1,199 @@
+//! The timeout layer through its public API, on paused time.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use palisade::error::{BoxError, Elapsed, ErrorKind};
+use palisade::event::Event;
+use palisade::timeout::TimeoutLayer;
+use tokio::time::{Instant, advance, sleep};
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+const LIMIT: Duration = Duration::from_millis(100);
+
+fn sleeper() -> impl Service<u64, Response = u64, Error = BoxError> + Clone {
+    service_fn(|ms: u64| async move {
+        sleep(Duration::from_millis(ms)).await;
+        Ok::<_, BoxError>(ms)
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn fires_exactly_at_the_limit() {
+    let mut svc = TimeoutLayer::new(LIMIT).unwrap().layer(sleeper());
+    let start = Instant::now();
+    let err = svc.ready().await.unwrap().call(1_000).await.unwrap_err();
+    assert!(err.is::<Elapsed>());
+    assert_eq!(ErrorKind::of(&err), ErrorKind::Elapsed);
+    assert_eq!(start.elapsed(), LIMIT);
+}
+
+#[tokio::test(start_paused = true)]
+async fn calls_within_the_limit_pass_through() {
+    let mut svc = TimeoutLayer::new(LIMIT).unwrap().layer(sleeper());
+    assert_eq!(svc.ready().await.unwrap().call(99).await.unwrap(), 99);
+    assert_eq!(
+        svc.ready().await.unwrap().call(100).await.unwrap(),
+        100,
+        "the inner future is polled first"
+    );
+    assert_eq!(svc.ready().await.unwrap().call(0).await.unwrap(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn inner_errors_pass_through_unchanged() {
+    let mut svc = TimeoutLayer::new(LIMIT)
+        .unwrap()
+        .layer(service_fn(|_: ()| async {
+            Err::<(), _>(std::io::Error::other("refused"))
+        }));
+    let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
+    assert_eq!(ErrorKind::of(&err), ErrorKind::Inner);
+    assert_eq!(
+        err.downcast_ref::<std::io::Error>().unwrap().to_string(),
+        "refused"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_runs_from_the_call_not_the_first_poll() {
+    let mut svc = TimeoutLayer::new(LIMIT).unwrap().layer(sleeper());
+    let start = Instant::now();
+    let future = svc.ready().await.unwrap().call(1_000);
+    advance(Duration::from_millis(60)).await;
+    let err = future.await.unwrap_err();
+    assert!(err.is::<Elapsed>());
+    assert_eq!(start.elapsed(), LIMIT);
+}
+
+/// Becomes ready 500 ms after it is first polled, then answers in 50 ms.
+struct SlowToReady {
+    gate: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Service<()> for SlowToReady {
+    type Response = &'static str;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<&'static str, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.gate.as_mut().poll(cx).map(Ok)
+    }
+
+    fn call(&mut self, _: ()) -> Self::Future {
+        Box::pin(async {
+            sleep(Duration::from_millis(50)).await;
+            Ok("answer")
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn time_waiting_for_readiness_is_not_counted() {
+    let gate = Box::pin(sleep(Duration::from_millis(500)));
+    let mut svc = TimeoutLayer::new(LIMIT)
+        .unwrap()
+        .layer(SlowToReady { gate });
+    let start = Instant::now();
+    assert_eq!(svc.ready().await.unwrap().call(()).await.unwrap(), "answer");
+    assert_eq!(start.elapsed(), Duration::from_millis(550));
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_future_drops_the_inner_call() {
+    let dropped = Arc::new(AtomicBool::new(false));
+    struct Flag(Arc<AtomicBool>);
+    impl Drop for Flag {
+        fn drop(&mut self) {
+            self.0.store(true, SeqCst);
+        }
+    }
+    let flag = dropped.clone();
+    let mut svc = TimeoutLayer::new(LIMIT)
+        .unwrap()
+        .layer(service_fn(move |_: ()| {
+            let guard = Flag(flag.clone());
+            async move {
+                let _guard = guard;
+                sleep(Duration::from_secs(10)).await;
+                Ok::<_, BoxError>(())
+            }
+        }));
+    let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
+    assert!(err.is::<Elapsed>());
+    assert!(dropped.load(SeqCst), "the timed-out call was cancelled");
+}
+
+/// Never finishes and always has work: each poll spends the task's whole
+/// cooperative budget, then asks to be polled again at once.
+struct Busy;
+
+impl Future for Busy {
+    type Output = Result<(), BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            if std::pin::pin!(tokio::task::consume_budget())
+                .poll(cx)
+                .is_pending()
+            {
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+// Real time: a task that is always ready never lets paused time advance.
+// The bound is loose; without the budget-proof timer the call never ends.
+#[tokio::test]
+async fn a_busy_inner_future_cannot_starve_the_timer() {
+    let limit = Duration::from_millis(20);
+    let mut svc = TimeoutLayer::new(limit)
+        .unwrap()
+        .layer(service_fn(|_: ()| Busy));
+    let start = std::time::Instant::now();
+    let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
+    assert!(err.is::<Elapsed>());
+    assert!(start.elapsed() >= limit);
+}
+
+#[tokio::test(start_paused = true)]
+async fn timeouts_are_events() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let layer = TimeoutLayer::builder()
+        .name("per-attempt")
+        .timeout(LIMIT)
+        .on_event(move |e: &Event<'_>| log.lock().unwrap().push(e.to_string()))
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(sleeper());
+    svc.ready().await.unwrap().call(10).await.unwrap();
+    svc.ready().await.unwrap().call(500).await.unwrap_err();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["`per-attempt`: timed out after 100ms"]
+    );
+}
+
+#[test]
+fn bad_timeouts_are_refused() {
+    assert_eq!(
+        TimeoutLayer::new(Duration::ZERO).unwrap_err().parameter(),
+        "timeout"
+    );
+    assert_eq!(
+        TimeoutLayer::new(Duration::MAX).unwrap_err().parameter(),
+        "timeout"
+    );
+    assert_eq!(
+        TimeoutLayer::new(Duration::from_nanos(1))
+            .unwrap()
+            .timeout(),
+        Duration::from_nanos(1)
+    );
+}
