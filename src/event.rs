@@ -59,6 +59,14 @@ pub enum Event<'a> {
         /// The configured threshold.
         threshold: f64,
     },
+    /// A bulkhead refused a call.
+    BulkheadRejected {
+        /// The bulkhead's name.
+        name: &'a str,
+        /// `true` if the call waited in the queue until its maximum wait
+        /// expired; `false` if every permit and queue place was taken.
+        timed_out_in_queue: bool,
+    },
     /// A call ran out of time.
     TimedOut {
         /// The timeout layer's name.
@@ -102,6 +110,19 @@ impl fmt::Display for Event<'_> {
                 rate * 100.0,
                 threshold * 100.0
             ),
+            Event::BulkheadRejected {
+                name,
+                timed_out_in_queue,
+            } => {
+                if *timed_out_in_queue {
+                    write!(
+                        f,
+                        "bulkhead `{name}`: call rejected after waiting in the queue"
+                    )
+                } else {
+                    write!(f, "bulkhead `{name}`: call rejected, bulkhead full")
+                }
+            }
             Event::TimedOut { name, after } => write!(f, "`{name}`: timed out after {after:?}"),
             Event::SlowCallRateExceeded {
                 name,

@@ -63,6 +63,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod backoff;
+pub mod bulkhead;
 pub mod circuit_breaker;
 pub mod classify;
 pub mod error;

@@ -123,11 +123,36 @@ fn timeout(c: &mut Criterion) {
     group.finish();
 }
 
+fn bulkhead(c: &mut Criterion) {
+    let mut group = c.benchmark_group("bulkhead_free");
+    bench_service(&mut group, "bare", bare());
+    let palisade = palisade::bulkhead::BulkheadLayer::builder()
+        .max_concurrent(100)
+        .build()
+        .unwrap();
+    bench_service(&mut group, "palisade", palisade.layer(bare()));
+    bench_service(
+        &mut group,
+        "tower 0.5 ConcurrencyLimit",
+        tower::limit::ConcurrencyLimitLayer::new(100).layer(bare()),
+    );
+    let tower_resilience = tower_resilience::bulkhead::BulkheadLayer::builder()
+        .max_concurrent_calls(100)
+        .build()
+        .unwrap();
+    bench_service(
+        &mut group,
+        "tower-resilience 0.13",
+        tower_resilience.layer(bare()),
+    );
+    group.finish();
+}
+
 criterion_group! {
     name = peers;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = circuit_breaker, timeout
+    targets = circuit_breaker, timeout, bulkhead
 }
 criterion_main!(peers);

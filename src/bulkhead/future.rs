@@ -1,0 +1,95 @@
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use pin_project::pin_project;
+
+use super::layer::Shared;
+use crate::BoxError;
+use crate::error::BulkheadFull;
+
+/// A bulkhead permit: released when dropped.
+pub(crate) struct Permit {
+    shared: Arc<Shared>,
+}
+
+impl Permit {
+    /// Wraps a permit already taken from `shared`'s semaphore.
+    pub(crate) fn taken(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+}
+
+impl Drop for Permit {
+    #[inline]
+    fn drop(&mut self) {
+        self.shared.semaphore.release();
+    }
+}
+
+impl fmt::Debug for Permit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Permit")
+            .field("bulkhead", &self.shared.name)
+            .finish()
+    }
+}
+
+/// The future of a [`Bulkhead`](super::Bulkhead) call: the inner call holding
+/// its permit until it finishes or is dropped, or a rejection ready at once.
+#[pin_project]
+pub struct ResponseFuture<F> {
+    #[pin]
+    inner: Option<F>,
+    permit: Option<Permit>,
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn called(inner: F, permit: Permit) -> Self {
+        Self {
+            inner: Some(inner),
+            permit: Some(permit),
+        }
+    }
+
+    pub(crate) fn rejected() -> Self {
+        Self {
+            inner: None,
+            permit: None,
+        }
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("rejected", &self.inner.is_none())
+            .field("permit", &self.permit)
+            .finish()
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.inner.as_pin_mut() {
+            Some(inner) => {
+                let result = ready!(inner.poll(cx));
+                // The call is over: free the place at once, not when the
+                // caller gets round to dropping this future.
+                *this.permit = None;
+                Poll::Ready(result.map_err(Into::into))
+            }
+            None => Poll::Ready(Err(BulkheadFull(()).into())),
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! A bulkhead: at most N calls in flight, a bounded queue, and a clear "no"
+//! beyond that.
+//!
+//! [`BulkheadLayer`] keeps a slow or failing dependency from taking every
+//! task, connection and socket of the caller with it. At most
+//! [`max_concurrent`](BulkheadBuilder::max_concurrent) calls are in flight;
+//! up to [`max_queue`](BulkheadBuilder::max_queue) more wait for a permit,
+//! first come first served, each for at most
+//! [`max_wait`](BulkheadBuilder::max_wait). A call beyond that, or one whose
+//! wait expires, fails at once with [`BulkheadFull`](crate::error::BulkheadFull)
+//! without touching the inner service.
+//!
+//! The permit is held by the response future and released when the call
+//! finishes or the future is dropped: a cancelled call, queued or in
+//! flight, frees its place. One bulkhead is shared by every clone of a
+//! service and every service its layer builds.
+//!
+//! # Readiness
+//!
+//! The permit is taken in `poll_ready`, as tower's `ConcurrencyLimit` does:
+//! `poll_ready` is `Pending` while the call waits in the queue, then, with
+//! the permit in hand, as ready as the inner service. A refused call's
+//! `poll_ready` is ready at once, and its `call` fails with `BulkheadFull`
+//! without calling the inner service. A permit taken by `poll_ready` and
+//! never used by a `call` is released when the service is dropped; a queued
+//! place is given up the same way. With a `Clone` inner service (reqwest,
+//! tonic), clone the bulkhead service per request, as usual in tower: each
+//! clone waits for its own permit.
+//!
+//! # Cost
+//!
+//! A free bulkhead costs a compare-and-swap to take the permit and one to
+//! give it back; no lock, no allocation. The queue's lock is taken only when
+//! a call must wait or a permit is released to a waiting call.
+//!
+//! # Examples
+//!
+//! ```
+//! use palisade::bulkhead::BulkheadLayer;
+//! use palisade::error::{BoxError, ErrorKind};
+//! use std::time::Duration;
+//! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let bulkhead = BulkheadLayer::builder()
+//!     .max_concurrent(1)
+//!     .max_queue(1)
+//!     .max_wait(Duration::from_millis(50))
+//!     .build()
+//!     .unwrap();
+//! let handle = bulkhead.handle();
+//! let svc = ServiceBuilder::new().layer(bulkhead).service(service_fn(|ms: u64| async move {
+//!     tokio::time::sleep(Duration::from_millis(ms)).await;
+//!     Ok::<_, BoxError>(ms)
+//! }));
+//!
+//! let first = tokio::spawn(svc.clone().oneshot(1_000)); // takes the only permit
+//! let second = tokio::spawn(svc.clone().oneshot(10)); // waits in the queue...
+//! tokio::task::yield_now().await;
+//! assert_eq!((handle.in_flight(), handle.queued()), (1, 1));
+//! let third = svc.clone().oneshot(10).await; // ...so this one is refused at once
+//! assert_eq!(ErrorKind::of(&third.unwrap_err()), ErrorKind::BulkheadFull);
+//! let second = second.await.unwrap(); // and the queued one gives up after 50 ms
+//! assert_eq!(ErrorKind::of(&second.unwrap_err()), ErrorKind::BulkheadFull);
+//! assert_eq!(first.await.unwrap().unwrap(), 1_000);
+//! # }
+//! ```
+
+mod future;
+mod layer;
+mod semaphore;
+
+pub use self::future::ResponseFuture;
+pub use self::layer::{BulkheadBuilder, BulkheadLayer, MAX_BULKHEAD_PERMITS};
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::time::Sleep;
+use tower::Service;
+
+use self::future::Permit;
+use self::layer::Shared;
+use self::semaphore::{Acquire, Waiter};
+use crate::BoxError;
+use crate::event::Event;
+
+/// Where one service stands on its way to the next call.
+enum State {
+    Idle,
+    /// Holds a permit taken by `poll_ready`.
+    Permitted,
+    Queued {
+        waiter: Arc<Waiter>,
+        deadline: Option<Pin<Box<Sleep>>>,
+    },
+    Rejected,
+}
+
+/// A service's stake in the bulkhead; gives back a reserved permit or a
+/// queued place when the service is dropped.
+struct Slot {
+    shared: Arc<Shared>,
+    state: State,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        match &self.state {
+            State::Permitted => self.shared.semaphore.release(),
+            State::Queued { waiter, .. } => self.shared.semaphore.cancel(waiter),
+            State::Idle | State::Rejected => {}
+        }
+    }
+}
+
+/// A service that admits at most N calls at once; see the [module docs](self).
+pub struct Bulkhead<S> {
+    inner: S,
+    slot: Slot,
+}
+
+impl<S> Bulkhead<S> {
+    pub(crate) fn from_shared(inner: S, shared: Arc<Shared>) -> Self {
+        Self {
+            inner,
+            slot: Slot {
+                shared,
+                state: State::Idle,
+            },
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service (giving back any permit it reserved).
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// A handle to this service's bulkhead.
+    pub fn handle(&self) -> BulkheadHandle {
+        BulkheadHandle::new(self.slot.shared.clone())
+    }
+
+    fn reject(&mut self, timed_out_in_queue: bool) {
+        self.slot.state = State::Rejected;
+        let shared = &self.slot.shared;
+        shared.listeners.emit(|| Event::BulkheadRejected {
+            name: &shared.name,
+            timed_out_in_queue,
+        });
+    }
+
+    /// Moves this service towards a permit; `Ready` once it has one or is
+    /// refused.
+    fn poll_permit(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            match &mut self.slot.state {
+                State::Permitted | State::Rejected => return Poll::Ready(()),
+                State::Idle => {
+                    let shared = &self.slot.shared;
+                    if shared.semaphore.try_acquire() {
+                        self.slot.state = State::Permitted;
+                        return Poll::Ready(());
+                    }
+                    match shared.semaphore.acquire() {
+                        Acquire::Permit => self.slot.state = State::Permitted,
+                        Acquire::Full => self.reject(false),
+                        Acquire::Queued(waiter) => {
+                            let deadline = shared.max_wait.map(|w| Box::pin(tokio::time::sleep(w)));
+                            self.slot.state = State::Queued { waiter, deadline };
+                        }
+                    }
+                }
+                State::Queued { waiter, deadline } => {
+                    waiter.register(cx.waker());
+                    if waiter.is_granted() {
+                        // The permit is ours now; the slot must not cancel it.
+                        self.slot.state = State::Permitted;
+                        continue;
+                    }
+                    let expired = deadline
+                        .as_mut()
+                        .is_some_and(|d| d.as_mut().poll(cx).is_ready());
+                    if !expired {
+                        return Poll::Pending;
+                    }
+                    let State::Queued { waiter, .. } =
+                        std::mem::replace(&mut self.slot.state, State::Idle)
+                    else {
+                        unreachable!("matched above")
+                    };
+                    // Gives the place up, or passes on a permit that came
+                    // just now: a timed-out call is refused either way.
+                    self.slot.shared.semaphore.cancel(&waiter);
+                    self.reject(true);
+                }
+            }
+        }
+    }
+}
+
+impl<S: Clone> Clone for Bulkhead<S> {
+    /// A clone shares the bulkhead, but not a permit or queued place.
+    fn clone(&self) -> Self {
+        Self::from_shared(self.inner.clone(), self.slot.shared.clone())
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for Bulkhead<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bulkhead")
+            .field("inner", &self.inner)
+            .field("name", &self.slot.shared.name)
+            .finish()
+    }
+}
+
+impl<S, Req> Service<Req> for Bulkhead<S>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        let fast =
+            matches!(self.slot.state, State::Idle) && self.slot.shared.semaphore.try_acquire();
+        if fast {
+            self.slot.state = State::Permitted;
+        } else if self.poll_permit(cx).is_pending() {
+            return Poll::Pending;
+        }
+        if matches!(self.slot.state, State::Rejected) {
+            return Poll::Ready(Ok(()));
+        }
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    #[inline]
+    fn call(&mut self, req: Req) -> Self::Future {
+        if let State::Permitted = self.slot.state {
+            self.slot.state = State::Idle;
+            return ResponseFuture::called(
+                self.inner.call(req),
+                Permit::taken(self.slot.shared.clone()),
+            );
+        }
+        match std::mem::replace(&mut self.slot.state, State::Idle) {
+            State::Rejected => ResponseFuture::rejected(),
+            _ => panic!("Bulkhead::call without a successful poll_ready"),
+        }
+    }
+}
+
+/// Reads a bulkhead's counts. Cheap to clone; made by
+/// [`BulkheadLayer::handle`].
+#[derive(Clone)]
+pub struct BulkheadHandle {
+    shared: Arc<Shared>,
+}
+
+impl BulkheadHandle {
+    fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    /// The bulkhead's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Calls holding a permit: in flight, or reserved by a `poll_ready`
+    /// whose `call` has not come yet.
+    pub fn in_flight(&self) -> u32 {
+        self.shared.semaphore.in_use(self.shared.max_concurrent)
+    }
+
+    /// Calls waiting in the queue.
+    pub fn queued(&self) -> u32 {
+        self.shared.semaphore.queued()
+    }
+
+    /// The most calls in flight at once.
+    pub fn max_concurrent(&self) -> u32 {
+        self.shared.max_concurrent
+    }
+}
+
+impl fmt::Debug for BulkheadHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BulkheadHandle")
+            .field("name", &self.name())
+            .field("in_flight", &self.in_flight())
+            .field("queued", &self.queued())
+            .finish()
+    }
+}

@@ -1,0 +1,258 @@
+//! The bulkhead through its public API, on paused time.
+
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use palisade::bulkhead::{BulkheadBuilder, BulkheadHandle, BulkheadLayer};
+use palisade::error::{BoxError, BulkheadFull, ErrorKind};
+use palisade::event::Event;
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+use tokio::time::{Instant, sleep};
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+type Svc =
+    palisade::bulkhead::Bulkhead<tower::util::BoxCloneSyncService<(u32, u64), u32, BoxError>>;
+
+/// A bulkhead over a service that records the order in which calls reach it
+/// and sleeps as long as asked.
+fn setup(b: BulkheadBuilder) -> (Svc, BulkheadHandle, Arc<Mutex<Vec<u32>>>) {
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let seen = order.clone();
+    let inner = tower::util::BoxCloneSyncService::new(service_fn(move |(id, ms): (u32, u64)| {
+        seen.lock().unwrap().push(id);
+        async move {
+            sleep(Duration::from_millis(ms)).await;
+            Ok::<_, BoxError>(id)
+        }
+    }));
+    let layer = b.build().unwrap();
+    let handle = layer.handle();
+    (layer.layer(inner), handle, order)
+}
+
+fn rejected(r: &Result<u32, BoxError>) -> bool {
+    matches!(r, Err(e) if ErrorKind::of(e) == ErrorKind::BulkheadFull)
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_most_n_in_flight_and_the_rest_refused_at_once() {
+    let (svc, handle, order) = setup(BulkheadLayer::builder().max_concurrent(3));
+    let running: Vec<_> = (0..3)
+        .map(|id| tokio::spawn(svc.clone().oneshot((id, 100))))
+        .collect();
+    tokio::task::yield_now().await;
+    assert_eq!(handle.in_flight(), 3);
+    let start = Instant::now();
+    let r = svc.clone().oneshot((99, 0)).await;
+    assert!(rejected(&r));
+    assert!(r.unwrap_err().is::<BulkheadFull>());
+    assert_eq!(start.elapsed(), Duration::ZERO, "refused at once");
+    assert!(
+        !order.lock().unwrap().contains(&99),
+        "the inner service was not called"
+    );
+    for t in running {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(handle.in_flight(), 0);
+    svc.clone().oneshot((100, 0)).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_queue_is_first_come_first_served() {
+    let (svc, handle, order) = setup(BulkheadLayer::builder().max_concurrent(1).max_queue(5));
+    let mut tasks = vec![tokio::spawn(svc.clone().oneshot((0, 100)))];
+    tokio::task::yield_now().await;
+    for id in 1..=5 {
+        tasks.push(tokio::spawn(svc.clone().oneshot((id, 10))));
+        tokio::task::yield_now().await;
+    }
+    assert_eq!((handle.in_flight(), handle.queued()), (1, 5));
+    // A newcomer finds the queue full.
+    assert!(rejected(&svc.clone().oneshot((6, 0)).await));
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), [0, 1, 2, 3, 4, 5]);
+    assert_eq!((handle.in_flight(), handle.queued()), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_queued_call_waits_at_most_max_wait() {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let log = events.clone();
+    let (svc, handle, order) = setup(
+        BulkheadLayer::builder()
+            .name("db")
+            .max_concurrent(1)
+            .max_queue(1)
+            .max_wait(Duration::from_millis(250))
+            .on_event(move |e: &Event<'_>| log.lock().unwrap().push(e.to_string())),
+    );
+    let holder = tokio::spawn(svc.clone().oneshot((0, 1_000)));
+    tokio::task::yield_now().await;
+    let start = Instant::now();
+    let r = svc.clone().oneshot((1, 0)).await;
+    assert!(rejected(&r));
+    assert_eq!(start.elapsed(), Duration::from_millis(250));
+    assert_eq!(handle.queued(), 0);
+    assert_eq!(*order.lock().unwrap(), [0]);
+    assert_eq!(
+        *events.lock().unwrap(),
+        ["bulkhead `db`: call rejected after waiting in the queue"]
+    );
+    holder.await.unwrap().unwrap();
+    assert_eq!(handle.in_flight(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_queued_call_gets_a_permit_freed_before_its_wait_ends() {
+    let (svc, _handle, _) = setup(
+        BulkheadLayer::builder()
+            .max_concurrent(1)
+            .max_queue(1)
+            .max_wait(Duration::from_millis(250)),
+    );
+    let holder = tokio::spawn(svc.clone().oneshot((0, 200)));
+    tokio::task::yield_now().await;
+    let start = Instant::now();
+    assert_eq!(svc.clone().oneshot((1, 0)).await.unwrap(), 1);
+    assert_eq!(start.elapsed(), Duration::from_millis(200));
+    holder.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelled_calls_queued_or_in_flight_free_their_places() {
+    let (svc, handle, _) = setup(BulkheadLayer::builder().max_concurrent(4).max_queue(8));
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(7);
+    for round in 0..50 {
+        // A burst of calls, some of which are cancelled at random moments.
+        let mut tasks = Vec::new();
+        for id in 0..16 {
+            let ms = rng.random_range(1..50);
+            let cancel_after = rng.random_range(0..60);
+            tasks.push(tokio::spawn(call_or_cancel(
+                svc.clone(),
+                id,
+                ms,
+                cancel_after,
+            )));
+        }
+        for t in tasks {
+            let _ = t.await.unwrap();
+        }
+        assert_eq!(
+            (handle.in_flight(), handle.queued()),
+            (0, 0),
+            "round {round}"
+        );
+    }
+    // Still fully usable.
+    let all: Vec<_> = (0..4)
+        .map(|id| tokio::spawn(svc.clone().oneshot((id, 5))))
+        .collect();
+    for t in all {
+        t.await.unwrap().unwrap();
+    }
+}
+
+/// Calls `svc`, dropping the call if it has not finished after `cancel_after`
+/// milliseconds. Returns whether it finished.
+async fn call_or_cancel(mut svc: Svc, id: u32, ms: u64, cancel_after: u64) -> bool {
+    // `ready` then `call` rather than `oneshot`: a `Oneshot` held across an
+    // await in a spawned task trips rustc's higher-ranked `Send` check
+    // (rust-lang/rust#64552) on `BoxError` services.
+    let call = std::pin::pin!(async move { svc.ready().await?.call((id, ms)).await });
+    let timer = std::pin::pin!(sleep(Duration::from_millis(cancel_after)));
+    futures_select(call, timer).await.is_some()
+}
+
+/// The call's result, or `None` if the timer fires first (dropping the call).
+async fn futures_select<F, T>(
+    call: std::pin::Pin<&mut F>,
+    timer: std::pin::Pin<&mut T>,
+) -> Option<F::Output>
+where
+    F: std::future::Future,
+    T: std::future::Future,
+{
+    let mut call = Some(call);
+    let mut timer = timer;
+    std::future::poll_fn(move |cx| {
+        if let Poll::Ready(out) = call.as_mut().unwrap().as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        if timer.as_mut().poll(cx).is_ready() {
+            call = None;
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Never ready.
+#[derive(Clone)]
+struct Stuck(Arc<AtomicUsize>);
+
+impl Service<()> for Stuck {
+    type Response = ();
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<(), BoxError>>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.0.fetch_add(1, SeqCst);
+        Poll::Pending
+    }
+    fn call(&mut self, _: ()) -> Self::Future {
+        unreachable!()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_permit_reserved_by_poll_ready_is_released_with_the_service() {
+    let polls = Arc::new(AtomicUsize::new(0));
+    let layer = BulkheadLayer::builder().max_concurrent(1).build().unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(Stuck(polls.clone()));
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    assert!(
+        svc.poll_ready(&mut cx).is_pending(),
+        "waits for the inner service"
+    );
+    assert_eq!(
+        polls.load(SeqCst),
+        1,
+        "the inner service's poll_ready was driven"
+    );
+    assert_eq!(handle.in_flight(), 1, "holding its permit meanwhile");
+    // Another clone is refused, without polling the inner service.
+    let mut other = svc.clone();
+    assert!(other.poll_ready(&mut cx).is_ready());
+    assert_eq!(polls.load(SeqCst), 1);
+    let err = other.call(()).await.unwrap_err();
+    assert_eq!(ErrorKind::of(&err), ErrorKind::BulkheadFull);
+    drop(svc);
+    assert_eq!(handle.in_flight(), 0);
+}
+
+#[test]
+fn bad_configurations_are_refused() {
+    let refused = |b: BulkheadBuilder| b.build().unwrap_err().parameter();
+    let b = BulkheadLayer::builder;
+    assert_eq!(refused(b().max_concurrent(0)), "max_concurrent");
+    assert_eq!(refused(b().max_concurrent(u32::MAX)), "max_concurrent");
+    assert_eq!(refused(b().max_queue(u32::MAX)), "max_queue");
+    assert_eq!(
+        refused(b().max_queue(1).max_wait(Duration::ZERO)),
+        "max_wait"
+    );
+    assert_eq!(
+        refused(b().max_queue(1).max_wait(Duration::MAX)),
+        "max_wait"
+    );
+    assert_eq!(refused(b().max_wait(Duration::from_secs(1))), "max_wait");
+    assert!(b().max_concurrent(1).max_queue(0).build().is_ok());
+}

@@ -1,0 +1,78 @@
+//! The happy path of each layer allocates nothing per call.
+
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
+
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use counting_alloc::{CountingAlloc, allocations_during};
+use palisade::bulkhead::BulkheadLayer;
+use palisade::error::BoxError;
+use palisade::timeout::TimeoutLayer;
+use tower::{Layer, Service, service_fn};
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+/// Polls a future that must be ready at once.
+fn now<F: Future>(f: F) -> F::Output {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match pin!(f).poll(&mut cx) {
+        Poll::Ready(out) => out,
+        Poll::Pending => panic!("not ready at once"),
+    }
+}
+
+fn bare() -> impl Service<u64, Response = u64, Error = BoxError> {
+    service_fn(|n: u64| std::future::ready(Ok::<_, BoxError>(n)))
+}
+
+/// Drives 10,000 calls through `svc` (after a warm-up) and counts the
+/// allocations.
+fn allocations_per_10k<S>(mut svc: S) -> u64
+where
+    S: Service<u64, Response = u64>,
+    S::Error: std::fmt::Debug,
+{
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    for n in 0..10 {
+        assert!(svc.poll_ready(&mut cx).is_ready());
+        now(svc.call(n)).unwrap();
+    }
+    let (allocs, sum) = allocations_during(|| {
+        let mut sum = 0;
+        for n in 0..10_000 {
+            assert!(svc.poll_ready(&mut cx).is_ready());
+            sum += now(svc.call(n)).unwrap();
+        }
+        sum
+    });
+    assert_eq!(sum, (0..10_000).sum::<u64>());
+    allocs
+}
+
+#[test]
+fn free_bulkhead() {
+    let layer = BulkheadLayer::builder()
+        .max_concurrent(10)
+        .max_queue(10)
+        .build()
+        .unwrap();
+    assert_eq!(allocations_per_10k(layer.layer(bare())), 0);
+    assert_eq!(layer.handle().in_flight(), 0);
+}
+
+#[test]
+fn timeout_with_a_ready_inner_future() {
+    // Inside a runtime: the timeout reads tokio's clock.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let layer = TimeoutLayer::new(Duration::from_secs(1)).unwrap();
+    assert_eq!(allocations_per_10k(layer.layer(bare())), 0);
+}
