@@ -67,6 +67,42 @@ pub enum Event<'a> {
         /// expired; `false` if every permit and queue place was taken.
         timed_out_in_queue: bool,
     },
+    /// A retry layer sent an attempt (the first included).
+    Attempt {
+        /// The retry layer's name.
+        name: &'a str,
+        /// The attempt's number, from 1.
+        attempt: u32,
+    },
+    /// A retry layer will send another attempt after `delay`.
+    Retry {
+        /// The retry layer's name.
+        name: &'a str,
+        /// The number of the attempt that failed, from 1.
+        attempt: u32,
+        /// How long until the next attempt.
+        delay: Duration,
+        /// What the failed attempt came to.
+        reason: RetryReason,
+        /// Whether `delay` is the server's hint rather than the backoff's.
+        hinted: bool,
+    },
+    /// A retry was wanted, but the retry budget had none left.
+    RetryBudgetExhausted {
+        /// The retry layer's name.
+        name: &'a str,
+        /// The number of the attempt that failed, from 1.
+        attempt: u32,
+    },
+    /// A retry layer returned a failure without retrying further.
+    GaveUp {
+        /// The retry layer's name.
+        name: &'a str,
+        /// How many attempts were made.
+        attempts: u32,
+        /// Why no further attempt was made.
+        reason: GiveUpReason,
+    },
     /// A call ran out of time.
     TimedOut {
         /// The timeout layer's name.
@@ -123,6 +159,30 @@ impl fmt::Display for Event<'_> {
                     write!(f, "bulkhead `{name}`: call rejected, bulkhead full")
                 }
             }
+            Event::Attempt { name, attempt } => write!(f, "retry `{name}`: attempt {attempt}"),
+            Event::Retry {
+                name,
+                attempt,
+                delay,
+                reason,
+                hinted,
+            } => write!(
+                f,
+                "retry `{name}`: attempt {attempt} {reason}; retrying in {delay:?}{}",
+                if *hinted { " (server hint)" } else { "" }
+            ),
+            Event::RetryBudgetExhausted { name, attempt } => write!(
+                f,
+                "retry `{name}`: attempt {attempt} failed, retry budget exhausted"
+            ),
+            Event::GaveUp {
+                name,
+                attempts,
+                reason,
+            } => write!(
+                f,
+                "retry `{name}`: gave up after {attempts} attempt(s): {reason}"
+            ),
             Event::TimedOut { name, after } => write!(f, "`{name}`: timed out after {after:?}"),
             Event::SlowCallRateExceeded {
                 name,
@@ -135,6 +195,66 @@ impl fmt::Display for Event<'_> {
                 threshold * 100.0
             ),
         }
+    }
+}
+
+/// What a failed attempt came to, in a [`Event::Retry`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RetryReason {
+    /// The classifier judged it a failure.
+    Failure,
+    /// A timeout below cut it off.
+    Timeout,
+    /// A circuit breaker below refused it.
+    CircuitOpen,
+    /// A bulkhead below refused it.
+    BulkheadFull,
+}
+
+impl fmt::Display for RetryReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RetryReason::Failure => "failed",
+            RetryReason::Timeout => "timed out",
+            RetryReason::CircuitOpen => "was refused by an open circuit",
+            RetryReason::BulkheadFull => "was refused by a full bulkhead",
+        })
+    }
+}
+
+/// Why a retry layer stopped, in a [`Event::GaveUp`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum GiveUpReason {
+    /// Every allowed attempt was made.
+    MaxAttempts,
+    /// The next attempt would have started past the deadline.
+    Deadline,
+    /// The server said not to retry (a negative `grpc-retry-pushback-ms`).
+    ServerSaidNo,
+    /// The backoff's sequence of delays ended.
+    BackoffEnded,
+    /// The request could not be copied (a streamed body, or one over the
+    /// replay limit).
+    NotReplayable,
+    /// The retry budget was spent.
+    BudgetExhausted,
+    /// The failure was a rejection the layer is set not to retry.
+    NotRetryable,
+}
+
+impl fmt::Display for GiveUpReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            GiveUpReason::MaxAttempts => "no attempts left",
+            GiveUpReason::Deadline => "the deadline would pass",
+            GiveUpReason::ServerSaidNo => "the server said not to retry",
+            GiveUpReason::BackoffEnded => "the backoff ended",
+            GiveUpReason::NotReplayable => "the request cannot be sent again",
+            GiveUpReason::BudgetExhausted => "the retry budget is spent",
+            GiveUpReason::NotRetryable => "this rejection is not retried",
+        })
     }
 }
 

@@ -68,6 +68,7 @@ pub mod circuit_breaker;
 pub mod classify;
 pub mod error;
 pub mod event;
+pub mod retry;
 pub mod timeout;
 
 pub use error::BoxError;

@@ -109,7 +109,7 @@ mod future;
 mod handle;
 mod layer;
 mod state;
-mod window;
+pub(crate) mod window;
 
 pub use self::config::{
     CircuitBreakerBuilder, MAX_COUNT_WINDOW, MAX_HALF_OPEN_CALLS, MAX_TIME_BUCKETS,

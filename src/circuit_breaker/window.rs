@@ -233,16 +233,43 @@ impl TimeWindow {
     }
 
     fn record(&self, sample: Sample, now_nanos: u64) {
-        self.advance(now_nanos);
-        let epoch = self.epoch_at(now_nanos);
+        let code = encode(sample);
+        self.add(1, bit(code, FAILURE), bit(code, SLOW), now_nanos);
+    }
+
+    /// Adds counts at the time `at_nanos`; counts older than the window are
+    /// dropped. Also used by the retry budget, which counts deposits and
+    /// withdrawals in the first two counters.
+    pub(crate) fn add(&self, calls: i64, failures: i64, slow: i64, at_nanos: u64) {
+        self.advance(at_nanos);
+        let epoch = self.epoch_at(at_nanos);
         if !self.claim(epoch) {
-            // A call that finished a whole window ago: outside the window.
+            // A whole window ago: outside the window.
             return;
         }
-        let code = encode(sample);
-        let (f, s) = (bit(code, FAILURE), bit(code, SLOW));
-        self.bucket(epoch).counts.add(1, f, s);
-        self.totals.add(1, f, s);
+        self.bucket(epoch).counts.add(calls, failures, slow);
+        self.totals.add(calls, failures, slow);
+    }
+
+    /// The raw counters over the window ending at `now_nanos`.
+    pub(crate) fn counts(&self, now_nanos: u64) -> (u64, u64, u64) {
+        self.advance(now_nanos);
+        let read = |c: &AtomicU64| (c.load(Relaxed) as i64).max(0) as u64;
+        (
+            read(&self.totals.calls),
+            read(&self.totals.failures),
+            read(&self.totals.slow),
+        )
+    }
+
+    /// The window's length.
+    pub(crate) fn length_nanos(&self) -> u64 {
+        self.width_nanos * self.buckets.len() as u64
+    }
+
+    /// One bucket's length.
+    pub(crate) fn width_nanos(&self) -> u64 {
+        self.width_nanos
     }
 
     fn clear(&self) {

@@ -148,11 +148,54 @@ fn bulkhead(c: &mut Criterion) {
     group.finish();
 }
 
+/// tower's retry policy for the pass-through case: never retries.
+#[derive(Clone)]
+struct NeverRetry;
+
+impl<Req: Clone, Res, E> tower::retry::Policy<Req, Res, E> for NeverRetry {
+    type Future = std::future::Ready<()>;
+
+    fn retry(&mut self, _: &mut Req, _: &mut Result<Res, E>) -> Option<Self::Future> {
+        None
+    }
+
+    fn clone_request(&mut self, req: &Req) -> Option<Req> {
+        Some(req.clone())
+    }
+}
+
+fn retry(c: &mut Criterion) {
+    let mut group = c.benchmark_group("retry_first_attempt_succeeds");
+    bench_service(&mut group, "bare", bare());
+    let palisade = palisade::retry::RetryLayer::builder().build().unwrap();
+    bench_service(&mut group, "palisade", palisade.layer(bare()));
+    let unbudgeted = palisade::retry::RetryLayer::builder()
+        .no_budget()
+        .build()
+        .unwrap();
+    bench_service(&mut group, "palisade, no budget", unbudgeted.layer(bare()));
+    bench_service(
+        &mut group,
+        "tower 0.5 (never-retrying policy)",
+        tower::retry::RetryLayer::new(NeverRetry).layer(bare()),
+    );
+    let tower_resilience = tower_resilience::retry::RetryLayer::<u64, u64, BoxError>::builder()
+        .max_attempts(3)
+        .exponential_backoff(Duration::from_millis(100))
+        .build();
+    bench_service(
+        &mut group,
+        "tower-resilience 0.13",
+        tower_resilience.layer(bare()),
+    );
+    group.finish();
+}
+
 criterion_group! {
     name = peers;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = circuit_breaker, timeout, bulkhead
+    targets = circuit_breaker, timeout, bulkhead, retry
 }
 criterion_main!(peers);

@@ -1,0 +1,263 @@
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use pin_project::pin_project;
+use tokio::time::{Instant, Sleep, sleep};
+use tower::Service;
+
+use super::layer::Shared;
+use super::policy::Replay;
+use crate::BoxError;
+use crate::backoff::{MakeDelays, session_seed};
+use crate::classify::{Classify, DelayHint, Outcome};
+use crate::error::ErrorKind;
+use crate::event::{Event, GiveUpReason, RetryReason};
+
+/// What a call needs to retry: present only when it can be retried.
+pub(crate) struct Retrying<S, C, B: MakeDelays, K, Src, R> {
+    pub(crate) service: S,
+    pub(crate) source: Src,
+    pub(crate) shared: Arc<Shared<C, B, K>>,
+    pub(crate) started: Option<Instant>,
+    /// Drawn at the first retry; boxed so that a call that never retries
+    /// carries (and moves) a pointer, not the whole generator.
+    pub(crate) delays: Option<Box<B::Delays>>,
+    pub(crate) next: Option<R>,
+}
+
+/// The retry state of a call of request type `Req`.
+pub(crate) type RetryingFor<S, Req, C, B, K> =
+    Retrying<S, C, B, K, <K as Replay<Req>>::Source, <K as Replay<Req>>::Request>;
+
+/// The future of a [`Retry`](super::Retry) call.
+#[pin_project]
+pub struct ResponseFuture<S, Req, C, B, K>
+where
+    K: Replay<Req>,
+    S: Service<K::Request>,
+    B: MakeDelays,
+{
+    #[pin]
+    state: State<S::Future>,
+    attempt: u32,
+    retrying: Option<RetryingFor<S, Req, C, B, K>>,
+    _request: PhantomData<fn(Req)>,
+}
+
+#[pin_project(project = StateProj)]
+enum State<F> {
+    Calling {
+        #[pin]
+        future: F,
+    },
+    /// Boxed: a timer is big, and only a retry needs one.
+    Sleeping {
+        sleep: Pin<Box<Sleep>>,
+    },
+    Readying,
+}
+
+impl<S, Req, C, B, K> ResponseFuture<S, Req, C, B, K>
+where
+    K: Replay<Req>,
+    S: Service<K::Request>,
+    B: MakeDelays,
+{
+    pub(crate) fn new(future: S::Future, retrying: Option<RetryingFor<S, Req, C, B, K>>) -> Self {
+        Self {
+            state: State::Calling { future },
+            attempt: 1,
+            retrying,
+            _request: PhantomData,
+        }
+    }
+}
+
+impl<S, Req, C, B, K> fmt::Debug for ResponseFuture<S, Req, C, B, K>
+where
+    K: Replay<Req>,
+    S: Service<K::Request>,
+    B: MakeDelays,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Calling { .. } => "calling",
+            State::Sleeping { .. } => "sleeping",
+            State::Readying => "readying",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .field("attempt", &self.attempt)
+            .field("retryable", &self.retrying.is_some())
+            .finish()
+    }
+}
+
+/// The palisade rejection an error is, if it is one.
+fn kind_of<E: 'static>(err: &E) -> Option<ErrorKind> {
+    let boxed = (err as &dyn Any).downcast_ref::<BoxError>()?;
+    Some(ErrorKind::of(boxed)).filter(|k| k.is_rejection())
+}
+
+enum Next {
+    Return,
+    RetryAfter(Duration),
+}
+
+impl<S, C, B, K, Src, R> Retrying<S, C, B, K, Src, R>
+where
+    B: MakeDelays,
+{
+    fn give_up(&self, attempts: u32, reason: GiveUpReason) -> Next {
+        let shared = &self.shared;
+        shared.listeners.emit(|| Event::GaveUp {
+            name: &shared.name,
+            attempts,
+            reason,
+        });
+        Next::Return
+    }
+
+    /// Decides, after attempt number `attempt`, whether and when to send
+    /// another; prepares its request if so. Kept out of line so that `poll`
+    /// stays small enough to inline into the caller.
+    #[inline(never)]
+    fn decide<Req, Res, E>(&mut self, attempt: u32, result: &Result<Res, E>) -> Next
+    where
+        C: Classify<Req, Res, E>,
+        K: Replay<Req, Source = Src, Request = R>,
+        E: 'static,
+    {
+        let shared = Arc::clone(&self.shared);
+        let reason = match result.as_ref().err().and_then(kind_of) {
+            Some(ErrorKind::Elapsed) if shared.retry_timeouts => RetryReason::Timeout,
+            Some(ErrorKind::CircuitOpen) if shared.retry_circuit_open => RetryReason::CircuitOpen,
+            Some(ErrorKind::BulkheadFull) if shared.retry_bulkhead_full => {
+                RetryReason::BulkheadFull
+            }
+            Some(_) => return self.give_up(attempt, GiveUpReason::NotRetryable),
+            None => match shared.classifier.classify(result) {
+                Outcome::Failure => RetryReason::Failure,
+                Outcome::Success | Outcome::Ignored => return Next::Return,
+            },
+        };
+        if attempt >= shared.max_attempts {
+            return self.give_up(attempt, GiveUpReason::MaxAttempts);
+        }
+        let hint = shared
+            .classifier
+            .delay_hint(result)
+            .and_then(|h| h.within(shared.max_hint));
+        let (delay, hinted) = match hint {
+            Some(DelayHint::DoNotRetry) => {
+                return self.give_up(attempt, GiveUpReason::ServerSaidNo);
+            }
+            Some(DelayHint::After(wait)) => (wait, true),
+            None => {
+                let delays = self.delays.get_or_insert_with(|| {
+                    let seed = match shared.seed {
+                        Some(seed) => session_seed(seed, shared.sessions.fetch_add(1, Relaxed)),
+                        None => rand::random(),
+                    };
+                    Box::new(shared.backoff.make_delays(seed))
+                });
+                match delays.next() {
+                    Some(delay) => (delay, false),
+                    None => return self.give_up(attempt, GiveUpReason::BackoffEnded),
+                }
+            }
+        };
+        if let (Some(started), Some(deadline)) = (self.started, shared.deadline) {
+            let resume = Instant::now().checked_add(delay);
+            if resume.is_none_or(|at| at > started + deadline) {
+                return self.give_up(attempt, GiveUpReason::Deadline);
+            }
+        }
+        let Some(next) = shared.replay.again(&mut self.source) else {
+            return self.give_up(attempt, GiveUpReason::NotReplayable);
+        };
+        if let Some(budget) = &shared.budget
+            && !budget.try_withdraw()
+        {
+            shared.listeners.emit(|| Event::RetryBudgetExhausted {
+                name: &shared.name,
+                attempt,
+            });
+            return self.give_up(attempt, GiveUpReason::BudgetExhausted);
+        }
+        shared.listeners.emit(|| Event::Retry {
+            name: &shared.name,
+            attempt,
+            delay,
+            reason,
+            hinted,
+        });
+        self.next = Some(next);
+        Next::RetryAfter(delay)
+    }
+}
+
+impl<S, Req, C, B, K> Future for ResponseFuture<S, Req, C, B, K>
+where
+    K: Replay<Req>,
+    S: Service<K::Request>,
+    S::Error: Into<BoxError> + 'static,
+    C: Classify<Req, S::Response, S::Error>,
+    B: MakeDelays,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Calling { future } => {
+                    let result = ready!(future.poll(cx));
+                    let Some(retrying) = this.retrying.as_mut() else {
+                        return Poll::Ready(result.map_err(Into::into));
+                    };
+                    match retrying.decide::<Req, _, _>(*this.attempt, &result) {
+                        Next::Return => return Poll::Ready(result.map_err(Into::into)),
+                        Next::RetryAfter(delay) if delay.is_zero() => {
+                            this.state.set(State::Readying);
+                        }
+                        Next::RetryAfter(delay) => {
+                            this.state.set(State::Sleeping {
+                                sleep: Box::pin(sleep(delay)),
+                            });
+                        }
+                    }
+                }
+                StateProj::Sleeping { sleep } => {
+                    ready!(sleep.as_mut().poll(cx));
+                    this.state.set(State::Readying);
+                }
+                StateProj::Readying => {
+                    let retrying = this.retrying.as_mut().expect("only retries get here");
+                    // Drive the clone's readiness before every attempt.
+                    if let Err(err) = ready!(retrying.service.poll_ready(cx)) {
+                        return Poll::Ready(Err(err.into()));
+                    }
+                    let request = retrying.next.take().expect("prepared by decide");
+                    *this.attempt += 1;
+                    let shared = &retrying.shared;
+                    let attempt = *this.attempt;
+                    shared.listeners.emit(|| Event::Attempt {
+                        name: &shared.name,
+                        attempt,
+                    });
+                    let future = retrying.service.call(request);
+                    this.state.set(State::Calling { future });
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,357 @@
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use tower::Layer;
+
+use super::Retry;
+use super::budget::RetryBudget;
+use super::policy::ByClone;
+use crate::backoff::{Backoff, Jitter};
+use crate::classify::DefaultClassifier;
+use crate::error::ConfigError;
+use crate::event::{Listener, Listeners};
+
+/// The validated settings every service of one retry layer shares.
+pub(crate) struct Shared<C, B, K> {
+    pub(crate) name: Arc<str>,
+    pub(crate) max_attempts: u32,
+    pub(crate) backoff: B,
+    pub(crate) classifier: C,
+    pub(crate) replay: K,
+    pub(crate) max_hint: Duration,
+    pub(crate) budget: Option<RetryBudget>,
+    pub(crate) deadline: Option<Duration>,
+    pub(crate) retry_timeouts: bool,
+    pub(crate) retry_circuit_open: bool,
+    pub(crate) retry_bulkhead_full: bool,
+    pub(crate) seed: Option<u64>,
+    /// Numbers the logical calls, so that seeded sessions differ.
+    pub(crate) sessions: AtomicU64,
+    pub(crate) listeners: Listeners,
+}
+
+/// Applies a [`Retry`] to a service.
+///
+/// Every service the layer builds, and every clone, shares one
+/// configuration and one [`RetryBudget`]. Made by [`RetryLayer::builder`];
+/// see the [module docs](super).
+pub struct RetryLayer<C = DefaultClassifier, B = Backoff, K = ByClone> {
+    shared: Arc<Shared<C, B, K>>,
+}
+
+impl<C, B, K> Clone for RetryLayer<C, B, K> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<C, B, K> fmt::Debug for RetryLayer<C, B, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryLayer")
+            .field("name", &self.shared.name)
+            .field("max_attempts", &self.shared.max_attempts)
+            .field("budget", &self.shared.budget)
+            .field("deadline", &self.shared.deadline)
+            .finish()
+    }
+}
+
+impl RetryLayer {
+    /// Starts configuring a retry.
+    pub fn builder() -> RetryBuilder {
+        RetryBuilder::new()
+    }
+}
+
+impl<C, B, K> RetryLayer<C, B, K> {
+    /// The retry budget, if there is one.
+    pub fn budget(&self) -> Option<&RetryBudget> {
+        self.shared.budget.as_ref()
+    }
+}
+
+impl<S, C, B, K> Layer<S> for RetryLayer<C, B, K> {
+    type Service = Retry<S, C, B, K>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Retry::from_shared(inner, self.shared.clone())
+    }
+}
+
+/// The most attempts a retry may make.
+pub const MAX_ATTEMPTS: u32 = 100;
+
+/// Configures a [`RetryLayer`]; [`build`](Self::build) validates it.
+///
+/// # Default
+///
+/// | setting | default |
+/// |---|---|
+/// | [`name`](Self::name) | `"retry"` |
+/// | [`max_attempts`](Self::max_attempts) | 3, counting the first |
+/// | [`backoff`](Self::backoff) | exponential from 100 ms, factor 2, capped at 10 s, full jitter |
+/// | [`classifier`](Self::classifier) | [`DefaultClassifier`]: retry every `Err` |
+/// | [`requests`](Self::requests) | [`ByClone`]: the request is cloned |
+/// | [`max_hint`](Self::max_hint) | 30 s: a longer server hint is ignored |
+/// | [`budget`](Self::budget) | [`RetryBudget::default`]: 20% of the last 10 s of requests, plus 10 retries a second |
+/// | [`deadline`](Self::deadline) | none |
+/// | [`retry_timeouts`](Self::retry_timeouts) | `true`: an attempt cut off by a timeout below is retried |
+/// | [`retry_circuit_open`](Self::retry_circuit_open), [`retry_bulkhead_full`](Self::retry_bulkhead_full) | `false`: a rejection is returned at once |
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct RetryBuilder<C = DefaultClassifier, B = Backoff, K = ByClone> {
+    name: Arc<str>,
+    max_attempts: u32,
+    backoff: B,
+    classifier: C,
+    replay: K,
+    max_hint: Duration,
+    budget: Option<RetryBudget>,
+    deadline: Option<Duration>,
+    retry_timeouts: bool,
+    retry_circuit_open: bool,
+    retry_bulkhead_full: bool,
+    seed: Option<u64>,
+    listeners: Listeners,
+}
+
+impl<C, B, K> fmt::Debug for RetryBuilder<C, B, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryBuilder")
+            .field("name", &self.name)
+            .field("max_attempts", &self.max_attempts)
+            .field("max_hint", &self.max_hint)
+            .field("budget", &self.budget)
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for RetryBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RetryBuilder {
+    /// A builder with the defaults above.
+    pub fn new() -> Self {
+        Self {
+            name: Arc::from("retry"),
+            max_attempts: 3,
+            backoff: Backoff::exponential(Duration::from_millis(100))
+                .max_delay(Duration::from_secs(10))
+                .jitter(Jitter::Full)
+                .build()
+                .expect("the default backoff is valid"),
+            classifier: DefaultClassifier,
+            replay: ByClone,
+            max_hint: Duration::from_secs(30),
+            budget: Some(RetryBudget::default()),
+            deadline: None,
+            retry_timeouts: true,
+            retry_circuit_open: false,
+            retry_bulkhead_full: false,
+            seed: None,
+            listeners: Listeners::default(),
+        }
+    }
+}
+
+impl<C, B, K> RetryBuilder<C, B, K> {
+    /// The name carried by this layer's events.
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// At most this many attempts per call, the first included (1 to 100;
+    /// 1 means never retry).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts;
+        self
+    }
+
+    /// The delays between attempts: a [`Backoff`] or any
+    /// [`MakeDelays`](crate::backoff::MakeDelays). Each call draws a fresh
+    /// sequence; a sequence that ends stops the retrying.
+    pub fn backoff<B2>(self, backoff: B2) -> RetryBuilder<C, B2, K> {
+        RetryBuilder {
+            name: self.name,
+            max_attempts: self.max_attempts,
+            backoff,
+            classifier: self.classifier,
+            replay: self.replay,
+            max_hint: self.max_hint,
+            budget: self.budget,
+            deadline: self.deadline,
+            retry_timeouts: self.retry_timeouts,
+            retry_circuit_open: self.retry_circuit_open,
+            retry_bulkhead_full: self.retry_bulkhead_full,
+            seed: self.seed,
+            listeners: self.listeners,
+        }
+    }
+
+    /// Decides which results are retried (a [`Failure`](crate::classify::Outcome::Failure)),
+    /// which requests may be retried at all, and reads server delay hints.
+    pub fn classifier<C2>(self, classifier: C2) -> RetryBuilder<C2, B, K> {
+        RetryBuilder {
+            name: self.name,
+            max_attempts: self.max_attempts,
+            backoff: self.backoff,
+            classifier,
+            replay: self.replay,
+            max_hint: self.max_hint,
+            budget: self.budget,
+            deadline: self.deadline,
+            retry_timeouts: self.retry_timeouts,
+            retry_circuit_open: self.retry_circuit_open,
+            retry_bulkhead_full: self.retry_bulkhead_full,
+            seed: self.seed,
+            listeners: self.listeners,
+        }
+    }
+
+    /// How requests are copied for retries: [`ByClone`],
+    /// [`ReqwestRequests`](super::ReqwestRequests),
+    /// [`ReplayBodies`](super::ReplayBodies), or your own
+    /// [`Replay`](super::Replay).
+    pub fn requests<K2>(self, replay: K2) -> RetryBuilder<C, B, K2> {
+        RetryBuilder {
+            name: self.name,
+            max_attempts: self.max_attempts,
+            backoff: self.backoff,
+            classifier: self.classifier,
+            replay,
+            max_hint: self.max_hint,
+            budget: self.budget,
+            deadline: self.deadline,
+            retry_timeouts: self.retry_timeouts,
+            retry_circuit_open: self.retry_circuit_open,
+            retry_bulkhead_full: self.retry_bulkhead_full,
+            seed: self.seed,
+            listeners: self.listeners,
+        }
+    }
+
+    /// A server's delay hint (`Retry-After`, `grpc-retry-pushback-ms`) up to
+    /// this long replaces the backoff's delay; a longer one is ignored and
+    /// the backoff's delay is used.
+    pub fn max_hint(mut self, cap: Duration) -> Self {
+        self.max_hint = cap;
+        self
+    }
+
+    /// The retry budget; share one between layers by cloning it.
+    pub fn budget(mut self, budget: RetryBudget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Retries are limited only by [`max_attempts`](Self::max_attempts).
+    /// Think twice: without a budget, an outage multiplies the load on the
+    /// failing service by the number of attempts.
+    pub fn no_budget(mut self) -> Self {
+        self.budget = None;
+        self
+    }
+
+    /// A bound on the whole call, backoffs included: no retry starts whose
+    /// backoff would end later than this after the call began. (The attempt
+    /// itself is bounded by a timeout layer, not by this.)
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Whether an attempt that failed with [`Elapsed`](crate::error::Elapsed)
+    /// (a per-attempt timeout below) is retried.
+    pub fn retry_timeouts(mut self, yes: bool) -> Self {
+        self.retry_timeouts = yes;
+        self
+    }
+
+    /// Whether an attempt refused with [`CircuitOpen`](crate::error::CircuitOpen)
+    /// is retried (after its backoff, or the breaker's own `retry_after` if
+    /// longer hints are allowed). Off by default: the breaker is open so that
+    /// nobody calls.
+    pub fn retry_circuit_open(mut self, yes: bool) -> Self {
+        self.retry_circuit_open = yes;
+        self
+    }
+
+    /// Whether an attempt refused with [`BulkheadFull`](crate::error::BulkheadFull)
+    /// is retried.
+    pub fn retry_bulkhead_full(mut self, yes: bool) -> Self {
+        self.retry_bulkhead_full = yes;
+        self
+    }
+
+    /// Seeds the jitter: the `n`-th call through the layer always draws the
+    /// same delays. Without a seed, every call draws fresh randomness.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Registers a listener for this layer's [events](crate::event).
+    pub fn on_event(mut self, listener: impl Listener) -> Self {
+        self.listeners.push(Arc::new(listener));
+        self
+    }
+
+    /// Validates the configuration and makes the layer.
+    ///
+    /// # Errors
+    /// Zero or more than 100 attempts, a zero or unrepresentable hint cap or
+    /// deadline. (A [`Backoff`] and a [`RetryBudget`] were validated when
+    /// they were built.)
+    pub fn build(self) -> Result<RetryLayer<C, B, K>, ConfigError> {
+        if !(1..=MAX_ATTEMPTS).contains(&self.max_attempts) {
+            return Err(ConfigError::new(
+                "max_attempts",
+                format!(
+                    "must be from 1 to {MAX_ATTEMPTS} (counting the first), got {}",
+                    self.max_attempts
+                ),
+            ));
+        }
+        for (parameter, d) in [
+            ("max_hint", Some(self.max_hint)),
+            ("deadline", self.deadline),
+        ] {
+            let Some(d) = d else { continue };
+            if d.is_zero() {
+                return Err(ConfigError::new(parameter, "must be longer than zero"));
+            }
+            if d.as_nanos() > u128::from(u64::MAX) {
+                return Err(ConfigError::new(
+                    parameter,
+                    format!("{d:?} is longer than the longest supported (about 584 years)"),
+                ));
+            }
+        }
+        Ok(RetryLayer {
+            shared: Arc::new(Shared {
+                name: self.name,
+                max_attempts: self.max_attempts,
+                backoff: self.backoff,
+                classifier: self.classifier,
+                replay: self.replay,
+                max_hint: self.max_hint,
+                budget: self.budget,
+                deadline: self.deadline,
+                retry_timeouts: self.retry_timeouts,
+                retry_circuit_open: self.retry_circuit_open,
+                retry_bulkhead_full: self.retry_bulkhead_full,
+                seed: self.seed,
+                sessions: AtomicU64::new(0),
+                listeners: self.listeners,
+            }),
+        })
+    }
+}

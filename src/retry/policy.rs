@@ -1,0 +1,82 @@
+//! How a request is sent more than once.
+
+#[cfg(feature = "reqwest")]
+use std::fmt;
+
+/// Turns a caller's request into the first attempt's, and keeps what is
+/// needed to make the next ones.
+///
+/// Built in: [`ByClone`] for any `Clone` request, [`ReqwestRequests`] for
+/// `reqwest::Request` (feature `reqwest`), and
+/// [`ReplayBodies`](super::ReplayBodies) for `http::Request<B>` with a
+/// streamed body (feature `http`).
+pub trait Replay<Req> {
+    /// What the inner service receives.
+    type Request;
+    /// What is kept to make another copy.
+    type Source;
+
+    /// The first attempt's request, and (if `retryable`) a source for more.
+    /// A request that cannot be copied is still sent: with no source.
+    fn first(&self, req: Req, retryable: bool) -> (Self::Request, Option<Self::Source>);
+
+    /// Another copy for a retry, or `None` if there can be none.
+    fn again(&self, source: &mut Self::Source) -> Option<Self::Request>;
+}
+
+/// Copies requests with `Clone`: one clone is kept when the first attempt
+/// is sent, and each retry sends a clone of it. A `Copy` request costs
+/// nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ByClone;
+
+impl<Req: Clone> Replay<Req> for ByClone {
+    type Request = Req;
+    type Source = Req;
+
+    #[inline]
+    fn first(&self, req: Req, retryable: bool) -> (Req, Option<Req>) {
+        if retryable {
+            (req.clone(), Some(req))
+        } else {
+            (req, None)
+        }
+    }
+
+    #[inline]
+    fn again(&self, source: &mut Req) -> Option<Req> {
+        Some(source.clone())
+    }
+}
+
+/// Copies `reqwest::Request`s with `try_clone`: a request whose body is a
+/// stream cannot be copied, and is sent once.
+#[cfg(feature = "reqwest")]
+#[derive(Clone, Copy, Default)]
+pub struct ReqwestRequests;
+
+#[cfg(feature = "reqwest")]
+impl fmt::Debug for ReqwestRequests {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ReqwestRequests")
+    }
+}
+
+#[cfg(feature = "reqwest")]
+impl Replay<reqwest::Request> for ReqwestRequests {
+    type Request = reqwest::Request;
+    type Source = reqwest::Request;
+
+    fn first(
+        &self,
+        req: reqwest::Request,
+        retryable: bool,
+    ) -> (reqwest::Request, Option<reqwest::Request>) {
+        let source = if retryable { req.try_clone() } else { None };
+        (req, source)
+    }
+
+    fn again(&self, source: &mut reqwest::Request) -> Option<reqwest::Request> {
+        source.try_clone()
+    }
+}

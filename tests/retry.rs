@@ -1,0 +1,555 @@
+//! The retry layer through its public API, on paused time.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use palisade::backoff::{Backoff, Jitter};
+use palisade::classify::{GrpcClassifier, HttpClassifier};
+use palisade::error::{BoxError, ErrorKind};
+use palisade::event::Event;
+use palisade::retry::{ReplayBodies, RetryBudget, RetryLayer};
+use tokio::time::{Instant, advance};
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+const MS: Duration = Duration::from_millis(1);
+
+fn no_jitter(initial_ms: u64) -> Backoff {
+    Backoff::exponential(Duration::from_millis(initial_ms))
+        .max_delay(Duration::from_secs(10))
+        .jitter(Jitter::None)
+        .build()
+        .unwrap()
+}
+
+/// A service that answers from a script (then keeps answering the last line)
+/// and records when each attempt arrived.
+#[derive(Clone)]
+struct Scripted<T: Clone> {
+    script: Arc<Mutex<VecDeque<T>>>,
+    last: Arc<Mutex<Option<T>>>,
+    arrivals: Arc<Mutex<Vec<Duration>>>,
+    start: Instant,
+    polls: Arc<AtomicUsize>,
+}
+
+impl<T: Clone> Scripted<T> {
+    fn new(script: Vec<T>) -> Self {
+        Self {
+            script: Arc::new(Mutex::new(script.into())),
+            last: Arc::new(Mutex::new(None)),
+            arrivals: Arc::new(Mutex::new(Vec::new())),
+            start: Instant::now(),
+            polls: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    fn next(&self) -> T {
+        self.arrivals.lock().unwrap().push(self.start.elapsed());
+        let mut last = self.last.lock().unwrap();
+        if let Some(t) = self.script.lock().unwrap().pop_front() {
+            *last = Some(t);
+        }
+        last.clone().expect("a script of at least one line")
+    }
+
+    fn arrivals(&self) -> Vec<u128> {
+        self.arrivals
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_millis())
+            .collect()
+    }
+}
+
+/// `Ok(n)` answers `n`; `Err(s)` fails with the message `s`.
+impl Service<()> for Scripted<Result<u32, &'static str>> {
+    type Response = u32;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<u32, BoxError>>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.polls.fetch_add(1, SeqCst);
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, _: ()) -> Self::Future {
+        std::future::ready(self.next().map_err(Into::into))
+    }
+}
+
+fn events() -> (
+    Arc<Mutex<Vec<String>>>,
+    impl Fn(&Event<'_>) + Send + Sync + 'static,
+) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    (seen, move |e: &Event<'_>| {
+        log.lock().unwrap().push(e.to_string())
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_after_the_exact_backoff_delays() {
+    let backend = Scripted::new(vec![Err("e1"), Err("e2"), Err("e3"), Ok(7)]);
+    let layer = RetryLayer::builder()
+        .max_attempts(5)
+        .backoff(no_jitter(100))
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(backend.clone());
+    assert_eq!(svc.ready().await.unwrap().call(()).await.unwrap(), 7);
+    assert_eq!(backend.arrivals(), [0, 100, 300, 700]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn gives_up_after_max_attempts_with_the_last_error() {
+    let backend = Scripted::new(vec![Err("e1"), Err("e2"), Err("e3")]);
+    let (seen, listener) = events();
+    let layer = RetryLayer::builder()
+        .max_attempts(3)
+        .backoff(no_jitter(10))
+        .on_event(listener)
+        .build()
+        .unwrap();
+    let err = layer.layer(backend.clone()).oneshot(()).await.unwrap_err();
+    assert_eq!(err.to_string(), "e3");
+    assert_eq!(backend.arrivals(), [0, 10, 30]);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            "retry `retry`: attempt 1",
+            "retry `retry`: attempt 1 failed; retrying in 10ms",
+            "retry `retry`: attempt 2",
+            "retry `retry`: attempt 2 failed; retrying in 20ms",
+            "retry `retry`: attempt 3",
+            "retry `retry`: gave up after 3 attempt(s): no attempts left",
+        ]
+    );
+}
+
+/// The arrival times of 4 attempts through a layer with this seed (all fail).
+async fn seeded_arrivals(layer: &RetryLayer) -> Vec<u128> {
+    let backend = Scripted::new(vec![Err::<u32, _>("down")]);
+    let _ = layer.layer(backend.clone()).oneshot(()).await;
+    backend.arrivals()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_seed_replays_the_same_jitter_and_each_call_draws_its_own() {
+    let jittered = || {
+        Backoff::exponential(100 * MS)
+            .max_delay(Duration::from_secs(10))
+            .jitter(Jitter::Full)
+            .build()
+            .unwrap()
+    };
+    let seeded = |seed| {
+        RetryLayer::builder()
+            .max_attempts(4)
+            .backoff(jittered())
+            .no_budget()
+            .seed(seed)
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (seeded(42), seeded(42));
+    let a1 = seeded_arrivals(&a).await;
+    let a2 = seeded_arrivals(&a).await;
+    assert_eq!(a1, seeded_arrivals(&b).await, "same seed, same first call");
+    assert_eq!(a2, seeded_arrivals(&b).await, "same seed, same second call");
+    assert_ne!(
+        a1, a2,
+        "two calls through one layer do not share a sequence"
+    );
+    // Unseeded: two calls never share a sequence (tower 0.5.3's jitter does).
+    let unseeded = RetryLayer::builder()
+        .max_attempts(4)
+        .backoff(jittered())
+        .no_budget()
+        .build()
+        .unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        seen.push(seeded_arrivals(&unseeded).await);
+    }
+    seen.dedup();
+    assert_eq!(seen.len(), 5, "{seen:?}");
+}
+
+type HttpResult = Result<http::Response<()>, BoxError>;
+
+impl Service<http::Request<()>> for Scripted<(u16, Option<&'static str>)> {
+    type Response = http::Response<()>;
+    type Error = BoxError;
+    type Future = std::future::Ready<HttpResult>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, _: http::Request<()>) -> Self::Future {
+        let (status, retry_after) = self.next();
+        let mut res = http::Response::builder().status(status);
+        if let Some(v) = retry_after {
+            res = res.header("retry-after", v);
+        }
+        std::future::ready(Ok(res.body(()).unwrap()))
+    }
+}
+
+fn get() -> http::Request<()> {
+    http::Request::get("/").body(()).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn server_hints_replace_the_backoff_within_the_cap() {
+    let backend = Scripted::new(vec![
+        (503, Some("2")),
+        (429, Some("3600")),
+        (503, None),
+        (200, None),
+    ]);
+    let (seen, listener) = events();
+    let layer = RetryLayer::builder()
+        .classifier(HttpClassifier::new())
+        .max_attempts(5)
+        .backoff(no_jitter(100))
+        .max_hint(Duration::from_secs(30))
+        .on_event(listener)
+        .build()
+        .unwrap();
+    let res = layer.layer(backend.clone()).oneshot(get()).await.unwrap();
+    assert_eq!(res.status(), 200);
+    // 2 s from the hint; the hour-long hint is ignored: backoff's first
+    // delay (100 ms); then the backoff's next (200 ms).
+    assert_eq!(backend.arrivals(), [0, 2000, 2100, 2300]);
+    assert!(seen.lock().unwrap()[1].ends_with("retrying in 2s (server hint)"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn non_idempotent_requests_are_sent_once_unless_allowed() {
+    let post = || http::Request::post("/orders").body(()).unwrap();
+    for (classifier, attempts) in [
+        (HttpClassifier::new(), 1),
+        (HttpClassifier::new().retry_non_idempotent(true), 3),
+    ] {
+        let backend = Scripted::new(vec![(503, None)]);
+        let layer = RetryLayer::builder()
+            .classifier(classifier)
+            .backoff(no_jitter(10))
+            .build()
+            .unwrap();
+        let res = layer.layer(backend.clone()).oneshot(post()).await.unwrap();
+        assert_eq!(res.status(), 503, "the last answer is returned as is");
+        assert_eq!(backend.arrivals().len(), attempts);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn grpc_pushback_stops_or_paces_retries() {
+    let svc = |pushback: &'static str| {
+        service_fn(move |_: ()| async move {
+            Ok::<_, BoxError>(
+                http::Response::builder()
+                    .header("grpc-status", "14")
+                    .header("grpc-retry-pushback-ms", pushback)
+                    .body(())
+                    .unwrap(),
+            )
+        })
+    };
+    let layer = RetryLayer::builder()
+        .classifier(GrpcClassifier::new())
+        .max_attempts(3)
+        .backoff(no_jitter(10))
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = |s: &'static str| {
+        let calls = calls.clone();
+        tower::ServiceBuilder::new()
+            .map_request(move |r: ()| {
+                calls.fetch_add(1, SeqCst);
+                r
+            })
+            .service(svc(s))
+    };
+    layer.layer(counted("-1")).oneshot(()).await.unwrap();
+    assert_eq!(calls.swap(0, SeqCst), 1, "negative pushback: no retry");
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    layer.layer(counted("250")).oneshot(()).await.unwrap();
+    assert_eq!(calls.load(SeqCst), 3);
+    assert_eq!(start.elapsed(), 500 * MS, "two retries, 250 ms each");
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_retry_starts_past_the_deadline() {
+    let backend = Scripted::new(vec![Err::<u32, _>("down")]);
+    let (seen, listener) = events();
+    let layer = RetryLayer::builder()
+        .max_attempts(10)
+        .backoff(
+            Backoff::constant(400 * MS)
+                .jitter(Jitter::None)
+                .build()
+                .unwrap(),
+        )
+        .deadline(Duration::from_secs(1))
+        .on_event(listener)
+        .build()
+        .unwrap();
+    layer.layer(backend.clone()).oneshot(()).await.unwrap_err();
+    assert_eq!(
+        backend.arrivals(),
+        [0, 400, 800],
+        "the next would start at 1200 ms"
+    );
+    assert!(
+        seen.lock()
+            .unwrap()
+            .last()
+            .unwrap()
+            .ends_with("the deadline would pass")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_budget_allows_its_share_of_retries_and_no_more() {
+    // 20% of the requests of the last 10 s, plus 1 retry a second: over 1,000
+    // failing requests, (1,000 × 20%) + (1 × 10) = 210 retries.
+    let backend = Scripted::new(vec![Err::<u32, _>("down")]);
+    let exhausted = Arc::new(AtomicUsize::new(0));
+    let count = exhausted.clone();
+    let layer = RetryLayer::builder()
+        .max_attempts(2)
+        .backoff(Backoff::constant(Duration::ZERO).build().unwrap())
+        .budget(RetryBudget::new(Duration::from_secs(10), 1, 0.2).unwrap())
+        .on_event(move |e: &Event<'_>| {
+            if matches!(e, Event::RetryBudgetExhausted { .. }) {
+                count.fetch_add(1, SeqCst);
+            }
+        })
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(backend.clone());
+    for _ in 0..1000 {
+        svc.ready().await.unwrap().call(()).await.unwrap_err();
+    }
+    assert_eq!(backend.arrivals().len(), 1000 + 210);
+    assert_eq!(exhausted.load(SeqCst), 790);
+    assert_eq!(layer.budget().unwrap().remaining(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn poll_ready_is_driven_on_the_clone_before_every_retry() {
+    let backend = Scripted::new(vec![Err("e1"), Err("e2"), Ok(1)]);
+    let layer = RetryLayer::builder().backoff(no_jitter(1)).build().unwrap();
+    layer.layer(backend.clone()).oneshot(()).await.unwrap();
+    assert_eq!(
+        backend.polls.load(SeqCst),
+        3,
+        "once by the caller, once per retry"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn rejections_are_returned_at_once_unless_configured() {
+    let breaker = palisade::circuit_breaker::CircuitBreakerLayer::builder()
+        .build()
+        .unwrap();
+    breaker.handle().force_open();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = {
+        let calls = calls.clone();
+        service_fn(move |_: ()| {
+            calls.fetch_add(1, SeqCst);
+            async { Ok::<_, BoxError>(()) }
+        })
+    };
+    let stack = |retry_open: bool| {
+        RetryLayer::builder()
+            .retry_circuit_open(retry_open)
+            .backoff(no_jitter(10))
+            .build()
+            .unwrap()
+            .layer(breaker.layer(counted.clone()))
+    };
+    let start = Instant::now();
+    let err = stack(false).oneshot(()).await.unwrap_err();
+    assert_eq!(ErrorKind::of(&err), ErrorKind::CircuitOpen);
+    assert_eq!(
+        start.elapsed(),
+        Duration::ZERO,
+        "no backoff for a rejection"
+    );
+    let err = stack(true).oneshot(()).await.unwrap_err();
+    assert_eq!(ErrorKind::of(&err), ErrorKind::CircuitOpen);
+    assert_eq!(start.elapsed(), 30 * MS, "retried twice when asked to");
+    assert_eq!(calls.load(SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_call_during_a_backoff_ends_it() {
+    let backend = Scripted::new(vec![Err::<u32, _>("down")]);
+    let layer = RetryLayer::builder()
+        .max_attempts(5)
+        .backoff(no_jitter(1000))
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(backend.clone());
+    let mut call = Box::pin(svc.ready().await.unwrap().call(()));
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    assert!(
+        call.as_mut().poll(&mut cx).is_pending(),
+        "sleeping before attempt 2"
+    );
+    let clones_before = Arc::strong_count(&backend.arrivals);
+    drop(call);
+    assert_eq!(
+        Arc::strong_count(&backend.arrivals),
+        clones_before - 1,
+        "the service clone is gone"
+    );
+    advance(Duration::from_secs(60)).await;
+    assert_eq!(backend.arrivals(), [0], "nothing was sent after the drop");
+}
+
+/// A streamed body: its chunks, one per poll.
+struct Chunks(VecDeque<bytes::Bytes>);
+
+impl http_body::Body for Chunks {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, BoxError>>> {
+        Poll::Ready(self.0.pop_front().map(|c| Ok(http_body::Frame::data(c))))
+    }
+}
+
+/// Reads each request's whole body, records it, answers 503 then 200.
+async fn body_echo(
+    bodies: Arc<Mutex<Vec<Vec<u8>>>>,
+    req: http::Request<palisade::retry::ReplayBody<Chunks>>,
+) -> HttpResult {
+    use http_body::Body;
+    let mut body = std::pin::pin!(req.into_body());
+    let mut seen = Vec::new();
+    while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+        seen.extend_from_slice(frame?.data_ref().unwrap());
+    }
+    let mut all = bodies.lock().unwrap();
+    all.push(seen);
+    let status = if all.len() == 1 { 503 } else { 200 };
+    Ok(http::Response::builder().status(status).body(()).unwrap())
+}
+
+fn streamed(chunks: &[&'static [u8]]) -> http::Request<Chunks> {
+    let chunks = chunks
+        .iter()
+        .map(|c| bytes::Bytes::from_static(c))
+        .collect();
+    http::Request::put("/blob").body(Chunks(chunks)).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_streamed_body_is_replayed_byte_for_byte() {
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let b = bodies.clone();
+    let inner = service_fn(move |req| body_echo(b.clone(), req));
+    let layer = RetryLayer::builder()
+        .classifier(HttpClassifier::new())
+        .requests(ReplayBodies::with_limit(1024))
+        .backoff(no_jitter(10))
+        .build()
+        .unwrap();
+    let res = layer
+        .layer(inner)
+        .oneshot(streamed(&[b"hello ", b"streamed ", b"world"]))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let bodies = bodies.lock().unwrap();
+    assert_eq!(bodies.len(), 2);
+    assert_eq!(bodies[0], b"hello streamed world");
+    assert_eq!(bodies[1], bodies[0]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_over_the_limit_is_not_retried() {
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let b = bodies.clone();
+    let inner = service_fn(move |req| body_echo(b.clone(), req));
+    let (seen, listener) = events();
+    let layer = RetryLayer::builder()
+        .classifier(HttpClassifier::new())
+        .requests(ReplayBodies::with_limit(10))
+        .backoff(no_jitter(10))
+        .on_event(listener)
+        .build()
+        .unwrap();
+    let res = layer
+        .layer(inner)
+        .oneshot(streamed(&[b"hello ", b"streamed ", b"world"]))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503, "returned as is");
+    assert_eq!(bodies.lock().unwrap().len(), 1);
+    assert!(
+        seen.lock()
+            .unwrap()
+            .last()
+            .unwrap()
+            .ends_with("the request cannot be sent again")
+    );
+}
+
+#[test]
+fn bad_configurations_are_refused() {
+    let b = RetryLayer::builder;
+    assert_eq!(
+        b().max_attempts(0).build().unwrap_err().parameter(),
+        "max_attempts"
+    );
+    assert_eq!(
+        b().max_attempts(101).build().unwrap_err().parameter(),
+        "max_attempts"
+    );
+    assert_eq!(
+        b().max_hint(Duration::ZERO)
+            .build()
+            .unwrap_err()
+            .parameter(),
+        "max_hint"
+    );
+    assert_eq!(
+        b().deadline(Duration::ZERO)
+            .build()
+            .unwrap_err()
+            .parameter(),
+        "deadline"
+    );
+    assert_eq!(
+        b().deadline(Duration::MAX).build().unwrap_err().parameter(),
+        "deadline"
+    );
+    assert_eq!(
+        RetryBudget::new(Duration::from_secs(10), 1, 1.5)
+            .unwrap_err()
+            .parameter(),
+        "percent"
+    );
+    assert_eq!(
+        Backoff::exponential(Duration::from_secs(2))
+            .max_delay(Duration::from_secs(1))
+            .build()
+            .unwrap_err()
+            .parameter(),
+        "max_delay",
+        "inverted bounds"
+    );
+    assert!(b().max_attempts(1).build().is_ok());
+}
