@@ -103,6 +103,13 @@ pub enum Event<'a> {
         /// Why no further attempt was made.
         reason: GiveUpReason,
     },
+    /// A fallback answered a failed call.
+    FellBack {
+        /// The fallback layer's name.
+        name: &'a str,
+        /// The kind of the error it answered, if the failure was an error.
+        kind: Option<crate::error::ErrorKind>,
+    },
     /// A call ran out of time.
     TimedOut {
         /// The timeout layer's name.
@@ -183,6 +190,10 @@ impl fmt::Display for Event<'_> {
                 f,
                 "retry `{name}`: gave up after {attempts} attempt(s): {reason}"
             ),
+            Event::FellBack { name, kind } => match kind {
+                Some(kind) => write!(f, "fallback `{name}`: answered a failure ({kind:?})"),
+                None => write!(f, "fallback `{name}`: answered a failed response"),
+            },
             Event::TimedOut { name, after } => write!(f, "`{name}`: timed out after {after:?}"),
             Event::SlowCallRateExceeded {
                 name,

@@ -10,6 +10,14 @@
 //! * [`circuit_breaker`]: a lock-free circuit breaker over a count or time
 //!   window, tripping on failure rate, slow-call rate or consecutive
 //!   failures, with a handle to read and steer it.
+//! * [`retry`]: retries with jittered backoff, server hints, a retry budget
+//!   and a deadline.
+//! * [`timeout`]: a per-call time limit whose timer costs nothing for calls
+//!   that finish at once.
+//! * [`bulkhead`]: at most N calls in flight, with a bounded FIFO queue.
+//! * [`fallback`]: answer failures from a closure or another service.
+//! * [`Resilience`]: all of them in the recommended order, and
+//!   [`ServiceBuilderExt`] to add them one by one.
 //!
 //! and the foundation every layer shares:
 //!
@@ -24,28 +32,51 @@
 //!
 //! * [`event`]: the event stream layers report to.
 //!
-//! The retry, timeout, bulkhead and fallback layers are planned; the README
-//! lists what is built.
-//!
 //! # Examples
 //!
+//! A flaky service behind the whole stack: the retry absorbs its hiccups,
+//! the breaker and bulkhead protect it, the timeouts bound the wait, and the
+//! fallback answers what is left.
+//!
 //! ```
-//! use palisade::backoff::{Backoff, Jitter};
-//! use palisade::classify::{Classify, DefaultClassifier, Outcome};
+//! use palisade::Resilience;
+//! use palisade::bulkhead::BulkheadLayer;
+//! use palisade::circuit_breaker::CircuitBreakerLayer;
+//! use palisade::error::BoxError;
+//! use palisade::fallback::{Failed, FallbackLayer, from_sync_fn};
+//! use palisade::retry::RetryLayer;
+//! use palisade::timeout::TimeoutLayer;
+//! use std::sync::atomic::{AtomicU32, Ordering};
+//! use std::sync::Arc;
 //! use std::time::Duration;
+//! use tower::{Layer, ServiceExt, service_fn};
 //!
-//! // A failure, judged by the default classifier...
-//! let result: Result<&str, &str> = Err("connection reset");
-//! assert_eq!(Classify::<(), _, _>::classify(&DefaultClassifier, &result), Outcome::Failure);
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), BoxError> {
+//! let calls = Arc::new(AtomicU32::new(0));
+//! let seen = calls.clone();
+//! let flaky = service_fn(move |id: u32| {
+//!     let n = seen.fetch_add(1, Ordering::SeqCst);
+//!     async move {
+//!         if n % 3 == 0 { Err::<String, BoxError>("hiccup".into()) } else { Ok(format!("item {id}")) }
+//!     }
+//! });
 //!
-//! // ...is worth a retry after a jittered exponential delay.
-//! let backoff = Backoff::exponential(Duration::from_millis(50))
-//!     .max_delay(Duration::from_secs(2))
-//!     .jitter(Jitter::Equal)
-//!     .build()?;
-//! let first = backoff.delays_seeded(42).next().unwrap();
-//! assert!(first >= Duration::from_millis(25) && first <= Duration::from_millis(50));
-//! # Ok::<(), palisade::error::ConfigError>(())
+//! let stack = Resilience::builder()
+//!     .fallback(FallbackLayer::builder(from_sync_fn(|_: Failed<u32, String>| Ok("cached".into()))).build()?)
+//!     .total_timeout(TimeoutLayer::new(Duration::from_secs(2))?)
+//!     .retry(RetryLayer::builder().max_attempts(3).build()?)
+//!     .circuit_breaker(CircuitBreakerLayer::builder().name("items").build()?)
+//!     .bulkhead(BulkheadLayer::builder().max_concurrent(32).build()?)
+//!     .attempt_timeout(TimeoutLayer::new(Duration::from_millis(250))?)
+//!     .build();
+//! let svc = stack.layer(flaky);
+//!
+//! for id in 0..5 {
+//!     assert_eq!(svc.clone().oneshot(id).await?, format!("item {id}"));
+//! }
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! # Features
@@ -63,14 +94,17 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod backoff;
+pub mod builder;
 pub mod bulkhead;
 pub mod circuit_breaker;
 pub mod classify;
 pub mod error;
 pub mod event;
+pub mod fallback;
 pub mod retry;
 pub mod timeout;
 
+pub use builder::{Resilience, ServiceBuilderExt};
 pub use error::BoxError;
 
 // The README's examples are compiled and run as doc tests.

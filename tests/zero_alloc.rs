@@ -83,6 +83,34 @@ fn retry_whose_first_attempt_succeeds() {
 }
 
 #[test]
+fn full_preset_with_every_part_on() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let stack = palisade::Resilience::builder()
+        .fallback(
+            palisade::fallback::FallbackLayer::builder(palisade::fallback::from_sync_fn(
+                |_: palisade::fallback::Failed<u64, u64>| Ok(0),
+            ))
+            .build()
+            .unwrap(),
+        )
+        .total_timeout(TimeoutLayer::new(Duration::from_secs(5)).unwrap())
+        .retry(RetryLayer::builder().build().unwrap())
+        .circuit_breaker(
+            palisade::circuit_breaker::CircuitBreakerLayer::builder()
+                .build()
+                .unwrap(),
+        )
+        .bulkhead(BulkheadLayer::builder().build().unwrap())
+        .attempt_timeout(TimeoutLayer::new(Duration::from_secs(1)).unwrap())
+        .build();
+    assert_eq!(allocations_per_10k(stack.layer(bare())), 0);
+}
+
+#[test]
 fn timeout_with_a_ready_inner_future() {
     // Inside a runtime: the timeout reads tokio's clock.
     let rt = tokio::runtime::Builder::new_current_thread()

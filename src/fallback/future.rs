@@ -1,0 +1,130 @@
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use pin_project::pin_project;
+
+use super::layer::{Shared, Trigger, kind_bit};
+use super::{Failed, Handler};
+use crate::BoxError;
+use crate::classify::{Classify, Outcome};
+use crate::error::ErrorKind;
+use crate::event::Event;
+
+/// The future of a [`Fallback`](super::Fallback) call: the inner call, then,
+/// if it failed, the handler's answer.
+#[pin_project]
+pub struct ResponseFuture<F, H, C, Req, Res>
+where
+    H: Handler<Req, Res>,
+{
+    #[pin]
+    state: State<F, H::Future>,
+    handler: H,
+    classifier: C,
+    trigger: Trigger,
+    request: Option<Req>,
+    /// Present only when someone listens.
+    events: Option<Arc<Shared>>,
+}
+
+#[pin_project(project = StateProj)]
+enum State<F, G> {
+    Calling {
+        #[pin]
+        future: F,
+    },
+    FallingBack {
+        #[pin]
+        future: G,
+    },
+}
+
+impl<F, H, C, Req, Res> ResponseFuture<F, H, C, Req, Res>
+where
+    H: Handler<Req, Res>,
+{
+    pub(crate) fn new(
+        future: F,
+        handler: H,
+        classifier: C,
+        trigger: Trigger,
+        request: Option<Req>,
+        events: Option<Arc<Shared>>,
+    ) -> Self {
+        Self {
+            state: State::Calling { future },
+            handler,
+            classifier,
+            trigger,
+            request,
+            events,
+        }
+    }
+}
+
+impl<F, H, C, Req, Res> fmt::Debug for ResponseFuture<F, H, C, Req, Res>
+where
+    H: Handler<Req, Res>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Calling { .. } => "calling",
+            State::FallingBack { .. } => "falling back",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
+    }
+}
+
+impl<F, H, C, Req, Res, E> Future for ResponseFuture<F, H, C, Req, Res>
+where
+    F: Future<Output = Result<Res, E>>,
+    E: Into<BoxError>,
+    H: Handler<Req, Res>,
+    C: Classify<Req, Res, E>,
+{
+    type Output = Result<Res, BoxError>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Calling { future } => {
+                    let result = ready!(future.poll(cx));
+                    let falls_back = match *this.trigger {
+                        Trigger::Failure => this.classifier.classify(&result) == Outcome::Failure,
+                        Trigger::Kinds(_) => result.is_err(),
+                    };
+                    if !falls_back {
+                        return Poll::Ready(result.map_err(Into::into));
+                    }
+                    let outcome = result.map_err(Into::into);
+                    let kind = outcome.as_ref().err().map(ErrorKind::of);
+                    if let (Trigger::Kinds(mask), Some(kind)) = (*this.trigger, kind)
+                        && mask & kind_bit(kind) == 0
+                    {
+                        return Poll::Ready(outcome);
+                    }
+                    if let Some(shared) = this.events.as_ref() {
+                        shared.listeners.emit(|| Event::FellBack {
+                            name: &shared.name,
+                            kind,
+                        });
+                    }
+                    let failed = Failed {
+                        request: this.request.take(),
+                        outcome,
+                    };
+                    let future = this.handler.handle(failed);
+                    this.state.set(State::FallingBack { future });
+                }
+                StateProj::FallingBack { future } => return future.poll(cx),
+            }
+        }
+    }
+}
