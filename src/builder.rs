@@ -27,15 +27,9 @@
 //!   breaker counts it as a failure (and as slow), and the retry may try
 //!   again.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use pin_project::pin_project;
 use tower::layer::util::{Identity, Stack};
-use tower::{Layer, Service, ServiceBuilder};
+use tower::{Layer, ServiceBuilder};
 
-use crate::BoxError;
 use crate::bulkhead::BulkheadLayer;
 use crate::circuit_breaker::CircuitBreakerLayer;
 use crate::fallback::FallbackLayer;
@@ -132,91 +126,6 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     }
 }
 
-/// A service that may or may not be wrapped in a layer: the preset's way of
-/// leaving a part out. Its error is [`BoxError`].
-#[derive(Clone, Debug)]
-pub enum Optional<A, B> {
-    /// The layer is there.
-    Layered(A),
-    /// It is not: the service itself.
-    Bare(B),
-}
-
-impl<A, B, Req> Service<Req> for Optional<A, B>
-where
-    A: Service<Req>,
-    A::Error: Into<BoxError>,
-    B: Service<Req, Response = A::Response>,
-    B::Error: Into<BoxError>,
-{
-    type Response = A::Response;
-    type Error = BoxError;
-    type Future = OptionalFuture<A::Future, B::Future>;
-
-    #[inline]
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        match self {
-            Optional::Layered(a) => a.poll_ready(cx).map_err(Into::into),
-            Optional::Bare(b) => b.poll_ready(cx).map_err(Into::into),
-        }
-    }
-
-    #[inline]
-    fn call(&mut self, req: Req) -> Self::Future {
-        match self {
-            Optional::Layered(a) => OptionalFuture::Layered {
-                future: a.call(req),
-            },
-            Optional::Bare(b) => OptionalFuture::Bare {
-                future: b.call(req),
-            },
-        }
-    }
-}
-
-/// The future of an [`Optional`] service.
-#[pin_project(project = OptionalProj)]
-#[derive(Debug)]
-pub enum OptionalFuture<A, B> {
-    /// The layered service's future.
-    Layered {
-        /// The future.
-        #[pin]
-        future: A,
-    },
-    /// The bare service's future.
-    Bare {
-        /// The future.
-        #[pin]
-        future: B,
-    },
-}
-
-impl<A, B, T, EA, EB> Future for OptionalFuture<A, B>
-where
-    A: Future<Output = Result<T, EA>>,
-    B: Future<Output = Result<T, EB>>,
-    EA: Into<BoxError>,
-    EB: Into<BoxError>,
-{
-    type Output = Result<T, BoxError>;
-
-    #[inline]
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            OptionalProj::Layered { future } => future.poll(cx).map_err(Into::into),
-            OptionalProj::Bare { future } => future.poll(cx).map_err(Into::into),
-        }
-    }
-}
-
-fn optional<L: Layer<S>, S>(layer: Option<&L>, inner: S) -> Optional<L::Service, S> {
-    match layer {
-        Some(layer) => Optional::Layered(layer.layer(inner)),
-        None => Optional::Bare(inner),
-    }
-}
-
 /// The preset stack: fallback → total timeout → retry → circuit breaker →
 /// bulkhead → per-attempt timeout, each part optional, from one builder.
 /// See the [module docs](self) for why that order.
@@ -253,41 +162,49 @@ fn optional<L: Layer<S>, S>(layer: Option<&L>, inner: S) -> Optional<L::Service,
 pub struct Resilience;
 
 impl Resilience {
-    /// Starts a preset with no part; add the parts you want. (A missing
-    /// part's place is held by tower's `Identity` layer.)
-    pub fn builder() -> ResilienceBuilder<Identity, Identity, Identity> {
+    /// Starts a preset with no part; add the parts you want. A missing
+    /// part is tower's `Identity` layer: it costs nothing at all.
+    pub fn builder() -> ResilienceBuilder {
         ResilienceBuilder {
-            fallback: None,
-            total_timeout: None,
-            retry: None,
-            circuit_breaker: None,
-            bulkhead: None,
-            attempt_timeout: None,
+            fallback: Identity::new(),
+            total_timeout: Identity::new(),
+            retry: Identity::new(),
+            circuit_breaker: Identity::new(),
+            bulkhead: Identity::new(),
+            attempt_timeout: Identity::new(),
         }
     }
 }
 
-/// Builds a [`ResilienceLayer`]; each part is optional. Every part was
-/// validated by its own builder.
+/// Builds a [`ResilienceLayer`]; each part is optional, and each was
+/// validated by its own builder. The type records which parts are present,
+/// so an absent part leaves no trace in the service.
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until `build` is called"]
-pub struct ResilienceBuilder<F, R, CB> {
-    fallback: Option<F>,
-    total_timeout: Option<TimeoutLayer>,
-    retry: Option<R>,
-    circuit_breaker: Option<CB>,
-    bulkhead: Option<BulkheadLayer>,
-    attempt_timeout: Option<TimeoutLayer>,
+pub struct ResilienceBuilder<
+    F = Identity,
+    TT = Identity,
+    R = Identity,
+    CB = Identity,
+    BH = Identity,
+    AT = Identity,
+> {
+    fallback: F,
+    total_timeout: TT,
+    retry: R,
+    circuit_breaker: CB,
+    bulkhead: BH,
+    attempt_timeout: AT,
 }
 
-impl<F, R, CB> ResilienceBuilder<F, R, CB> {
+impl<F, TT, R, CB, BH, AT> ResilienceBuilder<F, TT, R, CB, BH, AT> {
     /// The outermost part: answers what fails in the end.
     pub fn fallback<H, C, K>(
         self,
         layer: FallbackLayer<H, C, K>,
-    ) -> ResilienceBuilder<FallbackLayer<H, C, K>, R, CB> {
+    ) -> ResilienceBuilder<FallbackLayer<H, C, K>, TT, R, CB, BH, AT> {
         ResilienceBuilder {
-            fallback: Some(layer),
+            fallback: layer,
             total_timeout: self.total_timeout,
             retry: self.retry,
             circuit_breaker: self.circuit_breaker,
@@ -297,20 +214,29 @@ impl<F, R, CB> ResilienceBuilder<F, R, CB> {
     }
 
     /// Bounds the whole call, retries and backoffs included.
-    pub fn total_timeout(mut self, layer: TimeoutLayer) -> Self {
-        self.total_timeout = Some(layer);
-        self
+    pub fn total_timeout(
+        self,
+        layer: TimeoutLayer,
+    ) -> ResilienceBuilder<F, TimeoutLayer, R, CB, BH, AT> {
+        ResilienceBuilder {
+            fallback: self.fallback,
+            total_timeout: layer,
+            retry: self.retry,
+            circuit_breaker: self.circuit_breaker,
+            bulkhead: self.bulkhead,
+            attempt_timeout: self.attempt_timeout,
+        }
     }
 
     /// Retries failed attempts.
     pub fn retry<C, B, K>(
         self,
         layer: RetryLayer<C, B, K>,
-    ) -> ResilienceBuilder<F, RetryLayer<C, B, K>, CB> {
+    ) -> ResilienceBuilder<F, TT, RetryLayer<C, B, K>, CB, BH, AT> {
         ResilienceBuilder {
             fallback: self.fallback,
             total_timeout: self.total_timeout,
-            retry: Some(layer),
+            retry: layer,
             circuit_breaker: self.circuit_breaker,
             bulkhead: self.bulkhead,
             attempt_timeout: self.attempt_timeout,
@@ -321,31 +247,49 @@ impl<F, R, CB> ResilienceBuilder<F, R, CB> {
     pub fn circuit_breaker<C>(
         self,
         layer: CircuitBreakerLayer<C>,
-    ) -> ResilienceBuilder<F, R, CircuitBreakerLayer<C>> {
+    ) -> ResilienceBuilder<F, TT, R, CircuitBreakerLayer<C>, BH, AT> {
         ResilienceBuilder {
             fallback: self.fallback,
             total_timeout: self.total_timeout,
             retry: self.retry,
-            circuit_breaker: Some(layer),
+            circuit_breaker: layer,
             bulkhead: self.bulkhead,
             attempt_timeout: self.attempt_timeout,
         }
     }
 
     /// Bounds the calls in flight.
-    pub fn bulkhead(mut self, layer: BulkheadLayer) -> Self {
-        self.bulkhead = Some(layer);
-        self
+    pub fn bulkhead(
+        self,
+        layer: BulkheadLayer,
+    ) -> ResilienceBuilder<F, TT, R, CB, BulkheadLayer, AT> {
+        ResilienceBuilder {
+            fallback: self.fallback,
+            total_timeout: self.total_timeout,
+            retry: self.retry,
+            circuit_breaker: self.circuit_breaker,
+            bulkhead: layer,
+            attempt_timeout: self.attempt_timeout,
+        }
     }
 
     /// Bounds each attempt.
-    pub fn attempt_timeout(mut self, layer: TimeoutLayer) -> Self {
-        self.attempt_timeout = Some(layer);
-        self
+    pub fn attempt_timeout(
+        self,
+        layer: TimeoutLayer,
+    ) -> ResilienceBuilder<F, TT, R, CB, BH, TimeoutLayer> {
+        ResilienceBuilder {
+            fallback: self.fallback,
+            total_timeout: self.total_timeout,
+            retry: self.retry,
+            circuit_breaker: self.circuit_breaker,
+            bulkhead: self.bulkhead,
+            attempt_timeout: layer,
+        }
     }
 
     /// Makes the layer.
-    pub fn build(self) -> ResilienceLayer<F, R, CB> {
+    pub fn build(self) -> ResilienceLayer<F, TT, R, CB, BH, AT> {
         ResilienceLayer {
             fallback: self.fallback,
             total_timeout: self.total_timeout,
@@ -359,49 +303,39 @@ impl<F, R, CB> ResilienceBuilder<F, R, CB> {
 
 /// The preset stack as one layer; made by [`Resilience::builder`].
 #[derive(Debug, Clone)]
-pub struct ResilienceLayer<F, R, CB> {
-    fallback: Option<F>,
-    total_timeout: Option<TimeoutLayer>,
-    retry: Option<R>,
-    circuit_breaker: Option<CB>,
-    bulkhead: Option<BulkheadLayer>,
-    attempt_timeout: Option<TimeoutLayer>,
+pub struct ResilienceLayer<
+    F = Identity,
+    TT = Identity,
+    R = Identity,
+    CB = Identity,
+    BH = Identity,
+    AT = Identity,
+> {
+    fallback: F,
+    total_timeout: TT,
+    retry: R,
+    circuit_breaker: CB,
+    bulkhead: BH,
+    attempt_timeout: AT,
 }
 
-/// The service the preset makes of `S`.
-pub type ResilienceService<S, F, R, CB> =
-    Optional<<F as Layer<TotalTimeout<S, R, CB>>>::Service, TotalTimeout<S, R, CB>>;
-
-/// The preset's layers below the fallback.
-pub type TotalTimeout<S, R, CB> =
-    Optional<crate::timeout::Timeout<Retried<S, R, CB>>, Retried<S, R, CB>>;
-
-/// The preset's layers below the total timeout.
-pub type Retried<S, R, CB> = Optional<<R as Layer<Broken<S, CB>>>::Service, Broken<S, CB>>;
-
-/// The preset's layers below the retry.
-pub type Broken<S, CB> = Optional<<CB as Layer<Guarded<S>>>::Service, Guarded<S>>;
-
-/// The preset's layers below the circuit breaker.
-pub type Guarded<S> = Optional<crate::bulkhead::Bulkhead<Attempted<S>>, Attempted<S>>;
-
-/// The preset's innermost layer.
-pub type Attempted<S> = Optional<crate::timeout::Timeout<S>, S>;
-
-impl<S, F, R, CB> Layer<S> for ResilienceLayer<F, R, CB>
+impl<S, F, TT, R, CB, BH, AT> Layer<S> for ResilienceLayer<F, TT, R, CB, BH, AT>
 where
-    CB: Layer<Guarded<S>>,
-    R: Layer<Broken<S, CB>>,
-    F: Layer<TotalTimeout<S, R, CB>>,
+    AT: Layer<S>,
+    BH: Layer<AT::Service>,
+    CB: Layer<BH::Service>,
+    R: Layer<CB::Service>,
+    TT: Layer<R::Service>,
+    F: Layer<TT::Service>,
 {
-    type Service = ResilienceService<S, F, R, CB>;
+    type Service = F::Service;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let attempted = optional(self.attempt_timeout.as_ref(), inner);
-        let guarded = optional(self.bulkhead.as_ref(), attempted);
-        let broken = optional(self.circuit_breaker.as_ref(), guarded);
-        let retried = optional(self.retry.as_ref(), broken);
-        let timed = optional(self.total_timeout.as_ref(), retried);
-        optional(self.fallback.as_ref(), timed)
+        let attempted = self.attempt_timeout.layer(inner);
+        let guarded = self.bulkhead.layer(attempted);
+        let broken = self.circuit_breaker.layer(guarded);
+        let retried = self.retry.layer(broken);
+        let timed = self.total_timeout.layer(retried);
+        self.fallback.layer(timed)
     }
 }

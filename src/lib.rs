@@ -98,6 +98,7 @@ pub mod builder;
 pub mod bulkhead;
 pub mod circuit_breaker;
 pub mod classify;
+mod clock;
 pub mod error;
 pub mod event;
 pub mod fallback;

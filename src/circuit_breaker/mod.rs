@@ -123,7 +123,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::time::Instant;
 use tower::Service;
 
 use self::future::CallGuard;
@@ -340,7 +339,7 @@ where
         if let Some(guard) = &mut guard
             && self.shared.core.needs_start_time()
         {
-            guard.started = Some(Instant::now());
+            guard.started = Some(crate::clock::call_started().0);
         }
         ResponseFuture::called(self.inner.call(req), guard)
     }

@@ -113,7 +113,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::time::Instant;
 use tower::Service;
 
 use self::future::Retrying;
@@ -201,7 +200,10 @@ where
             service: self.inner.clone(),
             source,
             shared: Arc::clone(shared),
-            started: shared.deadline.is_some().then(Instant::now),
+            started: shared
+                .deadline
+                .is_some()
+                .then(|| crate::clock::call_started().0),
             delays: None,
             next: None,
         });

@@ -22,13 +22,15 @@ const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
 ///
 /// The timer is not created until the inner future returns `Pending` for the
 /// first time: a call that finishes on its first poll never touches the
-/// timer wheel.
+/// timer wheel. (Then it is boxed: one allocation for a call that waits.)
 #[pin_project]
 pub struct ResponseFuture<F> {
     #[pin]
     inner: F,
-    #[pin]
-    sleep: Option<Sleep>,
+    /// Boxed: created only for a call that is still running after its
+    /// first poll, it would otherwise make every future (and every future
+    /// wrapping it) a hundred bytes bigger.
+    sleep: Option<Pin<Box<Sleep>>>,
     started: Instant,
     timeout: Duration,
     /// Present only when someone listens for the timeout event.
@@ -70,19 +72,19 @@ where
     type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
+        let this = self.project();
         let had_budget = coop::has_budget_remaining();
         if let Poll::Ready(result) = this.inner.poll(cx) {
             return Poll::Ready(result.map_err(Into::into));
         }
-        if this.sleep.is_none() {
+        let sleep = this.sleep.get_or_insert_with(|| {
             let deadline = this
                 .started
                 .checked_add(*this.timeout)
                 .unwrap_or_else(|| *this.started + FAR_FUTURE);
-            this.sleep.set(Some(sleep_until(deadline)));
-        }
-        let sleep = this.sleep.as_pin_mut().expect("armed just above");
+            Box::pin(sleep_until(deadline))
+        });
+        let sleep = sleep.as_mut();
         // An inner future that used up the task's cooperative budget must not
         // starve the timer, or a busy call could outlive its deadline.
         let fired = if had_budget && !coop::has_budget_remaining() {

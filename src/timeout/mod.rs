@@ -6,10 +6,11 @@
 //!
 //! # Cost
 //!
-//! The call reads the clock once. The timer itself is created only if the
-//! inner future returns `Pending` on its first poll, with its deadline
-//! measured from the call: a call that completes at once never touches
-//! tokio's timer wheel. The timer is polled even when the inner future has
+//! The call reads the clock once, and layers below it in the same call (a
+//! per-attempt timeout under a total one) reuse that reading. The timer
+//! itself is created only if the inner future returns `Pending` on its first
+//! poll, with its deadline measured from the call: a call that completes at
+//! once never touches tokio's timer wheel, and allocates nothing. The timer is polled even when the inner future has
 //! used up the task's cooperative budget, as `tokio::time::timeout` does.
 //!
 //! # Total and per-attempt timeouts
@@ -68,11 +69,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::time::Instant;
 use tower::Service;
 
 use self::layer::Shared;
 use crate::BoxError;
+use crate::clock;
 
 /// A service whose calls fail with [`Elapsed`](crate::error::Elapsed) past a
 /// time limit; see the [module docs](self).
@@ -128,8 +129,15 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        let started = Instant::now();
+        let (started, read_here) = clock::call_started();
+        let inner = if read_here {
+            // Layers below (another timeout, a retry deadline) reuse this
+            // reading instead of taking their own.
+            clock::within_call(started, || self.inner.call(req))
+        } else {
+            self.inner.call(req)
+        };
         let events = (!self.shared.listeners.is_empty()).then(|| self.shared.clone());
-        ResponseFuture::new(self.inner.call(req), started, self.shared.timeout, events)
+        ResponseFuture::new(inner, started, self.shared.timeout, events)
     }
 }

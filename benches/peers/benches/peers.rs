@@ -191,11 +191,102 @@ fn retry(c: &mut Criterion) {
     group.finish();
 }
 
+/// Boxes any error: how the peers' stack is glued, each tower-resilience
+/// layer wrapping the errors of the one below in its own type.
+fn boxed<E: std::error::Error + Send + Sync + 'static>(e: E) -> BoxError {
+    Box::new(e)
+}
+
+fn full_stack(c: &mut Criterion) {
+    use palisade::fallback::{Failed, FallbackLayer, from_sync_fn};
+    use tower::ServiceBuilder;
+
+    let mut group = c.benchmark_group("full_stack");
+    bench_service(&mut group, "bare", bare());
+    bench_service(
+        &mut group,
+        "tower 0.5 timeout alone",
+        tower::timeout::TimeoutLayer::new(Duration::from_secs(10)).layer(bare()),
+    );
+
+    let preset = palisade::Resilience::builder()
+        .fallback(
+            FallbackLayer::builder(from_sync_fn(|_: Failed<u64, u64>| Ok(0)))
+                .build()
+                .unwrap(),
+        )
+        .total_timeout(palisade::timeout::TimeoutLayer::new(Duration::from_secs(10)).unwrap())
+        .retry(palisade::retry::RetryLayer::builder().build().unwrap())
+        .circuit_breaker(
+            palisade::circuit_breaker::CircuitBreakerLayer::builder()
+                .build()
+                .unwrap(),
+        )
+        .bulkhead(
+            palisade::bulkhead::BulkheadLayer::builder()
+                .max_concurrent(100)
+                .build()
+                .unwrap(),
+        )
+        .attempt_timeout(palisade::timeout::TimeoutLayer::new(Duration::from_secs(1)).unwrap())
+        .build();
+    bench_service(
+        &mut group,
+        "palisade preset, all six parts",
+        preset.layer(bare()),
+    );
+
+    let tr = tower_resilience::timelimiter::TimeLimiterLayer::builder()
+        .timeout_duration(Duration::from_secs(1))
+        .build();
+    let attempt = ServiceBuilder::new()
+        .map_err(boxed::<tower_resilience::timelimiter::TimeLimiterError<BoxError>>)
+        .layer(tr)
+        .service(bare());
+    let bulkhead = tower_resilience::bulkhead::BulkheadLayer::builder()
+        .max_concurrent_calls(100)
+        .build()
+        .unwrap();
+    let guarded = ServiceBuilder::new()
+        .map_err(boxed::<tower_resilience::bulkhead::BulkheadServiceError<BoxError>>)
+        .layer(bulkhead)
+        .service(attempt);
+    let breaker = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
+        .sliding_window_size(100)
+        .build()
+        .unwrap();
+    let broken = ServiceBuilder::new()
+        .map_err(boxed::<tower_resilience::circuitbreaker::CircuitBreakerError<BoxError>>)
+        .layer(breaker)
+        .service(guarded);
+    let retry = tower_resilience::retry::RetryLayer::<u64, u64, BoxError>::builder()
+        .max_attempts(3)
+        .exponential_backoff(Duration::from_millis(100))
+        .build();
+    let retried = retry.layer(broken);
+    let total = tower_resilience::timelimiter::TimeLimiterLayer::builder()
+        .timeout_duration(Duration::from_secs(10))
+        .build();
+    let timed = ServiceBuilder::new()
+        .map_err(boxed::<tower_resilience::timelimiter::TimeLimiterError<BoxError>>)
+        .layer(total)
+        .service(retried);
+    let fallback = tower_resilience::fallback::FallbackLayer::<u64, u64, BoxError>::builder()
+        .value(0)
+        .build();
+    bench_service(
+        &mut group,
+        "tower-resilience 0.13, same five patterns",
+        fallback.layer(timed),
+    );
+    group.finish();
+}
+
 criterion_group! {
     name = peers;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = circuit_breaker, timeout, bulkhead, retry
+    targets = circuit_breaker, timeout, bulkhead, retry, full_stack
 }
 criterion_main!(peers);
