@@ -7,6 +7,12 @@
 //! ```text
 //! cargo bench --bench hot_path
 //! ```
+//!
+//! palisade's dev-dependencies turn on tokio's `test-util`, whose clock takes
+//! a mutex on every read, so the layers that read the clock (timeouts, the
+//! preset) look dearer here than they are. The reference figures, against
+//! the peers and without `test-util`, come from `cargo bench -p
+//! palisade-peers` (see BENCHMARKS.md).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -85,5 +91,47 @@ fn circuit_breaker(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, circuit_breaker);
+fn other_layers(c: &mut Criterion) {
+    use palisade::Resilience;
+    use palisade::bulkhead::BulkheadLayer;
+    use palisade::fallback::{Failed, FallbackLayer, from_sync_fn};
+    use palisade::retry::RetryLayer;
+    use palisade::timeout::TimeoutLayer;
+
+    let mut group = c.benchmark_group("layers");
+    bench(&mut group, "bare", bare());
+    let timeout = TimeoutLayer::new(Duration::from_secs(1)).unwrap();
+    bench(&mut group, "timeout", timeout.layer(bare()));
+    let bulkhead = BulkheadLayer::builder().build().unwrap();
+    bench(&mut group, "bulkhead", bulkhead.layer(bare()));
+    let retry = RetryLayer::builder().build().unwrap();
+    bench(&mut group, "retry", retry.layer(bare_clone()));
+    let fallback = FallbackLayer::builder(from_sync_fn(|_: Failed<u64, u64>| Ok(0)))
+        .build()
+        .unwrap();
+    bench(&mut group, "fallback", fallback.layer(bare()));
+    let preset = Resilience::builder()
+        .fallback(
+            FallbackLayer::builder(from_sync_fn(|_: Failed<u64, u64>| Ok(0)))
+                .build()
+                .unwrap(),
+        )
+        .total_timeout(TimeoutLayer::new(Duration::from_secs(10)).unwrap())
+        .retry(RetryLayer::builder().build().unwrap())
+        .circuit_breaker(CircuitBreakerLayer::builder().build().unwrap())
+        .bulkhead(BulkheadLayer::builder().build().unwrap())
+        .attempt_timeout(TimeoutLayer::new(Duration::from_secs(1)).unwrap())
+        .build();
+    bench(&mut group, "preset, every part", preset.layer(bare_clone()));
+    group.finish();
+}
+
+type Ready = std::future::Ready<Result<u64, BoxError>>;
+
+/// The bare service as a `Clone` type, which the retry needs.
+fn bare_clone() -> tower::util::ServiceFn<fn(u64) -> Ready> {
+    service_fn((|n| std::future::ready(Ok(n))) as fn(u64) -> Ready)
+}
+
+criterion_group!(benches, circuit_breaker, other_layers);
 criterion_main!(benches);

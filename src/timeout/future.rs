@@ -73,7 +73,6 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let had_budget = coop::has_budget_remaining();
         if let Poll::Ready(result) = this.inner.poll(cx) {
             return Poll::Ready(result.map_err(Into::into));
         }
@@ -86,8 +85,11 @@ where
         });
         let sleep = sleep.as_mut();
         // An inner future that used up the task's cooperative budget must not
-        // starve the timer, or a busy call could outlive its deadline.
-        let fired = if had_budget && !coop::has_budget_remaining() {
+        // starve the timer, or a busy call could outlive its deadline. (The
+        // budget is looked at only here, off the ready path; if it was spent
+        // before this poll, the timer is polled unconstrained too, which at
+        // worst reports a deadline that has passed.)
+        let fired = if !coop::has_budget_remaining() {
             pin!(coop::unconstrained(sleep)).poll(cx)
         } else {
             sleep.poll(cx)

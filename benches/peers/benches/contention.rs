@@ -1,0 +1,148 @@
+//! One shared breaker, bulkhead or full stack driven by T tasks at once on
+//! a multi-thread runtime (2 workers: the machine has 2 cores), against the
+//! peers' equivalents.
+//!
+//! ```text
+//! cargo bench -p palisade-peers --bench contention
+//! ```
+//!
+//! Each measurement spreads its calls evenly over T tasks; criterion
+//! reports the wall time per call, so the throughput of all tasks together
+//! is its inverse. It lives here rather than in palisade's own benches
+//! because palisade's dev-dependencies turn on tokio's `test-util`, whose
+//! clock takes a mutex on every read: that would measure tokio's test
+//! clock, not the layers.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use palisade::error::BoxError;
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+type Ready = std::future::Ready<Result<u64, BoxError>>;
+
+fn bare() -> tower::util::ServiceFn<fn(u64) -> Ready> {
+    service_fn((|n| std::future::ready(Ok(n))) as fn(u64) -> Ready)
+}
+
+const TASKS: [u64; 4] = [1, 2, 4, 8];
+
+fn contend<S>(c: &mut Criterion, group: &str, name: &str, svc: S)
+where
+    S: Service<u64> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: std::fmt::Debug + Send,
+    S::Response: Send,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .expect("a runtime");
+    let mut group = c.benchmark_group(group);
+    for tasks in TASKS {
+        group.bench_with_input(BenchmarkId::new(name, tasks), &tasks, |b, &tasks| {
+            b.iter_custom(|iters| {
+                let per_task = iters.div_ceil(tasks);
+                rt.block_on(async {
+                    let start = Instant::now();
+                    let handles: Vec<_> = (0..tasks)
+                        .map(|_| {
+                            let mut svc = svc.clone();
+                            tokio::spawn(async move {
+                                for n in 0..per_task {
+                                    let ready = svc.ready().await.expect("ready");
+                                    black_box(ready.call(black_box(n)).await.expect("ok"));
+                                }
+                            })
+                        })
+                        .collect();
+                    for h in handles {
+                        h.await.expect("task");
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+fn breakers(c: &mut Criterion) {
+    let palisade = palisade::circuit_breaker::CircuitBreakerLayer::builder()
+        .build()
+        .unwrap();
+    contend(
+        c,
+        "contention/circuit_breaker",
+        "palisade",
+        palisade.layer(bare()),
+    );
+    let tr = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
+        .sliding_window_size(100)
+        .build()
+        .unwrap();
+    contend(
+        c,
+        "contention/circuit_breaker",
+        "tower-resilience",
+        tr.layer(bare()),
+    );
+}
+
+fn bulkheads(c: &mut Criterion) {
+    let palisade = palisade::bulkhead::BulkheadLayer::builder()
+        .max_concurrent(64)
+        .build()
+        .unwrap();
+    contend(c, "contention/bulkhead", "palisade", palisade.layer(bare()));
+    let limit = tower::limit::ConcurrencyLimit::new(bare(), 64);
+    // ConcurrencyLimit's semaphore is per `layer()`; clones share it.
+    contend(c, "contention/bulkhead", "tower ConcurrencyLimit", limit);
+    let tr = tower_resilience::bulkhead::BulkheadLayer::builder()
+        .max_concurrent_calls(64)
+        .build()
+        .unwrap();
+    contend(
+        c,
+        "contention/bulkhead",
+        "tower-resilience",
+        tr.layer(bare()),
+    );
+}
+
+fn stacks(c: &mut Criterion) {
+    let preset = palisade::Resilience::builder()
+        .total_timeout(palisade::timeout::TimeoutLayer::new(Duration::from_secs(10)).unwrap())
+        .retry(palisade::retry::RetryLayer::builder().build().unwrap())
+        .circuit_breaker(
+            palisade::circuit_breaker::CircuitBreakerLayer::builder()
+                .build()
+                .unwrap(),
+        )
+        .bulkhead(
+            palisade::bulkhead::BulkheadLayer::builder()
+                .max_concurrent(64)
+                .build()
+                .unwrap(),
+        )
+        .attempt_timeout(palisade::timeout::TimeoutLayer::new(Duration::from_secs(1)).unwrap())
+        .build();
+    contend(
+        c,
+        "contention/full_stack",
+        "palisade preset",
+        preset.layer(bare()),
+    );
+}
+
+criterion_group! {
+    name = contention;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(30);
+    targets = breakers, bulkheads, stacks
+}
+criterion_main!(contention);
