@@ -1,83 +1,318 @@
-//! A tour of what palisade has so far: the shared foundation that every
-//! layer stands on.
+//! The palisade tour: a flaky HTTP service, a `reqwest::Client`, and the
+//! whole stack between them, with a timeline of everything that happens.
 //!
 //! ```text
 //! cargo run --example tour
 //! ```
 //!
-//! The layers themselves (circuit breaker, retry, timeout, bulkhead,
-//! fallback) are not built yet; when they are, this tour drives a flaky
-//! local HTTP service through all of them.
+//! A local server (127.0.0.1, a port the OS picks) answers well, then goes
+//! through an outage (503s), with a slow answer now and then, then
+//! recovers. Forty requests go through fallback → total timeout → retry →
+//! circuit breaker → bulkhead → per-attempt timeout → reqwest, one every
+//! 30 ms. The timeline shows each request, its attempts and backoffs, the
+//! breaker's states, rejections and fallbacks; a summary follows.
 
+use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use palisade::Resilience;
 use palisade::backoff::{Backoff, Jitter};
-use palisade::classify::hint::parse_grpc_pushback;
-use palisade::classify::{Classify, DefaultClassifier, DelayHint, Outcome, classify_fn};
-use palisade::error::BoxError;
+use palisade::bulkhead::BulkheadLayer;
+use palisade::circuit_breaker::CircuitBreakerLayer;
+use palisade::classify::HttpClassifier;
+use palisade::error::{BoxError, ErrorKind};
+use palisade::event::Event;
+use palisade::fallback::{Failed, FallbackLayer, from_sync_fn};
+use palisade::retry::{ReqwestRequests, RetryLayer};
+use palisade::timeout::TimeoutLayer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use tower::{Layer, ServiceExt};
 
-fn main() -> Result<(), BoxError> {
-    println!("palisade tour: the foundation\n");
+const REQUESTS: u32 = 40;
+const SPACING: Duration = Duration::from_millis(30);
+/// The server's outage, from its start.
+const OUTAGE: std::ops::Range<Duration> = Duration::from_millis(250)..Duration::from_millis(900);
 
-    println!("1. Outcomes: one classifier decides what a result means for every layer.");
-    let results: [Result<u16, &str>; 4] = [Ok(200), Ok(404), Ok(503), Err("connection reset")];
-    // A service that answers with a status: 5xx fails, 404 counts neither way.
-    let by_status = classify_fn(|r: &Result<u16, &str>| match r {
-        Ok(500..) | Err(_) => Outcome::Failure,
-        Ok(404) => Outcome::Ignored,
-        Ok(_) => Outcome::Success,
+/// What the server has seen.
+#[derive(Default)]
+struct ServerLog {
+    attempts: AtomicU32,
+    ok: AtomicU32,
+}
+
+/// A tiny HTTP/1.1 server: answers each request on a kept-alive connection
+/// according to the time since it started.
+async fn flaky_server(log: Arc<ServerLog>) -> std::io::Result<std::net::SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let start = Instant::now();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            tokio::spawn(serve(conn, start, log.clone()));
+        }
     });
-    println!("   {:<28} {:<10} {:<10}", "result", "default", "by status");
-    for r in &results {
-        let default = Classify::<(), _, _>::classify(&DefaultClassifier, r);
-        let custom = Classify::<(), _, _>::classify(&by_status, r);
+    Ok(addr)
+}
+
+async fn serve(mut conn: TcpStream, start: Instant, log: Arc<ServerLog>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        // Read one request head (the tour sends no bodies).
+        let head_end = loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+            match conn.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        buf.drain(..head_end);
+        let n = log.attempts.fetch_add(1, SeqCst) + 1;
+        let (status, body) = if OUTAGE.contains(&start.elapsed()) {
+            ("503 Service Unavailable", "down for maintenance")
+        } else if n.is_multiple_of(11) {
+            // Now and then an answer takes longer than an attempt may.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            ("200 OK", "slow but fine")
+        } else {
+            log.ok.fetch_add(1, SeqCst);
+            ("200 OK", "fresh")
+        };
+        let response = format!(
+            "HTTP/1.1 {status}\r\ncontent-length: {}\r\ncontent-type: text/plain\r\n\r\n{body}",
+            body.len()
+        );
+        if conn.write_all(response.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The timeline: one line per event, stamped with the time since the start
+/// and the request it belongs to.
+struct Timeline {
+    start: Instant,
+    current: AtomicU32,
+    lines: Mutex<()>,
+}
+
+impl Timeline {
+    fn print(&self, what: impl std::fmt::Display) {
+        let _one_at_a_time = self.lines.lock().unwrap();
         println!(
-            "   {:<28} {:<10} {:<10}",
-            format!("{r:?}"),
-            format!("{default:?}"),
-            format!("{custom:?}")
+            "{:>7.3}s  #{:02}  {what}",
+            self.start.elapsed().as_secs_f64(),
+            self.current.load(SeqCst)
         );
     }
 
-    println!("\n2. Backoff: the delays before five retries, seed 7, base 100 ms, cap 2 s.");
-    for jitter in [
-        Jitter::None,
-        Jitter::Full,
-        Jitter::Equal,
-        Jitter::Decorrelated,
-        Jitter::DecorrelatedV2,
-    ] {
-        let backoff = Backoff::exponential(Duration::from_millis(100))
-            .max_delay(Duration::from_secs(2))
-            .jitter(jitter)
-            .build()?;
-        let delays: Vec<String> = backoff
-            .delays_seeded(7)
-            .take(5)
-            .map(|d| format!("{:>5} ms", d.as_millis()))
-            .collect();
-        println!("   {:<16}{}", format!("{jitter:?}"), delays.join(" "));
-    }
-    let other_session: Vec<u128> = Backoff::exponential(Duration::from_millis(100))
-        .build()?
-        .delays()
-        .take(5)
-        .map(|d| d.as_millis())
-        .collect();
-    println!("   unseeded, full jitter: {other_session:?} ms (fresh randomness per call)");
-
-    println!("\n3. Server hints are read, and capped at 30 s.");
-    let cap = Duration::from_secs(30);
-    for value in ["1500", "-1", "3600000", "soon"] {
-        let hint = parse_grpc_pushback(value.as_bytes()).within(cap);
-        let meaning = match hint {
-            Some(DelayHint::After(d)) => format!("wait {d:?}"),
-            Some(DelayHint::DoNotRetry) => "do not retry".to_string(),
-            None => "above the cap: ignored, use the backoff".to_string(),
+    fn on_event(&self, event: &Event<'_>) {
+        let line = match event {
+            Event::Attempt { attempt, .. } => format!("  attempt {attempt}"),
+            Event::Retry {
+                attempt,
+                delay,
+                reason,
+                hinted,
+                ..
+            } => format!(
+                "  attempt {attempt} {reason}, retry in {} ms{}",
+                delay.as_millis(),
+                if *hinted { " (server's hint)" } else { "" }
+            ),
+            Event::GaveUp {
+                attempts, reason, ..
+            } => {
+                format!("  gave up after {attempts} attempt(s): {reason}")
+            }
+            Event::RetryBudgetExhausted { .. } => "  retry budget spent".to_string(),
+            Event::StateTransition {
+                from, to, reason, ..
+            } => {
+                format!("  ⚡ breaker {from:?} → {to:?} ({reason})")
+            }
+            Event::CallRejected { retry_after, .. } => format!(
+                "  ⛔ breaker open: rejected at once (may probe in {} ms)",
+                retry_after.as_millis()
+            ),
+            Event::TimedOut { name, after, .. } => {
+                format!("  ⏱ {name} timeout after {} ms", after.as_millis())
+            }
+            Event::FellBack { kind, .. } => format!(
+                "  ↩ fallback answered ({})",
+                kind.map_or("failed response".to_string(), |k| format!("{k:?}"))
+            ),
+            Event::BulkheadRejected { .. } => "  bulkhead full".to_string(),
+            Event::FailureRateExceeded {
+                rate, threshold, ..
+            } => format!(
+                "  failure rate {:.0}% reached the breaker's threshold ({:.0}%)",
+                rate * 100.0,
+                threshold * 100.0
+            ),
+            other => format!("  {other}"),
         };
-        println!("   grpc-retry-pushback-ms: {value:<10} -> {meaning}");
+        self.print(line);
     }
+}
 
-    println!("\nNext: the layers. See README.md for what is built and what is planned.");
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[rank]
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), BoxError> {
+    let server_log = Arc::new(ServerLog::default());
+    let addr = flaky_server(server_log.clone()).await?;
+    let url = format!("http://{addr}/inventory");
+
+    let timeline = Arc::new(Timeline {
+        start: Instant::now(),
+        current: AtomicU32::new(0),
+        lines: Mutex::new(()),
+    });
+    let listen = |t: &Arc<Timeline>| {
+        let t = t.clone();
+        move |e: &Event<'_>| t.on_event(e)
+    };
+    let fallbacks = Arc::new(AtomicU32::new(0));
+    let counted = fallbacks.clone();
+
+    let breaker = CircuitBreakerLayer::builder()
+        .name("inventory")
+        .classifier(HttpClassifier::new())
+        .count_window(10)
+        .minimum_calls(5)
+        .failure_rate_threshold(0.5)
+        .wait_duration(Duration::from_millis(300))
+        .half_open_calls(2)
+        .on_event(listen(&timeline))
+        .build()?;
+    let handle = breaker.handle();
+
+    let stack = Resilience::builder()
+        .fallback(
+            FallbackLayer::builder(from_sync_fn(
+                move |_: Failed<reqwest::Request, reqwest::Response>| {
+                    counted.fetch_add(1, SeqCst);
+                    let cached = http::Response::builder()
+                        .status(200)
+                        .header("x-served-by", "fallback")
+                        .body("cached inventory")
+                        .expect("a valid response");
+                    Ok(reqwest::Response::from(cached))
+                },
+            ))
+            .classifier(HttpClassifier::new())
+            .on_event(listen(&timeline))
+            .build()?,
+        )
+        .total_timeout(
+            TimeoutLayer::builder()
+                .name("total")
+                .timeout(Duration::from_millis(800))
+                .build()?,
+        )
+        .retry(
+            RetryLayer::builder()
+                .classifier(HttpClassifier::new())
+                .requests(ReqwestRequests)
+                .max_attempts(3)
+                .backoff(
+                    Backoff::exponential(Duration::from_millis(20))
+                        .max_delay(Duration::from_millis(200))
+                        .jitter(Jitter::Full)
+                        .build()?,
+                )
+                .seed(7)
+                .on_event(listen(&timeline))
+                .build()?,
+        )
+        .circuit_breaker(breaker)
+        .bulkhead(BulkheadLayer::builder().max_concurrent(8).build()?)
+        .attempt_timeout(
+            TimeoutLayer::builder()
+                .name("per-attempt")
+                .timeout(Duration::from_millis(150))
+                .on_event(listen(&timeline))
+                .build()?,
+        )
+        .build();
+    let client = stack.layer(reqwest::Client::new());
+
+    println!("palisade tour: {REQUESTS} requests to a flaky server at {addr}");
+    println!(
+        "stack: fallback → total timeout (800 ms) → retry (3 attempts, jittered backoff) →\n       \
+         circuit breaker (opens at 50% failures of the last 10) → bulkhead (8) → per-attempt timeout (150 ms)\n"
+    );
+
+    let mut latencies = Vec::new();
+    for id in 1..=REQUESTS {
+        timeline.current.store(id, SeqCst);
+        let request = reqwest::Request::new(reqwest::Method::GET, url.parse()?);
+        let sent = Instant::now();
+        let result = client.clone().oneshot(request).await;
+        let took = sent.elapsed();
+        latencies.push(took);
+        let outcome = match result {
+            Ok(res) => {
+                let by_fallback = res.headers().contains_key("x-served-by");
+                let status = res.status();
+                let body = res.text().await.unwrap_or_default();
+                if by_fallback {
+                    format!("← {status} \"{body}\" (fallback)")
+                } else {
+                    format!("← {status} \"{body}\"")
+                }
+            }
+            // With the fallback outermost, errors do not reach the caller;
+            // were it left out, this is where `CircuitOpen` would show.
+            Err(err) => format!("← error ({:?}): {err}", ErrorKind::of(&err)),
+        };
+        timeline.print(format!("{outcome}  [{} ms]", took.as_millis()));
+        tokio::time::sleep(SPACING).await;
+    }
+    let rejected_while_open = handle.metrics().not_permitted;
+
+    latencies.sort();
+    let attempts = server_log.attempts.load(SeqCst);
+    println!("\nsummary");
+    println!("  {:<34} {REQUESTS}", "requests");
+    println!("  {:<34} {attempts}", "attempts that reached the server");
+    println!(
+        "  {:<34} {}",
+        "fresh answers from the server",
+        server_log.ok.load(SeqCst)
+    );
+    println!(
+        "  {:<34} {}",
+        "answered by the fallback",
+        fallbacks.load(SeqCst)
+    );
+    println!(
+        "  {:<34} {rejected_while_open}",
+        "calls rejected while open"
+    );
+    println!("  {:<34} {:?}", "breaker now", handle.state());
+    println!(
+        "  {:<34} {} ms",
+        "latency p50",
+        percentile(&latencies, 0.50).as_millis()
+    );
+    println!(
+        "  {:<34} {} ms",
+        "latency p99",
+        percentile(&latencies, 0.99).as_millis()
+    );
+    println!(
+        "\nEvery request got an answer; during the outage the breaker kept {} calls off the server.",
+        handle.metrics().not_permitted
+    );
     Ok(())
 }

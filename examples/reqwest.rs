@@ -1,0 +1,67 @@
+//! The least code that protects a `reqwest::Client` with palisade.
+//!
+//! ```text
+//! cargo run --example reqwest
+//! ```
+//!
+//! (Your own crate needs palisade's `reqwest` feature; the example starts a
+//! one-line local server so that it runs anywhere.)
+
+use std::time::Duration;
+
+use palisade::Resilience;
+use palisade::circuit_breaker::CircuitBreakerLayer;
+use palisade::classify::HttpClassifier;
+use palisade::error::BoxError;
+use palisade::retry::{ReqwestRequests, RetryLayer};
+use palisade::timeout::TimeoutLayer;
+use tower::{Layer, ServiceExt};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), BoxError> {
+    let url = format!("http://{}/", local_server().await?);
+
+    // The part to copy: a client that retries idempotent requests on 5xx,
+    // 408 and 429 (honouring Retry-After), stops calling a failing server,
+    // and gives each attempt 2 s and the whole call 5 s.
+    let client = Resilience::builder()
+        .total_timeout(TimeoutLayer::new(Duration::from_secs(5))?)
+        .retry(
+            RetryLayer::builder()
+                .classifier(HttpClassifier::new())
+                .requests(ReqwestRequests)
+                .build()?,
+        )
+        .circuit_breaker(
+            CircuitBreakerLayer::builder()
+                .classifier(HttpClassifier::new())
+                .build()?,
+        )
+        .attempt_timeout(TimeoutLayer::new(Duration::from_secs(2))?)
+        .build()
+        .layer(reqwest::Client::new());
+
+    let request = reqwest::Request::new(reqwest::Method::GET, url.parse()?);
+    let response = client.oneshot(request).await?;
+    println!("{} {}", response.status(), response.text().await?);
+    Ok(())
+}
+
+/// Answers every request with "hello"; returns its address.
+async fn local_server() -> std::io::Result<std::net::SocketAddr> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf).await;
+            let _ = conn
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello",
+                )
+                .await;
+        }
+    });
+    Ok(addr)
+}
