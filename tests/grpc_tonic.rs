@@ -1,0 +1,291 @@
+//! A tonic `HealthClient` over a real `Channel`, wrapped with palisade,
+//! against a tonic-health server on 127.0.0.1 whose failures the test
+//! controls. The assertions are on what the server saw.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use palisade::backoff::{Backoff, Jitter};
+use palisade::circuit_breaker::{CircuitBreakerLayer, CircuitState};
+use palisade::classify::GrpcClassifier;
+use palisade::error::ErrorKind;
+use palisade::retry::{ReplayBodies, ReplayBody, RetryLayer};
+use tokio::time::Instant;
+use tonic::body::Body;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+use tower::{Layer, Service, ServiceBuilder};
+
+/// What the server does with the next calls.
+#[derive(Debug, Clone, Default)]
+struct Faults {
+    /// Answer `UNAVAILABLE` to this many calls...
+    unavailable: usize,
+    /// ...with this pushback header, if any.
+    pushback: Option<&'static str>,
+}
+
+/// What the server saw: when each call came, and its request body.
+#[derive(Default)]
+struct Seen {
+    calls: Vec<(Instant, Bytes)>,
+}
+
+#[derive(Clone)]
+struct FaultLayer {
+    faults: Arc<Mutex<Faults>>,
+    seen: Arc<Mutex<Seen>>,
+}
+
+impl<S> Layer<S> for FaultLayer {
+    type Service = FaultService<S>;
+    fn layer(&self, inner: S) -> FaultService<S> {
+        FaultService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct FaultService<S> {
+    inner: S,
+    layer: FaultLayer,
+}
+
+/// A body of one chunk, to hand a read request on to the real service.
+struct Once(Option<Bytes>);
+
+impl http_body::Body for Once {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        Poll::Ready(self.0.take().map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
+
+async fn collect(body: Body) -> Bytes {
+    let mut body = std::pin::pin!(body);
+    let mut all = Vec::new();
+    while let Some(Ok(frame)) =
+        std::future::poll_fn(|cx| http_body::Body::poll_frame(body.as_mut(), cx)).await
+    {
+        if let Some(data) = frame.data_ref() {
+            all.extend_from_slice(data);
+        }
+    }
+    Bytes::from(all)
+}
+
+impl<S> Service<http::Request<Body>> for FaultService<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Send,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let mut inner = self.inner.clone();
+        std::mem::swap(&mut inner, &mut self.inner);
+        let layer = self.layer.clone();
+        Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            let bytes = collect(body).await;
+            layer
+                .seen
+                .lock()
+                .unwrap()
+                .calls
+                .push((Instant::now(), bytes.clone()));
+            let fault = {
+                let mut faults = layer.faults.lock().unwrap();
+                let fail = faults.unavailable > 0;
+                faults.unavailable = faults.unavailable.saturating_sub(1);
+                fail.then_some(faults.pushback)
+            };
+            if let Some(pushback) = fault {
+                // A trailers-only answer, as servers send errors.
+                let mut res = http::Response::builder()
+                    .header("content-type", "application/grpc")
+                    .header("grpc-status", "14")
+                    .header("grpc-message", "injected");
+                if let Some(ms) = pushback {
+                    res = res.header("grpc-retry-pushback-ms", ms);
+                }
+                return Ok(res.body(Body::empty()).unwrap());
+            }
+            let req = http::Request::from_parts(parts, Body::new(Once(Some(bytes))));
+            inner.call(req).await
+        })
+    }
+}
+
+struct TestServer {
+    addr: std::net::SocketAddr,
+    faults: Arc<Mutex<Faults>>,
+    seen: Arc<Mutex<Seen>>,
+}
+
+impl TestServer {
+    async fn start() -> TestServer {
+        let (reporter, health) = tonic_health::server::health_reporter();
+        reporter
+            .set_service_status("inventory", tonic_health::ServingStatus::Serving)
+            .await;
+        let incoming =
+            tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = incoming.local_addr().unwrap();
+        let faults = Arc::new(Mutex::new(Faults::default()));
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let layer = FaultLayer {
+            faults: faults.clone(),
+            seen: seen.clone(),
+        };
+        tokio::spawn(async move {
+            let _reporter = reporter; // keeps the statuses alive
+            tonic::transport::Server::builder()
+                .layer(layer)
+                .add_service(health)
+                .serve_with_incoming(incoming)
+                .await
+                .unwrap();
+        });
+        TestServer { addr, faults, seen }
+    }
+
+    fn fail_next(&self, calls: usize, pushback: Option<&'static str>) {
+        *self.faults.lock().unwrap() = Faults {
+            unavailable: calls,
+            pushback,
+        };
+    }
+
+    fn calls(&self) -> Vec<(Instant, Bytes)> {
+        self.seen.lock().unwrap().calls.clone()
+    }
+
+    async fn channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+}
+
+fn retry() -> RetryLayer<GrpcClassifier, Backoff, ReplayBodies> {
+    RetryLayer::builder()
+        .classifier(GrpcClassifier::new())
+        .requests(ReplayBodies::default())
+        .max_attempts(4)
+        .backoff(
+            Backoff::constant(Duration::from_millis(10))
+                .jitter(Jitter::None)
+                .build()
+                .unwrap(),
+        )
+        .no_budget()
+        .build()
+        .unwrap()
+}
+
+fn check() -> HealthCheckRequest {
+    HealthCheckRequest {
+        service: "inventory".into(),
+    }
+}
+
+/// The Channel takes tonic bodies; the retry hands it replayable ones.
+fn to_tonic_body(req: http::Request<ReplayBody<Body>>) -> http::Request<Body> {
+    req.map(Body::new)
+}
+
+#[tokio::test(start_paused = true)]
+async fn unary_calls_are_retried_with_their_bodies_replayed_and_pushback_honoured() {
+    let server = TestServer::start().await;
+    let channel = server.channel().await;
+    let stack = ServiceBuilder::new()
+        .layer(retry())
+        .map_request(to_tonic_body)
+        .service(channel);
+    let mut client = HealthClient::new(stack);
+
+    server.fail_next(2, Some("120"));
+    let reply = client.check(check()).await.unwrap().into_inner();
+    assert_eq!(
+        reply.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    let calls = server.calls();
+    assert_eq!(calls.len(), 3, "two failures, then the answer");
+    assert!(!calls[0].1.is_empty());
+    assert!(
+        calls.iter().all(|(_, body)| body == &calls[0].1),
+        "the body was replayed intact"
+    );
+    for pair in calls.windows(2) {
+        assert_eq!(
+            pair[1].0 - pair[0].0,
+            Duration::from_millis(120),
+            "the pushback was honoured"
+        );
+    }
+
+    // A negative pushback: the server says not to retry.
+    server.fail_next(1, Some("-1"));
+    let status = client.check(check()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert_eq!(server.calls().len(), 4, "one attempt only");
+}
+
+#[tokio::test(start_paused = true)]
+async fn unavailable_answers_open_the_breaker() {
+    let server = TestServer::start().await;
+    let channel = server.channel().await;
+    let breaker = CircuitBreakerLayer::builder()
+        .name("health")
+        .classifier(GrpcClassifier::new())
+        .count_window(4)
+        .minimum_calls(4)
+        .wait_duration(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let handle = breaker.handle();
+    let mut client = HealthClient::new(ServiceBuilder::new().layer(breaker).service(channel));
+
+    server.fail_next(4, None);
+    for _ in 0..4 {
+        let status = client.check(check()).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+    }
+    assert_eq!(handle.state(), CircuitState::Open);
+    for _ in 0..10 {
+        let status = client.check(check()).await.unwrap_err();
+        // tonic turns the layer's CircuitOpen into a Status whose source is
+        // the CircuitOpen: ErrorKind finds it through the chain.
+        assert_eq!(
+            ErrorKind::of_dyn(&status),
+            ErrorKind::CircuitOpen,
+            "{status:?}"
+        );
+    }
+    assert_eq!(
+        server.calls().len(),
+        4,
+        "nothing reached the server while open"
+    );
+}
