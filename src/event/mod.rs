@@ -8,6 +8,9 @@
 //! A listener must be quick and must not block: it runs inside the call.
 //! Forward to a channel if you need to do more.
 //!
+//! Ready-made listeners: [`TracingEvents`] (feature `tracing`) and
+//! [`MetricsEvents`] (feature `metrics`).
+//!
 //! # Examples
 //!
 //! ```
@@ -20,6 +23,16 @@
 //! listener.on_event(&Event::CallRejected { name: "db", retry_after: std::time::Duration::ZERO });
 //! assert_eq!(seen.lock().unwrap().len(), 1);
 //! ```
+
+#[cfg(feature = "metrics")]
+mod metrics;
+#[cfg(feature = "tracing")]
+mod tracing;
+
+#[cfg(feature = "metrics")]
+pub use self::metrics::MetricsEvents;
+#[cfg(feature = "tracing")]
+pub use self::tracing::TracingEvents;
 
 use std::fmt;
 use std::sync::Arc;
