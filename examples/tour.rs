@@ -113,6 +113,8 @@ impl Timeline {
 
     fn on_event(&self, event: &Event<'_>) {
         let line = match event {
+            // Every call's end: the request's own line says it better.
+            Event::CallFinished { .. } => return,
             Event::Attempt { attempt, .. } => format!("  attempt {attempt}"),
             Event::Retry {
                 attempt,

@@ -90,7 +90,11 @@ async fn a_queued_call_waits_at_most_max_wait() {
             .max_concurrent(1)
             .max_queue(1)
             .max_wait(Duration::from_millis(250))
-            .on_event(move |e: &Event<'_>| log.lock().unwrap().push(e.to_string())),
+            .on_event(move |e: &Event<'_>| {
+                if matches!(e, Event::BulkheadRejected { .. }) {
+                    log.lock().unwrap().push(e.to_string());
+                }
+            }),
     );
     let holder = tokio::spawn(svc.clone().oneshot((0, 1_000)));
     tokio::task::yield_now().await;
@@ -106,6 +110,24 @@ async fn a_queued_call_waits_at_most_max_wait() {
     );
     holder.await.unwrap().unwrap();
     assert_eq!(handle.in_flight(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_flight_changes_are_events() {
+    let counts = Arc::new(Mutex::new(Vec::new()));
+    let log = counts.clone();
+    let (svc, _handle, _) = setup(BulkheadLayer::builder().max_concurrent(2).on_event(
+        move |e: &Event<'_>| {
+            if let Event::BulkheadInFlight { in_flight, .. } = e {
+                log.lock().unwrap().push(*in_flight);
+            }
+        },
+    ));
+    let a = tokio::spawn(svc.clone().oneshot((0, 10)));
+    let b = tokio::spawn(svc.clone().oneshot((1, 20)));
+    a.await.unwrap().unwrap();
+    b.await.unwrap().unwrap();
+    assert_eq!(*counts.lock().unwrap(), [1, 2, 1, 0]);
 }
 
 #[tokio::test(start_paused = true)]

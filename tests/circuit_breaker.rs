@@ -540,6 +540,7 @@ async fn every_transition_and_rejection_is_an_event() {
                     format!("rejected:{}", retry_after.as_secs())
                 }
                 Event::FailureRateExceeded { rate, .. } => format!("failure-rate:{rate}"),
+                Event::CallFinished { outcome, .. } => format!("finished:{outcome:?}"),
                 other => format!("{other:?}"),
             };
             log.lock().unwrap().push(entry);
@@ -564,10 +565,16 @@ async fn every_transition_and_rejection_is_an_event() {
     assert_eq!(
         *events.lock().unwrap(),
         [
+            "finished:Failure",
+            "finished:Failure",
+            "finished:Failure",
+            "finished:Failure",
             "failure-rate:1",
             "Closed->Open:FailureRate",
             "rejected:10",
             "Open->HalfOpen:WaitElapsed",
+            "finished:Success",
+            "finished:Success",
             "HalfOpen->Closed:ProbesSucceeded",
         ]
     );

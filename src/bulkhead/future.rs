@@ -26,6 +26,7 @@ impl Drop for Permit {
     #[inline]
     fn drop(&mut self) {
         self.shared.semaphore.release();
+        self.shared.report_in_flight();
     }
 }
 

@@ -20,6 +20,18 @@ pub(crate) struct Shared {
     pub(crate) listeners: Listeners,
 }
 
+impl Shared {
+    /// Tells listeners how many calls are in flight now.
+    #[inline]
+    pub(crate) fn report_in_flight(&self) {
+        self.listeners
+            .emit(|| crate::event::Event::BulkheadInFlight {
+                name: &self.name,
+                in_flight: self.semaphore.in_use(self.max_concurrent),
+            });
+    }
+}
+
 /// Applies a [`Bulkhead`] to a service.
 ///
 /// One layer is one bulkhead: every service it wraps and every clone of them

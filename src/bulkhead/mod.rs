@@ -111,7 +111,10 @@ struct Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         match &self.state {
-            State::Permitted => self.shared.semaphore.release(),
+            State::Permitted => {
+                self.shared.semaphore.release();
+                self.shared.report_in_flight();
+            }
             State::Queued { waiter, .. } => self.shared.semaphore.cancel(waiter),
             State::Idle | State::Rejected => {}
         }
@@ -174,10 +177,14 @@ impl<S> Bulkhead<S> {
                     let shared = &self.slot.shared;
                     if shared.semaphore.try_acquire() {
                         self.slot.state = State::Permitted;
+                        shared.report_in_flight();
                         return Poll::Ready(());
                     }
                     match shared.semaphore.acquire() {
-                        Acquire::Permit => self.slot.state = State::Permitted,
+                        Acquire::Permit => {
+                            self.slot.state = State::Permitted;
+                            shared.report_in_flight();
+                        }
                         Acquire::Full => self.reject(false),
                         Acquire::Queued(waiter) => {
                             let deadline = shared.max_wait.map(|w| Box::pin(tokio::time::sleep(w)));
@@ -190,6 +197,7 @@ impl<S> Bulkhead<S> {
                     if waiter.is_granted() {
                         // The permit is ours now; the slot must not cancel it.
                         self.slot.state = State::Permitted;
+                        self.slot.shared.report_in_flight();
                         continue;
                     }
                     let expired = deadline
@@ -244,6 +252,7 @@ where
             matches!(self.slot.state, State::Idle) && self.slot.shared.semaphore.try_acquire();
         if fast {
             self.slot.state = State::Permitted;
+            self.slot.shared.report_in_flight();
         } else if self.poll_permit(cx).is_pending() {
             return Poll::Pending;
         }

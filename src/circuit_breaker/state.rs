@@ -296,6 +296,16 @@ impl Core {
         now: Option<Instant>,
     ) {
         let word = admission.0;
+        let slow = match (self.config.slow_call_duration, elapsed) {
+            (Some(limit), Some(took)) => took > limit,
+            _ => false,
+        };
+        let name = &*self.config.name;
+        self.listeners.emit(|| Event::CallFinished {
+            name,
+            outcome,
+            slow,
+        });
         if admission.is_probe() && outcome == Outcome::Ignored {
             self.release_probe(admission);
             return;
@@ -305,10 +315,6 @@ impl Core {
             // of the current state does not hear of it.
             return;
         }
-        let slow = match (self.config.slow_call_duration, elapsed) {
-            (Some(limit), Some(took)) => took > limit,
-            _ => false,
-        };
         let sample = Sample {
             failure: outcome == Outcome::Failure,
             slow,

@@ -11,6 +11,8 @@ use crate::circuit_breaker::CircuitState;
 /// |---|---|---|---|
 /// | `palisade_circuit_state` | gauge | `layer` | the breaker's state: 0 closed, 1 open, 2 half-open, 3 forced open, 4 disabled, 5 metrics only |
 /// | `palisade_circuit_transitions_total` | counter | `layer`, `from`, `to` | state changes |
+/// | `palisade_calls_total` | counter | `layer`, `outcome` (`Success`, `Failure`, `Ignored`), `slow` | calls a breaker saw finish |
+/// | `palisade_bulkhead_in_flight` | gauge | `layer` | calls holding a bulkhead permit |
 /// | `palisade_calls_rejected_total` | counter | `layer`, `by` (`circuit_breaker`, `bulkhead`) | calls refused without reaching the service |
 /// | `palisade_rate_exceeded_total` | counter | `layer`, `rate` (`failure`, `slow_call`) | threshold crossings |
 /// | `palisade_attempts_total` | counter | `layer` | attempts sent by a retry layer, first ones included |
@@ -20,9 +22,10 @@ use crate::circuit_breaker::CircuitState;
 /// | `palisade_timeouts_total` | counter | `layer` | calls cut off |
 /// | `palisade_fallbacks_total` | counter | `layer` | failures answered by a fallback |
 ///
-/// Labels are built per event, so each event allocates a little; the
-/// happy path emits none but `palisade_attempts_total`, and only when this
-/// listener is registered on a retry layer.
+/// Labels are built per event, so each event allocates a little: with this
+/// listener registered, the happy path pays for `palisade_calls_total`,
+/// `palisade_attempts_total` and the in-flight gauge. Without a listener
+/// nothing is built.
 ///
 /// # Examples
 ///
@@ -57,6 +60,23 @@ impl Listener for MetricsEvents {
                     "to" => format!("{to:?}")
                 )
                 .increment(1);
+            }
+            Event::CallFinished {
+                name,
+                outcome,
+                slow,
+            } => {
+                counter!(
+                    "palisade_calls_total",
+                    "layer" => name.to_owned(),
+                    "outcome" => format!("{outcome:?}"),
+                    "slow" => if slow { "true" } else { "false" }
+                )
+                .increment(1);
+            }
+            Event::BulkheadInFlight { name, in_flight } => {
+                gauge!("palisade_bulkhead_in_flight", "layer" => name.to_owned())
+                    .set(f64::from(in_flight));
             }
             Event::CallRejected { name, .. } => {
                 counter!("palisade_calls_rejected_total", "layer" => name.to_owned(), "by" => "circuit_breaker")

@@ -72,6 +72,23 @@ pub enum Event<'a> {
         /// The configured threshold.
         threshold: f64,
     },
+    /// A circuit breaker saw a call finish (emitted only when someone
+    /// listens; metrics count calls by outcome from it).
+    CallFinished {
+        /// The breaker's name.
+        name: &'a str,
+        /// How the classifier judged it.
+        outcome: crate::classify::Outcome,
+        /// Whether it took longer than the slow-call duration.
+        slow: bool,
+    },
+    /// A bulkhead's number of calls in flight changed.
+    BulkheadInFlight {
+        /// The bulkhead's name.
+        name: &'a str,
+        /// Calls holding a permit now.
+        in_flight: u32,
+    },
     /// A bulkhead refused a call.
     BulkheadRejected {
         /// The bulkhead's name.
@@ -166,6 +183,18 @@ impl fmt::Display for Event<'_> {
                 rate * 100.0,
                 threshold * 100.0
             ),
+            Event::CallFinished {
+                name,
+                outcome,
+                slow,
+            } => write!(
+                f,
+                "circuit `{name}`: call finished, {outcome:?}{}",
+                if *slow { " (slow)" } else { "" }
+            ),
+            Event::BulkheadInFlight { name, in_flight } => {
+                write!(f, "bulkhead `{name}`: {in_flight} in flight")
+            }
             Event::BulkheadRejected {
                 name,
                 timed_out_in_queue,

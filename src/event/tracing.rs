@@ -9,7 +9,7 @@ use crate::circuit_breaker::CircuitState;
 /// Levels: a breaker opening, a spent retry budget, a retry giving up on a
 /// failure and a full bulkhead are `warn`; other transitions and fallbacks
 /// `info`; retries, rejections, timeouts and threshold crossings `debug`;
-/// each attempt `trace`. Every event has a `layer` field with the layer's
+/// each attempt, finished call and bulkhead count `trace`. Every event has a `layer` field with the layer's
 /// name.
 ///
 /// # Examples
@@ -59,6 +59,16 @@ impl Listener for TracingEvents {
                 threshold,
             } => {
                 debug!(target: "palisade", layer = name, rate, threshold, "slow-call rate reached its threshold");
+            }
+            Event::CallFinished {
+                name,
+                outcome,
+                slow,
+            } => {
+                trace!(target: "palisade", layer = name, outcome = ?outcome, slow, "call finished");
+            }
+            Event::BulkheadInFlight { name, in_flight } => {
+                trace!(target: "palisade", layer = name, in_flight, "bulkhead in flight");
             }
             Event::BulkheadRejected {
                 name,
