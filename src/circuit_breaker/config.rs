@@ -58,6 +58,12 @@ pub const MAX_HALF_OPEN_CALLS: u32 = 1000;
 /// | [`classifier`](Self::classifier) | [`DefaultClassifier`]: every `Err` is a failure |
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct CircuitBreakerBuilder<C = DefaultClassifier> {
+    settings: Settings,
+    classifier: C,
+}
+
+/// The settings that do not change the builder's type.
+struct Settings {
     name: Arc<str>,
     window: WindowConfig,
     failure_rate_threshold: f64,
@@ -69,25 +75,25 @@ pub struct CircuitBreakerBuilder<C = DefaultClassifier> {
     wait_backoff: Option<Backoff>,
     half_open_calls: u32,
     seed: Option<u64>,
-    classifier: C,
     listeners: Listeners,
 }
 
 impl<C: fmt::Debug> fmt::Debug for CircuitBreakerBuilder<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.settings;
         f.debug_struct("CircuitBreakerBuilder")
-            .field("name", &self.name)
-            .field("window", &self.window)
-            .field("failure_rate_threshold", &self.failure_rate_threshold)
-            .field("slow_call_rate_threshold", &self.slow_call_rate_threshold)
-            .field("slow_call_duration", &self.slow_call_duration)
-            .field("consecutive_failures", &self.consecutive_failures)
-            .field("minimum_calls", &self.minimum_calls)
-            .field("wait_duration", &self.wait_duration)
-            .field("wait_backoff", &self.wait_backoff)
-            .field("half_open_calls", &self.half_open_calls)
+            .field("name", &s.name)
+            .field("window", &s.window)
+            .field("failure_rate_threshold", &s.failure_rate_threshold)
+            .field("slow_call_rate_threshold", &s.slow_call_rate_threshold)
+            .field("slow_call_duration", &s.slow_call_duration)
+            .field("consecutive_failures", &s.consecutive_failures)
+            .field("minimum_calls", &s.minimum_calls)
+            .field("wait_duration", &s.wait_duration)
+            .field("wait_backoff", &s.wait_backoff)
+            .field("half_open_calls", &s.half_open_calls)
             .field("classifier", &self.classifier)
-            .field("listeners", &self.listeners)
+            .field("listeners", &s.listeners)
             .finish()
     }
 }
@@ -102,19 +108,21 @@ impl CircuitBreakerBuilder {
     /// A builder with the defaults above.
     pub fn new() -> Self {
         Self {
-            name: Arc::from("circuit-breaker"),
-            window: WindowConfig::Count(100),
-            failure_rate_threshold: 0.5,
-            slow_call_rate_threshold: 1.0,
-            slow_call_duration: None,
-            consecutive_failures: None,
-            minimum_calls: 20,
-            wait_duration: Duration::from_secs(30),
-            wait_backoff: None,
-            half_open_calls: 5,
-            seed: None,
+            settings: Settings {
+                name: Arc::from("circuit-breaker"),
+                window: WindowConfig::Count(100),
+                failure_rate_threshold: 0.5,
+                slow_call_rate_threshold: 1.0,
+                slow_call_duration: None,
+                consecutive_failures: None,
+                minimum_calls: 20,
+                wait_duration: Duration::from_secs(30),
+                wait_backoff: None,
+                half_open_calls: 5,
+                seed: None,
+                listeners: Listeners::default(),
+            },
             classifier: DefaultClassifier,
-            listeners: Listeners::default(),
         }
     }
 }
@@ -122,13 +130,13 @@ impl CircuitBreakerBuilder {
 impl<C> CircuitBreakerBuilder<C> {
     /// The breaker's name, carried by its events and its [`CircuitOpen`](crate::error::CircuitOpen) errors.
     pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
-        self.name = name.into();
+        self.settings.name = name.into();
         self
     }
 
     /// Judge the last `calls` calls (1 to 1,000,000).
     pub fn count_window(mut self, calls: u32) -> Self {
-        self.window = WindowConfig::Count(calls);
+        self.settings.window = WindowConfig::Count(calls);
         self
     }
 
@@ -141,7 +149,7 @@ impl<C> CircuitBreakerBuilder<C> {
         } else {
             1000
         };
-        self.window = WindowConfig::Time {
+        self.settings.window = WindowConfig::Time {
             length,
             buckets: u32::try_from(buckets).unwrap_or(u32::MAX),
         };
@@ -151,48 +159,48 @@ impl<C> CircuitBreakerBuilder<C> {
     /// Judge the calls of the last `length`, kept in `buckets` buckets (1 to
     /// 10,000, each at least 1 ms long).
     pub fn time_window_buckets(mut self, length: Duration, buckets: u32) -> Self {
-        self.window = WindowConfig::Time { length, buckets };
+        self.settings.window = WindowConfig::Time { length, buckets };
         self
     }
 
     /// Trip when at least this fraction of the window's calls failed.
     /// In `(0, 1]`.
     pub fn failure_rate_threshold(mut self, fraction: f64) -> Self {
-        self.failure_rate_threshold = fraction;
+        self.settings.failure_rate_threshold = fraction;
         self
     }
 
     /// Trip when at least this fraction of the window's calls were slow.
     /// In `(0, 1]`; has effect only with a [`slow_call_duration`](Self::slow_call_duration).
     pub fn slow_call_rate_threshold(mut self, fraction: f64) -> Self {
-        self.slow_call_rate_threshold = fraction;
+        self.settings.slow_call_rate_threshold = fraction;
         self
     }
 
     /// A call that takes longer than this is slow, whatever its outcome.
     /// Setting it makes each call read the clock at its start and end.
     pub fn slow_call_duration(mut self, duration: Duration) -> Self {
-        self.slow_call_duration = Some(duration);
+        self.settings.slow_call_duration = Some(duration);
         self
     }
 
     /// Trip after this many failures in a row (at least 1), once the window
     /// holds [`minimum_calls`](Self::minimum_calls).
     pub fn consecutive_failures(mut self, failures: u32) -> Self {
-        self.consecutive_failures = Some(failures);
+        self.settings.consecutive_failures = Some(failures);
         self
     }
 
     /// No trip condition is judged before the window holds this many calls
     /// (at least 1; for a count window, at most its size).
     pub fn minimum_calls(mut self, calls: u32) -> Self {
-        self.minimum_calls = calls;
+        self.settings.minimum_calls = calls;
         self
     }
 
     /// How long the breaker stays open before it lets probes through.
     pub fn wait_duration(mut self, duration: Duration) -> Self {
-        self.wait_duration = duration;
+        self.settings.wait_duration = duration;
         self
     }
 
@@ -202,7 +210,7 @@ impl<C> CircuitBreakerBuilder<C> {
     /// [`wait_duration`](Self::wait_duration), which is used only if a
     /// custom sequence ends.
     pub fn wait_backoff(mut self, backoff: Backoff) -> Self {
-        self.wait_backoff = Some(backoff);
+        self.settings.wait_backoff = Some(backoff);
         self
     }
 
@@ -210,38 +218,27 @@ impl<C> CircuitBreakerBuilder<C> {
     /// once all have finished it closes, or opens again if their failure or
     /// slow-call rate reaches its threshold.
     pub fn half_open_calls(mut self, calls: u32) -> Self {
-        self.half_open_calls = calls;
+        self.settings.half_open_calls = calls;
         self
     }
 
     /// Seeds the randomness of [`wait_backoff`](Self::wait_backoff)'s jitter.
     pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = Some(seed);
+        self.settings.seed = Some(seed);
         self
     }
 
     /// Registers a listener for this breaker's [events](crate::event).
     pub fn on_event(mut self, listener: impl Listener) -> Self {
-        self.listeners.push(Arc::new(listener));
+        self.settings.listeners.push(Arc::new(listener));
         self
     }
 
     /// Judges results with `classifier` instead of the default.
     pub fn classifier<C2>(self, classifier: C2) -> CircuitBreakerBuilder<C2> {
         CircuitBreakerBuilder {
-            name: self.name,
-            window: self.window,
-            failure_rate_threshold: self.failure_rate_threshold,
-            slow_call_rate_threshold: self.slow_call_rate_threshold,
-            slow_call_duration: self.slow_call_duration,
-            consecutive_failures: self.consecutive_failures,
-            minimum_calls: self.minimum_calls,
-            wait_duration: self.wait_duration,
-            wait_backoff: self.wait_backoff,
-            half_open_calls: self.half_open_calls,
-            seed: self.seed,
+            settings: self.settings,
             classifier,
-            listeners: self.listeners,
         }
     }
 
@@ -255,9 +252,10 @@ impl<C> CircuitBreakerBuilder<C> {
     /// count window holds, zero or more than 1000 half-open calls.
     pub fn build(self) -> Result<CircuitBreakerLayer<C>, ConfigError> {
         let window = self.validate_window()?;
+        let s = self.settings;
         for (parameter, value) in [
-            ("failure_rate_threshold", self.failure_rate_threshold),
-            ("slow_call_rate_threshold", self.slow_call_rate_threshold),
+            ("failure_rate_threshold", s.failure_rate_threshold),
+            ("slow_call_rate_threshold", s.slow_call_rate_threshold),
         ] {
             if !(value > 0.0 && value <= 1.0) {
                 return Err(ConfigError::new(
@@ -266,59 +264,59 @@ impl<C> CircuitBreakerBuilder<C> {
                 ));
             }
         }
-        if let Some(d) = self.slow_call_duration {
+        if let Some(d) = s.slow_call_duration {
             positive_duration("slow_call_duration", d)?;
         }
-        positive_duration("wait_duration", self.wait_duration)?;
-        if self.consecutive_failures == Some(0) {
+        positive_duration("wait_duration", s.wait_duration)?;
+        if s.consecutive_failures == Some(0) {
             return Err(ConfigError::new(
                 "consecutive_failures",
                 "must be at least 1",
             ));
         }
-        if self.minimum_calls == 0 {
+        if s.minimum_calls == 0 {
             return Err(ConfigError::new("minimum_calls", "must be at least 1"));
         }
-        if let WindowConfig::Count(size) = self.window
-            && self.minimum_calls > size
+        if let WindowConfig::Count(size) = s.window
+            && s.minimum_calls > size
         {
             return Err(ConfigError::new(
                 "minimum_calls",
                 format!(
                     "{} is more than the count window holds ({size}); the breaker could never trip",
-                    self.minimum_calls
+                    s.minimum_calls
                 ),
             ));
         }
-        if !(1..=MAX_HALF_OPEN_CALLS).contains(&self.half_open_calls) {
+        if !(1..=MAX_HALF_OPEN_CALLS).contains(&s.half_open_calls) {
             return Err(ConfigError::new(
                 "half_open_calls",
                 format!(
                     "must be from 1 to {MAX_HALF_OPEN_CALLS}, got {}",
-                    self.half_open_calls
+                    s.half_open_calls
                 ),
             ));
         }
         let config = Config {
-            name: self.name,
-            failure_rate_threshold: self.failure_rate_threshold,
-            slow_call_rate_threshold: self.slow_call_rate_threshold,
-            slow_call_duration: self.slow_call_duration,
-            consecutive_failures: self.consecutive_failures,
-            minimum_calls: self.minimum_calls,
-            wait_duration: self.wait_duration,
-            wait_backoff: self.wait_backoff,
-            half_open_calls: self.half_open_calls,
-            seed: self.seed,
+            name: s.name,
+            failure_rate_threshold: s.failure_rate_threshold,
+            slow_call_rate_threshold: s.slow_call_rate_threshold,
+            slow_call_duration: s.slow_call_duration,
+            consecutive_failures: s.consecutive_failures,
+            minimum_calls: s.minimum_calls,
+            wait_duration: s.wait_duration,
+            wait_backoff: s.wait_backoff,
+            half_open_calls: s.half_open_calls,
+            seed: s.seed,
         };
         Ok(CircuitBreakerLayer::from_parts(
-            Core::new(config, window, self.listeners),
+            Core::new(config, window, s.listeners),
             self.classifier,
         ))
     }
 
     fn validate_window(&self) -> Result<Window, ConfigError> {
-        match self.window {
+        match self.settings.window {
             WindowConfig::Count(size) => {
                 if !(1..=MAX_COUNT_WINDOW).contains(&size) {
                     return Err(ConfigError::new(

@@ -103,11 +103,16 @@ pub const MAX_ATTEMPTS: u32 = 100;
 /// | [`retry_circuit_open`](Self::retry_circuit_open), [`retry_bulkhead_full`](Self::retry_bulkhead_full) | `false`: a rejection is returned at once |
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct RetryBuilder<C = DefaultClassifier, B = Backoff, K = ByClone> {
-    name: Arc<str>,
-    max_attempts: u32,
+    settings: Settings,
     backoff: B,
     classifier: C,
     replay: K,
+}
+
+/// The settings that do not change the builder's type.
+struct Settings {
+    name: Arc<str>,
+    max_attempts: u32,
     max_hint: Duration,
     budget: Option<RetryBudget>,
     deadline: Option<Duration>,
@@ -120,12 +125,13 @@ pub struct RetryBuilder<C = DefaultClassifier, B = Backoff, K = ByClone> {
 
 impl<C, B, K> fmt::Debug for RetryBuilder<C, B, K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.settings;
         f.debug_struct("RetryBuilder")
-            .field("name", &self.name)
-            .field("max_attempts", &self.max_attempts)
-            .field("max_hint", &self.max_hint)
-            .field("budget", &self.budget)
-            .field("deadline", &self.deadline)
+            .field("name", &s.name)
+            .field("max_attempts", &s.max_attempts)
+            .field("max_hint", &s.max_hint)
+            .field("budget", &s.budget)
+            .field("deadline", &s.deadline)
             .finish_non_exhaustive()
     }
 }
@@ -140,8 +146,18 @@ impl RetryBuilder {
     /// A builder with the defaults above.
     pub fn new() -> Self {
         Self {
-            name: Arc::from("retry"),
-            max_attempts: 3,
+            settings: Settings {
+                name: Arc::from("retry"),
+                max_attempts: 3,
+                max_hint: Duration::from_secs(30),
+                budget: Some(RetryBudget::default()),
+                deadline: None,
+                retry_timeouts: true,
+                retry_circuit_open: false,
+                retry_bulkhead_full: false,
+                seed: None,
+                listeners: Listeners::default(),
+            },
             backoff: Backoff::exponential(Duration::from_millis(100))
                 .max_delay(Duration::from_secs(10))
                 .jitter(Jitter::Full)
@@ -149,14 +165,6 @@ impl RetryBuilder {
                 .expect("the default backoff is valid"),
             classifier: DefaultClassifier,
             replay: ByClone,
-            max_hint: Duration::from_secs(30),
-            budget: Some(RetryBudget::default()),
-            deadline: None,
-            retry_timeouts: true,
-            retry_circuit_open: false,
-            retry_bulkhead_full: false,
-            seed: None,
-            listeners: Listeners::default(),
         }
     }
 }
@@ -164,14 +172,14 @@ impl RetryBuilder {
 impl<C, B, K> RetryBuilder<C, B, K> {
     /// The name carried by this layer's events.
     pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
-        self.name = name.into();
+        self.settings.name = name.into();
         self
     }
 
     /// At most this many attempts per call, the first included (1 to 100;
     /// 1 means never retry).
     pub fn max_attempts(mut self, attempts: u32) -> Self {
-        self.max_attempts = attempts;
+        self.settings.max_attempts = attempts;
         self
     }
 
@@ -180,19 +188,10 @@ impl<C, B, K> RetryBuilder<C, B, K> {
     /// sequence; a sequence that ends stops the retrying.
     pub fn backoff<B2>(self, backoff: B2) -> RetryBuilder<C, B2, K> {
         RetryBuilder {
-            name: self.name,
-            max_attempts: self.max_attempts,
+            settings: self.settings,
             backoff,
             classifier: self.classifier,
             replay: self.replay,
-            max_hint: self.max_hint,
-            budget: self.budget,
-            deadline: self.deadline,
-            retry_timeouts: self.retry_timeouts,
-            retry_circuit_open: self.retry_circuit_open,
-            retry_bulkhead_full: self.retry_bulkhead_full,
-            seed: self.seed,
-            listeners: self.listeners,
         }
     }
 
@@ -200,19 +199,10 @@ impl<C, B, K> RetryBuilder<C, B, K> {
     /// which requests may be retried at all, and reads server delay hints.
     pub fn classifier<C2>(self, classifier: C2) -> RetryBuilder<C2, B, K> {
         RetryBuilder {
-            name: self.name,
-            max_attempts: self.max_attempts,
+            settings: self.settings,
             backoff: self.backoff,
             classifier,
             replay: self.replay,
-            max_hint: self.max_hint,
-            budget: self.budget,
-            deadline: self.deadline,
-            retry_timeouts: self.retry_timeouts,
-            retry_circuit_open: self.retry_circuit_open,
-            retry_bulkhead_full: self.retry_bulkhead_full,
-            seed: self.seed,
-            listeners: self.listeners,
         }
     }
 
@@ -222,19 +212,10 @@ impl<C, B, K> RetryBuilder<C, B, K> {
     /// [`Replay`](super::Replay).
     pub fn requests<K2>(self, replay: K2) -> RetryBuilder<C, B, K2> {
         RetryBuilder {
-            name: self.name,
-            max_attempts: self.max_attempts,
+            settings: self.settings,
             backoff: self.backoff,
             classifier: self.classifier,
             replay,
-            max_hint: self.max_hint,
-            budget: self.budget,
-            deadline: self.deadline,
-            retry_timeouts: self.retry_timeouts,
-            retry_circuit_open: self.retry_circuit_open,
-            retry_bulkhead_full: self.retry_bulkhead_full,
-            seed: self.seed,
-            listeners: self.listeners,
         }
     }
 
@@ -242,13 +223,13 @@ impl<C, B, K> RetryBuilder<C, B, K> {
     /// this long replaces the backoff's delay; a longer one is ignored and
     /// the backoff's delay is used.
     pub fn max_hint(mut self, cap: Duration) -> Self {
-        self.max_hint = cap;
+        self.settings.max_hint = cap;
         self
     }
 
     /// The retry budget; share one between layers by cloning it.
     pub fn budget(mut self, budget: RetryBudget) -> Self {
-        self.budget = Some(budget);
+        self.settings.budget = Some(budget);
         self
     }
 
@@ -256,7 +237,7 @@ impl<C, B, K> RetryBuilder<C, B, K> {
     /// Think twice: without a budget, an outage multiplies the load on the
     /// failing service by the number of attempts.
     pub fn no_budget(mut self) -> Self {
-        self.budget = None;
+        self.settings.budget = None;
         self
     }
 
@@ -264,14 +245,14 @@ impl<C, B, K> RetryBuilder<C, B, K> {
     /// backoff would end later than this after the call began. (The attempt
     /// itself is bounded by a timeout layer, not by this.)
     pub fn deadline(mut self, deadline: Duration) -> Self {
-        self.deadline = Some(deadline);
+        self.settings.deadline = Some(deadline);
         self
     }
 
     /// Whether an attempt that failed with [`Elapsed`](crate::error::Elapsed)
     /// (a per-attempt timeout below) is retried.
     pub fn retry_timeouts(mut self, yes: bool) -> Self {
-        self.retry_timeouts = yes;
+        self.settings.retry_timeouts = yes;
         self
     }
 
@@ -280,27 +261,27 @@ impl<C, B, K> RetryBuilder<C, B, K> {
     /// longer hints are allowed). Off by default: the breaker is open so that
     /// nobody calls.
     pub fn retry_circuit_open(mut self, yes: bool) -> Self {
-        self.retry_circuit_open = yes;
+        self.settings.retry_circuit_open = yes;
         self
     }
 
     /// Whether an attempt refused with [`BulkheadFull`](crate::error::BulkheadFull)
     /// is retried.
     pub fn retry_bulkhead_full(mut self, yes: bool) -> Self {
-        self.retry_bulkhead_full = yes;
+        self.settings.retry_bulkhead_full = yes;
         self
     }
 
     /// Seeds the jitter: the `n`-th call through the layer always draws the
     /// same delays. Without a seed, every call draws fresh randomness.
     pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = Some(seed);
+        self.settings.seed = Some(seed);
         self
     }
 
     /// Registers a listener for this layer's [events](crate::event).
     pub fn on_event(mut self, listener: impl Listener) -> Self {
-        self.listeners.push(Arc::new(listener));
+        self.settings.listeners.push(Arc::new(listener));
         self
     }
 
@@ -311,19 +292,17 @@ impl<C, B, K> RetryBuilder<C, B, K> {
     /// deadline. (A [`Backoff`] and a [`RetryBudget`] were validated when
     /// they were built.)
     pub fn build(self) -> Result<RetryLayer<C, B, K>, ConfigError> {
-        if !(1..=MAX_ATTEMPTS).contains(&self.max_attempts) {
+        let s = self.settings;
+        if !(1..=MAX_ATTEMPTS).contains(&s.max_attempts) {
             return Err(ConfigError::new(
                 "max_attempts",
                 format!(
                     "must be from 1 to {MAX_ATTEMPTS} (counting the first), got {}",
-                    self.max_attempts
+                    s.max_attempts
                 ),
             ));
         }
-        for (parameter, d) in [
-            ("max_hint", Some(self.max_hint)),
-            ("deadline", self.deadline),
-        ] {
+        for (parameter, d) in [("max_hint", Some(s.max_hint)), ("deadline", s.deadline)] {
             let Some(d) = d else { continue };
             if d.is_zero() {
                 return Err(ConfigError::new(parameter, "must be longer than zero"));
@@ -337,20 +316,20 @@ impl<C, B, K> RetryBuilder<C, B, K> {
         }
         Ok(RetryLayer {
             shared: Arc::new(Shared {
-                name: self.name,
-                max_attempts: self.max_attempts,
+                name: s.name,
+                max_attempts: s.max_attempts,
                 backoff: self.backoff,
                 classifier: self.classifier,
                 replay: self.replay,
-                max_hint: self.max_hint,
-                budget: self.budget,
-                deadline: self.deadline,
-                retry_timeouts: self.retry_timeouts,
-                retry_circuit_open: self.retry_circuit_open,
-                retry_bulkhead_full: self.retry_bulkhead_full,
-                seed: self.seed,
+                max_hint: s.max_hint,
+                budget: s.budget,
+                deadline: s.deadline,
+                retry_timeouts: s.retry_timeouts,
+                retry_circuit_open: s.retry_circuit_open,
+                retry_bulkhead_full: s.retry_bulkhead_full,
+                seed: s.seed,
                 sessions: AtomicU64::new(0),
-                listeners: self.listeners,
+                listeners: s.listeners,
             }),
         })
     }
