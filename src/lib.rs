@@ -96,6 +96,8 @@
 pub mod backoff;
 pub mod builder;
 pub mod bulkhead;
+#[cfg(feature = "chaos")]
+pub mod chaos;
 pub mod circuit_breaker;
 pub mod classify;
 mod clock;
