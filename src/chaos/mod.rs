@@ -403,7 +403,7 @@ where
 {
     type Response = Res;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future, Res>;
+    type Future = ResponseFuture<S::Future, Res, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -431,15 +431,15 @@ where
     }
 }
 
-/// The future of a [`Chaos`] call.
+/// The future of a [`Chaos`] call (`E` is the inner service's error).
 #[pin_project]
-pub struct ResponseFuture<F: Future, Res> {
+pub struct ResponseFuture<F, Res, E> {
     #[pin]
-    kind: Kind<F, Res>,
+    kind: Kind<F, Res, E>,
 }
 
 #[pin_project(project = KindProj)]
-enum Kind<F: Future, Res> {
+enum Kind<F, Res, E> {
     Through {
         #[pin]
         future: F,
@@ -449,17 +449,17 @@ enum Kind<F: Future, Res> {
         #[pin]
         future: F,
         sleep: Pin<Box<Sleep>>,
-        result: Option<F::Output>,
+        result: Option<Result<Res, E>>,
     },
 }
 
-impl<F: Future, Res> fmt::Debug for ResponseFuture<F, Res> {
+impl<F, Res, E> fmt::Debug for ResponseFuture<F, Res, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("chaos::ResponseFuture")
     }
 }
 
-impl<F, Res, E> Future for ResponseFuture<F, Res>
+impl<F, Res, E> Future for ResponseFuture<F, Res, E>
 where
     F: Future<Output = Result<Res, E>>,
     E: Into<BoxError>,

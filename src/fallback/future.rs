@@ -13,15 +13,16 @@ use crate::classify::{Classify, Outcome};
 use crate::error::ErrorKind;
 use crate::event::Event;
 
-/// The future of a [`Fallback`](super::Fallback) call: the inner call, then,
-/// if it failed, the handler's answer.
+/// The future of a [`Fallback`](super::Fallback) call: the inner call `F`,
+/// then, if it failed, the handler's answer `G`.
+///
+/// `G` is a parameter rather than `H::Future`: a projection in a field
+/// makes rustc's `Send` check of a spawned future fail with "`From` is not
+/// general enough" (rust-lang/rust#64552).
 #[pin_project]
-pub struct ResponseFuture<F, H, C, Req, Res>
-where
-    H: Handler<Req, Res>,
-{
+pub struct ResponseFuture<F, G, H, C, Req> {
     #[pin]
-    state: State<F, H::Future>,
+    state: State<F, G>,
     handler: H,
     classifier: C,
     trigger: Trigger,
@@ -42,10 +43,7 @@ enum State<F, G> {
     },
 }
 
-impl<F, H, C, Req, Res> ResponseFuture<F, H, C, Req, Res>
-where
-    H: Handler<Req, Res>,
-{
+impl<F, G, H, C, Req> ResponseFuture<F, G, H, C, Req> {
     pub(crate) fn new(
         future: F,
         handler: H,
@@ -65,10 +63,7 @@ where
     }
 }
 
-impl<F, H, C, Req, Res> fmt::Debug for ResponseFuture<F, H, C, Req, Res>
-where
-    H: Handler<Req, Res>,
-{
+impl<F, G, H, C, Req> fmt::Debug for ResponseFuture<F, G, H, C, Req> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Calling { .. } => "calling",
@@ -80,11 +75,12 @@ where
     }
 }
 
-impl<F, H, C, Req, Res, E> Future for ResponseFuture<F, H, C, Req, Res>
+impl<F, G, H, C, Req, Res, E> Future for ResponseFuture<F, G, H, C, Req>
 where
     F: Future<Output = Result<Res, E>>,
     E: Into<BoxError>,
-    H: Handler<Req, Res>,
+    H: Handler<Req, Res, Future = G>,
+    G: Future<Output = Result<Res, BoxError>>,
     C: Classify<Req, Res, E>,
 {
     type Output = Result<Res, BoxError>;

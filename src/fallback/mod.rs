@@ -256,7 +256,7 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future, H, C, Req, S::Response>;
+    type Future = ResponseFuture<S::Future, H::Future, H, C, Req>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {

@@ -21,33 +21,31 @@ use crate::error::ErrorKind;
 use crate::event::{Event, GiveUpReason, RetryReason};
 
 /// What a call needs to retry: present only when it can be retried.
-pub(crate) struct Retrying<S, C, B: MakeDelays, K, Src, R> {
+///
+/// Every type is a parameter, none a projection such as `B::Delays`: a
+/// projection in a field makes rustc's `Send` check of a spawned future
+/// fail with "`From` is not general enough" (rust-lang/rust#64552).
+pub(crate) struct Retrying<S, C, B, K, Src, R, D> {
     pub(crate) service: S,
     pub(crate) source: Src,
     pub(crate) shared: Arc<Shared<C, B, K>>,
     pub(crate) started: Option<Instant>,
     /// Drawn at the first retry; boxed so that a call that never retries
     /// carries (and moves) a pointer, not the whole generator.
-    pub(crate) delays: Option<Box<B::Delays>>,
+    pub(crate) delays: Option<Box<D>>,
     pub(crate) next: Option<R>,
 }
 
-/// The retry state of a call of request type `Req`.
-pub(crate) type RetryingFor<S, Req, C, B, K> =
-    Retrying<S, C, B, K, <K as Replay<Req>>::Source, <K as Replay<Req>>::Request>;
-
-/// The future of a [`Retry`](super::Retry) call.
+/// The future of a [`Retry`](super::Retry) call. Its parameters are the
+/// inner future `F`, the service `S`, classifier `C`, backoff `B`, replay
+/// strategy `K`, and what `K` and `B` make: the request source `Src`, the
+/// inner request `R`, the delay sequence `D`; `Req` is the caller's request.
 #[pin_project]
-pub struct ResponseFuture<S, Req, C, B, K>
-where
-    K: Replay<Req>,
-    S: Service<K::Request>,
-    B: MakeDelays,
-{
+pub struct ResponseFuture<F, S, C, B, K, Src, R, D, Req> {
     #[pin]
-    state: State<S::Future>,
+    state: State<F>,
     attempt: u32,
-    retrying: Option<RetryingFor<S, Req, C, B, K>>,
+    retrying: Option<Retrying<S, C, B, K, Src, R, D>>,
     _request: PhantomData<fn(Req)>,
 }
 
@@ -64,13 +62,8 @@ enum State<F> {
     Readying,
 }
 
-impl<S, Req, C, B, K> ResponseFuture<S, Req, C, B, K>
-where
-    K: Replay<Req>,
-    S: Service<K::Request>,
-    B: MakeDelays,
-{
-    pub(crate) fn new(future: S::Future, retrying: Option<RetryingFor<S, Req, C, B, K>>) -> Self {
+impl<F, S, C, B, K, Src, R, D, Req> ResponseFuture<F, S, C, B, K, Src, R, D, Req> {
+    pub(crate) fn new(future: F, retrying: Option<Retrying<S, C, B, K, Src, R, D>>) -> Self {
         Self {
             state: State::Calling { future },
             attempt: 1,
@@ -80,12 +73,7 @@ where
     }
 }
 
-impl<S, Req, C, B, K> fmt::Debug for ResponseFuture<S, Req, C, B, K>
-where
-    K: Replay<Req>,
-    S: Service<K::Request>,
-    B: MakeDelays,
-{
+impl<F, S, C, B, K, Src, R, D, Req> fmt::Debug for ResponseFuture<F, S, C, B, K, Src, R, D, Req> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Calling { .. } => "calling",
@@ -111,9 +99,10 @@ enum Next {
     RetryAfter(Duration),
 }
 
-impl<S, C, B, K, Src, R> Retrying<S, C, B, K, Src, R>
+impl<S, C, B, K, Src, R, D> Retrying<S, C, B, K, Src, R, D>
 where
-    B: MakeDelays,
+    B: MakeDelays<Delays = D>,
+    D: Iterator<Item = Duration>,
 {
     fn give_up(&self, attempts: u32, reason: GiveUpReason) -> Next {
         let shared = &self.shared;
@@ -204,15 +193,17 @@ where
     }
 }
 
-impl<S, Req, C, B, K> Future for ResponseFuture<S, Req, C, B, K>
+impl<F, S, C, B, K, Src, R, D, Req, Res, E> Future for ResponseFuture<F, S, C, B, K, Src, R, D, Req>
 where
-    K: Replay<Req>,
-    S: Service<K::Request>,
-    S::Error: Into<BoxError> + 'static,
-    C: Classify<Req, S::Response, S::Error>,
-    B: MakeDelays,
+    F: Future<Output = Result<Res, E>>,
+    S: Service<R, Response = Res, Error = E, Future = F>,
+    E: Into<BoxError> + 'static,
+    C: Classify<Req, Res, E>,
+    B: MakeDelays<Delays = D>,
+    D: Iterator<Item = Duration>,
+    K: Replay<Req, Source = Src, Request = R>,
 {
-    type Output = Result<S::Response, BoxError>;
+    type Output = Result<Res, BoxError>;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {

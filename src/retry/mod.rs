@@ -175,7 +175,7 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S, Req, C, B, K>;
+    type Future = ResponseFuture<S::Future, S, C, B, K, K::Source, K::Request, B::Delays, Req>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
