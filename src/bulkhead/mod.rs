@@ -266,10 +266,10 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         if let State::Permitted = self.slot.state {
             self.slot.state = State::Idle;
-            return ResponseFuture::called(
-                self.inner.call(req),
-                Permit::taken(self.slot.shared.clone()),
-            );
+            // The guard exists before the inner call, so that a panicking
+            // inner `call` still gives the permit back.
+            let permit = Permit::taken(self.slot.shared.clone());
+            return ResponseFuture::called(self.inner.call(req), permit);
         }
         match std::mem::replace(&mut self.slot.state, State::Idle) {
             State::Rejected => ResponseFuture::rejected(),

@@ -164,8 +164,16 @@ where
             }
         };
         if let (Some(started), Some(deadline)) = (self.started, shared.deadline) {
+            // A deadline too far to represent never passes; a resume time
+            // too far to represent always does.
             let resume = Instant::now().checked_add(delay);
-            if resume.is_none_or(|at| at > started + deadline) {
+            let end = started.checked_add(deadline);
+            let passes = match (resume, end) {
+                (_, None) => false,
+                (None, Some(_)) => true,
+                (Some(at), Some(end)) => at > end,
+            };
+            if passes {
                 return self.give_up(attempt, GiveUpReason::Deadline);
             }
         }
