@@ -85,7 +85,7 @@ use tower::Service;
 
 use self::future::Permit;
 use self::layer::Shared;
-use self::semaphore::{Acquire, Waiter};
+use self::semaphore::{Acquire, WaiterRef};
 use crate::BoxError;
 use crate::event::Event;
 
@@ -95,7 +95,7 @@ enum State {
     /// Holds a permit taken by `poll_ready`.
     Permitted,
     Queued {
-        waiter: Arc<Waiter>,
+        waiter: WaiterRef,
         deadline: Option<Pin<Box<Sleep>>>,
     },
     Rejected,

@@ -9,9 +9,22 @@
 //! so a newcomer can never overtake the queue.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
+
+// Under `--cfg palisade_loom`, loom's model checker stands in for the
+// atomics, locks and `Arc`, and explores every interleaving of the tests
+// below (see .ci/run).
+#[cfg(palisade_loom)]
+use loom::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
+#[cfg(palisade_loom)]
+use loom::sync::{Arc, Mutex, MutexGuard};
+#[cfg(not(palisade_loom))]
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
+#[cfg(not(palisade_loom))]
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// A queued caller's handle on its place.
+pub(crate) type WaiterRef = Arc<Waiter>;
 
 /// Available permits in the low half, queued waiters in the high half.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,7 +211,72 @@ impl Semaphore {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, palisade_loom))]
+mod loom_tests {
+    use super::*;
+
+    /// Two callers race for one permit with a queue; one of them may give
+    /// up its place. Whatever the interleaving, every permit comes back and
+    /// the queue empties.
+    #[test]
+    fn loom_no_permit_is_lost() {
+        loom::model(|| {
+            let s = Arc::new(Semaphore::new(1, 2));
+            let threads: Vec<_> = (0..2)
+                .map(|i| {
+                    let s = s.clone();
+                    loom::thread::spawn(move || match s.acquire() {
+                        Acquire::Permit => s.release(),
+                        Acquire::Queued(w) => {
+                            if i == 0 {
+                                s.cancel(&w);
+                            } else {
+                                while !w.is_granted() {
+                                    loom::thread::yield_now();
+                                }
+                                s.release();
+                            }
+                        }
+                        Acquire::Full => {}
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            assert_eq!((s.in_use(1), s.queued()), (0, 0));
+        });
+    }
+
+    /// A release racing a newcomer: the release goes to the queued caller,
+    /// never to the newcomer, whatever the interleaving.
+    #[test]
+    fn loom_queued_callers_are_served() {
+        loom::model(|| {
+            let s = Arc::new(Semaphore::new(1, 1));
+            assert!(s.try_acquire());
+            let Acquire::Queued(w) = s.acquire() else {
+                panic!("the permit is taken: the caller queues")
+            };
+            let releaser = {
+                let s = s.clone();
+                loom::thread::spawn(move || s.release())
+            };
+            let newcomer = {
+                let s = s.clone();
+                loom::thread::spawn(move || s.try_acquire())
+            };
+            releaser.join().unwrap();
+            let overtook = newcomer.join().unwrap();
+            assert!(!overtook, "a newcomer took the permit from the queue");
+            assert!(w.is_granted());
+            s.release();
+            assert_eq!((s.in_use(1), s.queued()), (0, 0));
+        });
+    }
+}
+
+#[cfg(all(test, not(palisade_loom)))]
 mod tests {
     use super::*;
 
