@@ -19,8 +19,8 @@ pub type BoxError = Box<dyn StdError + Send + Sync>;
 /// A circuit breaker refused the call without sending it to the inner service.
 ///
 /// Carries the breaker's name and how long until the breaker may let a call
-/// through again (zero when it may admit one now, as a half-open breaker whose
-/// probes are all taken does once one of them finishes).
+/// through again: zero when a half-open breaker's probes are all out (one
+/// may finish any moment), [`Duration::MAX`] when it is forced open by hand.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CircuitOpen {
     name: Arc<str>,
@@ -45,11 +45,15 @@ impl CircuitOpen {
 
 impl fmt::Display for CircuitOpen {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "circuit breaker `{}` is open; it may admit calls again in {:?}",
-            self.name, self.retry_after
-        )
+        if self.retry_after == Duration::MAX {
+            write!(f, "circuit breaker `{}` is held open by hand", self.name)
+        } else {
+            write!(
+                f,
+                "circuit breaker `{}` is open; it may admit calls again in {:?}",
+                self.name, self.retry_after
+            )
+        }
     }
 }
 

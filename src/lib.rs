@@ -83,10 +83,13 @@
 //!
 //! | feature | enables |
 //! |---|---|
-//! | `http` | [`HttpClassifier`](classify::HttpClassifier), `Retry-After` parsing |
+//! | `http` | [`HttpClassifier`](classify::HttpClassifier), `Retry-After` parsing, replayable `http` bodies for the retry |
 //! | `grpc` | [`GrpcClassifier`](classify::GrpcClassifier) over `grpc-status` headers (implies `http`) |
 //! | `reqwest` | classification of `reqwest::Response` / `reqwest::Request` (implies `http`) |
 //! | `tonic` | classification of `tonic::Status` errors and `tonic::Response`s (implies `grpc`) |
+//! | `tracing` | `event::TracingEvents`: the event stream as `tracing` events |
+//! | `metrics` | `event::MetricsEvents`: the event stream as `metrics` counters and gauges |
+//! | `chaos` | `chaos::ChaosLayer`: fault injection for tests |
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
