@@ -248,6 +248,11 @@ mod tests {
         assert_eq!(open.name(), "payments");
         assert_eq!(open.retry_after(), Duration::from_millis(1500));
         assert!(open.to_string().contains("payments"));
+        let forced = CircuitOpen::new("payments".into(), Duration::MAX);
+        assert_eq!(
+            forced.to_string(),
+            "circuit breaker `payments` is held open by hand"
+        );
         let cfg = ConfigError::new("max_attempts", "must be at least 1");
         assert_eq!(
             cfg.to_string(),

@@ -167,6 +167,9 @@ impl fmt::Display for Event<'_> {
                 to,
                 reason,
             } => write!(f, "circuit `{name}`: {from:?} -> {to:?} ({reason})"),
+            Event::CallRejected { name, retry_after } if *retry_after == Duration::MAX => {
+                write!(f, "circuit `{name}`: call rejected, held open by hand")
+            }
             Event::CallRejected { name, retry_after } => {
                 write!(
                     f,
