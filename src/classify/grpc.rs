@@ -289,7 +289,26 @@ impl<Req, T> Classify<Req, tonic::Response<T>, tonic::Status> for GrpcClassifier
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use std::time::Duration;
+
+    proptest! {
+        #[test]
+        fn any_grpc_status_bytes_parse_without_panic(value in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let parsed = GrpcCode::parse(&value);
+            // Only digits (with surrounding spaces) name a code.
+            let text = String::from_utf8_lossy(&value);
+            if parsed.is_some() {
+                prop_assert!(!text.trim().is_empty() && text.trim().bytes().all(|b| b.is_ascii_digit()));
+            }
+        }
+
+        #[test]
+        fn any_number_is_a_code(n in any::<i32>()) {
+            let code = GrpcCode::from_i32(n);
+            prop_assert!((0..=16).contains(&n) == (code as i32 == n));
+        }
+    }
 
     fn head(status: u16, grpc_status: Option<&str>) -> Result<http::Response<()>, std::io::Error> {
         let mut b = http::Response::builder().status(status);
