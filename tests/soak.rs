@@ -59,6 +59,15 @@ struct Counts {
     requests: AtomicU64,
     retries: AtomicU64,
     served: AtomicU64,
+    /// What the breaker saw finish.
+    breaker_success: AtomicU64,
+    breaker_failure: AtomicU64,
+    /// What the layers below it produced: answers and errors of the
+    /// (chaotic) service, bulkhead rejections, attempt timeouts.
+    below_ok: AtomicU64,
+    below_err: AtomicU64,
+    bulkhead_rejected: AtomicU64,
+    attempt_timeouts: AtomicU64,
 }
 
 #[test]
@@ -82,7 +91,18 @@ fn soak_under_faults_outage_and_cancellation() {
         .build()
         .unwrap();
     let chaos_handle = chaos.handle();
+    let seen = counts.clone();
     let breaker = CircuitBreakerLayer::builder()
+        .on_event(move |e: &Event<'_>| {
+            if let Event::CallFinished { outcome, .. } = e {
+                match outcome {
+                    palisade::classify::Outcome::Success => {
+                        seen.breaker_success.fetch_add(1, SeqCst)
+                    }
+                    _ => seen.breaker_failure.fetch_add(1, SeqCst),
+                };
+            }
+        })
         .count_window(50)
         .minimum_calls(20)
         .failure_rate_threshold(0.6)
@@ -91,7 +111,13 @@ fn soak_under_faults_outage_and_cancellation() {
         .build()
         .unwrap();
     let breaker_handle = breaker.handle();
+    let seen = counts.clone();
     let bulkhead = BulkheadLayer::builder()
+        .on_event(move |e: &Event<'_>| {
+            if let Event::BulkheadRejected { .. } = e {
+                seen.bulkhead_rejected.fetch_add(1, SeqCst);
+            }
+        })
         .max_concurrent(16)
         .max_queue(32)
         .max_wait(Duration::from_millis(20))
@@ -131,9 +157,35 @@ fn soak_under_faults_outage_and_cancellation() {
         .retry(retry)
         .circuit_breaker(breaker)
         .bulkhead(bulkhead)
-        .attempt_timeout(TimeoutLayer::new(Duration::from_millis(10)).unwrap())
+        .attempt_timeout({
+            let seen = counts.clone();
+            TimeoutLayer::builder()
+                .timeout(Duration::from_millis(10))
+                .on_event(move |e: &Event<'_>| {
+                    if let Event::TimedOut { .. } = e {
+                        seen.attempt_timeouts.fetch_add(1, SeqCst);
+                    }
+                })
+                .build()
+                .unwrap()
+        })
         .build();
-    let svc = stack.layer(chaos.layer(backend));
+    // Counts what the chaotic service produced, as its futures finish.
+    let below = counts.clone();
+    let counted = tower::ServiceBuilder::new()
+        .map_future(move |fut| {
+            let below = below.clone();
+            async move {
+                let result: Result<u64, BoxError> = fut.await;
+                match &result {
+                    Ok(_) => below.below_ok.fetch_add(1, SeqCst),
+                    Err(_) => below.below_err.fetch_add(1, SeqCst),
+                };
+                result
+            }
+        })
+        .service(chaos.layer(backend));
+    let svc = stack.layer(counted);
 
     let live_before = LIVE.load(SeqCst);
     let started = std::time::Instant::now();
