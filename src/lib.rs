@@ -108,6 +108,7 @@ pub mod error;
 pub mod event;
 pub mod fallback;
 pub mod retry;
+mod sync;
 pub mod timeout;
 
 pub use builder::{Resilience, ServiceBuilderExt};

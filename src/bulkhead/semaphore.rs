@@ -11,17 +11,9 @@
 use std::collections::VecDeque;
 use std::task::Waker;
 
-// Under `--cfg palisade_loom`, loom's model checker stands in for the
-// atomics, locks and `Arc`, and explores every interleaving of the tests
-// below (see .ci/run).
-#[cfg(palisade_loom)]
-use loom::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
-#[cfg(palisade_loom)]
-use loom::sync::{Arc, Mutex, MutexGuard};
-#[cfg(not(palisade_loom))]
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
-#[cfg(not(palisade_loom))]
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::Ordering::*;
+
+use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, MutexGuard};
 
 /// A queued caller's handle on its place.
 pub(crate) type WaiterRef = Arc<Waiter>;

@@ -4,8 +4,9 @@
 //! transitions only, which are rare and never on the closed path.
 
 use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::*};
+use std::sync::atomic::Ordering::*;
+
+use crate::sync::{AtomicU8, AtomicU32, AtomicU64, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -575,4 +576,80 @@ impl Core {
 
 fn duration_nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(all(test, palisade_loom))]
+mod loom_tests {
+    use super::*;
+    use crate::circuit_breaker::window::CountWindow;
+
+    /// A half-open breaker with a single probe.
+    fn half_open() -> Core {
+        let config = Config {
+            name: Arc::from("loom"),
+            failure_rate_threshold: 0.5,
+            slow_call_rate_threshold: 1.0,
+            slow_call_duration: None,
+            consecutive_failures: None,
+            minimum_calls: 1,
+            wait_duration: Duration::from_secs(1),
+            wait_backoff: None,
+            half_open_calls: 1,
+            seed: Some(0),
+        };
+        let core = Core::new(
+            config,
+            Window::Count(CountWindow::new(4)),
+            Listeners::default(),
+        );
+        assert!(core.transition(
+            core.load(),
+            CircuitState::HalfOpen,
+            TransitionReason::Manual
+        ));
+        core
+    }
+
+    /// Two callers race for the only probe: one gives its permit back (a
+    /// cancelled probe), the other reports a success. Whatever the
+    /// interleaving, at most one holds the probe at a time, no permit is
+    /// lost, and a reported success closes the breaker.
+    #[test]
+    fn loom_the_probe_permit_is_never_lost() {
+        loom::model(|| {
+            let core = crate::sync::Arc::new(half_open());
+            let dropper = {
+                let core = core.clone();
+                loom::thread::spawn(move || match core.admit() {
+                    Ok(admission) => {
+                        core.release_probe(admission);
+                        true
+                    }
+                    Err(_) => false,
+                })
+            };
+            let reporter = {
+                let core = core.clone();
+                loom::thread::spawn(move || match core.admit() {
+                    Ok(admission) => {
+                        core.record(admission, Outcome::Success, None, None);
+                        true
+                    }
+                    Err(_) => false,
+                })
+            };
+            dropper.join().unwrap();
+            let reported = reporter.join().unwrap();
+            let metrics = core.metrics();
+            assert_eq!(metrics.probes_in_flight, 0);
+            if reported {
+                assert_eq!(metrics.state, CircuitState::Closed);
+            } else {
+                // The reporter was refused while the other held the probe;
+                // the probe is free again.
+                assert_eq!(metrics.state, CircuitState::HalfOpen);
+                assert!(core.admit().is_ok());
+            }
+        });
+    }
 }

@@ -8,7 +8,9 @@
 //! time-window bucket boundary, a call racing the bucket's recycling may be
 //! dropped from the counts; it is never counted twice.
 
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::*};
+use std::sync::atomic::Ordering::*;
+
+use crate::sync::{AtomicU8, AtomicU32, AtomicU64};
 
 /// What the window holds for one call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
