@@ -79,6 +79,15 @@
 //! # }
 //! ```
 //!
+//! # Panics in the inner service
+//!
+//! A panic in the inner service's `call` or future propagates through every
+//! layer unchanged. Nothing is left behind: a bulkhead permit and a breaker's
+//! half-open probe permit are guards that give themselves back as the panic
+//! unwinds, and a retry withdraws a budget token only when it has decided to
+//! retry, so a panic cannot take one without an attempt
+//! (`tests/hostile.rs`).
+//!
 //! # Features
 //!
 //! | feature | enables |
