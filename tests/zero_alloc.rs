@@ -60,6 +60,19 @@ where
 }
 
 #[test]
+fn closed_breaker() {
+    let layer = palisade::circuit_breaker::CircuitBreakerLayer::builder()
+        .build()
+        .unwrap();
+    assert_eq!(allocations_per_10k(layer.layer(bare())), 0);
+    assert_eq!(
+        layer.handle().metrics().calls,
+        100,
+        "the window recorded the calls"
+    );
+}
+
+#[test]
 fn free_bulkhead() {
     let layer = BulkheadLayer::builder()
         .max_concurrent(10)
