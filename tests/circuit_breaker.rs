@@ -8,7 +8,6 @@ use std::time::Duration;
 use palisade::backoff::{Backoff, Jitter};
 use palisade::circuit_breaker::{
     CircuitBreaker, CircuitBreakerBuilder, CircuitBreakerHandle, CircuitBreakerLayer, CircuitState,
-    TransitionReason,
 };
 use palisade::classify::{ClassifyFn, Outcome, classify_fn};
 use palisade::error::{BoxError, CircuitOpen, ErrorKind};
@@ -578,7 +577,6 @@ async fn every_transition_and_rejection_is_an_event() {
             "HalfOpen->Closed:ProbesSucceeded",
         ]
     );
-    let _ = TransitionReason::Manual;
 }
 
 #[test]
