@@ -22,6 +22,7 @@ pub(crate) struct Config {
     pub(crate) wait_duration: Duration,
     pub(crate) wait_backoff: Option<Backoff>,
     pub(crate) half_open_calls: u32,
+    pub(crate) max_half_open_duration: Duration,
     pub(crate) seed: Option<u64>,
 }
 
@@ -55,6 +56,7 @@ pub const MAX_HALF_OPEN_CALLS: u32 = 1000;
 /// | [`wait_duration`](Self::wait_duration) | 30 s |
 /// | [`wait_backoff`](Self::wait_backoff) | none: every open lasts `wait_duration` |
 /// | [`half_open_calls`](Self::half_open_calls) | 5 |
+/// | [`max_half_open_duration`](Self::max_half_open_duration) | 60 s |
 /// | [`classifier`](Self::classifier) | [`DefaultClassifier`]: every `Err` is a failure |
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct CircuitBreakerBuilder<C = DefaultClassifier> {
@@ -74,6 +76,7 @@ struct Settings {
     wait_duration: Duration,
     wait_backoff: Option<Backoff>,
     half_open_calls: u32,
+    max_half_open_duration: Duration,
     seed: Option<u64>,
     listeners: Listeners,
 }
@@ -92,6 +95,7 @@ impl<C: fmt::Debug> fmt::Debug for CircuitBreakerBuilder<C> {
             .field("wait_duration", &s.wait_duration)
             .field("wait_backoff", &s.wait_backoff)
             .field("half_open_calls", &s.half_open_calls)
+            .field("max_half_open_duration", &s.max_half_open_duration)
             .field("classifier", &self.classifier)
             .field("listeners", &s.listeners)
             .finish()
@@ -119,6 +123,7 @@ impl CircuitBreakerBuilder {
                 wait_duration: Duration::from_secs(30),
                 wait_backoff: None,
                 half_open_calls: 5,
+                max_half_open_duration: Duration::from_secs(60),
                 seed: None,
                 listeners: Listeners::default(),
             },
@@ -222,6 +227,18 @@ impl<C> CircuitBreakerBuilder<C> {
         self
     }
 
+    /// The longest a breaker stays half-open with every probe still out;
+    /// then it opens again and a later half-open stay sends new probes
+    /// (Resilience4j's `maxWaitDurationInHalfOpenState`). A probe ends when
+    /// its outcome is known, which for a streamed answer judged at its end
+    /// (gRPC) is when the stream ends: without this bound, probes that are
+    /// long-lived streams would hold the breaker half-open, refusing every
+    /// other call, for as long as they last.
+    pub fn max_half_open_duration(mut self, duration: Duration) -> Self {
+        self.settings.max_half_open_duration = duration;
+        self
+    }
+
     /// Seeds the randomness of [`wait_backoff`](Self::wait_backoff)'s jitter.
     pub fn seed(mut self, seed: u64) -> Self {
         self.settings.seed = Some(seed);
@@ -249,7 +266,8 @@ impl<C> CircuitBreakerBuilder<C> {
     /// zero calls or zero length, too many or too short buckets, a threshold
     /// outside `(0, 1]` or NaN, a zero slow-call or wait duration, zero
     /// consecutive failures, a minimum of zero calls or more calls than a
-    /// count window holds, zero or more than 1000 half-open calls.
+    /// count window holds, zero or more than 1000 half-open calls, a zero
+    /// maximum half-open duration.
     pub fn build(self) -> Result<CircuitBreakerLayer<C>, ConfigError> {
         let window = self.validate_window()?;
         let s = self.settings;
@@ -268,6 +286,7 @@ impl<C> CircuitBreakerBuilder<C> {
             positive_duration("slow_call_duration", d)?;
         }
         positive_duration("wait_duration", s.wait_duration)?;
+        positive_duration("max_half_open_duration", s.max_half_open_duration)?;
         if s.consecutive_failures == Some(0) {
             return Err(ConfigError::new(
                 "consecutive_failures",
@@ -307,6 +326,7 @@ impl<C> CircuitBreakerBuilder<C> {
             wait_duration: s.wait_duration,
             wait_backoff: s.wait_backoff,
             half_open_calls: s.half_open_calls,
+            max_half_open_duration: s.max_half_open_duration,
             seed: s.seed,
         };
         Ok(CircuitBreakerLayer::from_parts(

@@ -4,6 +4,7 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use pin_project::pin_project;
 use tokio::time::Instant;
@@ -11,16 +12,23 @@ use tokio::time::Instant;
 use super::layer::Shared;
 use super::state::Admission;
 use crate::BoxError;
-use crate::classify::Classify;
+use crate::classify::{Outcome, Settle, Tracker, Verdict};
 use crate::error::CircuitOpen;
 
-/// An admitted call's link to its breaker. Dropped without reporting, a
-/// probe gives its permit back, so that a cancelled probe can never leave the
-/// breaker stuck half-open.
-pub(crate) struct CallGuard<C> {
+/// An admitted call's hold on its breaker, until the call's outcome is
+/// known: at the response head, or at the end of a streamed body that a
+/// [`Settle`] classifier wraps (it is then part of the body's type).
+///
+/// Dropped without an outcome, a probe gives its permit back, so that a
+/// cancelled probe can never leave the breaker stuck half-open.
+pub struct CallGuard<C> {
     pub(crate) shared: Arc<Shared<C>>,
     pub(crate) admission: Admission,
     pub(crate) started: Option<Instant>,
+    /// When the head came and, where timed, how long it took: the slow-call
+    /// timing stops at the head, so a long stream is not a slow call.
+    head: Option<(Option<Duration>, Instant)>,
+    deferred: bool,
     reported: bool,
 }
 
@@ -30,30 +38,34 @@ impl<C> CallGuard<C> {
             shared,
             admission,
             started: None,
+            head: None,
+            deferred: false,
             reported: false,
         }
     }
 
+    /// The response head arrived.
     #[inline]
-    fn report<Req, Res, E>(&mut self, result: &Result<Res, E>)
-    where
-        C: Classify<Req, Res, E>,
-    {
-        if self.reported {
-            return;
-        }
-        let core = &self.shared.core;
-        let outcome = self.shared.classifier.classify(result);
-        let (elapsed, now) = if core.needs_end_time() {
+    fn at_head(&mut self) {
+        if self.shared.core.needs_end_time() {
             let now = Instant::now();
-            (
-                self.started.map(|s| now.saturating_duration_since(s)),
-                Some(now),
-            )
-        } else {
-            (None, None)
+            let elapsed = self.started.map(|s| now.saturating_duration_since(s));
+            self.head = Some((elapsed, now));
+        }
+    }
+}
+
+impl<C> Tracker for CallGuard<C> {
+    #[inline]
+    fn finish(mut self, outcome: Outcome) {
+        let (elapsed, now) = match self.head {
+            // A deferred call ends now: its window entry goes where the
+            // window is now, not where it was when the head came.
+            Some((elapsed, _)) if self.deferred => (elapsed, Some(Instant::now())),
+            Some((elapsed, at)) => (elapsed, Some(at)),
+            None => (None, None),
         };
-        core.record(self.admission, outcome, elapsed, now);
+        self.shared.core.record(self.admission, outcome, elapsed, now);
         self.reported = true;
     }
 }
@@ -132,20 +144,30 @@ impl<F, C, Req, Res, E> Future for ResponseFuture<F, C, Req>
 where
     F: Future<Output = Result<Res, E>>,
     E: Into<BoxError>,
-    C: Classify<Req, Res, E>,
+    C: Settle<Req, Res, E>,
 {
-    type Output = Result<Res, BoxError>;
+    type Output = Result<C::Response<CallGuard<C>>, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         match this.kind.project() {
             KindProj::Called { future } => {
                 let result = ready!(future.poll(cx));
-                // Reported in place: the guard (and its `Arc`) goes with the
-                // future, which saves moving it out.
-                if let Some(guard) = this.guard {
-                    guard.report(&result);
-                }
+                let Some(mut guard) = this.guard.take() else {
+                    return Poll::Ready(C::wrap(result, None).map_err(Into::into));
+                };
+                guard.at_head();
+                let result = match guard.shared.classifier.verdict(&result) {
+                    Verdict::Now(outcome) => {
+                        guard.finish(outcome);
+                        C::wrap(result, None)
+                    }
+                    Verdict::AtEnd(judge) => {
+                        guard.deferred = true;
+                        C::wrap(result, Some((judge, guard)))
+                    }
+                };
                 Poll::Ready(result.map_err(Into::into))
             }
             KindProj::Rejected { error } => {

@@ -114,7 +114,7 @@ pub(crate) mod window;
 pub use self::config::{
     CircuitBreakerBuilder, MAX_COUNT_WINDOW, MAX_HALF_OPEN_CALLS, MAX_TIME_BUCKETS,
 };
-pub use self::future::ResponseFuture;
+pub use self::future::{CallGuard, ResponseFuture};
 pub use self::handle::CircuitBreakerHandle;
 pub use self::layer::CircuitBreakerLayer;
 
@@ -125,11 +125,11 @@ use std::time::Duration;
 
 use tower::Service;
 
-use self::future::CallGuard;
+
 use self::layer::Shared;
 use self::state::Admission;
 use crate::BoxError;
-use crate::classify::{Classify, DefaultClassifier};
+use crate::classify::{DefaultClassifier, Settle};
 use crate::error::CircuitOpen;
 
 /// The state of a circuit breaker.
@@ -169,6 +169,10 @@ pub enum TransitionReason {
     ProbesFailed,
     /// Set through a [`CircuitBreakerHandle`].
     Manual,
+    /// Half-open for longer than
+    /// [`max_half_open_duration`](CircuitBreakerBuilder::max_half_open_duration)
+    /// with every probe still out.
+    HalfOpenTimeout,
 }
 
 impl fmt::Display for TransitionReason {
@@ -181,6 +185,7 @@ impl fmt::Display for TransitionReason {
             TransitionReason::ProbesSucceeded => "probes succeeded",
             TransitionReason::ProbesFailed => "probes failed",
             TransitionReason::Manual => "set by hand",
+            TransitionReason::HalfOpenTimeout => "probes outstayed the half-open limit",
         })
     }
 }
@@ -305,9 +310,9 @@ impl<S, C, Req> Service<Req> for CircuitBreaker<S, C>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
-    C: Classify<Req, S::Response, S::Error>,
+    C: Settle<Req, S::Response, S::Error>,
 {
-    type Response = S::Response;
+    type Response = C::Response<CallGuard<C>>;
     type Error = BoxError;
     type Future = ResponseFuture<S::Future, C, Req>;
 

@@ -153,7 +153,8 @@ pub(crate) struct Core {
     pub(crate) config: Config,
     window: Window,
     consecutive_failures: AtomicU32,
-    /// When an open breaker may admit a probe, in nanoseconds since `epoch`.
+    /// While open: when a probe may be admitted; while half-open: when the
+    /// stay ends if every probe is still out. Nanoseconds since `epoch`.
     open_until: AtomicU64,
     probes: AtomicU64,
     not_permitted: AtomicU64,
@@ -238,9 +239,21 @@ impl Core {
                         return Ok(Admission(word));
                     }
                     if self.load() == word {
-                        // Every probe is out: the next chance comes when one
-                        // of them finishes.
-                        return Err(self.reject(Duration::ZERO));
+                        let now = self.nanos_since_epoch(Instant::now());
+                        if now >= self.open_until.load(Acquire) {
+                            // The probes outstayed the half-open limit
+                            // (long streams, say): open again, so that a
+                            // later stay can probe afresh.
+                            self.transition(
+                                word,
+                                CircuitState::Open,
+                                TransitionReason::HalfOpenTimeout,
+                            );
+                        } else {
+                            // Every probe is out: the next chance comes when
+                            // one of them finishes.
+                            return Err(self.reject(Duration::ZERO));
+                        }
                     }
                 }
             }
@@ -488,6 +501,11 @@ impl Core {
             CircuitState::HalfOpen => {
                 self.window.clear();
                 self.probes.store(Probes::fresh(next).0, Release);
+                let now = self.nanos_since_epoch(Instant::now());
+                self.open_until.store(
+                    now.saturating_add(duration_nanos(self.config.max_half_open_duration)),
+                    Release,
+                );
             }
             CircuitState::ForcedOpen | CircuitState::Disabled => {}
         }
@@ -595,6 +613,7 @@ mod loom_tests {
             wait_duration: Duration::from_secs(1),
             wait_backoff: None,
             half_open_calls: 1,
+            max_half_open_duration: Duration::from_secs(60),
             seed: Some(0),
         };
         let core = Core::new(

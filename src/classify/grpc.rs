@@ -102,22 +102,40 @@ impl fmt::Display for GrpcCode {
 
 /// Classifies gRPC calls by status code.
 ///
-/// By default Unavailable, DeadlineExceeded, ResourceExhausted, Aborted and
-/// Internal are failures (the codes that speak of the server's health or
-/// load), as are transport errors; every other code, such as NotFound or
-/// InvalidArgument, is a success for the breaker and is not retried. The set
-/// can be changed with [`failure_code`](Self::failure_code) and
-/// [`success_code`](Self::success_code).
+/// Two sets of codes, both adjustable:
+///
+/// * **failures**, what the circuit breaker counts against the server:
+///   Unknown (what grpc-java and grpc-go send for an unhandled server error),
+///   Internal, Unavailable, DeadlineExceeded, ResourceExhausted and DataLoss,
+///   as well as transport errors. Every other code, such as NotFound or
+///   InvalidArgument, is the caller's problem and a success for the breaker.
+///   Change it with [`failure_code`](Self::failure_code) and
+///   [`success_code`](Self::success_code).
+/// * **retryable**, what the retry sends again: only Unavailable (the server
+///   did not process the call) and transport errors, as gRPC's retry design
+///   (proposal A6) retries only the codes listed in `retryableStatusCodes`.
+///   Internal or Aborted may come from a call that ran: list them with
+///   [`retryable_code`](Self::retryable_code) only for idempotent methods.
 ///
 /// Reads the code from:
 /// * the `grpc-status` header of an `http::Response<B>` (a "trailers-only"
-///   answer, which is how servers send an error before any message; for a
-///   response without it, a non-200 HTTP status is mapped as gRPC says);
+///   answer, which is how servers send an error before any message); a
+///   value that is present but not a number is Unknown;
+/// * with no `grpc-status` in the head, the HTTP status, mapped as gRPC's
+///   "HTTP to gRPC Status Code Mapping" says (400 Internal, 401
+///   Unauthenticated, 403 PermissionDenied, 404 Unimplemented, 429, 502, 503
+///   and 504 Unavailable, another non-200 Unknown), so that a proxy's error
+///   page is a failure;
+/// * a 200 head without `grpc-status` carries its status in the trailers: the
+///   circuit breaker judges such a call when its body ends (see
+///   [`Settle`](super::Settle)), while the retry takes the head as the
+///   answer (gRPC A6: a call whose response head reached the caller is
+///   committed and not retried);
 /// * a `tonic::Status` error, directly or inside a `BoxError` (feature
 ///   `tonic`), and the `Err` of a `Result<tonic::Response<T>, Status>`.
 ///
-/// A status carried only in the trailers of a streamed answer is not in the
-/// response head; this classifier sees such a response as a success.
+/// A transport error from connecting ([`is_connect_error`](super::is_connect_error))
+/// never reached the server: it is retried whatever the method.
 ///
 /// A `grpc-retry-pushback-ms` header or metadata entry is read as a delay
 /// hint; a negative or unreadable value means "do not retry".
@@ -131,12 +149,16 @@ impl fmt::Display for GrpcCode {
 /// let res = http::Response::builder().header("grpc-status", "14").body(()).unwrap();
 /// let result: Result<_, std::io::Error> = Ok(res);
 /// assert_eq!(Classify::<(), _, _>::classify(&c, &result), Outcome::Failure);
-/// assert!(c.is_failure_code(GrpcCode::Unavailable));
+/// assert!(c.is_failure_code(GrpcCode::Internal));
+/// assert!(!c.is_retryable_code(GrpcCode::Internal));
+/// assert!(c.is_retryable_code(GrpcCode::Unavailable));
 /// assert!(!c.is_failure_code(GrpcCode::NotFound));
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct GrpcClassifier {
     failures: u32,
+    retryable: u32,
+    dropped: Outcome,
 }
 
 impl Default for GrpcClassifier {
@@ -147,30 +169,41 @@ impl Default for GrpcClassifier {
 
 impl fmt::Debug for GrpcClassifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let failures: Vec<GrpcCode> = GrpcCode::ALL
-            .into_iter()
-            .filter(|c| self.is_failure_code(*c))
-            .collect();
+        let codes = |bits: u32| -> Vec<GrpcCode> {
+            GrpcCode::ALL
+                .into_iter()
+                .filter(|c| bits & c.bit() != 0)
+                .collect()
+        };
         f.debug_struct("GrpcClassifier")
-            .field("failures", &failures)
+            .field("failures", &codes(self.failures))
+            .field("retryable", &codes(self.retryable))
+            .field("dropped", &self.dropped)
             .finish()
     }
 }
 
+fn bits(codes: &[GrpcCode]) -> u32 {
+    codes.iter().fold(0, |bits, c| bits | c.bit())
+}
+
 impl GrpcClassifier {
-    /// The default failure codes: Unavailable, DeadlineExceeded,
-    /// ResourceExhausted, Aborted, Internal.
+    /// The default failure codes (Unknown, Internal, Unavailable,
+    /// DeadlineExceeded, ResourceExhausted, DataLoss) and retryable codes
+    /// (Unavailable); a streamed answer dropped before its end is Ignored.
     pub fn new() -> Self {
-        let failures = [
-            GrpcCode::Unavailable,
-            GrpcCode::DeadlineExceeded,
-            GrpcCode::ResourceExhausted,
-            GrpcCode::Aborted,
-            GrpcCode::Internal,
-        ]
-        .into_iter()
-        .fold(0, |bits, c| bits | c.bit());
-        Self { failures }
+        Self {
+            failures: bits(&[
+                GrpcCode::Unknown,
+                GrpcCode::Internal,
+                GrpcCode::Unavailable,
+                GrpcCode::DeadlineExceeded,
+                GrpcCode::ResourceExhausted,
+                GrpcCode::DataLoss,
+            ]),
+            retryable: bits(&[GrpcCode::Unavailable]),
+            dropped: Outcome::Ignored,
+        }
     }
 
     /// Counts `code` as a failure too.
@@ -179,9 +212,32 @@ impl GrpcClassifier {
         self
     }
 
-    /// Counts `code` as a success (it is then not retried).
+    /// Counts `code` as a success. It is then not retried either.
     pub fn success_code(mut self, code: GrpcCode) -> Self {
         self.failures &= !code.bit();
+        self.retryable &= !code.bit();
+        self
+    }
+
+    /// Retries `code` too (A6's `retryableStatusCodes`), and counts it as a
+    /// failure. Only for methods that are safe to run twice.
+    pub fn retryable_code(mut self, code: GrpcCode) -> Self {
+        self.retryable |= code.bit();
+        self.failures |= code.bit();
+        self
+    }
+
+    /// Does not retry `code`; it still counts as a failure if it did.
+    pub fn not_retryable_code(mut self, code: GrpcCode) -> Self {
+        self.retryable &= !code.bit();
+        self
+    }
+
+    /// What a streamed answer counts as when the caller drops its body
+    /// before the status arrives. Default: [`Outcome::Ignored`], since the
+    /// caller, not the server, ended it.
+    pub fn when_dropped(mut self, outcome: Outcome) -> Self {
+        self.dropped = outcome;
         self
     }
 
@@ -190,7 +246,18 @@ impl GrpcClassifier {
         self.failures & code.bit() != 0
     }
 
-    fn outcome_of(&self, code: GrpcCode) -> Outcome {
+    /// Whether `code` is retried.
+    pub fn is_retryable_code(&self, code: GrpcCode) -> bool {
+        self.retryable & code.bit() != 0
+    }
+
+    /// What a streamed answer dropped before its end counts as.
+    pub fn dropped_outcome(&self) -> Outcome {
+        self.dropped
+    }
+
+    /// The outcome of a call that ended with `code`.
+    pub fn outcome_of(&self, code: GrpcCode) -> Outcome {
         if self.is_failure_code(code) {
             Outcome::Failure
         } else {
@@ -213,6 +280,13 @@ impl GrpcClassifier {
             Some(code) => self.outcome_of(code),
             // A transport error: the call never got an answer.
             None => Outcome::Failure,
+        }
+    }
+
+    fn error_is_retryable<E: 'static>(&self, err: &E) -> bool {
+        match status_code_of_error(err) {
+            Some(code) => self.is_retryable_code(code),
+            None => true,
         }
     }
 }
@@ -267,6 +341,17 @@ impl<Req, B, E: 'static> Classify<Req, http::Response<B>, E> for GrpcClassifier 
             Err(err) => pushback_of_error(err),
         }
     }
+
+    fn is_retryable_failure(&self, result: &Result<http::Response<B>, E>) -> bool {
+        match result {
+            Ok(res) => self.is_retryable_code(Self::code_of_head(res.status(), res.headers())),
+            Err(err) => self.error_is_retryable(err),
+        }
+    }
+
+    fn is_not_sent(&self, result: &Result<http::Response<B>, E>) -> bool {
+        result.as_ref().err().is_some_and(super::is_connect_error)
+    }
 }
 
 #[cfg(feature = "tonic")]
@@ -283,6 +368,17 @@ impl<Req, T> Classify<Req, tonic::Response<T>, tonic::Status> for GrpcClassifier
             Ok(_) => None,
             Err(status) => pushback_of(status.metadata().as_ref()),
         }
+    }
+
+    fn is_retryable_failure(&self, result: &Result<tonic::Response<T>, tonic::Status>) -> bool {
+        match result {
+            Ok(_) => false,
+            Err(status) => self.is_retryable_code(GrpcCode::from_i32(status.code() as i32)),
+        }
+    }
+
+    fn is_not_sent(&self, result: &Result<tonic::Response<T>, tonic::Status>) -> bool {
+        result.as_ref().err().is_some_and(super::is_connect_error)
     }
 }
 

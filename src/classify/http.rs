@@ -79,8 +79,10 @@ impl StatusSet {
 ///
 /// Only idempotent methods (GET, HEAD, OPTIONS, TRACE, PUT, DELETE; RFC 9110
 /// §9.2.2) are retryable unless [`retry_non_idempotent`](Self::retry_non_idempotent)
-/// says otherwise. A `Retry-After` header on a response is read as a delay
-/// hint.
+/// says otherwise, with one exception: a request whose connection failed
+/// (refused, DNS, TLS handshake; see [`is_connect_error`](super::is_connect_error))
+/// never reached the server and is retried whatever its method. A
+/// `Retry-After` header on a response is read as a delay hint.
 ///
 /// Works on `http::Response<B>` and `reqwest::Response` (feature `reqwest`).
 ///
@@ -181,10 +183,13 @@ fn is_idempotent(method: &Method) -> bool {
     )
 }
 
+impl super::JudgesAtHead for HttpClassifier {}
+
 impl<Req, Res, E> Classify<Req, Res, E> for HttpClassifier
 where
     Req: HttpRequest,
     Res: HttpResponse,
+    E: 'static,
 {
     fn classify(&self, result: &Result<Res, E>) -> Outcome {
         match result {
@@ -196,6 +201,13 @@ where
 
     fn is_retryable(&self, req: &Req) -> bool {
         self.is_retryable_method(req.method())
+    }
+
+    /// A transport error from connecting (see
+    /// [`is_connect_error`](super::is_connect_error)): the request never
+    /// left, so it is retried whatever its method.
+    fn is_not_sent(&self, result: &Result<Res, E>) -> bool {
+        result.as_ref().err().is_some_and(super::is_connect_error)
     }
 
     fn delay_hint(&self, result: &Result<Res, E>) -> Option<DelayHint> {

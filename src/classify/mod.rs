@@ -28,14 +28,26 @@
 pub mod hint;
 
 #[cfg(feature = "http")]
+mod connect;
+#[cfg(feature = "http")]
+pub use self::connect::is_connect_error;
+
+#[cfg(feature = "http")]
 mod http;
 #[cfg(feature = "http")]
 pub use self::http::{HttpClassifier, HttpRequest, HttpResponse};
 
 #[cfg(feature = "grpc")]
+mod eos;
+#[cfg(feature = "grpc")]
 mod grpc;
 #[cfg(feature = "grpc")]
+pub use self::eos::StatusBody;
+#[cfg(feature = "grpc")]
 pub use self::grpc::{GrpcClassifier, GrpcCode};
+
+mod settle;
+pub use self::settle::{JudgesAtHead, Settle, Tracker, Verdict};
 
 pub use self::hint::DelayHint;
 
@@ -90,6 +102,11 @@ impl Outcome {
 /// let c = OnlyUnavailable;
 /// assert_eq!(Classify::<(), (), u16>::classify(&c, &Err(503)), Outcome::Failure);
 /// ```
+///
+/// To use a classifier of your own with the circuit breaker, also say when
+/// its verdict is complete: [`JudgesAtHead`] for one that judges at the
+/// response head (one empty `impl`), or [`Settle`] for one that must see
+/// the end of a streamed body.
 pub trait Classify<Req, Res, E> {
     /// Judges a finished call.
     fn classify(&self, result: &Result<Res, E>) -> Outcome;
@@ -111,6 +128,27 @@ pub trait Classify<Req, Res, E> {
         let _ = result;
         None
     }
+
+    /// Whether a finished attempt is worth another try, if the request may
+    /// be sent again. A failure need not be: gRPC's INTERNAL counts against
+    /// the server's health, but sending the call again may run it twice.
+    ///
+    /// The default retries every [`Failure`](Outcome::Failure).
+    fn is_retryable_failure(&self, result: &Result<Res, E>) -> bool {
+        self.classify(result).is_failure()
+    }
+
+    /// Whether the request certainly never reached the server: the
+    /// connection was refused, the name did not resolve, the TLS handshake
+    /// failed. Such a request is safe to send again whatever its method
+    /// (Envoy's `connect-failure` retry policy), so the retry sends it again
+    /// even when [`is_retryable`](Self::is_retryable) said no.
+    ///
+    /// The default says no.
+    fn is_not_sent(&self, result: &Result<Res, E>) -> bool {
+        let _ = result;
+        false
+    }
 }
 
 impl<C, Req, Res, E> Classify<Req, Res, E> for &C
@@ -125,6 +163,12 @@ where
     }
     fn delay_hint(&self, result: &Result<Res, E>) -> Option<DelayHint> {
         (**self).delay_hint(result)
+    }
+    fn is_retryable_failure(&self, result: &Result<Res, E>) -> bool {
+        (**self).is_retryable_failure(result)
+    }
+    fn is_not_sent(&self, result: &Result<Res, E>) -> bool {
+        (**self).is_not_sent(result)
     }
 }
 
@@ -141,6 +185,12 @@ where
     fn delay_hint(&self, result: &Result<Res, E>) -> Option<DelayHint> {
         (**self).delay_hint(result)
     }
+    fn is_retryable_failure(&self, result: &Result<Res, E>) -> bool {
+        (**self).is_retryable_failure(result)
+    }
+    fn is_not_sent(&self, result: &Result<Res, E>) -> bool {
+        (**self).is_not_sent(result)
+    }
 }
 
 /// The classifier used when none is given: every `Ok` is a success, every
@@ -156,6 +206,8 @@ where
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DefaultClassifier;
+
+impl JudgesAtHead for DefaultClassifier {}
 
 impl<Req, Res, E> Classify<Req, Res, E> for DefaultClassifier {
     fn classify(&self, result: &Result<Res, E>) -> Outcome {
@@ -200,6 +252,8 @@ impl<F> fmt::Debug for ClassifyFn<F> {
 pub fn classify_fn<F>(f: F) -> ClassifyFn<F> {
     ClassifyFn { f }
 }
+
+impl<F> JudgesAtHead for ClassifyFn<F> {}
 
 impl<F, Req, Res, E> Classify<Req, Res, E> for ClassifyFn<F>
 where

@@ -266,6 +266,9 @@ pub enum RetryReason {
     CircuitOpen,
     /// A bulkhead below refused it.
     BulkheadFull,
+    /// The connection failed before the request left: it is sent again
+    /// whatever its method.
+    NotSent,
 }
 
 impl fmt::Display for RetryReason {
@@ -275,6 +278,7 @@ impl fmt::Display for RetryReason {
             RetryReason::Timeout => "timed out",
             RetryReason::CircuitOpen => "was refused by an open circuit",
             RetryReason::BulkheadFull => "was refused by a full bulkhead",
+            RetryReason::NotSent => "never reached the server",
         })
     }
 }
@@ -296,7 +300,9 @@ pub enum GiveUpReason {
     NotReplayable,
     /// The retry budget was spent.
     BudgetExhausted,
-    /// The failure was a rejection the layer is set not to retry.
+    /// The failure is not retried: a rejection the layer is set not to
+    /// retry, a failure the classifier does not retry (gRPC's INTERNAL, by
+    /// default), or a request that may not be sent twice (a POST).
     NotRetryable,
 }
 
@@ -309,7 +315,7 @@ impl fmt::Display for GiveUpReason {
             GiveUpReason::BackoffEnded => "the backoff ended",
             GiveUpReason::NotReplayable => "the request cannot be sent again",
             GiveUpReason::BudgetExhausted => "the retry budget is spent",
-            GiveUpReason::NotRetryable => "this rejection is not retried",
+            GiveUpReason::NotRetryable => "this failure or request is not retried",
         })
     }
 }

@@ -28,6 +28,9 @@ use crate::event::{Event, GiveUpReason, RetryReason};
 pub(crate) struct Retrying<S, C, B, K, Src, R, D> {
     pub(crate) service: S,
     pub(crate) source: Src,
+    /// Whether the classifier let the request be sent twice. If not, the
+    /// source serves only to send again a request that never left.
+    pub(crate) retryable: bool,
     pub(crate) shared: Arc<Shared<C, B, K>>,
     pub(crate) started: Option<Instant>,
     /// Drawn at the first retry; boxed so that a call that never retries
@@ -125,18 +128,32 @@ where
         E: 'static,
     {
         let shared = Arc::clone(&self.shared);
-        let reason = match result.as_ref().err().and_then(kind_of) {
-            Some(ErrorKind::Elapsed) if shared.retry_timeouts => RetryReason::Timeout,
-            Some(ErrorKind::CircuitOpen) if shared.retry_circuit_open => RetryReason::CircuitOpen,
+        // A rejection below (an open breaker, a full bulkhead) or a failed
+        // connection never reached the server: safe to send again whatever
+        // the request. Anything else may have run there.
+        let (reason, sent) = match result.as_ref().err().and_then(kind_of) {
+            Some(ErrorKind::Elapsed) if shared.retry_timeouts => (RetryReason::Timeout, true),
+            Some(ErrorKind::CircuitOpen) if shared.retry_circuit_open => {
+                (RetryReason::CircuitOpen, false)
+            }
             Some(ErrorKind::BulkheadFull) if shared.retry_bulkhead_full => {
-                RetryReason::BulkheadFull
+                (RetryReason::BulkheadFull, false)
             }
             Some(_) => return self.give_up(attempt, GiveUpReason::NotRetryable),
             None => match shared.classifier.classify(result) {
-                Outcome::Failure => RetryReason::Failure,
                 Outcome::Success | Outcome::Ignored => return Next::Return,
+                Outcome::Failure if shared.classifier.is_not_sent(result) => {
+                    (RetryReason::NotSent, false)
+                }
+                Outcome::Failure if shared.classifier.is_retryable_failure(result) => {
+                    (RetryReason::Failure, true)
+                }
+                Outcome::Failure => return self.give_up(attempt, GiveUpReason::NotRetryable),
             },
         };
+        if sent && !self.retryable {
+            return self.give_up(attempt, GiveUpReason::NotRetryable);
+        }
         if attempt >= shared.max_attempts {
             return self.give_up(attempt, GiveUpReason::MaxAttempts);
         }

@@ -106,7 +106,7 @@ pub use self::policy::ReqwestRequests;
 pub use self::policy::{ByClone, Replay};
 #[cfg(feature = "http")]
 pub use self::replay::{
-    DEFAULT_REPLAY_LIMIT, HttpSource, RecordingHandle, ReplayBodies, ReplayBody,
+    DEFAULT_REPLAY_LIMIT, HttpSource, Recording, ReplayBodies, ReplayBody,
 };
 
 use std::fmt;
@@ -188,8 +188,14 @@ where
         if let Some(budget) = &shared.budget {
             budget.deposit();
         }
-        let retryable = shared.max_attempts > 1 && shared.classifier.is_retryable(&req);
-        let (first, source) = shared.replay.first(req, retryable);
+        let (first, source, retryable) = if shared.max_attempts > 1 {
+            let retryable = shared.classifier.is_retryable(&req);
+            let (first, source) = shared.replay.first(req, retryable);
+            (first, source, retryable)
+        } else {
+            let (first, _) = shared.replay.first(req, false);
+            (first, None, false)
+        };
         shared.listeners.emit(|| Event::Attempt {
             name: &shared.name,
             attempt: 1,
@@ -199,6 +205,7 @@ where
             // it before each one.
             service: self.inner.clone(),
             source,
+            retryable,
             shared: Arc::clone(shared),
             started: shared
                 .deadline

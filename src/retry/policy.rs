@@ -16,8 +16,13 @@ pub trait Replay<Req> {
     /// What is kept to make another copy.
     type Source;
 
-    /// The first attempt's request, and (if `retryable`) a source for more.
-    /// A request that cannot be copied is still sent: with no source.
+    /// The first attempt's request, and a source for more. A request that
+    /// cannot be copied is still sent: with no source.
+    ///
+    /// When `retryable` is false the classifier said the request may not be
+    /// sent twice (a POST, say); a source is still worth keeping if it is
+    /// cheap, since a request that never reached the server (its connection
+    /// was refused) is sent again whatever its method.
     fn first(&self, req: Req, retryable: bool) -> (Self::Request, Option<Self::Source>);
 
     /// Another copy for a retry, or `None` if there can be none.
@@ -25,8 +30,9 @@ pub trait Replay<Req> {
 }
 
 /// Copies requests with `Clone`: one clone is kept when the first attempt
-/// is sent, and each retry sends a clone of it. A `Copy` request costs
-/// nothing.
+/// is sent (also for a request that may not be retried, which is sent again
+/// only if it never reached the server), and each retry sends a clone of
+/// it. A `Copy` request costs nothing.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ByClone;
 
@@ -35,12 +41,8 @@ impl<Req: Clone> Replay<Req> for ByClone {
     type Source = Req;
 
     #[inline]
-    fn first(&self, req: Req, retryable: bool) -> (Req, Option<Req>) {
-        if retryable {
-            (req.clone(), Some(req))
-        } else {
-            (req, None)
-        }
+    fn first(&self, req: Req, _retryable: bool) -> (Req, Option<Req>) {
+        (req.clone(), Some(req))
     }
 
     #[inline]
@@ -72,7 +74,10 @@ impl Replay<reqwest::Request> for ReqwestRequests {
         req: reqwest::Request,
         retryable: bool,
     ) -> (reqwest::Request, Option<reqwest::Request>) {
-        let source = if retryable { req.try_clone() } else { None };
+        // Kept for a request that may not be retried too: one that never
+        // reached the server is sent again whatever its method.
+        let _ = retryable;
+        let source = req.try_clone();
         (req, source)
     }
 

@@ -1,15 +1,21 @@
-//! Replaying `http::Request` bodies: the first attempt's body is recorded as
-//! it is sent, up to a limit, and played back for the retries.
+//! Replaying `http::Request` bodies as real clients send them.
+//!
+//! Every attempt gets a [`ReplayBody`]. The attempts share one recording and
+//! the caller's original body, which only one attempt holds at a time: an
+//! attempt first plays back what earlier attempts read, then goes on reading
+//! the original body, recording as it goes. An attempt that ends before its
+//! body was read (the connection was refused, the server answered early)
+//! gives the unread rest back, and the next attempt continues from there.
+//! This is the design of Linkerd's `ReplayBody`.
 
 use std::fmt;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, ready};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
-use pin_project::pin_project;
 
 use super::policy::Replay;
 use crate::BoxError;
@@ -17,15 +23,24 @@ use crate::BoxError;
 /// The default limit of a recorded body: 64 KiB.
 pub const DEFAULT_REPLAY_LIMIT: usize = 64 * 1024;
 
-/// Makes `http::Request<B>` retryable by recording the body of the first
-/// attempt as it is streamed, up to `limit` bytes, and replaying it byte for
-/// byte on each retry.
+/// Makes `http::Request<B>` retryable by recording the request body as the
+/// attempts read it, up to `limit` bytes, and replaying it byte for byte.
 ///
-/// A body larger than the limit stops being recorded (what was recorded is
-/// freed) and its call is not retried. A retry is possible only once the
-/// first attempt has sent the whole body: when a server answers before
-/// reading it all, the rest was never seen and cannot be replayed, so the
-/// answer is returned as is.
+/// Works with the way real clients send bodies: hyper never polls a body
+/// whose `is_end_stream()` is true (an empty body, or after the last data
+/// frame), and a request whose connection failed leaves its body unread.
+/// What an attempt did not read is given back, and the next attempt sends it
+/// after the recorded part.
+///
+/// A body larger than the limit is sent once, whole, never truncated; once
+/// more than `limit` bytes were read, the recording is freed and the call is
+/// not retried. A request that is not retryable (see
+/// [`Classify::is_retryable`](crate::classify::Classify::is_retryable)) is
+/// recorded with a limit of zero: it can be sent again only if its body was
+/// never read, which is what a connection failure leaves.
+///
+/// Trailers are replayed after the data; `size_hint` and `is_end_stream`
+/// are exact in every state.
 ///
 /// # Examples
 ///
@@ -63,72 +78,135 @@ impl ReplayBodies {
     }
 }
 
-/// What the first attempt's body has sent so far.
-#[derive(Debug, Default)]
-struct Recording {
-    chunks: Vec<Bytes>,
-    len: usize,
-    over_limit: bool,
-    complete: bool,
+/// The body shared by all attempts of one call, held by one attempt at a
+/// time.
+struct BodyState<B> {
+    /// What attempts have read of the original body, in order.
+    recorded: Vec<Bytes>,
+    recorded_len: usize,
     trailers: Option<HeaderMap>,
+    /// The original body: what no attempt has read yet.
+    rest: B,
+    /// The original body has ended: it returned `None` or trailers, or
+    /// reported `is_end_stream()`. It is never polled again.
+    rest_ended: bool,
+    /// More than the limit was read, or the body failed: what was read is
+    /// not all kept, so no later attempt can send the body again.
+    lost: bool,
 }
 
-/// The request body the inner service sees under [`ReplayBodies`]: the
-/// caller's body being recorded, or a recording being played back.
-#[pin_project(project = ReplayBodyProj)]
-pub enum ReplayBody<B> {
-    /// The first attempt: the caller's body, recorded as it streams.
-    Recording {
-        /// The caller's body.
-        #[pin]
-        inner: B,
-        /// Shared with the retry that may replay it.
-        recording: Arc<Mutex<RecordingHandle>>,
-    },
-    /// A retry: the recorded chunks again.
-    Replaying {
-        /// The chunks left to send.
-        chunks: std::vec::IntoIter<Bytes>,
-        /// The trailers, sent last.
-        trailers: Option<HeaderMap>,
-    },
-}
-
-/// The recording shared between a first attempt's body and its retry.
-/// Opaque: it exists only to be named in [`ReplayBody`].
-pub struct RecordingHandle {
-    state: Recording,
-    limit: usize,
-}
-
-impl fmt::Debug for RecordingHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RecordingHandle")
-            .field("len", &self.state.len)
-            .field("complete", &self.state.complete)
-            .field("over_limit", &self.state.over_limit)
-            .finish()
+impl<B: Body> BodyState<B> {
+    fn rest_is_done(&self) -> bool {
+        self.rest_ended || self.rest.is_end_stream()
     }
+}
+
+struct Slot<B> {
+    /// `None` while an attempt's body holds it.
+    state: Option<BodyState<B>>,
+    /// The attempt waiting for an earlier attempt to give the body back.
+    waiting: Option<Waker>,
+}
+
+/// The recording shared between a call's attempts. Opaque: it exists only
+/// to be named in [`ReplayBody`] and [`HttpSource`].
+pub struct Recording<B> {
+    slot: Mutex<Slot<B>>,
+    limit: usize,
+    /// The original body's size hint: what every attempt sends in all.
+    size_hint: SizeHint,
+}
+
+impl<B> Recording<B> {
+    fn lock(&self) -> MutexGuard<'_, Slot<B>> {
+        // A panic while the lock was held left at worst a recording that
+        // says less than it could: never an unsound one.
+        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl<B> fmt::Debug for Recording<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let slot = self.lock();
+        let mut d = f.debug_struct("Recording");
+        d.field("limit", &self.limit);
+        match &slot.state {
+            Some(state) => d
+                .field("recorded_len", &state.recorded_len)
+                .field("rest_ended", &state.rest_ended)
+                .field("lost", &state.lost),
+            None => d.field("held_by_an_attempt", &true),
+        };
+        d.finish()
+    }
+}
+
+/// The request body of one attempt under [`ReplayBodies`]: the recorded
+/// part first, then the rest of the caller's body.
+pub struct ReplayBody<B> {
+    recording: Arc<Recording<B>>,
+    /// Taken from the shared slot at the first poll, given back on drop.
+    state: Option<BodyState<B>>,
+    /// How many recorded chunks (and bytes) this attempt has sent.
+    sent_chunks: usize,
+    sent_bytes: usize,
+    sent_trailers: bool,
+    /// The first attempt may send what it reads beyond the limit; a later
+    /// one must fail rather than send a body with a hole in it.
+    first: bool,
 }
 
 impl<B> fmt::Debug for ReplayBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ReplayBody::Recording { recording, .. } => f
-                .debug_struct("ReplayBody::Recording")
-                .field("recording", recording)
-                .finish(),
-            ReplayBody::Replaying { chunks, .. } => f
-                .debug_struct("ReplayBody::Replaying")
-                .field("chunks_left", &chunks.len())
-                .finish(),
+        f.debug_struct("ReplayBody")
+            .field("first", &self.first)
+            .field("holds_body", &self.state.is_some())
+            .field("sent_bytes", &self.sent_bytes)
+            .finish()
+    }
+}
+
+/// Why a later attempt's body could not be sent: an earlier attempt read
+/// more than the limit before this one started.
+#[derive(Debug)]
+struct NotReplayable;
+
+impl fmt::Display for NotReplayable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the request body was read past the replay limit by an earlier attempt")
+    }
+}
+
+impl std::error::Error for NotReplayable {}
+
+impl<B> ReplayBody<B> {
+    fn new(recording: Arc<Recording<B>>, first: bool) -> Self {
+        Self {
+            recording,
+            state: None,
+            sent_chunks: 0,
+            sent_bytes: 0,
+            sent_trailers: false,
+            first,
+        }
+    }
+}
+
+impl<B> Drop for ReplayBody<B> {
+    fn drop(&mut self) {
+        if let Some(state) = self.state.take() {
+            let mut slot = self.recording.lock();
+            slot.state = Some(state);
+            if let Some(waker) = slot.waiting.take() {
+                waker.wake();
+            }
         }
     }
 }
 
 impl<B> Body for ReplayBody<B>
 where
-    B: Body<Data = Bytes>,
+    B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
     type Data = Bytes;
@@ -138,100 +216,177 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.project() {
-            ReplayBodyProj::Recording { inner, recording } => {
-                let frame = ready!(inner.poll_frame(cx));
-                let mut rec = recording.lock().unwrap_or_else(|e| e.into_inner());
-                let limit = rec.limit;
-                let state = &mut rec.state;
-                match &frame {
-                    None => state.complete = true,
-                    Some(Ok(frame)) => {
-                        if let Some(data) = frame.data_ref() {
-                            if !state.over_limit && state.len + data.len() <= limit {
-                                state.len += data.len();
-                                state.chunks.push(data.clone());
-                            } else {
-                                state.over_limit = true;
-                                state.chunks = Vec::new();
-                            }
-                        } else if let Some(trailers) = frame.trailers_ref() {
-                            state.trailers = Some(trailers.clone());
-                        }
-                    }
-                    // A body that failed cannot be replayed faithfully.
-                    Some(Err(_)) => state.over_limit = true,
+        let this = self.get_mut();
+        if this.state.is_none() {
+            let mut slot = this.recording.lock();
+            match slot.state.take() {
+                Some(state) => {
+                    drop(slot);
+                    this.state = Some(state);
                 }
-                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
-            }
-            ReplayBodyProj::Replaying { chunks, trailers } => {
-                if let Some(chunk) = chunks.next() {
-                    return Poll::Ready(Some(Ok(Frame::data(chunk))));
+                None => {
+                    // An earlier attempt's body has not been dropped yet.
+                    slot.waiting = Some(cx.waker().clone());
+                    return Poll::Pending;
                 }
-                Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t))))
             }
         }
+        let limit = this.recording.limit;
+        let state = this.state.as_mut().expect("acquired above");
+        if state.lost && !this.first {
+            return Poll::Ready(Some(Err(NotReplayable.into())));
+        }
+        if let Some(chunk) = state.recorded.get(this.sent_chunks) {
+            this.sent_chunks += 1;
+            this.sent_bytes += chunk.len();
+            return Poll::Ready(Some(Ok(Frame::data(chunk.clone()))));
+        }
+        if !state.rest_is_done() {
+            let frame = match Pin::new(&mut state.rest).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(frame) => frame,
+            };
+            match frame {
+                None => state.rest_ended = true,
+                Some(Ok(frame)) => {
+                    let frame = match frame.into_data() {
+                        Ok(data) => {
+                            if !state.lost && state.recorded_len + data.len() <= limit {
+                                state.recorded_len += data.len();
+                                state.recorded.push(data.clone());
+                                this.sent_chunks = state.recorded.len();
+                                this.sent_bytes = state.recorded_len;
+                            } else if !state.lost {
+                                state.lost = true;
+                                state.recorded = Vec::new();
+                            }
+                            return Poll::Ready(Some(Ok(Frame::data(data))));
+                        }
+                        Err(frame) => frame,
+                    };
+                    state.rest_ended = true;
+                    if let Some(trailers) = frame.trailers_ref() {
+                        state.trailers = Some(trailers.clone());
+                        this.sent_trailers = true;
+                    }
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                Some(Err(err)) => {
+                    state.lost = true;
+                    state.recorded = Vec::new();
+                    return Poll::Ready(Some(Err(err.into())));
+                }
+            }
+        }
+        if !this.sent_trailers {
+            this.sent_trailers = true;
+            if let Some(trailers) = &state.trailers {
+                return Poll::Ready(Some(Ok(Frame::trailers(trailers.clone()))));
+            }
+        }
+        Poll::Ready(None)
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            ReplayBody::Recording { inner, .. } => inner.is_end_stream(),
-            ReplayBody::Replaying { chunks, trailers } => chunks.len() == 0 && trailers.is_none(),
+        let ended = |state: &BodyState<B>, sent_chunks: usize, sent_trailers: bool| {
+            sent_chunks >= state.recorded.len()
+                && state.rest_is_done()
+                && (sent_trailers || state.trailers.is_none())
+        };
+        match &self.state {
+            Some(state) => ended(state, self.sent_chunks, self.sent_trailers),
+            None => match &self.recording.lock().state {
+                Some(state) => ended(state, 0, false),
+                // Held by an earlier attempt: not known yet, so not ended.
+                None => false,
+            },
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self {
-            ReplayBody::Recording { inner, .. } => inner.size_hint(),
-            ReplayBody::Replaying { chunks, .. } => {
-                SizeHint::with_exact(chunks.as_slice().iter().map(|c| c.len() as u64).sum())
+        let remaining = |state: &BodyState<B>, sent_bytes: usize| {
+            let recorded = (state.recorded_len - sent_bytes.min(state.recorded_len)) as u64;
+            if state.rest_is_done() {
+                return SizeHint::with_exact(recorded);
             }
+            let rest = state.rest.size_hint();
+            let mut hint = SizeHint::new();
+            hint.set_lower(rest.lower().saturating_add(recorded));
+            if let Some(upper) = rest.upper() {
+                hint.set_upper(upper.saturating_add(recorded));
+            }
+            hint
+        };
+        match &self.state {
+            Some(state) => remaining(state, self.sent_bytes),
+            None => match &self.recording.lock().state {
+                Some(state) => remaining(state, 0),
+                // Held by an earlier attempt: this one will send the whole
+                // body, whatever the other has read of it so far.
+                None => self.recording.size_hint.clone(),
+            },
         }
     }
 }
 
 /// What a retry keeps of an `http::Request`: its head and the recording.
-#[derive(Debug)]
-pub struct HttpSource {
+pub struct HttpSource<B> {
     parts: http::request::Parts,
-    recording: Arc<Mutex<RecordingHandle>>,
+    recording: Arc<Recording<B>>,
+}
+
+impl<B> fmt::Debug for HttpSource<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpSource")
+            .field("method", &self.parts.method)
+            .field("uri", &self.parts.uri)
+            .field("recording", &self.recording)
+            .finish()
+    }
 }
 
 impl<B> Replay<http::Request<B>> for ReplayBodies
 where
-    B: Body<Data = Bytes>,
+    B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
     type Request = http::Request<ReplayBody<B>>;
-    type Source = HttpSource;
+    type Source = HttpSource<B>;
 
-    fn first(&self, req: http::Request<B>, retryable: bool) -> (Self::Request, Option<HttpSource>) {
+    fn first(&self, req: http::Request<B>, retryable: bool) -> (Self::Request, Option<Self::Source>) {
         let (parts, body) = req.into_parts();
-        let recording = Arc::new(Mutex::new(RecordingHandle {
-            state: Recording::default(),
+        let recording = Arc::new(Recording {
+            size_hint: body.size_hint(),
+            slot: Mutex::new(Slot {
+                state: Some(BodyState {
+                    recorded: Vec::new(),
+                    recorded_len: 0,
+                    trailers: None,
+                    rest: body,
+                    rest_ended: false,
+                    lost: false,
+                }),
+                waiting: None,
+            }),
+            // Not retryable: kept only for an attempt that never read its
+            // body (a connection failure), which needs no recording.
             limit: if retryable { self.limit } else { 0 },
-        }));
-        let source = retryable.then(|| HttpSource {
-            parts: parts.clone(),
-            recording: recording.clone(),
         });
-        let body = ReplayBody::Recording {
-            inner: body,
-            recording,
+        let source = HttpSource {
+            parts: parts.clone(),
+            recording: Arc::clone(&recording),
         };
-        (http::Request::from_parts(parts, body), source)
+        let body = ReplayBody::new(recording, true);
+        (http::Request::from_parts(parts, body), Some(source))
     }
 
-    fn again(&self, source: &mut HttpSource) -> Option<Self::Request> {
-        let rec = source.recording.lock().unwrap_or_else(|e| e.into_inner());
-        let state = &rec.state;
-        if !state.complete || state.over_limit {
+    fn again(&self, source: &mut Self::Source) -> Option<Self::Request> {
+        if let Some(state) = &source.recording.lock().state
+            && state.lost
+        {
             return None;
         }
-        let body = ReplayBody::Replaying {
-            chunks: state.chunks.clone().into_iter(),
-            trailers: state.trailers.clone(),
-        };
+        let body = ReplayBody::new(Arc::clone(&source.recording), false);
         Some(http::Request::from_parts(source.parts.clone(), body))
     }
 }
