@@ -5,7 +5,7 @@
 //! ```
 //!
 //! (Your own crate needs palisade's `reqwest` feature; the example starts a
-//! one-line local server so that it runs anywhere.)
+//! small local hyper server so that it runs anywhere.)
 
 use std::time::Duration;
 
@@ -49,18 +49,20 @@ async fn main() -> Result<(), BoxError> {
 
 /// Answers every request with "hello"; returns its address.
 async fn local_server() -> std::io::Result<std::net::SocketAddr> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            let mut buf = [0u8; 4096];
-            let _ = conn.read(&mut buf).await;
-            let _ = conn
-                .write_all(
-                    b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello",
-                )
-                .await;
+        while let Ok((conn, _)) = listener.accept().await {
+            let hello = service_fn(|_request| async {
+                Ok::<_, std::convert::Infallible>(hyper::Response::new("hello".to_string()))
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(conn), hello),
+            );
         }
     });
     Ok(addr)

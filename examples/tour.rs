@@ -12,10 +12,16 @@
 //! 30 ms. The timeline shows each request, its attempts and backoffs, the
 //! breaker's states, rejections and fallbacks; a summary follows.
 
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Response, StatusCode};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
 use palisade::Resilience;
 use palisade::backoff::{Backoff, Jitter};
 use palisade::bulkhead::BulkheadLayer;
@@ -26,8 +32,7 @@ use palisade::event::Event;
 use palisade::fallback::{Failed, FallbackLayer, from_sync_fn};
 use palisade::retry::{ReqwestRequests, RetryLayer};
 use palisade::timeout::TimeoutLayer;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tower::{Layer, ServiceExt};
 
@@ -43,54 +48,40 @@ struct ServerLog {
     ok: AtomicU32,
 }
 
-/// A tiny HTTP/1.1 server: answers each request on a kept-alive connection
-/// according to the time since it started.
+/// A small HTTP/1.1 server (hyper's): answers each request according to
+/// the time since it started.
 async fn flaky_server(log: Arc<ServerLog>) -> std::io::Result<std::net::SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let start = Instant::now();
     tokio::spawn(async move {
         while let Ok((conn, _)) = listener.accept().await {
-            tokio::spawn(serve(conn, start, log.clone()));
+            let log = log.clone();
+            let service = service_fn(move |_request| answer(start, log.clone()));
+            tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(conn), service));
         }
     });
     Ok(addr)
 }
 
-async fn serve(mut conn: TcpStream, start: Instant, log: Arc<ServerLog>) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 1024];
-    loop {
-        // Read one request head (the tour sends no bodies).
-        let head_end = loop {
-            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break end + 4;
-            }
-            match conn.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        };
-        buf.drain(..head_end);
-        let n = log.attempts.fetch_add(1, SeqCst) + 1;
-        let (status, body) = if OUTAGE.contains(&start.elapsed()) {
-            ("503 Service Unavailable", "down for maintenance")
-        } else if n.is_multiple_of(11) {
-            // Now and then an answer takes longer than an attempt may.
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            ("200 OK", "slow but fine")
-        } else {
-            log.ok.fetch_add(1, SeqCst);
-            ("200 OK", "fresh")
-        };
-        let response = format!(
-            "HTTP/1.1 {status}\r\ncontent-length: {}\r\ncontent-type: text/plain\r\n\r\n{body}",
-            body.len()
-        );
-        if conn.write_all(response.as_bytes()).await.is_err() {
-            return;
-        }
-    }
+async fn answer(start: Instant, log: Arc<ServerLog>) -> Result<Response<String>, Infallible> {
+    let n = log.attempts.fetch_add(1, SeqCst) + 1;
+    let (status, body) = if OUTAGE.contains(&start.elapsed()) {
+        (StatusCode::SERVICE_UNAVAILABLE, "down for maintenance")
+    } else if n.is_multiple_of(11) {
+        // Now and then an answer takes longer than an attempt may.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        (StatusCode::OK, "slow but fine")
+    } else {
+        log.ok.fetch_add(1, SeqCst);
+        (StatusCode::OK, "fresh")
+    };
+    let mut response = Response::new(body.to_string());
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    Ok(response)
 }
 
 /// The timeline: one line per event, stamped with the time since the start
