@@ -65,7 +65,9 @@ impl<C> Tracker for CallGuard<C> {
             Some((elapsed, at)) => (elapsed, Some(at)),
             None => (None, None),
         };
-        self.shared.core.record(self.admission, outcome, elapsed, now);
+        self.shared
+            .core
+            .record(self.admission, outcome, elapsed, now);
         self.reported = true;
     }
 }

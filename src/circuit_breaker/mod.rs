@@ -125,7 +125,6 @@ use std::time::Duration;
 
 use tower::Service;
 
-
 use self::layer::Shared;
 use self::state::Admission;
 use crate::BoxError;

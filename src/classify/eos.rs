@@ -56,7 +56,10 @@ fn code_of_trailers(trailers: &HeaderMap) -> GrpcCode {
         .unwrap_or(GrpcCode::Unknown)
 }
 
-fn finish<T: Tracker>(pending: &mut Option<(GrpcClassifier, T)>, judge: impl FnOnce(&GrpcClassifier) -> Outcome) {
+fn finish<T: Tracker>(
+    pending: &mut Option<(GrpcClassifier, T)>,
+    judge: impl FnOnce(&GrpcClassifier) -> Outcome,
+) {
     if let Some((classifier, tracker)) = pending.take() {
         tracker.finish(judge(&classifier));
     }
@@ -136,10 +139,7 @@ impl<Req, T> Settle<Req, tonic::Response<T>, tonic::Status> for GrpcClassifier {
     type Judge = std::convert::Infallible;
     type Response<K: Tracker> = tonic::Response<T>;
 
-    fn verdict(
-        &self,
-        result: &Result<tonic::Response<T>, tonic::Status>,
-    ) -> Verdict<Self::Judge> {
+    fn verdict(&self, result: &Result<tonic::Response<T>, tonic::Status>) -> Verdict<Self::Judge> {
         Verdict::Now(Classify::<Req, _, _>::classify(self, result))
     }
 

@@ -418,46 +418,105 @@ mod tests {
         Classify::<(), _, _>::classify(c, r)
     }
 
+    fn retries(c: &GrpcClassifier, r: &Result<http::Response<()>, std::io::Error>) -> bool {
+        Classify::<(), _, _>::is_retryable_failure(c, r)
+    }
+
     #[test]
     fn every_code_from_the_header() {
         let c = GrpcClassifier::new();
         for code in GrpcCode::ALL {
             let expected = match code {
-                GrpcCode::Unavailable
+                GrpcCode::Unknown
+                | GrpcCode::Internal
+                | GrpcCode::Unavailable
                 | GrpcCode::DeadlineExceeded
                 | GrpcCode::ResourceExhausted
-                | GrpcCode::Aborted
-                | GrpcCode::Internal => Outcome::Failure,
+                | GrpcCode::DataLoss => Outcome::Failure,
                 _ => Outcome::Success,
             };
             let value = (code as u8).to_string();
-            assert_eq!(classify(&c, &head(200, Some(&value))), expected, "{code}");
+            let head = head(200, Some(&value));
+            assert_eq!(classify(&c, &head), expected, "{code}");
+            // Only UNAVAILABLE is retried by default (gRPC A6).
+            assert_eq!(retries(&c, &head), code == GrpcCode::Unavailable, "{code}");
             assert_eq!(GrpcCode::from_i32(code as i32), code);
         }
     }
 
     #[test]
+    fn retryable_codes_are_listed_by_the_user() {
+        let c = GrpcClassifier::new()
+            .retryable_code(GrpcCode::Aborted)
+            .not_retryable_code(GrpcCode::Unavailable);
+        assert!(retries(&c, &head(200, Some("10"))));
+        // Listed as retryable, so counted as a failure too.
+        assert_eq!(classify(&c, &head(200, Some("10"))), Outcome::Failure);
+        assert!(!retries(&c, &head(200, Some("14"))));
+        assert_eq!(classify(&c, &head(200, Some("14"))), Outcome::Failure);
+        // A success code is neither.
+        let c = c.success_code(GrpcCode::Aborted);
+        assert!(!retries(&c, &head(200, Some("10"))));
+        assert_eq!(classify(&c, &head(200, Some("10"))), Outcome::Success);
+        // A transport error is retried.
+        let err: Result<http::Response<()>, _> = Err(std::io::Error::other("reset"));
+        assert!(retries(&GrpcClassifier::new(), &err));
+        assert!(format!("{c:?}").contains("retryable"));
+    }
+
+    #[test]
     fn odd_headers_and_http_statuses() {
         let c = GrpcClassifier::new();
-        // No grpc-status: the HTTP status decides.
-        assert_eq!(classify(&c, &head(200, None)), Outcome::Success);
-        assert_eq!(classify(&c, &head(503, None)), Outcome::Failure); // Unavailable
-        assert_eq!(classify(&c, &head(404, None)), Outcome::Success); // Unimplemented
-        // Unknown numbers and garbage are Unknown, a success by default.
-        for v in ["17", "99999999999999", "-1", "abc", ""] {
-            assert_eq!(classify(&c, &head(200, Some(v))), Outcome::Success, "{v}");
+        // No grpc-status: the HTTP status decides, as gRPC's mapping says.
+        for (status, code) in [
+            (400, GrpcCode::Internal),
+            (401, GrpcCode::Unauthenticated),
+            (403, GrpcCode::PermissionDenied),
+            (404, GrpcCode::Unimplemented),
+            (429, GrpcCode::Unavailable),
+            (502, GrpcCode::Unavailable),
+            (503, GrpcCode::Unavailable),
+            (504, GrpcCode::Unavailable),
+            (500, GrpcCode::Unknown),
+            (418, GrpcCode::Unknown),
+        ] {
+            let s = http::StatusCode::from_u16(status).unwrap();
+            assert_eq!(GrpcClassifier::code_of_head(s, &HeaderMap::new()), code);
+            assert_eq!(
+                classify(&c, &head(status, None)),
+                c.outcome_of(code),
+                "{status}"
+            );
         }
-        let strict = c.failure_code(GrpcCode::Unknown);
+        assert_eq!(classify(&c, &head(503, None)), Outcome::Failure);
+        assert!(retries(&c, &head(503, None)));
+        assert_eq!(classify(&c, &head(404, None)), Outcome::Success);
+        // A 200 head without a status is a success at the head: the
+        // trailers tell the rest.
+        assert_eq!(classify(&c, &head(200, None)), Outcome::Success);
+        // Unknown numbers and garbage are Unknown, a failure by default.
+        for v in ["17", "99999999999999", "-1", "abc", ""] {
+            assert_eq!(classify(&c, &head(200, Some(v))), Outcome::Failure, "{v}");
+            assert!(!retries(&c, &head(200, Some(v))), "{v}");
+        }
+        let lenient = c.success_code(GrpcCode::Unknown);
         assert_eq!(
-            classify(&strict, &head(200, Some("garbage"))),
-            Outcome::Failure
+            classify(&lenient, &head(200, Some("garbage"))),
+            Outcome::Success
         );
         let lenient = c.success_code(GrpcCode::Internal);
         assert_eq!(classify(&lenient, &head(200, Some("13"))), Outcome::Success);
+        let strict = c.failure_code(GrpcCode::NotFound);
+        assert_eq!(classify(&strict, &head(200, Some("5"))), Outcome::Failure);
         // A transport error is a failure.
         let err: Result<http::Response<()>, _> = Err(std::io::Error::other("reset"));
         assert_eq!(classify(&c, &err), Outcome::Failure);
         assert!(format!("{c:?}").contains("Unavailable"));
+        assert_eq!(c.dropped_outcome(), Outcome::Ignored);
+        assert_eq!(
+            c.when_dropped(Outcome::Failure).dropped_outcome(),
+            Outcome::Failure
+        );
     }
 
     #[test]

@@ -300,10 +300,14 @@ pub enum GiveUpReason {
     NotReplayable,
     /// The retry budget was spent.
     BudgetExhausted,
-    /// The failure is not retried: a rejection the layer is set not to
-    /// retry, a failure the classifier does not retry (gRPC's INTERNAL, by
-    /// default), or a request that may not be sent twice (a POST).
+    /// The failure was a rejection the layer is set not to retry.
     NotRetryable,
+    /// The classifier does not retry this failure (gRPC's INTERNAL, by
+    /// default).
+    FailureNotRetryable,
+    /// The request may not be sent twice (a POST, by default) and may have
+    /// reached the server.
+    RequestNotRetryable,
 }
 
 impl fmt::Display for GiveUpReason {
@@ -315,7 +319,9 @@ impl fmt::Display for GiveUpReason {
             GiveUpReason::BackoffEnded => "the backoff ended",
             GiveUpReason::NotReplayable => "the request cannot be sent again",
             GiveUpReason::BudgetExhausted => "the retry budget is spent",
-            GiveUpReason::NotRetryable => "this failure or request is not retried",
+            GiveUpReason::NotRetryable => "this rejection is not retried",
+            GiveUpReason::FailureNotRetryable => "this failure is not retried",
+            GiveUpReason::RequestNotRetryable => "this request may not be sent twice",
         })
     }
 }

@@ -148,11 +148,13 @@ where
                 Outcome::Failure if shared.classifier.is_retryable_failure(result) => {
                     (RetryReason::Failure, true)
                 }
-                Outcome::Failure => return self.give_up(attempt, GiveUpReason::NotRetryable),
+                Outcome::Failure => {
+                    return self.give_up(attempt, GiveUpReason::FailureNotRetryable);
+                }
             },
         };
         if sent && !self.retryable {
-            return self.give_up(attempt, GiveUpReason::NotRetryable);
+            return self.give_up(attempt, GiveUpReason::RequestNotRetryable);
         }
         if attempt >= shared.max_attempts {
             return self.give_up(attempt, GiveUpReason::MaxAttempts);

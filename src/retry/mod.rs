@@ -105,9 +105,7 @@ pub use self::layer::{MAX_ATTEMPTS, RetryBuilder, RetryLayer};
 pub use self::policy::ReqwestRequests;
 pub use self::policy::{ByClone, Replay};
 #[cfg(feature = "http")]
-pub use self::replay::{
-    DEFAULT_REPLAY_LIMIT, HttpSource, Recording, ReplayBodies, ReplayBody,
-};
+pub use self::replay::{DEFAULT_REPLAY_LIMIT, HttpSource, Recording, ReplayBodies, ReplayBody};
 
 use std::fmt;
 use std::sync::Arc;

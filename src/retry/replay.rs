@@ -151,15 +151,11 @@ pub struct ReplayBody<B> {
     sent_chunks: usize,
     sent_bytes: usize,
     sent_trailers: bool,
-    /// The first attempt may send what it reads beyond the limit; a later
-    /// one must fail rather than send a body with a hole in it.
-    first: bool,
 }
 
 impl<B> fmt::Debug for ReplayBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReplayBody")
-            .field("first", &self.first)
             .field("holds_body", &self.state.is_some())
             .field("sent_bytes", &self.sent_bytes)
             .finish()
@@ -180,14 +176,13 @@ impl fmt::Display for NotReplayable {
 impl std::error::Error for NotReplayable {}
 
 impl<B> ReplayBody<B> {
-    fn new(recording: Arc<Recording<B>>, first: bool) -> Self {
+    fn new(recording: Arc<Recording<B>>) -> Self {
         Self {
             recording,
             state: None,
             sent_chunks: 0,
             sent_bytes: 0,
             sent_trailers: false,
-            first,
         }
     }
 }
@@ -220,6 +215,12 @@ where
         if this.state.is_none() {
             let mut slot = this.recording.lock();
             match slot.state.take() {
+                // An earlier attempt read more than was kept: this one
+                // cannot send the whole body, and must not send part of it.
+                Some(state) if state.lost => {
+                    slot.state = Some(state);
+                    return Poll::Ready(Some(Err(NotReplayable.into())));
+                }
                 Some(state) => {
                     drop(slot);
                     this.state = Some(state);
@@ -233,9 +234,6 @@ where
         }
         let limit = this.recording.limit;
         let state = this.state.as_mut().expect("acquired above");
-        if state.lost && !this.first {
-            return Poll::Ready(Some(Err(NotReplayable.into())));
-        }
         if let Some(chunk) = state.recorded.get(this.sent_chunks) {
             this.sent_chunks += 1;
             this.sent_bytes += chunk.len();
@@ -304,9 +302,16 @@ where
     }
 
     fn size_hint(&self) -> SizeHint {
-        let remaining = |state: &BodyState<B>, sent_bytes: usize| {
+        let remaining = |state: &BodyState<B>, sent_bytes: usize, sent_trailers: bool| {
             let recorded = (state.recorded_len - sent_bytes.min(state.recorded_len)) as u64;
             if state.rest_is_done() {
+                if state.trailers.is_some() && !sent_trailers {
+                    // Exact would make an HTTP/1.1 client send a
+                    // content-length, and drop the trailers.
+                    let mut hint = SizeHint::new();
+                    hint.set_lower(recorded);
+                    return hint;
+                }
                 return SizeHint::with_exact(recorded);
             }
             let rest = state.rest.size_hint();
@@ -318,9 +323,9 @@ where
             hint
         };
         match &self.state {
-            Some(state) => remaining(state, self.sent_bytes),
+            Some(state) => remaining(state, self.sent_bytes, self.sent_trailers),
             None => match &self.recording.lock().state {
-                Some(state) => remaining(state, 0),
+                Some(state) => remaining(state, 0, false),
                 // Held by an earlier attempt: this one will send the whole
                 // body, whatever the other has read of it so far.
                 None => self.recording.size_hint.clone(),
@@ -353,7 +358,11 @@ where
     type Request = http::Request<ReplayBody<B>>;
     type Source = HttpSource<B>;
 
-    fn first(&self, req: http::Request<B>, retryable: bool) -> (Self::Request, Option<Self::Source>) {
+    fn first(
+        &self,
+        req: http::Request<B>,
+        retryable: bool,
+    ) -> (Self::Request, Option<Self::Source>) {
         let (parts, body) = req.into_parts();
         let recording = Arc::new(Recording {
             size_hint: body.size_hint(),
@@ -376,7 +385,7 @@ where
             parts: parts.clone(),
             recording: Arc::clone(&recording),
         };
-        let body = ReplayBody::new(recording, true);
+        let body = ReplayBody::new(recording);
         (http::Request::from_parts(parts, body), Some(source))
     }
 
@@ -386,7 +395,7 @@ where
         {
             return None;
         }
-        let body = ReplayBody::new(Arc::clone(&source.recording), false);
+        let body = ReplayBody::new(Arc::clone(&source.recording));
         Some(http::Request::from_parts(source.parts.clone(), body))
     }
 }
