@@ -7,15 +7,23 @@
 //! (Your own crate needs palisade's `tonic` feature, for `tonic::Status`
 //! classification, and `http`, for replaying request bodies. The example
 //! starts a local tonic-health server so that it runs anywhere.)
+//!
+//! The server is still starting when the first call goes out: its
+//! connection is refused, the request never left, and the retry sends it
+//! again, the safest retry there is.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use palisade::ServiceBuilderExt;
 use palisade::circuit_breaker::CircuitBreakerLayer;
 use palisade::classify::GrpcClassifier;
 use palisade::error::BoxError;
+use palisade::event::{Event, RetryReason};
 use palisade::retry::{ReplayBodies, ReplayBody, RetryLayer};
 use palisade::timeout::TimeoutLayer;
+use tokio::sync::Notify;
 use tonic::body::Body;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -23,20 +31,35 @@ use tower::ServiceBuilder;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), BoxError> {
-    let endpoint = local_health_server().await?;
-    let channel = tonic::transport::Endpoint::from_shared(endpoint)?
-        .connect()
-        .await?;
+    // A port with nothing listening yet: the server starts when the first
+    // attempt has been refused.
+    let addr = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await?
+        .local_addr()?;
+    let start_server = Arc::new(Notify::new());
+    tokio::spawn(health_server_on(addr, Arc::clone(&start_server)));
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.connect_lazy();
 
-    // The part to copy: retry Unavailable and friends (honouring
-    // grpc-retry-pushback-ms), replaying the request body; stop calling a
-    // failing server; bound each attempt. The Channel takes tonic bodies, so
-    // the replayable body is wrapped back into one below the retry.
+    // The part to copy: retry Unavailable and connections that failed
+    // (honouring grpc-retry-pushback-ms), replaying the request body; stop
+    // calling a failing server; bound each attempt. The Channel takes tonic
+    // bodies, so the replayable body is wrapped back into one below the
+    // retry.
     let stack = ServiceBuilder::new()
         .retries(
             RetryLayer::builder()
                 .classifier(GrpcClassifier::new())
                 .requests(ReplayBodies::default())
+                .on_event(move |event: &Event<'_>| {
+                    println!("{event}");
+                    if let Event::Retry {
+                        reason: RetryReason::NotSent,
+                        ..
+                    } = event
+                    {
+                        start_server.notify_one();
+                    }
+                })
                 .build()?,
         )
         .circuit_breaker(
@@ -58,20 +81,18 @@ async fn main() -> Result<(), BoxError> {
     Ok(())
 }
 
-/// Serves tonic-health on 127.0.0.1, with "inventory" serving.
-async fn local_health_server() -> Result<String, BoxError> {
+/// Serves tonic-health on `addr` once told to, with "inventory" serving.
+async fn health_server_on(addr: SocketAddr, start: Arc<Notify>) -> Result<(), BoxError> {
+    start.notified().await;
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_service_status("inventory", tonic_health::ServingStatus::Serving)
         .await;
-    let incoming = tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse()?)?;
-    let addr = incoming.local_addr()?;
-    tokio::spawn(async move {
-        let _reporter = reporter;
-        let _ = tonic::transport::Server::builder()
-            .add_service(health)
-            .serve_with_incoming(incoming)
-            .await;
-    });
-    Ok(format!("http://{addr}"))
+    let incoming = tonic::transport::server::TcpIncoming::bind(addr)?;
+    println!("server: listening on {addr}");
+    tonic::transport::Server::builder()
+        .add_service(health)
+        .serve_with_incoming(incoming)
+        .await?;
+    Ok(())
 }

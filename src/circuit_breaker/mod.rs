@@ -4,7 +4,7 @@
 //! # States
 //!
 //! * **Closed**: calls go through; their outcomes (from the shared
-//!   [`Classify`]er) fill a sliding window.
+//!   [`Classify`](crate::classify::Classify)er) fill a sliding window.
 //!   Once the window holds [`minimum_calls`](CircuitBreakerBuilder::minimum_calls),
 //!   the breaker trips to Open when any of these holds:
 //!   the failure rate reaches [`failure_rate_threshold`](CircuitBreakerBuilder::failure_rate_threshold);
@@ -23,8 +23,10 @@
 //!   finished, the breaker closes (with an empty window) if their failure and
 //!   slow-call rates are below the thresholds, else opens again. A probe whose
 //!   future is dropped (cancelled, or timed out by a layer above), or whose
-//!   outcome is `Ignored`, gives its permit back: the breaker is never stuck
-//!   half-open.
+//!   outcome is `Ignored`, gives its permit back; a half-open stay whose
+//!   probes are all still out after
+//!   [`max_half_open_duration`](CircuitBreakerBuilder::max_half_open_duration)
+//!   ends by opening again: the breaker is never stuck half-open.
 //! * Set by hand through a [`CircuitBreakerHandle`]: **ForcedOpen** (rejects
 //!   everything), **Disabled** (admits everything, records nothing),
 //!   **MetricsOnly** (records and emits the "rate exceeded" events, never
@@ -33,6 +35,20 @@
 //! Every transition starts a new generation; the outcome of a call that
 //! began in an earlier generation is dropped, so a slow call admitted before
 //! the breaker opened cannot close or re-open it later.
+//!
+//! # When a call ends
+//!
+//! A call's outcome is recorded when it is known. For most classifiers
+//! that is the response head (or the error). A gRPC answer usually carries
+//! its status in the trailers: with [`GrpcClassifier`](crate::classify::GrpcClassifier)
+//! over `http::Response`, a head without `grpc-status` leaves the call
+//! open, and the response body (a [`StatusBody`](crate::classify::StatusBody))
+//! records it when the trailers arrive, the body ends without them, fails,
+//! or is dropped (dropped: `Ignored` by default). Its window entry and a
+//! probe's permit end then. The slow-call timing stops at the response
+//! head: a long stream is not a slow call. How a classifier says which is
+//! the [`Settle`] trait; a classifier of your own
+//! that judges at the head needs one empty `impl JudgesAtHead`.
 //!
 //! # Windows
 //!

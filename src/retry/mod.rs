@@ -15,9 +15,16 @@
 //!
 //! It does not retry when:
 //!
+//! * the classifier does not retry that failure
+//!   ([`is_retryable_failure`](Classify::is_retryable_failure); gRPC: only
+//!   Unavailable by default, as proposal A6 says);
 //! * the classifier says the request may not be sent twice (the HTTP
-//!   classifier: non-idempotent methods), or the request cannot be copied
-//!   (see [`Replay`]): such a call is sent once and its result returned;
+//!   classifier: non-idempotent methods) and it may have reached the
+//!   server, or the request cannot be copied (see [`Replay`]): such a call's
+//!   result is returned. A request that never left the client (its
+//!   connection was refused; [`is_not_sent`](Classify::is_not_sent)) is
+//!   sent again whatever its method, as are calls refused by an open
+//!   breaker or a full bulkhead below when those are retried;
 //! * the [`RetryBudget`] is spent: retries are at most a share of recent
 //!   requests plus a small reserve, so that an outage is not multiplied by
 //!   the number of attempts (the last result is returned, and a
@@ -34,8 +41,17 @@
 //! The request is copied through a [`Replay`] strategy: [`ByClone`] for any
 //! `Clone` request (the default), [`ReqwestRequests`] for `reqwest::Request`
 //! (`try_clone`; feature `reqwest`), [`ReplayBodies`] for `http::Request<B>`
-//! with a streamed body, which it records up to a limit and replays
-//! (feature `http`).
+//! with a streamed body, which it records up to a limit and replays as
+//! hyper and tonic send bodies: an attempt that did not read its body, or
+//! read only part of it, leaves the rest to the next (feature `http`).
+//!
+//! # Streamed answers
+//!
+//! The retry judges the response head. Once a head has reached the caller
+//! the call is committed (gRPC's retry design, A6): a failure found later,
+//! such as a gRPC status in the trailers of a stream, is counted by a
+//! circuit breaker below (see [`Settle`](crate::classify::Settle)) but not
+//! retried, since the caller may already have used what the stream sent.
 //!
 //! # Services
 //!
@@ -45,8 +61,8 @@
 //!
 //! # Cost
 //!
-//! When the first attempt succeeds: one clone of the request (none if the
-//! call cannot be retried) and one of the service, one `Arc` clone, one
+//! When the first attempt succeeds: one clone of the request (with
+//! `max_attempts(1)`, none) and one of the service, one `Arc` clone, one
 //! budget deposit (an atomic add; the clock is read once every 64 calls),
 //! no timer, no allocation of palisade's own.
 //!

@@ -328,7 +328,7 @@ where
                 Some(state) => remaining(state, 0, false),
                 // Held by an earlier attempt: this one will send the whole
                 // body, whatever the other has read of it so far.
-                None => self.recording.size_hint.clone(),
+                None => self.recording.size_hint,
             },
         }
     }
