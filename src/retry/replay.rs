@@ -399,3 +399,181 @@ where
         Some(http::Request::from_parts(source.parts.clone(), body))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::VecDeque;
+    use std::future::poll_fn;
+
+    /// A body that knows its exact size, ends as soon as its frames run out
+    /// (`is_end_stream`), and may carry trailers: as hyper's own bodies do.
+    #[derive(Debug)]
+    struct Chunks {
+        frames: VecDeque<Frame<Bytes>>,
+    }
+
+    impl Body for Chunks {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(self.frames.pop_front().map(Ok))
+        }
+        fn is_end_stream(&self) -> bool {
+            self.frames.is_empty()
+        }
+        fn size_hint(&self) -> SizeHint {
+            let data = self
+                .frames
+                .iter()
+                .filter_map(|f| f.data_ref())
+                .map(|d| d.len());
+            SizeHint::with_exact(data.sum::<usize>() as u64)
+        }
+    }
+
+    fn chunks(data: &[Vec<u8>], trailers: bool) -> Chunks {
+        let mut frames: VecDeque<_> = data
+            .iter()
+            .map(|d| Frame::data(Bytes::from(d.clone())))
+            .collect();
+        if trailers {
+            let mut t = HeaderMap::new();
+            t.insert("x-end", "1".parse().unwrap());
+            frames.push_back(Frame::trailers(t));
+        }
+        Chunks { frames }
+    }
+
+    /// Reads up to `frames` frames (all if `None`), checking before each
+    /// poll that the body's size hint and end-of-stream flag tell the
+    /// truth about what is left. Returns the data and trailers read.
+    async fn read(
+        body: &mut ReplayBody<Chunks>,
+        frames: Option<usize>,
+        left: &[u8],
+        trailers_left: bool,
+    ) -> Result<(Vec<u8>, bool), BoxError> {
+        let mut data = Vec::new();
+        let mut trailers = false;
+        let mut n = 0;
+        while frames.is_none_or(|f| n < f) {
+            let remaining = (left.len() - data.len()) as u64;
+            let hint = body.size_hint();
+            let ended = remaining == 0 && (trailers || !trailers_left);
+            assert_eq!(body.is_end_stream(), ended, "is_end_stream");
+            assert!(hint.lower() <= remaining, "{hint:?} vs {remaining}");
+            assert!(hint.upper().is_none_or(|u| u >= remaining), "{hint:?}");
+            // With trailers still to come, a recorded body is not sized
+            // exactly (an HTTP/1.1 client would send a content-length and
+            // drop them); the bounds above still hold.
+            if !trailers_left || trailers {
+                assert_eq!(hint.exact(), Some(remaining), "exact when known");
+            }
+            match poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await {
+                None => break,
+                Some(frame) => {
+                    let frame = frame?;
+                    if let Some(d) = frame.data_ref() {
+                        data.extend_from_slice(d);
+                    } else {
+                        trailers = frame.trailers_ref().is_some();
+                    }
+                }
+            }
+            n += 1;
+        }
+        Ok((data, trailers))
+    }
+
+    proptest! {
+        /// Attempts that each read part of the body, then are dropped, and
+        /// a last attempt that reads it all: the last one sends exactly the
+        /// original body, whatever the earlier ones read, as long as no
+        /// more than the limit was read.
+        #[test]
+        fn every_attempt_sends_the_whole_body(
+            data in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..8), 0..6),
+            trailers in any::<bool>(),
+            partial in proptest::collection::vec(0usize..8, 0..4),
+            limit in 0usize..64,
+        ) {
+            let all: Vec<u8> = data.concat();
+            tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+                let req = http::Request::put("/").body(chunks(&data, trailers)).unwrap();
+                let (first, source) = ReplayBodies::with_limit(limit).first(req, true);
+                let mut source = source.unwrap();
+                let mut body = first.into_body();
+                let mut most_read = 0;
+                for frames in partial {
+                    let (read, _) = read(&mut body, Some(frames), &all, trailers).await.unwrap();
+                    most_read = most_read.max(read.len());
+                    drop(body);
+                    match ReplayBodies::with_limit(limit).again(&mut source) {
+                        Some(req) => body = req.into_body(),
+                        None => {
+                            // Only a body read past the limit is lost.
+                            prop_assert!(most_read > limit);
+                            return Ok(());
+                        }
+                    }
+                }
+                let (read, sent_trailers) = read(&mut body, None, &all, trailers).await.unwrap();
+                prop_assert_eq!(read, all.clone());
+                prop_assert_eq!(sent_trailers, trailers);
+                drop(body);
+                // Read to the end within the limit: replayable once more.
+                let again = ReplayBodies::with_limit(limit).again(&mut source);
+                prop_assert_eq!(again.is_some(), all.len() <= limit);
+                Ok(())
+            })?;
+        }
+    }
+
+    /// A later attempt that starts after an earlier one read past the limit
+    /// fails rather than send part of the body.
+    #[tokio::test]
+    async fn a_body_read_past_the_limit_is_not_sent_again() {
+        let data = vec![b"0123".to_vec(), b"4567".to_vec()];
+        let req = http::Request::put("/").body(chunks(&data, false)).unwrap();
+        let replay = ReplayBodies::with_limit(4);
+        let (first, source) = replay.first(req, true);
+        let mut source = source.unwrap();
+        // A retry prepared while the first attempt still holds the body.
+        let mut second = replay.again(&mut source).unwrap().into_body();
+        let mut first = first.into_body();
+        let (read, _) = read(&mut first, None, b"01234567", false).await.unwrap();
+        assert_eq!(read, b"01234567", "the first attempt is sent whole");
+        // Waiting for the first to give the body back...
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(Pin::new(&mut second).poll_frame(&mut cx).is_pending());
+        drop(first);
+        let err = poll_fn(|cx| Pin::new(&mut second).poll_frame(cx))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(err.to_string().contains("replay limit"), "{err}");
+        assert!(replay.again(&mut source).is_none());
+    }
+
+    /// A request that may not be retried keeps no recording, but a body
+    /// that was never read can still be sent again.
+    #[tokio::test]
+    async fn not_retryable_unread_body_can_be_sent_again() {
+        let data = vec![b"order".to_vec()];
+        let req = http::Request::post("/").body(chunks(&data, false)).unwrap();
+        let replay = ReplayBodies::default();
+        let (first, source) = replay.first(req, false);
+        let mut source = source.unwrap();
+        drop(first); // the connection was refused: never polled
+        let mut body = replay.again(&mut source).unwrap().into_body();
+        let (read, _) = read(&mut body, None, b"order", false).await.unwrap();
+        assert_eq!(read, b"order");
+        drop(body);
+        assert!(replay.again(&mut source).is_none(), "it was read now");
+    }
+}
