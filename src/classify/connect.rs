@@ -15,8 +15,9 @@ use crate::BoxError;
 /// (feature `reqwest`); a `hyper_util::client::legacy::Error` whose
 /// `is_connect()` is true (feature `hyper-util`), which covers a failed DNS
 /// lookup or TLS handshake too. tonic's transport wraps these, and is read
-/// through its chain. `err` may be one of these types, a `tonic::Status`
-/// (feature `tonic`) or a [`BoxError`] holding any of them.
+/// through its chain. `err` may be one of these types, a `tonic::Status` or
+/// a `tonic::transport::Error` (feature `tonic`), or a [`BoxError`] holding
+/// any of them; an error of another type is not looked into.
 ///
 /// # Examples
 ///
@@ -55,6 +56,10 @@ fn as_error<E: 'static>(err: &E) -> Option<&(dyn Error + 'static)> {
     }
     #[cfg(feature = "tonic")]
     if let Some(err) = any.downcast_ref::<tonic::Status>() {
+        return Some(err);
+    }
+    #[cfg(feature = "tonic")]
+    if let Some(err) = any.downcast_ref::<tonic::transport::Error>() {
         return Some(err);
     }
     None
