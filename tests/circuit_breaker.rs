@@ -628,3 +628,39 @@ fn bad_configurations_are_refused() {
             .is_ok()
     );
 }
+
+/// Issue 12, defect 2: a probe permit taken in `poll_ready` before the
+/// breaker was forced open must not reach the service.
+#[tokio::test(start_paused = true)]
+async fn a_probe_taken_before_force_open_is_refused_at_call() {
+    let (mut h, handle) = harness(builder());
+    h.send_all(&[Reply::Fail; 4]).await;
+    advance(Duration::from_secs(10)).await;
+    let mut svc = h.svc.clone();
+    svc.ready().await.unwrap(); // takes a probe: half-open
+    assert_eq!(handle.state(), CircuitState::HalfOpen);
+    assert_eq!(handle.metrics().probes_in_flight, 1);
+    handle.force_open();
+    let before = h.backend_calls();
+    assert!(is_open(&svc.call(Reply::Ok).await));
+    assert_eq!(h.backend_calls(), before, "the service was not called");
+}
+
+/// Issue 12, defect 3: an admission kept from a closed breaker whose
+/// service was not ready must not park the caller once the breaker opens.
+#[tokio::test(start_paused = true)]
+async fn an_admission_kept_across_force_open_does_not_park_the_caller() {
+    let layer = builder().build().unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(NeverReady);
+    let waker = std::task::Waker::noop();
+    let mut cx = Context::from_waker(waker);
+    assert!(svc.poll_ready(&mut cx).is_pending(), "closed: not ready");
+    handle.force_open();
+    assert!(
+        matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))),
+        "open: ready at once"
+    );
+    let err = svc.call(Reply::Ok).await.unwrap_err();
+    assert_eq!(ErrorKind::of(&err), ErrorKind::CircuitOpen);
+}

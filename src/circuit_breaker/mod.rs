@@ -299,6 +299,34 @@ impl<S, C> CircuitBreaker<S, C> {
         }
     }
 
+    /// Whether the decision of the last `poll_ready` must be made again:
+    /// none was made, it was a refusal (which must not stick once the
+    /// breaker admits again), or the breaker has moved since (an admission
+    /// kept from a closed breaker must not make an open one wait for its
+    /// service).
+    #[inline]
+    fn must_decide(&self) -> bool {
+        match &self.ready {
+            Ready::Undecided => true,
+            Ready::Rare(rare) if matches!(**rare, RareReady::Rejected(_)) => true,
+            _ => self.is_stale(),
+        }
+    }
+
+    /// Whether an admission (closed, or a probe) was made under a state
+    /// the breaker has since left.
+    #[inline]
+    fn is_stale(&self) -> bool {
+        match &self.ready {
+            Ready::Admitted(admission) => self.shared.core.load() != admission.0,
+            Ready::Rare(rare) => match &**rare {
+                RareReady::Probe(guard) => self.shared.core.load() != guard.admission.0,
+                RareReady::Rejected(_) => false,
+            },
+            Ready::Undecided => false,
+        }
+    }
+
     fn is_rejected(&self) -> bool {
         matches!(&self.ready, Ready::Rare(rare) if matches!(**rare, RareReady::Rejected(_)))
     }
@@ -332,7 +360,9 @@ where
     type Future = ResponseFuture<S::Future, C, Req>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if matches!(self.ready, Ready::Undecided) || self.is_rejected() {
+        if self.must_decide() {
+            // A stale probe's guard is dropped here, which gives its permit
+            // back (to a stay that has already ended: a no-op).
             self.ready = self.decide();
             if self.is_rejected() {
                 return Poll::Ready(Ok(()));
@@ -342,11 +372,12 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let ready = match std::mem::replace(&mut self.ready, Ready::Undecided) {
-            // The breaker moved since `poll_ready`: decide again.
-            Ready::Admitted(admission) if self.shared.core.load() != admission.0 => self.decide(),
-            ready => ready,
-        };
+        // The breaker moved since `poll_ready` (it opened, or was forced
+        // open under a probe): decide again.
+        if self.is_stale() {
+            self.ready = self.decide();
+        }
+        let ready = std::mem::replace(&mut self.ready, Ready::Undecided);
         let mut guard = match ready {
             Ready::Admitted(admission) if !admission.records() => None,
             Ready::Admitted(admission) => Some(CallGuard::new(self.shared.clone(), admission)),
