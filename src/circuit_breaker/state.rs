@@ -294,8 +294,13 @@ impl Core {
         let word = admission.0;
         let _ = self.probes.fetch_update(AcqRel, Acquire, |p| {
             let p = Probes(p);
-            (p.belongs_to(word) && p.get(Probes::ADMITTED) > p.get(Probes::FINISHED))
-                .then(|| p.minus(Probes::ADMITTED).0)
+            // The tag is 24 bits of the generation and repeats; the state
+            // word does not. A transition stores a fresh probe word, which
+            // fails this update's compare-and-swap if it came in between.
+            (self.load() == word
+                && p.belongs_to(word)
+                && p.get(Probes::ADMITTED) > p.get(Probes::FINISHED))
+            .then(|| p.minus(Probes::ADMITTED).0)
         });
     }
 
@@ -354,7 +359,7 @@ impl Core {
         let mut finished = None;
         let _ = self.probes.fetch_update(AcqRel, Acquire, |p| {
             let p = Probes(p);
-            if !p.belongs_to(word) {
+            if self.load() != word || !p.belongs_to(word) {
                 return None;
             }
             let mut next = p.plus(Probes::FINISHED);
@@ -594,6 +599,68 @@ impl Core {
 
 fn duration_nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(all(test, not(palisade_loom)))]
+mod tests {
+    use super::*;
+    use crate::circuit_breaker::window::CountWindow;
+
+    fn core(half_open_calls: u32) -> Core {
+        let config = Config {
+            name: Arc::from("test"),
+            failure_rate_threshold: 0.5,
+            slow_call_rate_threshold: 1.0,
+            slow_call_duration: None,
+            consecutive_failures: None,
+            minimum_calls: 1,
+            wait_duration: Duration::from_secs(1),
+            wait_backoff: None,
+            half_open_calls,
+            max_half_open_duration: Duration::from_secs(60),
+            seed: Some(0),
+        };
+        Core::new(
+            config,
+            Window::Count(CountWindow::new(4)),
+            Listeners::default(),
+        )
+    }
+
+    impl Core {
+        /// Stands for `n` transitions ending in a fresh half-open stay,
+        /// without making them one by one.
+        fn half_open_after(&self, n: u64) {
+            let _lock = self.transitions.lock().unwrap();
+            let next = StateWord::new(
+                CircuitState::HalfOpen,
+                self.load().generation().wrapping_add(n),
+            );
+            self.probes.store(Probes::fresh(next).0, Release);
+            self.open_until.store(u64::MAX, Release);
+            self.state.0.store(next.0, Release);
+        }
+    }
+
+    /// Issue 12, defect 4: the probe word keeps 24 bits of the generation.
+    /// A probe of a stay 2^24 transitions back, given back late, must not
+    /// free the probe of the current stay.
+    #[test]
+    fn a_probe_of_a_stay_long_gone_frees_nothing() {
+        let core = core(1);
+        core.half_open_after(1);
+        let old = core.admit().expect("the probe of the first stay");
+        core.half_open_after(1 << 24);
+        let new = core.admit().expect("the probe of the new stay");
+        assert!(core.admit().is_err(), "one probe at a time");
+        core.release_probe(old);
+        assert!(
+            core.admit().is_err(),
+            "the old probe freed the new stay's permit"
+        );
+        core.release_probe(new);
+        assert!(core.admit().is_ok());
+    }
 }
 
 #[cfg(all(test, palisade_loom))]
