@@ -9,10 +9,12 @@
 //! bulkhead's permit is given back, and a timeout's deadline stops counting,
 //! when the head arrives.
 //!
-//! The bulkhead has a second mode, [`Body`] (feature `http`), chosen with
-//! [`BulkheadBuilder::cover_body`](crate::bulkhead::BulkheadBuilder::cover_body):
-//! the response's body is wrapped, and the permit is held until the body
-//! ends or is dropped.
+//! The bulkhead and the timeout have a second mode, [`Body`] (feature
+//! `http`), chosen with `cover_body()` on their builders
+//! ([`BulkheadBuilder::cover_body`](crate::bulkhead::BulkheadBuilder::cover_body),
+//! [`TimeoutBuilder::cover_body`](crate::timeout::TimeoutBuilder::cover_body)):
+//! the response's body is wrapped, and the permit is held, or the deadline
+//! checked, until the body ends or is dropped.
 //!
 //! A body has ended when it reports
 //! [`is_end_stream`](http_body::Body::is_end_stream) (hyper stops polling a

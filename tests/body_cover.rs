@@ -1,4 +1,4 @@
-//! Which part of a call the bulkhead covers, against real
+//! Which part of a call the bulkhead and the timeout cover, against real
 //! peers: a hyper server on 127.0.0.1 that streams slow bodies, and
 //! hyper-util's client wrapped in the layers. Paused time throughout: the
 //! server's frames are spaced by tokio sleeps, and every instant below is
@@ -23,14 +23,17 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use palisade::bulkhead::{BulkheadBuilder, BulkheadLayer};
 use palisade::error::{BoxError, ErrorKind};
+use palisade::timeout::TimeoutLayer;
 use tokio::net::TcpListener;
-use tokio::time::{Sleep, sleep};
+use tokio::time::{Instant, Sleep, sleep};
 use tower::{Layer, Service, ServiceExt};
 
 const MS: Duration = Duration::from_millis(1);
 const FRAME: &[u8] = b"0123456789";
 /// The slow body: 8 frames, one every 125 ms: it lasts 1 s.
 const SLOW: &str = "/stream/8/125";
+/// A body that lasts 10 s, for a test that must see it end early.
+const LONG: &str = "/stream/80/125";
 
 /// How many of the server's response bodies are open, and the most at once.
 #[derive(Default)]
@@ -239,7 +242,7 @@ async fn a_body_dropped_half_read_gives_the_permit_back() {
     let handle = layer.handle();
     let mut svc = layer.layer(client());
 
-    let response = svc.ready().await.unwrap().call(server.get(SLOW)).await;
+    let response = svc.ready().await.unwrap().call(server.get(LONG)).await;
     let mut body = response.unwrap().into_body();
     let first = body.frame().await.unwrap().unwrap();
     assert_eq!(first.into_data().unwrap(), FRAME);
@@ -312,4 +315,169 @@ async fn the_permit_goes_with_the_last_frame_and_hints_pass_through() {
     assert_eq!(body.size_hint().exact(), Some(0));
     assert_eq!(handle.in_flight(), 0);
     assert!(body.frame().await.is_none());
+}
+
+// ---- timeout ----
+
+const LIMIT: Duration = Duration::from_millis(300);
+
+#[tokio::test(start_paused = true)]
+async fn by_default_a_300ms_timeout_lets_a_1s_body_through() {
+    let server = Server::start().await;
+    let svc = TimeoutLayer::new(LIMIT).unwrap().layer(client());
+    let start = Instant::now();
+    let response = svc.oneshot(server.get(SLOW)).await.unwrap();
+    assert_eq!(
+        read_all(response.into_body()).await.unwrap(),
+        8 * FRAME.len()
+    );
+    // Today's behaviour, as tower's Timeout: the limit covers the head only.
+    assert_eq!(start.elapsed(), 1000 * MS);
+}
+
+#[tokio::test(start_paused = true)]
+async fn covering_the_body_cuts_a_1s_body_at_300ms() {
+    let server = Server::start().await;
+    let layer = TimeoutLayer::builder()
+        .timeout(LIMIT)
+        .cover_body()
+        .build()
+        .unwrap();
+    let svc = layer.layer(client());
+    let start = Instant::now();
+    let response = svc.oneshot(server.get(SLOW)).await.unwrap();
+    let mut body = std::pin::pin!(response.into_body());
+    let mut frames = 0;
+    let err = loop {
+        match body.frame().await {
+            Some(Ok(_)) => frames += 1,
+            Some(Err(err)) => break err,
+            None => panic!("the body ended in time"),
+        }
+    };
+    assert_eq!(ErrorKind::of(&err), ErrorKind::Elapsed);
+    assert_eq!(start.elapsed(), LIMIT, "the deadline counts from the call");
+    assert_eq!(frames, 2, "the frames sent at 125 and 250 ms");
+    assert!(body.is_end_stream());
+    assert!(body.frame().await.is_none(), "nothing after the error");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_counts_from_the_call_not_from_the_head() {
+    let server = Server::start().await;
+    let layer = TimeoutLayer::builder()
+        .timeout(LIMIT)
+        .cover_body()
+        .build()
+        .unwrap();
+    let svc = layer.layer(client());
+    let start = Instant::now();
+    // The head at 100 ms, then frames at 225, 350, ... ms.
+    let response = svc.oneshot(server.get("/stream/8/125/100")).await.unwrap();
+    assert_eq!(start.elapsed(), 100 * MS);
+    let mut body = std::pin::pin!(response.into_body());
+    assert!(body.frame().await.unwrap().is_ok());
+    let err = body.frame().await.unwrap().unwrap_err();
+    assert_eq!(ErrorKind::of(&err), ErrorKind::Elapsed);
+    assert_eq!(start.elapsed(), LIMIT);
+}
+
+/// The same with a head ready at once, whose timer is armed only when the
+/// body is first polled (no peer answers that fast: a `service_fn` does).
+#[tokio::test(start_paused = true)]
+async fn the_deadline_counts_from_the_call_for_a_head_ready_at_once() {
+    let gauge = Arc::new(Gauge::default());
+    let layer = TimeoutLayer::builder()
+        .timeout(LIMIT)
+        .cover_body()
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(tower::service_fn(move |()| {
+        let body = Slow {
+            left: 8,
+            gap: 125 * MS,
+            sleep: Box::pin(sleep(125 * MS)),
+            _open: Open::new(&gauge),
+        };
+        std::future::ready(Ok::<_, Infallible>(Response::new(body)))
+    }));
+    let start = Instant::now();
+    let call = svc.ready().await.unwrap().call(());
+    sleep(100 * MS).await;
+    let response = call.await.unwrap();
+    let mut body = response.into_body();
+    // The body was made with the call: its frames come at 125, 250, ... ms.
+    assert!(body.frame().await.unwrap().is_ok());
+    assert!(body.frame().await.unwrap().is_ok());
+    let err = body.frame().await.unwrap().unwrap_err();
+    assert_eq!(ErrorKind::of(&err), ErrorKind::Elapsed);
+    assert_eq!(start.elapsed(), LIMIT);
+}
+
+#[tokio::test(start_paused = true)]
+async fn covering_the_body_still_bounds_the_head_and_passes_quick_bodies() {
+    let server = Server::start().await;
+    let layer = TimeoutLayer::builder()
+        .timeout(LIMIT)
+        .cover_body()
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(client());
+
+    let start = Instant::now();
+    let late = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(server.get("/late/500"))
+        .await;
+    assert_eq!(ErrorKind::of(&late.unwrap_err()), ErrorKind::Elapsed);
+    assert_eq!(start.elapsed(), LIMIT);
+
+    // 2 frames, 100 ms apart: the body ends at 200 ms, in time.
+    let start = Instant::now();
+    let quick = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(server.get("/stream/2/100"))
+        .await;
+    let body = quick.unwrap().into_body();
+    assert_eq!(read_all(body).await.unwrap(), 2 * FRAME.len());
+    assert_eq!(start.elapsed(), 200 * MS);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_cut_by_the_timeout_gives_the_bulkhead_permit_back() {
+    let server = Server::start().await;
+    let bulkhead = BulkheadLayer::builder()
+        .max_concurrent(1)
+        .cover_body()
+        .build()
+        .unwrap();
+    let handle = bulkhead.handle();
+    let timeout = TimeoutLayer::builder()
+        .timeout(LIMIT)
+        .cover_body()
+        .build()
+        .unwrap();
+    let svc = tower::ServiceBuilder::new()
+        .layer(bulkhead)
+        .layer(timeout)
+        .service(client());
+    let response = svc.oneshot(server.get(LONG)).await.unwrap();
+    let mut body = response.into_body();
+    assert_eq!(handle.in_flight(), 1);
+    let err = loop {
+        if let Err(err) = body.frame().await.unwrap() {
+            break err;
+        }
+    };
+    assert_eq!(ErrorKind::of(&err), ErrorKind::Elapsed);
+    assert_eq!(handle.in_flight(), 0, "the error ended the body");
+    // The server's side of the cut body goes when hyper has seen the
+    // connection close.
+    drop(body);
+    sleep(Duration::from_secs(1)).await;
+    assert_eq!(server.open(), 0);
 }
