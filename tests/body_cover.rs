@@ -481,3 +481,44 @@ async fn a_body_cut_by_the_timeout_gives_the_bulkhead_permit_back() {
     sleep(Duration::from_secs(1)).await;
     assert_eq!(server.open(), 0);
 }
+
+// ---- types and configuration ----
+
+#[test]
+fn the_body_modes_keep_futures_and_bodies_send() {
+    fn send<T: Send>(_: &T) {}
+    let bulkhead = bulkhead_of_2().cover_body().build().unwrap();
+    let timeout = TimeoutLayer::builder().cover_body().build().unwrap();
+    let mut svc = tower::ServiceBuilder::new()
+        .layer(bulkhead)
+        .layer(timeout)
+        .service(tower::service_fn(|()| {
+            std::future::ready(Ok::<_, Infallible>(Response::new(Full::new(
+                Bytes::from_static(FRAME),
+            ))))
+        }));
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    assert!(svc.poll_ready(&mut cx).is_ready());
+    let mut call = svc.call(());
+    send(&call);
+    let Poll::Ready(Ok(response)) = Pin::new(&mut call).poll(&mut cx) else {
+        panic!("the head is ready at once");
+    };
+    send(&response);
+}
+
+#[test]
+fn the_body_modes_validate_as_the_default_does() {
+    let err = TimeoutLayer::builder()
+        .timeout(Duration::ZERO)
+        .cover_body()
+        .build()
+        .unwrap_err();
+    assert_eq!(err.parameter(), "timeout");
+    let err = BulkheadLayer::builder()
+        .max_concurrent(0)
+        .cover_body()
+        .build()
+        .unwrap_err();
+    assert_eq!(err.parameter(), "max_concurrent");
+}
