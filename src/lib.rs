@@ -113,6 +113,7 @@ pub mod chaos;
 pub mod circuit_breaker;
 pub mod classify;
 mod clock;
+pub mod cover;
 pub mod error;
 pub mod event;
 pub mod fallback;

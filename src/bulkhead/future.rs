@@ -1,5 +1,6 @@
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -8,6 +9,7 @@ use pin_project::pin_project;
 
 use super::layer::Shared;
 use crate::BoxError;
+use crate::cover::Head;
 use crate::error::BulkheadFull;
 
 /// A bulkhead permit: released when dropped.
@@ -40,18 +42,23 @@ impl fmt::Debug for Permit {
 
 /// The future of a [`Bulkhead`](super::Bulkhead) call: the inner call holding
 /// its permit until it finishes or is dropped, or a rejection ready at once.
+///
+/// In [`Body`](crate::cover::Body) mode, the permit then goes to the
+/// response's [`ResponseBody`](super::ResponseBody).
 #[pin_project]
-pub struct ResponseFuture<F> {
+pub struct ResponseFuture<F, M = Head> {
     #[pin]
     inner: Option<F>,
     permit: Option<Permit>,
+    _mode: PhantomData<fn() -> M>,
 }
 
-impl<F> ResponseFuture<F> {
+impl<F, M> ResponseFuture<F, M> {
     pub(crate) fn called(inner: F, permit: Permit) -> Self {
         Self {
             inner: Some(inner),
             permit: Some(permit),
+            _mode: PhantomData,
         }
     }
 
@@ -59,11 +66,12 @@ impl<F> ResponseFuture<F> {
         Self {
             inner: None,
             permit: None,
+            _mode: PhantomData,
         }
     }
 }
 
-impl<F> fmt::Debug for ResponseFuture<F> {
+impl<F, M> fmt::Debug for ResponseFuture<F, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
             .field("rejected", &self.inner.is_none())
@@ -89,6 +97,33 @@ where
                 // caller gets round to dropping this future.
                 *this.permit = None;
                 Poll::Ready(result.map_err(Into::into))
+            }
+            None => Poll::Ready(Err(BulkheadFull(()).into())),
+        }
+    }
+}
+
+#[cfg(feature = "http")]
+impl<F, B, E> Future for ResponseFuture<F, crate::cover::Body>
+where
+    F: Future<Output = Result<http::Response<B>, E>>,
+    E: Into<BoxError>,
+    B: http_body::Body,
+{
+    type Output = Result<http::Response<super::ResponseBody<B>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.inner.as_pin_mut() {
+            Some(inner) => {
+                let result = ready!(inner.poll(cx));
+                // The head is here: the permit moves to the body, or, if the
+                // call failed, is given back now.
+                let permit = this.permit.take();
+                Poll::Ready(match result {
+                    Ok(response) => Ok(response.map(|body| super::ResponseBody::new(body, permit))),
+                    Err(err) => Err(err.into()),
+                })
             }
             None => Poll::Ready(Err(BulkheadFull(()).into())),
         }

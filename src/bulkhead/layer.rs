@@ -1,4 +1,5 @@
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -6,6 +7,7 @@ use tower::Layer;
 
 use super::semaphore::Semaphore;
 use super::{Bulkhead, BulkheadHandle};
+use crate::cover::{self, Head};
 use crate::error::ConfigError;
 use crate::event::{Listener, Listeners};
 
@@ -38,19 +40,33 @@ impl Shared {
 /// draw from the same permits and queue. (tower's `ConcurrencyLimitLayer`
 /// makes a new semaphore for each `layer()` call; this one does not.)
 ///
+/// `M` is the part of the call the permit covers: the call up to the
+/// response head ([`Head`], the default), or also the response body
+/// ([`cover::Body`], made by [`BulkheadBuilder::cover_body`]).
+///
 /// Made by [`BulkheadLayer::builder`]; see the [module docs](super).
-#[derive(Clone)]
-pub struct BulkheadLayer {
+pub struct BulkheadLayer<M = Head> {
     shared: Arc<Shared>,
+    _mode: PhantomData<fn() -> M>,
 }
 
-impl fmt::Debug for BulkheadLayer {
+impl<M> Clone for BulkheadLayer<M> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            _mode: PhantomData,
+        }
+    }
+}
+
+impl<M> fmt::Debug for BulkheadLayer<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BulkheadLayer")
             .field("name", &self.shared.name)
             .field("max_concurrent", &self.shared.max_concurrent)
             .field("max_queue", &self.shared.max_queue)
             .field("max_wait", &self.shared.max_wait)
+            .field("covers", &cover::name::<M>())
             .finish()
     }
 }
@@ -60,17 +76,19 @@ impl BulkheadLayer {
     pub fn builder() -> BulkheadBuilder {
         BulkheadBuilder::default()
     }
+}
 
+impl<M> BulkheadLayer<M> {
     /// A handle to read this bulkhead's counts.
     pub fn handle(&self) -> BulkheadHandle {
         BulkheadHandle::new(self.shared.clone())
     }
 }
 
-impl<S> Layer<S> for BulkheadLayer {
-    type Service = Bulkhead<S>;
+impl<S, M> Layer<S> for BulkheadLayer<M> {
+    type Service = Bulkhead<S, M>;
 
-    fn layer(&self, inner: S) -> Bulkhead<S> {
+    fn layer(&self, inner: S) -> Bulkhead<S, M> {
         Bulkhead::from_shared(inner, self.shared.clone())
     }
 }
@@ -88,13 +106,15 @@ pub const MAX_BULKHEAD_PERMITS: u32 = 1 << 30;
 /// | [`max_concurrent`](Self::max_concurrent) | 100 |
 /// | [`max_queue`](Self::max_queue) | 0: a call that finds every permit taken is refused at once |
 /// | [`max_wait`](Self::max_wait) | none: a queued call waits until a permit frees up (bound it with a timeout above, or here) |
+/// | [`cover_body`](Self::cover_body) | not set: the permit is given back when the response head arrives |
 #[must_use = "a builder does nothing until `build` is called"]
-pub struct BulkheadBuilder {
+pub struct BulkheadBuilder<M = Head> {
     name: Arc<str>,
     max_concurrent: u32,
     max_queue: u32,
     max_wait: Option<Duration>,
     listeners: Listeners,
+    _mode: PhantomData<fn() -> M>,
 }
 
 impl Default for BulkheadBuilder {
@@ -105,11 +125,12 @@ impl Default for BulkheadBuilder {
             max_queue: 0,
             max_wait: None,
             listeners: Listeners::default(),
+            _mode: PhantomData,
         }
     }
 }
 
-impl fmt::Debug for BulkheadBuilder {
+impl<M> fmt::Debug for BulkheadBuilder<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BulkheadBuilder")
             .field("name", &self.name)
@@ -117,11 +138,65 @@ impl fmt::Debug for BulkheadBuilder {
             .field("max_queue", &self.max_queue)
             .field("max_wait", &self.max_wait)
             .field("listeners", &self.listeners)
+            .field("covers", &cover::name::<M>())
             .finish()
     }
 }
 
 impl BulkheadBuilder {
+    /// Holds each call's permit until its `http::Response` body ends or is
+    /// dropped, not only until the response head arrives (feature `http`).
+    ///
+    /// The service's responses become `http::Response<`[`ResponseBody<B>`](super::ResponseBody)`>`:
+    /// the body holds the permit and gives it back as soon as it reports
+    /// [`is_end_stream`](http_body::Body::is_end_stream), yields its last
+    /// frame or an error, or is dropped. A response whose body is empty
+    /// gives the permit back with the head. A call that fails gives it back
+    /// with its error, as in the default mode. See
+    /// [which part of a call a layer covers](crate::cover).
+    ///
+    /// Without this, a bulkhead of N admits N calls at once, but not N
+    /// bodies: a caller that got its head may stream its body for as long
+    /// as it likes while the permit serves the next call.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use http_body_util::{BodyExt, Full};
+    /// use palisade::BoxError;
+    /// use palisade::bulkhead::BulkheadLayer;
+    /// use tower::{Layer, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// let layer = BulkheadLayer::builder().max_concurrent(2).cover_body().build()?;
+    /// let handle = layer.handle();
+    /// let svc = layer.layer(service_fn(|_: ()| async {
+    ///     Ok::<_, BoxError>(http::Response::new(Full::new(&b"hello"[..])))
+    /// }));
+    ///
+    /// let response = svc.oneshot(()).await?;
+    /// assert_eq!(handle.in_flight(), 1, "the body holds the permit");
+    /// let body = response.into_body().collect().await?.to_bytes();
+    /// assert_eq!(&body[..], b"hello");
+    /// assert_eq!(handle.in_flight(), 0, "given back when the body ended");
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "http")]
+    pub fn cover_body(self) -> BulkheadBuilder<cover::Body> {
+        BulkheadBuilder {
+            name: self.name,
+            max_concurrent: self.max_concurrent,
+            max_queue: self.max_queue,
+            max_wait: self.max_wait,
+            listeners: self.listeners,
+            _mode: PhantomData,
+        }
+    }
+}
+
+impl<M> BulkheadBuilder<M> {
     /// The name carried by this bulkhead's events.
     pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
         self.name = name.into();
@@ -159,7 +234,7 @@ impl BulkheadBuilder {
     /// # Errors
     /// Zero or more than 2^30 concurrent calls, a queue longer than 2^30, a
     /// zero or unrepresentable maximum wait, a maximum wait without a queue.
-    pub fn build(self) -> Result<BulkheadLayer, ConfigError> {
+    pub fn build(self) -> Result<BulkheadLayer<M>, ConfigError> {
         if !(1..=MAX_BULKHEAD_PERMITS).contains(&self.max_concurrent) {
             return Err(ConfigError::new(
                 "max_concurrent",
@@ -204,6 +279,7 @@ impl BulkheadBuilder {
                 semaphore: Semaphore::new(self.max_concurrent, self.max_queue),
                 listeners: self.listeners,
             }),
+            _mode: PhantomData,
         })
     }
 }

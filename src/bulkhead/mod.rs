@@ -15,6 +15,19 @@
 //! flight, frees its place. One bulkhead is shared by every clone of a
 //! service and every service its layer builds.
 //!
+//! # Which part of the call it covers
+//!
+//! By default ([`Head`]), the call up to its response,
+//! as tower's `ConcurrencyLimit` does: for an `http::Response`, the permit
+//! is given back when the *head* arrives, and the body may stream for as
+//! long as it likes while the permit serves the next call. A bulkhead of 2
+//! in front of an HTTP client admits 2 requests at once, but not 2 bodies.
+//!
+//! With [`cover_body`](BulkheadBuilder::cover_body) (feature `http`), the
+//! response's body holds the permit, as a [`ResponseBody`], until the body
+//! ends or is dropped: at most N calls *and their bodies* at once. See
+//! [which part of a call a layer covers](crate::cover).
+//!
 //! # Readiness
 //!
 //! The permit is taken in `poll_ready`, as tower's `ConcurrencyLimit` does:
@@ -67,15 +80,20 @@
 //! # }
 //! ```
 
+#[cfg(feature = "http")]
+mod body;
 mod future;
 mod layer;
 mod semaphore;
 
+#[cfg(feature = "http")]
+pub use self::body::ResponseBody;
 pub use self::future::ResponseFuture;
 pub use self::layer::{BulkheadBuilder, BulkheadLayer, MAX_BULKHEAD_PERMITS};
 
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -87,6 +105,7 @@ use self::future::Permit;
 use self::layer::Shared;
 use self::semaphore::{Acquire, WaiterRef};
 use crate::BoxError;
+use crate::cover::Head;
 use crate::event::Event;
 
 /// Where one service stands on its way to the next call.
@@ -122,12 +141,17 @@ impl Drop for Slot {
 }
 
 /// A service that admits at most N calls at once; see the [module docs](self).
-pub struct Bulkhead<S> {
+///
+/// `M` is the part of the call a permit covers: up to the response head
+/// ([`Head`], the default), or to the end of the response body
+/// ([`cover::Body`](crate::cover::Body)).
+pub struct Bulkhead<S, M = Head> {
     inner: S,
     slot: Slot,
+    _mode: PhantomData<fn() -> M>,
 }
 
-impl<S> Bulkhead<S> {
+impl<S, M> Bulkhead<S, M> {
     pub(crate) fn from_shared(inner: S, shared: Arc<Shared>) -> Self {
         Self {
             inner,
@@ -135,6 +159,7 @@ impl<S> Bulkhead<S> {
                 shared,
                 state: State::Idle,
             },
+            _mode: PhantomData,
         }
     }
 
@@ -221,33 +246,31 @@ impl<S> Bulkhead<S> {
     }
 }
 
-impl<S: Clone> Clone for Bulkhead<S> {
+impl<S: Clone, M> Clone for Bulkhead<S, M> {
     /// A clone shares the bulkhead, but not a permit or queued place.
     fn clone(&self) -> Self {
         Self::from_shared(self.inner.clone(), self.slot.shared.clone())
     }
 }
 
-impl<S: fmt::Debug> fmt::Debug for Bulkhead<S> {
+impl<S: fmt::Debug, M> fmt::Debug for Bulkhead<S, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Bulkhead")
             .field("inner", &self.inner)
             .field("name", &self.slot.shared.name)
+            .field("covers", &crate::cover::name::<M>())
             .finish()
     }
 }
 
-impl<S, Req> Service<Req> for Bulkhead<S>
-where
-    S: Service<Req>,
-    S::Error: Into<BoxError>,
-{
-    type Response = S::Response;
-    type Error = BoxError;
-    type Future = ResponseFuture<S::Future>;
-
+/// `poll_ready` and `call`, the same in every mode.
+impl<S, M> Bulkhead<S, M> {
     #[inline]
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+    fn ready<Req>(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>>
+    where
+        S: Service<Req>,
+        S::Error: Into<BoxError>,
+    {
         let fast =
             matches!(self.slot.state, State::Idle) && self.slot.shared.semaphore.try_acquire();
         if fast {
@@ -263,7 +286,10 @@ where
     }
 
     #[inline]
-    fn call(&mut self, req: Req) -> Self::Future {
+    fn start<Req>(&mut self, req: Req) -> ResponseFuture<S::Future, M>
+    where
+        S: Service<Req>,
+    {
         if let State::Permitted = self.slot.state {
             self.slot.state = State::Idle;
             // The guard exists before the inner call, so that a panicking
@@ -275,6 +301,49 @@ where
             State::Rejected => ResponseFuture::rejected(),
             _ => panic!("Bulkhead::call without a successful poll_ready"),
         }
+    }
+}
+
+impl<S, Req> Service<Req> for Bulkhead<S>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.ready::<Req>(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, req: Req) -> Self::Future {
+        self.start(req)
+    }
+}
+
+/// The body-covering mode: the permit goes on to the response's body.
+#[cfg(feature = "http")]
+impl<S, Req, B> Service<Req> for Bulkhead<S, crate::cover::Body>
+where
+    S: Service<Req, Response = http::Response<B>>,
+    S::Error: Into<BoxError>,
+    B: http_body::Body,
+{
+    type Response = http::Response<ResponseBody<B>>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, crate::cover::Body>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.ready::<Req>(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, req: Req) -> Self::Future {
+        self.start(req)
     }
 }
 

@@ -1,5 +1,6 @@
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -11,6 +12,7 @@ use tokio::time::{Instant, Sleep, sleep_until};
 
 use super::layer::Shared;
 use crate::BoxError;
+use crate::cover::Head;
 use crate::error::Elapsed;
 use crate::event::Event;
 
@@ -18,15 +20,11 @@ use crate::event::Event;
 /// as this far away.
 const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
 
-/// The future of a [`Timeout`](super::Timeout) call.
+/// One call's deadline: its start, its limit, and the timer, armed only
+/// when something must wait for it.
 ///
-/// The timer is not created until the inner future returns `Pending` for the
-/// first time: a call that finishes on its first poll never touches the
-/// timer wheel. (Then it is boxed: one allocation for a call that waits.)
-#[pin_project]
-pub struct ResponseFuture<F> {
-    #[pin]
-    inner: F,
+/// Not generic, so that its polling is compiled once, not for every stack.
+pub(crate) struct Timer {
     /// Boxed: created only for a call that is still running after its
     /// first poll, it would otherwise make every future (and every future
     /// wrapping it) a hundred bytes bigger.
@@ -37,50 +35,26 @@ pub struct ResponseFuture<F> {
     events: Option<Arc<Shared>>,
 }
 
-impl<F> ResponseFuture<F> {
-    pub(crate) fn new(
-        inner: F,
-        started: Instant,
-        timeout: Duration,
-        events: Option<Arc<Shared>>,
-    ) -> Self {
-        Self {
-            inner,
-            sleep: None,
-            started,
-            timeout,
-            events,
+impl Timer {
+    /// Hands the deadline on (to a response body), leaving this one spent.
+    #[cfg(feature = "http")]
+    pub(crate) fn take(&mut self) -> Timer {
+        Timer {
+            sleep: self.sleep.take(),
+            started: self.started,
+            timeout: self.timeout,
+            events: self.events.take(),
         }
     }
-}
 
-impl<F> fmt::Debug for ResponseFuture<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture")
-            .field("started", &self.started)
-            .field("timeout", &self.timeout)
-            .field("armed", &self.sleep.is_some())
-            .finish()
-    }
-}
-
-impl<F, T, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<T, E>>,
-    E: Into<BoxError>,
-{
-    type Output = Result<T, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        if let Poll::Ready(result) = this.inner.poll(cx) {
-            return Poll::Ready(result.map_err(Into::into));
-        }
-        let sleep = this.sleep.get_or_insert_with(|| {
-            let deadline = this
+    /// `Ready` with [`Elapsed`] once the deadline has passed; arms the timer
+    /// on first use.
+    pub(crate) fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> Poll<BoxError> {
+        let sleep = self.sleep.get_or_insert_with(|| {
+            let deadline = self
                 .started
-                .checked_add(*this.timeout)
-                .unwrap_or_else(|| *this.started + FAR_FUTURE);
+                .checked_add(self.timeout)
+                .unwrap_or_else(|| self.started + FAR_FUTURE);
             Box::pin(sleep_until(deadline))
         });
         let sleep = sleep.as_mut();
@@ -97,12 +71,109 @@ where
         if fired.is_pending() {
             return Poll::Pending;
         }
-        if let Some(shared) = this.events {
+        if let Some(shared) = &self.events {
             shared.listeners.emit(|| Event::TimedOut {
                 name: &shared.name,
                 after: shared.timeout,
             });
         }
-        Poll::Ready(Err(Elapsed(()).into()))
+        Poll::Ready(Elapsed(()).into())
+    }
+}
+
+impl fmt::Debug for Timer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Timer")
+            .field("started", &self.started)
+            .field("timeout", &self.timeout)
+            .field("armed", &self.sleep.is_some())
+            .finish()
+    }
+}
+
+/// The future of a [`Timeout`](super::Timeout) call.
+///
+/// The timer is not created until the inner future returns `Pending` for the
+/// first time: a call that finishes on its first poll never touches the
+/// timer wheel. (Then it is boxed: one allocation for a call that waits.)
+///
+/// In [`Body`](crate::cover::Body) mode, the deadline then goes to the
+/// response's [`ResponseBody`](super::ResponseBody).
+#[pin_project]
+pub struct ResponseFuture<F, M = Head> {
+    #[pin]
+    inner: F,
+    timer: Timer,
+    _mode: PhantomData<fn() -> M>,
+}
+
+impl<F, M> ResponseFuture<F, M> {
+    pub(crate) fn new(
+        inner: F,
+        started: Instant,
+        timeout: Duration,
+        events: Option<Arc<Shared>>,
+    ) -> Self {
+        Self {
+            inner,
+            timer: Timer {
+                sleep: None,
+                started,
+                timeout,
+                events,
+            },
+            _mode: PhantomData,
+        }
+    }
+}
+
+impl<F, M> fmt::Debug for ResponseFuture<F, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("started", &self.timer.started)
+            .field("timeout", &self.timer.timeout)
+            .field("armed", &self.timer.sleep.is_some())
+            .finish()
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(result) = this.inner.poll(cx) {
+            return Poll::Ready(result.map_err(Into::into));
+        }
+        this.timer.poll_elapsed(cx).map(Err)
+    }
+}
+
+#[cfg(feature = "http")]
+impl<F, B, E> Future for ResponseFuture<F, crate::cover::Body>
+where
+    F: Future<Output = Result<http::Response<B>, E>>,
+    E: Into<BoxError>,
+    B: http_body::Body,
+{
+    type Output = Result<http::Response<super::ResponseBody<B>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(result) = this.inner.poll(cx) {
+            // The head is here in time: the deadline goes on to the body.
+            return Poll::Ready(match result {
+                Ok(response) => {
+                    let timer = this.timer.take();
+                    Ok(response.map(|body| super::ResponseBody::new(body, timer)))
+                }
+                Err(err) => Err(err.into()),
+            });
+        }
+        this.timer.poll_elapsed(cx).map(Err)
     }
 }

@@ -4,6 +4,18 @@
 //! has not finished within the limit; the inner future is dropped, which
 //! cancels it. The inner service's own errors pass through unchanged.
 //!
+//! # Which part of the call it covers
+//!
+//! By default ([`Head`]), the call up to its response,
+//! as tower's `Timeout` does: for an `http::Response`, the limit bounds the
+//! wait for the *head*, and a body that streams for longer than the limit
+//! gets through.
+//!
+//! With [`cover_body`](TimeoutBuilder::cover_body) (feature `http`), the
+//! deadline, still measured from `call`, bounds the response's body too:
+//! the body, a [`ResponseBody`], yields `Elapsed` if it has not ended by
+//! then. See [which part of a call a layer covers](crate::cover).
+//!
 //! # Cost
 //!
 //! The call reads the clock once, and layers below it in the same call (a
@@ -59,13 +71,18 @@
 //! # }
 //! ```
 
+#[cfg(feature = "http")]
+mod body;
 mod future;
 mod layer;
 
+#[cfg(feature = "http")]
+pub use self::body::ResponseBody;
 pub use self::future::ResponseFuture;
 pub use self::layer::{TimeoutBuilder, TimeoutLayer};
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -74,18 +91,33 @@ use tower::Service;
 use self::layer::Shared;
 use crate::BoxError;
 use crate::clock;
+use crate::cover::Head;
 
 /// A service whose calls fail with [`Elapsed`](crate::error::Elapsed) past a
 /// time limit; see the [module docs](self).
-#[derive(Clone)]
-pub struct Timeout<S> {
+///
+/// `M` is the part of the call the limit covers: up to the response head
+/// ([`Head`], the default), or to the end of the response body
+/// ([`cover::Body`](crate::cover::Body)).
+pub struct Timeout<S, M = Head> {
     inner: S,
     shared: Arc<Shared>,
+    _mode: PhantomData<fn() -> M>,
 }
 
-impl<S> Timeout<S> {
+impl<S: Clone, M> Clone for Timeout<S, M> {
+    fn clone(&self) -> Self {
+        Self::from_shared(self.inner.clone(), self.shared.clone())
+    }
+}
+
+impl<S, M> Timeout<S, M> {
     pub(crate) fn from_shared(inner: S, shared: Arc<Shared>) -> Self {
-        Self { inner, shared }
+        Self {
+            inner,
+            shared,
+            _mode: PhantomData,
+        }
     }
 
     /// The inner service.
@@ -104,12 +136,33 @@ impl<S> Timeout<S> {
     }
 }
 
-impl<S: fmt::Debug> fmt::Debug for Timeout<S> {
+impl<S: fmt::Debug, M> fmt::Debug for Timeout<S, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Timeout")
             .field("inner", &self.inner)
             .field("timeout", &self.shared.timeout)
+            .field("covers", &crate::cover::name::<M>())
             .finish()
+    }
+}
+
+impl<S, M> Timeout<S, M> {
+    /// `call`, the same in every mode.
+    #[inline]
+    fn start<Req>(&mut self, req: Req) -> ResponseFuture<S::Future, M>
+    where
+        S: Service<Req>,
+    {
+        let (started, read_here) = clock::call_started();
+        let inner = if read_here {
+            // Layers below (another timeout, a retry deadline) reuse this
+            // reading instead of taking their own.
+            clock::within_call(started, || self.inner.call(req))
+        } else {
+            self.inner.call(req)
+        };
+        let events = (!self.shared.listeners.is_empty()).then(|| self.shared.clone());
+        ResponseFuture::new(inner, started, self.shared.timeout, events)
     }
 }
 
@@ -129,15 +182,29 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        let (started, read_here) = clock::call_started();
-        let inner = if read_here {
-            // Layers below (another timeout, a retry deadline) reuse this
-            // reading instead of taking their own.
-            clock::within_call(started, || self.inner.call(req))
-        } else {
-            self.inner.call(req)
-        };
-        let events = (!self.shared.listeners.is_empty()).then(|| self.shared.clone());
-        ResponseFuture::new(inner, started, self.shared.timeout, events)
+        self.start(req)
+    }
+}
+
+/// The body-covering mode: the deadline goes on to the response's body.
+#[cfg(feature = "http")]
+impl<S, Req, B> Service<Req> for Timeout<S, crate::cover::Body>
+where
+    S: Service<Req, Response = http::Response<B>>,
+    S::Error: Into<BoxError>,
+    B: http_body::Body,
+{
+    type Response = http::Response<ResponseBody<B>>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, crate::cover::Body>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    #[inline]
+    fn call(&mut self, req: Req) -> Self::Future {
+        self.start(req)
     }
 }
