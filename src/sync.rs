@@ -11,3 +11,13 @@ pub(crate) use loom::sync::{Arc, Mutex, MutexGuard};
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64};
 #[cfg(not(palisade_loom))]
 pub(crate) use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Lets other threads run while this one waits for them (a spin loop's
+/// pause; loom needs it to explore the loop).
+#[inline]
+pub(crate) fn yield_now() {
+    #[cfg(palisade_loom)]
+    loom::thread::yield_now();
+    #[cfg(not(palisade_loom))]
+    std::thread::yield_now();
+}

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering::*;
 
-use crate::sync::{AtomicU8, AtomicU32, AtomicU64, Mutex};
+use crate::sync::{AtomicU8, AtomicU32, AtomicU64, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -76,44 +76,99 @@ impl StateWord {
     }
 }
 
-/// Half-open probe bookkeeping in one word, tagged with the generation of
-/// the half-open stay it belongs to, so a late probe of an earlier stay
-/// cannot touch a later one. Four 10-bit counts (half-open calls are at most
-/// 1000) and 24 bits of generation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Probes(u64);
+/// Half-open probe bookkeeping, for one half-open stay, named by its full
+/// generation: a probe of an earlier stay, given back or finished late,
+/// cannot touch a later one. Behind a lock: it is used only while half-open,
+/// never on the closed path. (An atomic word with a shorter generation tag
+/// was tried: its tag repeats, and a late probe of a stay 2^24 transitions
+/// back freed the current stay's permit.)
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Probes {
+    generation: u64,
+    admitted: u32,
+    finished: u32,
+    failed: u32,
+    slow: u32,
+}
 
 impl Probes {
-    const COUNT_BITS: u32 = 10;
-    const MASK: u64 = (1 << Self::COUNT_BITS) - 1;
-    const ADMITTED: u32 = 0;
-    const FINISHED: u32 = 10;
-    const FAILED: u32 = 20;
-    const SLOW: u32 = 30;
-    const GENERATION: u32 = 40;
-
     fn fresh(word: StateWord) -> Self {
-        Probes(Self::tag(word) << Self::GENERATION)
+        Probes {
+            generation: word.generation(),
+            ..Probes::default()
+        }
     }
 
-    fn tag(word: StateWord) -> u64 {
-        word.generation() & ((1 << 24) - 1)
+    fn belongs_to(&self, word: StateWord) -> bool {
+        self.generation == word.generation()
+    }
+}
+
+/// Who may write to the window: the generation it belongs to, whether it
+/// is closed to writers, and how many are writing, in one word. A
+/// recorder enters only if the gate names its generation and is open; a
+/// transition closes the gate, waits for the writers inside to leave,
+/// clears what must be cleared, then opens the gate for the new generation
+/// before it publishes the new state. So no outcome of an earlier state
+/// ever lands in a later state's window. One word, changed only by
+/// read-modify-writes: every thread sees its changes in one order, which
+/// needs no `SeqCst` (and is what loom checks).
+#[derive(Debug)]
+struct Gate(AtomicU64);
+
+impl Gate {
+    const WRITERS: u64 = (1 << 23) - 1;
+    const CLOSED: u64 = 1 << 23;
+    const GENERATION_SHIFT: u32 = 24;
+
+    fn tag(generation: u64) -> u64 {
+        // 40 bits of the generation: a recorder would have to outlive 2^40
+        // transitions to be mistaken for a current one.
+        (generation << Self::GENERATION_SHIFT) & !(Self::WRITERS | Self::CLOSED)
     }
 
-    fn belongs_to(self, word: StateWord) -> bool {
-        self.0 >> Self::GENERATION == Self::tag(word)
+    fn new() -> Self {
+        Gate(AtomicU64::new(Self::tag(0)))
     }
 
-    fn get(self, field: u32) -> u32 {
-        ((self.0 >> field) & Self::MASK) as u32
+    /// Enters as a writer of `generation`, if that is the window's.
+    #[inline]
+    fn enter(&self, generation: u64) -> bool {
+        let open = Self::tag(generation);
+        let mut current = self.0.load(Acquire);
+        loop {
+            if current & !Self::WRITERS != open {
+                return false;
+            }
+            match self
+                .0
+                .compare_exchange_weak(current, current + 1, Acquire, Acquire)
+            {
+                Ok(_) => return true,
+                Err(actual) => current = actual,
+            }
+        }
     }
 
-    fn plus(self, field: u32) -> Self {
-        Probes(self.0 + (1 << field))
+    /// Leaves, after a successful `enter`. The gate cannot have moved on:
+    /// a transition waits for every writer before it does.
+    #[inline]
+    fn leave(&self) {
+        self.0.fetch_sub(1, Release);
     }
 
-    fn minus(self, field: u32) -> Self {
-        Probes(self.0 - (1 << field))
+    /// Closes the gate and waits for the writers inside. Only transitions
+    /// call it, one at a time.
+    fn close_and_drain(&self) {
+        let mut current = self.0.fetch_or(Self::CLOSED, AcqRel) | Self::CLOSED;
+        while current & Self::WRITERS != 0 {
+            crate::sync::yield_now();
+            current = self.0.load(Acquire);
+        }
+    }
+
+    fn open(&self, generation: u64) {
+        self.0.store(Self::tag(generation), Release);
     }
 }
 
@@ -156,9 +211,12 @@ pub(crate) struct Core {
     /// While open: when a probe may be admitted; while half-open: when the
     /// stay ends if every probe is still out. Nanoseconds since `epoch`.
     open_until: AtomicU64,
-    probes: AtomicU64,
+    probes: Mutex<Probes>,
     not_permitted: AtomicU64,
     exceeded: AtomicU8,
+    /// Who may write to the window (see [`Gate`]). Beside the state word's
+    /// line, not on it: writers change it on every call.
+    gate: CachePadded<Gate>,
     transitions: Mutex<TransitionState>,
     epoch: Instant,
     pub(crate) listeners: Listeners,
@@ -172,9 +230,10 @@ impl Core {
             window,
             consecutive_failures: AtomicU32::new(0),
             open_until: AtomicU64::new(0),
-            probes: AtomicU64::new(0),
+            probes: Mutex::new(Probes::default()),
             not_permitted: AtomicU64::new(0),
             exceeded: AtomicU8::new(0),
+            gate: CachePadded(Gate::new()),
             transitions: Mutex::new(TransitionState::default()),
             epoch: Instant::now(),
             listeners,
@@ -269,39 +328,31 @@ impl Core {
         CircuitOpen::new(self.config.name.clone(), retry_after)
     }
 
+    fn probes(&self) -> MutexGuard<'_, Probes> {
+        // Every update leaves the counts consistent: a panic elsewhere
+        // while the lock was held cannot have broken them.
+        self.probes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn try_take_probe(&self, word: StateWord) -> bool {
-        let limit = self.config.half_open_calls;
-        let mut current = Probes(self.probes.load(Acquire));
-        loop {
-            if !current.belongs_to(word) || current.get(Probes::ADMITTED) >= limit {
-                return false;
-            }
-            let next = current.plus(Probes::ADMITTED);
-            match self
-                .probes
-                .compare_exchange_weak(current.0, next.0, AcqRel, Acquire)
-            {
-                Ok(_) => return true,
-                Err(actual) => current = Probes(actual),
-            }
+        let mut probes = self.probes();
+        if !probes.belongs_to(word) || probes.admitted >= self.config.half_open_calls {
+            return false;
         }
+        probes.admitted += 1;
+        true
     }
 
     /// Gives back the permit of a probe that will not report (dropped, or
     /// its outcome ignored), so that another call can probe in its place.
     #[cold]
     pub(crate) fn release_probe(&self, admission: Admission) {
-        let word = admission.0;
-        let _ = self.probes.fetch_update(AcqRel, Acquire, |p| {
-            let p = Probes(p);
-            // The tag is 24 bits of the generation and repeats; the state
-            // word does not. A transition stores a fresh probe word, which
-            // fails this update's compare-and-swap if it came in between.
-            (self.load() == word
-                && p.belongs_to(word)
-                && p.get(Probes::ADMITTED) > p.get(Probes::FINISHED))
-            .then(|| p.minus(Probes::ADMITTED).0)
-        });
+        let mut probes = self.probes();
+        if probes.belongs_to(admission.0) && probes.admitted > probes.finished {
+            probes.admitted -= 1;
+        }
     }
 
     /// Records the outcome of an admitted call. `elapsed` is the call's
@@ -329,9 +380,8 @@ impl Core {
             self.release_probe(admission);
             return;
         }
-        if outcome == Outcome::Ignored || !admission.records() || self.load() != word {
-            // Ignored, or disabled, or begun in an earlier state: the window
-            // of the current state does not hear of it.
+        if outcome == Outcome::Ignored || !admission.records() {
+            // Ignored, or disabled: the window does not hear of it.
             return;
         }
         let sample = Sample {
@@ -339,15 +389,23 @@ impl Core {
             slow,
         };
         let now_nanos = now.map_or(0, |now| self.nanos_since_epoch(now));
+        if !self.gate.0.enter(word.generation()) {
+            // Begun in an earlier state: the current one does not hear of
+            // it.
+            return;
+        }
         let may_have_risen = self.window.record(sample, now_nanos);
+        if !admission.is_probe() {
+            if sample.failure {
+                self.consecutive_failures.fetch_add(1, Relaxed);
+            } else if self.consecutive_failures.load(Relaxed) != 0 {
+                self.consecutive_failures.store(0, Relaxed);
+            }
+        }
+        self.gate.0.leave();
         if admission.is_probe() {
             self.finish_probe(word, sample);
             return;
-        }
-        if sample.failure {
-            self.consecutive_failures.fetch_add(1, Relaxed);
-        } else if self.consecutive_failures.load(Relaxed) != 0 {
-            self.consecutive_failures.store(0, Relaxed);
         }
         if may_have_risen {
             self.evaluate(word, now_nanos);
@@ -356,30 +414,23 @@ impl Core {
 
     #[cold]
     fn finish_probe(&self, word: StateWord, sample: Sample) {
-        let mut finished = None;
-        let _ = self.probes.fetch_update(AcqRel, Acquire, |p| {
-            let p = Probes(p);
-            if self.load() != word || !p.belongs_to(word) {
-                return None;
-            }
-            let mut next = p.plus(Probes::FINISHED);
-            if sample.failure {
-                next = next.plus(Probes::FAILED);
-            }
-            if sample.slow {
-                next = next.plus(Probes::SLOW);
-            }
-            finished = Some(next);
-            Some(next.0)
-        });
-        let Some(probes) = finished else { return };
         let limit = self.config.half_open_calls;
-        if probes.get(Probes::FINISHED) < limit {
+        let probes = {
+            let mut probes = self.probes();
+            if !probes.belongs_to(word) {
+                return;
+            }
+            probes.finished += 1;
+            probes.failed += u32::from(sample.failure);
+            probes.slow += u32::from(sample.slow);
+            *probes
+        };
+        if probes.finished < limit {
             return;
         }
         let n = f64::from(limit);
-        let failure_rate = f64::from(probes.get(Probes::FAILED)) / n;
-        let slow_rate = f64::from(probes.get(Probes::SLOW)) / n;
+        let failure_rate = f64::from(probes.failed) / n;
+        let slow_rate = f64::from(probes.slow) / n;
         let (to, reason) = if failure_rate >= self.config.failure_rate_threshold
             || slow_rate >= self.config.slow_call_rate_threshold
         {
@@ -490,6 +541,9 @@ impl Core {
             return false;
         }
         let next = StateWord::new(to, current.generation().wrapping_add(1));
+        // Calls of the old state still writing finish first; later ones find
+        // the gate closed and count nowhere.
+        self.gate.0.close_and_drain();
         match to {
             CircuitState::Closed | CircuitState::MetricsOnly => {
                 self.window.clear();
@@ -505,7 +559,7 @@ impl Core {
             }
             CircuitState::HalfOpen => {
                 self.window.clear();
-                self.probes.store(Probes::fresh(next).0, Release);
+                *self.probes() = Probes::fresh(next);
                 let now = self.nanos_since_epoch(Instant::now());
                 self.open_until.store(
                     now.saturating_add(duration_nanos(self.config.max_half_open_duration)),
@@ -514,6 +568,8 @@ impl Core {
             }
             CircuitState::ForcedOpen | CircuitState::Disabled => {}
         }
+        // Open for the new state's calls before any can be admitted.
+        self.gate.0.open(next.generation());
         self.state.0.store(next.0, Release);
         drop(guard);
         let name = &*self.config.name;
@@ -588,8 +644,8 @@ impl Core {
                 Duration::ZERO
             },
             probes_in_flight: if state == CircuitState::HalfOpen {
-                let p = Probes(self.probes.load(Acquire));
-                p.get(Probes::ADMITTED) - p.get(Probes::FINISHED)
+                let p = self.probes();
+                p.admitted - p.finished
             } else {
                 0
             },
@@ -599,6 +655,24 @@ impl Core {
 
 fn duration_nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+impl Core {
+    /// Stands for `n` transitions ending in a fresh half-open stay, without
+    /// making them one by one.
+    fn half_open_after(&self, n: u64) {
+        let _lock = self.transitions.lock().unwrap();
+        let next = StateWord::new(
+            CircuitState::HalfOpen,
+            self.load().generation().wrapping_add(n),
+        );
+        *self.probes() = Probes::fresh(next);
+        self.open_until.store(u64::MAX, Release);
+        self.gate.0.close_and_drain();
+        self.gate.0.open(next.generation());
+        self.state.0.store(next.0, Release);
+    }
 }
 
 #[cfg(all(test, not(palisade_loom)))]
@@ -627,21 +701,6 @@ mod tests {
         )
     }
 
-    impl Core {
-        /// Stands for `n` transitions ending in a fresh half-open stay,
-        /// without making them one by one.
-        fn half_open_after(&self, n: u64) {
-            let _lock = self.transitions.lock().unwrap();
-            let next = StateWord::new(
-                CircuitState::HalfOpen,
-                self.load().generation().wrapping_add(n),
-            );
-            self.probes.store(Probes::fresh(next).0, Release);
-            self.open_until.store(u64::MAX, Release);
-            self.state.0.store(next.0, Release);
-        }
-    }
-
     /// Issue 12, defect 4: the probe word keeps 24 bits of the generation.
     /// A probe of a stay 2^24 transitions back, given back late, must not
     /// free the probe of the current stay.
@@ -668,8 +727,8 @@ mod loom_tests {
     use super::*;
     use crate::circuit_breaker::window::CountWindow;
 
-    /// A half-open breaker with a single probe.
-    fn half_open() -> Core {
+    /// A closed breaker with a count window of 4 and a single probe.
+    fn closed() -> Core {
         let config = Config {
             name: Arc::from("loom"),
             failure_rate_threshold: 0.5,
@@ -683,11 +742,16 @@ mod loom_tests {
             max_half_open_duration: Duration::from_secs(60),
             seed: Some(0),
         };
-        let core = Core::new(
+        Core::new(
             config,
             Window::Count(CountWindow::new(4)),
             Listeners::default(),
-        );
+        )
+    }
+
+    /// A half-open breaker with a single probe.
+    fn half_open() -> Core {
+        let core = closed();
         assert!(core.transition(
             core.load(),
             CircuitState::HalfOpen,
@@ -735,6 +799,49 @@ mod loom_tests {
                 // the probe is free again.
                 assert_eq!(metrics.state, CircuitState::HalfOpen);
                 assert!(core.admit().is_ok());
+            }
+        });
+    }
+
+    /// Issue 12, defect 1: a call admitted while closed finishes while a
+    /// reset runs. Whatever the interleaving, its outcome is either dropped
+    /// or cleared away: the fresh window is empty.
+    #[test]
+    fn loom_a_transition_racing_a_recorder_leaves_the_fresh_window_empty() {
+        loom::model(|| {
+            let core = crate::sync::Arc::new(closed());
+            let admission = core.admit().unwrap();
+            let recorder = {
+                let core = core.clone();
+                loom::thread::spawn(move || {
+                    core.record(admission, Outcome::Failure, None, None);
+                })
+            };
+            core.force(CircuitState::Closed);
+            recorder.join().unwrap();
+            let metrics = core.metrics();
+            assert_eq!((metrics.calls, metrics.failures), (0, 0));
+            assert_eq!(metrics.consecutive_failures, 0);
+        });
+    }
+
+    /// Issue 12, defect 4: a probe of a stay 2^24 transitions back (the
+    /// same 24-bit tag) is given back while the current stay's probe is
+    /// taken. Whatever the interleaving, the current probe stays taken.
+    #[test]
+    fn loom_a_probe_of_a_stay_long_gone_frees_nothing() {
+        loom::model(|| {
+            let core = crate::sync::Arc::new(half_open());
+            let old = core.admit().unwrap();
+            let late = {
+                let core = core.clone();
+                loom::thread::spawn(move || core.release_probe(old))
+            };
+            core.half_open_after(1 << 24);
+            let current = core.admit();
+            late.join().unwrap();
+            if current.is_ok() {
+                assert!(core.admit().is_err(), "the current probe was freed");
             }
         });
     }
