@@ -278,3 +278,25 @@ fn bad_configurations_are_refused() {
     assert_eq!(refused(b().max_wait(Duration::from_secs(1))), "max_wait");
     assert!(b().max_concurrent(1).max_queue(0).build().is_ok());
 }
+
+/// Issue 12, defect 5: a refusal decided by one `poll_ready` does not
+/// stick: once a place is free, the next `poll_ready` admits the call.
+#[tokio::test(start_paused = true)]
+async fn a_refusal_is_decided_again_at_the_next_poll_ready() {
+    let (svc, handle, _) = setup(BulkheadLayer::builder().max_concurrent(1));
+    let mut holder = svc.clone();
+    holder.ready().await.unwrap(); // takes the only place
+    let mut svc = svc.clone();
+    let waker = std::task::Waker::noop();
+    let mut cx = Context::from_waker(waker);
+    assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    drop(holder); // the place is free again
+    assert_eq!(handle.in_flight(), 0);
+    assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    assert_eq!(
+        handle.in_flight(),
+        1,
+        "the second poll_ready took the place"
+    );
+    assert_eq!(svc.call((5, 0)).await.unwrap(), 5);
+}

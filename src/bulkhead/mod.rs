@@ -271,6 +271,11 @@ impl<S, M> Bulkhead<S, M> {
         S: Service<Req>,
         S::Error: Into<BoxError>,
     {
+        if matches!(self.slot.state, State::Rejected) {
+            // A refusal holds nothing: decide again, as a place may have
+            // come free since.
+            self.slot.state = State::Idle;
+        }
         let fast =
             matches!(self.slot.state, State::Idle) && self.slot.shared.semaphore.try_acquire();
         if fast {
@@ -388,5 +393,49 @@ impl fmt::Debug for BulkheadHandle {
             .field("in_flight", &self.in_flight())
             .field("queued", &self.queued())
             .finish()
+    }
+}
+
+#[cfg(all(test, palisade_loom))]
+mod loom_tests {
+    use super::*;
+    use std::task::Waker;
+    use tower::Layer;
+
+    #[derive(Clone)]
+    struct AlwaysReady;
+
+    impl Service<()> for AlwaysReady {
+        type Response = ();
+        type Error = BoxError;
+        type Future = std::future::Ready<Result<(), BoxError>>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, _: ()) -> Self::Future {
+            std::future::ready(Ok(()))
+        }
+    }
+
+    /// Issue 12, defect 5: a service refused while another held the only
+    /// place races that place being freed. Whatever the interleaving, once
+    /// the place is free, its next `poll_ready` takes it: a refusal does not
+    /// stick. (Fails if `ready` keeps a `Rejected` state.)
+    #[test]
+    fn loom_a_refusal_does_not_outlive_the_full_bulkhead() {
+        loom::model(|| {
+            let layer = BulkheadLayer::builder().max_concurrent(1).build().unwrap();
+            let handle = layer.handle();
+            let mut cx = Context::from_waker(Waker::noop());
+            let mut holder = layer.layer(AlwaysReady);
+            assert!(holder.poll_ready(&mut cx).is_ready());
+            let freer = loom::thread::spawn(move || drop(holder));
+            let mut caller = layer.layer(AlwaysReady);
+            assert!(caller.poll_ready(&mut cx).is_ready());
+            freer.join().unwrap();
+            assert!(caller.poll_ready(&mut cx).is_ready());
+            assert!(matches!(caller.slot.state, State::Permitted));
+            assert_eq!(handle.in_flight(), 1);
+        });
     }
 }
