@@ -197,3 +197,39 @@ fn bad_timeouts_are_refused() {
         Duration::from_nanos(1)
     );
 }
+
+/// Issue 12, defect 6: a timeout's deadline runs from its own `call`. A
+/// user service whose `call` blocks for 300 ms before it calls an inner
+/// 400 ms timeout over a 200 ms service must not lend that inner timeout
+/// the instant an outer timeout read.
+#[tokio::test(start_paused = true)]
+async fn a_deadline_runs_from_its_own_call_whatever_ran_before() {
+    use palisade::timeout::TimeoutLayer;
+    use std::time::Duration;
+    use tower::{Layer, Service, ServiceExt, service_fn};
+
+    let inner_timeout = TimeoutLayer::new(Duration::from_millis(400)).unwrap();
+    let slow = service_fn(|()| async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Ok::<_, palisade::error::BoxError>("done")
+    });
+    let inner = inner_timeout.layer(slow);
+    let handle = tokio::runtime::Handle::current();
+    let blocking_user_service = service_fn(move |()| {
+        // Blocks in `call` for 300 ms of the (paused) clock: another
+        // thread moves the clock while this one waits for it.
+        let h = handle.clone();
+        std::thread::spawn(move || h.block_on(tokio::time::advance(Duration::from_millis(300))))
+            .join()
+            .unwrap();
+        // Then calls the inner timeout from within its own `call` (the
+        // inner service is always ready).
+        let mut inner = inner.clone();
+        inner.call(())
+    });
+    let mut svc = TimeoutLayer::new(Duration::from_secs(5))
+        .unwrap()
+        .layer(blocking_user_service);
+    let answer = svc.ready().await.unwrap().call(()).await;
+    assert_eq!(answer.unwrap(), "done");
+}

@@ -390,7 +390,7 @@ where
         if let Some(guard) = &mut guard
             && self.shared.core.needs_start_time()
         {
-            guard.started = Some(crate::clock::call_started().0);
+            guard.started = Some(crate::clock::now());
         }
         ResponseFuture::called(self.inner.call(req), guard)
     }

@@ -224,7 +224,7 @@ where
             started: shared
                 .deadline
                 .is_some()
-                .then(|| crate::clock::call_started().0),
+                .then(|| crate::clock::now()),
             delays: None,
             next: None,
         });

@@ -18,12 +18,13 @@
 //!
 //! # Cost
 //!
-//! The call reads the clock once, and layers below it in the same call (a
-//! per-attempt timeout under a total one) reuse that reading. The timer
-//! itself is created only if the inner future returns `Pending` on its first
-//! poll, with its deadline measured from the call: a call that completes at
-//! once never touches tokio's timer wheel, and allocates nothing. The timer is polled even when the inner future has
-//! used up the task's cooperative budget, as `tokio::time::timeout` does.
+//! The call reads the clock once, at its own `call` (a total and a
+//! per-attempt timeout each read it). The timer itself is created only if
+//! the inner future returns `Pending` on its first poll, with its deadline
+//! measured from the call: a call that completes at once never touches
+//! tokio's timer wheel, and allocates nothing. The timer is polled even
+//! when the inner future has used up the task's cooperative budget, as
+//! `tokio::time::timeout` does.
 //!
 //! # Total and per-attempt timeouts
 //!
@@ -153,14 +154,8 @@ impl<S, M> Timeout<S, M> {
     where
         S: Service<Req>,
     {
-        let (started, read_here) = clock::call_started();
-        let inner = if read_here {
-            // Layers below (another timeout, a retry deadline) reuse this
-            // reading instead of taking their own.
-            clock::within_call(started, || self.inner.call(req))
-        } else {
-            self.inner.call(req)
-        };
+        let started = clock::now();
+        let inner = self.inner.call(req);
         let events = (!self.shared.listeners.is_empty()).then(|| self.shared.clone());
         ResponseFuture::new(inner, started, self.shared.timeout, events)
     }
