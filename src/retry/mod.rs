@@ -224,7 +224,7 @@ where
             started: shared
                 .deadline
                 .is_some()
-                .then(|| crate::clock::now()),
+                .then(crate::clock::now),
             delays: None,
             next: None,
         });
