@@ -227,9 +227,10 @@ impl<C> CircuitBreakerBuilder<C> {
         self
     }
 
-    /// The longest a breaker stays half-open with every probe still out;
-    /// then it opens again and a later half-open stay sends new probes
-    /// (Resilience4j's `maxWaitDurationInHalfOpenState`). A probe ends when
+    /// The longest a breaker stays half-open once every probe has been
+    /// admitted and some are still out (one of them stuck is enough); the
+    /// next call then opens it again, and a later half-open stay sends new
+    /// probes (Resilience4j's `maxWaitDurationInHalfOpenState`). A probe ends when
     /// its outcome is known, which for a streamed answer judged at its end
     /// (gRPC) is when the stream ends: without this bound, probes that are
     /// long-lived streams would hold the breaker half-open, refusing every

@@ -76,7 +76,9 @@ impl GrpcCode {
     }
 
     /// The code a response without `grpc-status` implies from its HTTP status,
-    /// per gRPC's "HTTP to gRPC status code mapping".
+    /// per gRPC's "HTTP to gRPC status code mapping". 200 is `Ok`: a 200 head
+    /// without `grpc-status` carries its status in the trailers, which only
+    /// the end of the body tells (see [`StatusBody`](super::StatusBody)).
     pub fn from_http_status(status: http::StatusCode) -> GrpcCode {
         match status.as_u16() {
             200 => GrpcCode::Ok,

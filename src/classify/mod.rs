@@ -20,7 +20,7 @@
 //! | [`DefaultClassifier`] | every `Err` | |
 //! | [`ClassifyFn`] (from [`classify_fn`]) | whatever the closure says | |
 //! | [`HttpClassifier`] | transport errors, 5xx, 408, 429 | `http` |
-//! | [`GrpcClassifier`] | transport errors, Unavailable, DeadlineExceeded, ResourceExhausted, Aborted, Internal | `grpc` |
+//! | [`GrpcClassifier`] | transport errors, Unknown, Internal, Unavailable, DeadlineExceeded, ResourceExhausted, DataLoss (retried: Unavailable and transport errors) | `grpc` |
 //!
 //! Server delay hints are parsed by the functions in [`hint`]; a hint larger
 //! than the cap the caller gives is discarded, never obeyed blindly.

@@ -46,6 +46,10 @@ pub enum Verdict<J> {
 ///
 /// impl JudgesAtHead for OnlyTimeouts {}
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not say when its verdict is complete, which the circuit breaker needs",
+    note = "for a classifier that judges at the response head, add `impl palisade::classify::JudgesAtHead for {Self} {{}}`; for one that must see the end of a streamed body, implement `palisade::classify::Settle`"
+)]
 pub trait JudgesAtHead {}
 
 impl<C: JudgesAtHead + ?Sized> JudgesAtHead for &C {}

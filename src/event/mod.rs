@@ -295,8 +295,9 @@ pub enum GiveUpReason {
     ServerSaidNo,
     /// The backoff's sequence of delays ended.
     BackoffEnded,
-    /// The request could not be copied (a streamed body, or one over the
-    /// replay limit).
+    /// The request could not be copied: a `reqwest::Request` with a
+    /// streamed body, or under [`ReplayBodies`](crate::retry::ReplayBodies)
+    /// a body read past the replay limit or one that failed mid-stream.
     NotReplayable,
     /// The retry budget was spent.
     BudgetExhausted,

@@ -221,10 +221,7 @@ where
             source,
             retryable,
             shared: Arc::clone(shared),
-            started: shared
-                .deadline
-                .is_some()
-                .then(crate::clock::now),
+            started: shared.deadline.is_some().then(crate::clock::now),
             delays: None,
             next: None,
         });

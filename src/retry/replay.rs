@@ -1,17 +1,21 @@
 //! Replaying `http::Request` bodies as real clients send them.
 //!
-//! Every attempt gets a [`ReplayBody`]. The attempts share one recording and
-//! the caller's original body, which only one attempt holds at a time: an
-//! attempt first plays back what earlier attempts read, then goes on reading
-//! the original body, recording as it goes. An attempt that ends before its
-//! body was read (the connection was refused, the server answered early)
-//! gives the unread rest back, and the next attempt continues from there.
-//! This is the design of Linkerd's `ReplayBody`.
+//! Every attempt gets a [`ReplayBody`]. The attempts share one recording
+//! and the caller's original body: an attempt first plays back what earlier
+//! attempts read, then goes on reading the original body, recording as it
+//! goes. What an attempt did not read (the connection was refused, the
+//! server answered early) is read by the next one. This is the design of
+//! Linkerd's `ReplayBody`, with one change: the newest attempt owns the
+//! original body at once. A client may keep an abandoned attempt's body
+//! for as long as its connection lives (hyper does, while a server that
+//! answered early leaves the rest unread); waiting for it to be dropped
+//! could wait forever, so the abandoned attempt's body fails instead, if it
+//! is ever polled again.
 
 use std::fmt;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -29,18 +33,36 @@ pub const DEFAULT_REPLAY_LIMIT: usize = 64 * 1024;
 /// Works with the way real clients send bodies: hyper never polls a body
 /// whose `is_end_stream()` is true (an empty body, or after the last data
 /// frame), and a request whose connection failed leaves its body unread.
-/// What an attempt did not read is given back, and the next attempt sends it
-/// after the recorded part.
+/// What an attempt did not read is read by the next, after the recorded
+/// part. The newest attempt owns the body: a retry never waits for the
+/// client to drop an earlier attempt's body (hyper may keep it while a
+/// server that answered early leaves the rest unread), and that earlier
+/// body fails if it is polled again.
 ///
 /// A body larger than the limit is sent once, whole, never truncated; once
 /// more than `limit` bytes were read, the recording is freed and the call is
-/// not retried. A request that is not retryable (see
+/// not retried. A body that fails mid-stream is not retried either. A
+/// request that is not retryable (see
 /// [`Classify::is_retryable`](crate::classify::Classify::is_retryable)) is
 /// recorded with a limit of zero: it can be sent again only if its body was
 /// never read, which is what a connection failure leaves.
 ///
-/// Trailers are replayed after the data; `size_hint` and `is_end_stream`
-/// are exact in every state.
+/// Trailers are replayed after the data. (hyper's HTTP/1.1 client sends
+/// only the trailer fields that the request's `Trailer` header announces,
+/// on every attempt alike.) `is_end_stream` is exact in every state, and
+/// `size_hint` is exact whenever the size is known, except that a body
+/// whose trailers are still to come is not sized exactly: an HTTP/1.1
+/// client would send a `content-length` and drop them. So framing may
+/// differ between attempts: a stream of unknown size goes chunked on the
+/// first attempt and, once recorded whole, with a `content-length` on the
+/// next.
+///
+/// The caller's body must be `Unpin` (box it otherwise, for example with
+/// `http_body_util::BodyExt::boxed`). The inner service receives
+/// `http::Request<ReplayBody<B>>`: a tonic `Channel`, which takes
+/// `tonic::body::Body`, needs
+/// `.map_request(|r: http::Request<ReplayBody<_>>| r.map(tonic::body::Body::new))`
+/// below the retry.
 ///
 /// # Examples
 ///
@@ -78,8 +100,7 @@ impl ReplayBodies {
     }
 }
 
-/// The body shared by all attempts of one call, held by one attempt at a
-/// time.
+/// The body shared by all attempts of one call.
 struct BodyState<B> {
     /// What attempts have read of the original body, in order.
     recorded: Vec<Bytes>,
@@ -93,6 +114,8 @@ struct BodyState<B> {
     /// More than the limit was read, or the body failed: what was read is
     /// not all kept, so no later attempt can send the body again.
     lost: bool,
+    /// The attempt that owns the original body: the newest.
+    owner: u32,
 }
 
 impl<B: Body> BodyState<B> {
@@ -101,52 +124,43 @@ impl<B: Body> BodyState<B> {
     }
 }
 
-struct Slot<B> {
-    /// `None` while an attempt's body holds it.
-    state: Option<BodyState<B>>,
-    /// The attempt waiting for an earlier attempt to give the body back.
-    waiting: Option<Waker>,
-}
-
 /// The recording shared between a call's attempts. Opaque: it exists only
 /// to be named in [`ReplayBody`] and [`HttpSource`].
 pub struct Recording<B> {
-    slot: Mutex<Slot<B>>,
+    state: Mutex<BodyState<B>>,
     limit: usize,
-    /// The original body's size hint: what every attempt sends in all.
-    size_hint: SizeHint,
 }
 
 impl<B> Recording<B> {
-    fn lock(&self) -> MutexGuard<'_, Slot<B>> {
+    fn lock(&self) -> MutexGuard<'_, BodyState<B>> {
         // A panic while the lock was held left at worst a recording that
         // says less than it could: never an unsound one.
-        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 impl<B> fmt::Debug for Recording<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let slot = self.lock();
-        let mut d = f.debug_struct("Recording");
-        d.field("limit", &self.limit);
-        match &slot.state {
-            Some(state) => d
-                .field("recorded_len", &state.recorded_len)
-                .field("rest_ended", &state.rest_ended)
-                .field("lost", &state.lost),
-            None => d.field("held_by_an_attempt", &true),
-        };
-        d.finish()
+        let state = self.lock();
+        f.debug_struct("Recording")
+            .field("limit", &self.limit)
+            .field("recorded_len", &state.recorded_len)
+            .field("rest_ended", &state.rest_ended)
+            .field("lost", &state.lost)
+            .field("attempts", &(state.owner + 1))
+            .finish()
     }
 }
 
 /// The request body of one attempt under [`ReplayBodies`]: the recorded
 /// part first, then the rest of the caller's body.
+///
+/// The body of an attempt that a retry has moved on from fails if it is
+/// polled again (see [`ReplayBodies`]).
 pub struct ReplayBody<B> {
     recording: Arc<Recording<B>>,
-    /// Taken from the shared slot at the first poll, given back on drop.
-    state: Option<BodyState<B>>,
+    /// Which attempt this is, from 0.
+    attempt: u32,
     /// How many recorded chunks (and bytes) this attempt has sent.
     sent_chunks: usize,
     sent_bytes: usize,
@@ -156,45 +170,32 @@ pub struct ReplayBody<B> {
 impl<B> fmt::Debug for ReplayBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReplayBody")
-            .field("holds_body", &self.state.is_some())
+            .field("attempt", &self.attempt)
             .field("sent_bytes", &self.sent_bytes)
             .finish()
     }
 }
 
-/// Why a later attempt's body could not be sent: an earlier attempt read
-/// more than the limit before this one started.
+/// The body of an attempt that a retry has moved on from.
 #[derive(Debug)]
-struct NotReplayable;
+struct Superseded;
 
-impl fmt::Display for NotReplayable {
+impl fmt::Display for Superseded {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the request body was read past the replay limit by an earlier attempt")
+        f.write_str("the request body belongs to a later attempt of the retry now")
     }
 }
 
-impl std::error::Error for NotReplayable {}
+impl std::error::Error for Superseded {}
 
 impl<B> ReplayBody<B> {
-    fn new(recording: Arc<Recording<B>>) -> Self {
+    fn new(recording: Arc<Recording<B>>, attempt: u32) -> Self {
         Self {
             recording,
-            state: None,
+            attempt,
             sent_chunks: 0,
             sent_bytes: 0,
             sent_trailers: false,
-        }
-    }
-}
-
-impl<B> Drop for ReplayBody<B> {
-    fn drop(&mut self) {
-        if let Some(state) = self.state.take() {
-            let mut slot = self.recording.lock();
-            slot.state = Some(state);
-            if let Some(waker) = slot.waiting.take() {
-                waker.wake();
-            }
         }
     }
 }
@@ -212,32 +213,16 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        if this.state.is_none() {
-            let mut slot = this.recording.lock();
-            match slot.state.take() {
-                // An earlier attempt read more than was kept: this one
-                // cannot send the whole body, and must not send part of it.
-                Some(state) if state.lost => {
-                    slot.state = Some(state);
-                    return Poll::Ready(Some(Err(NotReplayable.into())));
-                }
-                Some(state) => {
-                    drop(slot);
-                    this.state = Some(state);
-                }
-                None => {
-                    // An earlier attempt's body has not been dropped yet.
-                    slot.waiting = Some(cx.waker().clone());
-                    return Poll::Pending;
-                }
-            }
-        }
         let limit = this.recording.limit;
-        let state = this.state.as_mut().expect("acquired above");
+        let mut state = this.recording.lock();
+        if state.owner != this.attempt {
+            return Poll::Ready(Some(Err(Superseded.into())));
+        }
         if let Some(chunk) = state.recorded.get(this.sent_chunks) {
+            let chunk = chunk.clone();
             this.sent_chunks += 1;
             this.sent_bytes += chunk.len();
-            return Poll::Ready(Some(Ok(Frame::data(chunk.clone()))));
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
         if !state.rest_is_done() {
             let frame = match Pin::new(&mut state.rest).poll_frame(cx) {
@@ -286,51 +271,33 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        let ended = |state: &BodyState<B>, sent_chunks: usize, sent_trailers: bool| {
-            sent_chunks >= state.recorded.len()
-                && state.rest_is_done()
-                && (sent_trailers || state.trailers.is_none())
-        };
-        match &self.state {
-            Some(state) => ended(state, self.sent_chunks, self.sent_trailers),
-            None => match &self.recording.lock().state {
-                Some(state) => ended(state, 0, false),
-                // Held by an earlier attempt: not known yet, so not ended.
-                None => false,
-            },
-        }
+        let state = self.recording.lock();
+        state.owner == self.attempt
+            && self.sent_chunks >= state.recorded.len()
+            && state.rest_is_done()
+            && (self.sent_trailers || state.trailers.is_none())
     }
 
     fn size_hint(&self) -> SizeHint {
-        let remaining = |state: &BodyState<B>, sent_bytes: usize, sent_trailers: bool| {
-            let recorded = (state.recorded_len - sent_bytes.min(state.recorded_len)) as u64;
-            if state.rest_is_done() {
-                if state.trailers.is_some() && !sent_trailers {
-                    // Exact would make an HTTP/1.1 client send a
-                    // content-length, and drop the trailers.
-                    let mut hint = SizeHint::new();
-                    hint.set_lower(recorded);
-                    return hint;
-                }
-                return SizeHint::with_exact(recorded);
+        let state = self.recording.lock();
+        let recorded = (state.recorded_len - self.sent_bytes.min(state.recorded_len)) as u64;
+        if state.rest_is_done() {
+            if state.trailers.is_some() && !self.sent_trailers {
+                // Exact would make an HTTP/1.1 client send a content-length,
+                // and drop the trailers.
+                let mut hint = SizeHint::new();
+                hint.set_lower(recorded);
+                return hint;
             }
-            let rest = state.rest.size_hint();
-            let mut hint = SizeHint::new();
-            hint.set_lower(rest.lower().saturating_add(recorded));
-            if let Some(upper) = rest.upper() {
-                hint.set_upper(upper.saturating_add(recorded));
-            }
-            hint
-        };
-        match &self.state {
-            Some(state) => remaining(state, self.sent_bytes, self.sent_trailers),
-            None => match &self.recording.lock().state {
-                Some(state) => remaining(state, 0, false),
-                // Held by an earlier attempt: this one will send the whole
-                // body, whatever the other has read of it so far.
-                None => self.recording.size_hint,
-            },
+            return SizeHint::with_exact(recorded);
         }
+        let rest = state.rest.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower().saturating_add(recorded));
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper.saturating_add(recorded));
+        }
+        hint
     }
 }
 
@@ -365,17 +332,14 @@ where
     ) -> (Self::Request, Option<Self::Source>) {
         let (parts, body) = req.into_parts();
         let recording = Arc::new(Recording {
-            size_hint: body.size_hint(),
-            slot: Mutex::new(Slot {
-                state: Some(BodyState {
-                    recorded: Vec::new(),
-                    recorded_len: 0,
-                    trailers: None,
-                    rest: body,
-                    rest_ended: false,
-                    lost: false,
-                }),
-                waiting: None,
+            state: Mutex::new(BodyState {
+                recorded: Vec::new(),
+                recorded_len: 0,
+                trailers: None,
+                rest: body,
+                rest_ended: false,
+                lost: false,
+                owner: 0,
             }),
             // Not retryable: kept only for an attempt that never read its
             // body (a connection failure), which needs no recording.
@@ -385,17 +349,21 @@ where
             parts: parts.clone(),
             recording: Arc::clone(&recording),
         };
-        let body = ReplayBody::new(recording);
+        let body = ReplayBody::new(recording, 0);
         (http::Request::from_parts(parts, body), Some(source))
     }
 
     fn again(&self, source: &mut Self::Source) -> Option<Self::Request> {
-        if let Some(state) = &source.recording.lock().state
-            && state.lost
-        {
-            return None;
-        }
-        let body = ReplayBody::new(Arc::clone(&source.recording));
+        let attempt = {
+            let mut state = source.recording.lock();
+            if state.lost {
+                return None;
+            }
+            // From now on the earlier attempts' bodies are abandoned.
+            state.owner = state.owner.checked_add(1)?;
+            state.owner
+        };
+        let body = ReplayBody::new(Arc::clone(&source.recording), attempt);
         Some(http::Request::from_parts(source.parts.clone(), body))
     }
 }
@@ -534,8 +502,8 @@ mod tests {
         }
     }
 
-    /// A later attempt that starts after an earlier one read past the limit
-    /// fails rather than send part of the body.
+    /// A body read past the limit is sent whole by its attempt, and then
+    /// not again.
     #[tokio::test]
     async fn a_body_read_past_the_limit_is_not_sent_again() {
         let data = vec![b"0123".to_vec(), b"4567".to_vec()];
@@ -543,21 +511,38 @@ mod tests {
         let replay = ReplayBodies::with_limit(4);
         let (first, source) = replay.first(req, true);
         let mut source = source.unwrap();
-        // A retry prepared while the first attempt still holds the body.
-        let mut second = replay.again(&mut source).unwrap().into_body();
         let mut first = first.into_body();
         let (read, _) = read(&mut first, None, b"01234567", false).await.unwrap();
         assert_eq!(read, b"01234567", "the first attempt is sent whole");
-        // Waiting for the first to give the body back...
-        let mut cx = Context::from_waker(Waker::noop());
-        assert!(Pin::new(&mut second).poll_frame(&mut cx).is_pending());
-        drop(first);
-        let err = poll_fn(|cx| Pin::new(&mut second).poll_frame(cx))
+        assert!(replay.again(&mut source).is_none());
+    }
+
+    /// A retry moves on while the client still holds the earlier attempt's
+    /// body (a server that answered early and stopped reading): the new
+    /// attempt sends the whole body at once, without waiting, and the
+    /// abandoned one fails if it is polled again.
+    #[tokio::test]
+    async fn a_retry_does_not_wait_for_an_abandoned_attempt() {
+        let data = vec![b"0123".to_vec(), b"4567".to_vec()];
+        let req = http::Request::put("/").body(chunks(&data, false)).unwrap();
+        let replay = ReplayBodies::default();
+        let (first, source) = replay.first(req, true);
+        let mut source = source.unwrap();
+        let mut first = first.into_body();
+        let (sent, _) = read(&mut first, Some(1), b"01234567", false).await.unwrap();
+        assert_eq!(sent, b"0123");
+        let mut second = replay.again(&mut source).unwrap().into_body();
+        let (sent, _) = read(&mut second, None, b"01234567", false).await.unwrap();
+        assert_eq!(sent, b"01234567");
+        let err = poll_fn(|cx| Pin::new(&mut first).poll_frame(cx))
             .await
             .unwrap()
             .unwrap_err();
-        assert!(err.to_string().contains("replay limit"), "{err}");
-        assert!(replay.again(&mut source).is_none());
+        assert!(err.to_string().contains("later attempt"), "{err}");
+        assert!(!first.is_end_stream());
+        drop(first);
+        // The call's body is still replayable.
+        assert!(replay.again(&mut source).is_some());
     }
 
     /// A request that may not be retried keeps no recording, but a body
