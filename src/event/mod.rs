@@ -293,6 +293,9 @@ pub enum GiveUpReason {
     Deadline,
     /// The server said not to retry (a negative `grpc-retry-pushback-ms`).
     ServerSaidNo,
+    /// The server (or an open breaker below) asked to wait longer than the
+    /// retry's `max_hint`.
+    HintAboveCap,
     /// The backoff's sequence of delays ended.
     BackoffEnded,
     /// The request could not be copied: a `reqwest::Request` with a
@@ -321,6 +324,7 @@ impl fmt::Display for GiveUpReason {
             GiveUpReason::NotReplayable => "the request cannot be sent again",
             GiveUpReason::BudgetExhausted => "the retry budget is spent",
             GiveUpReason::NotRetryable => "this rejection is not retried",
+            GiveUpReason::HintAboveCap => "asked to wait longer than the cap",
             GiveUpReason::FailureNotRetryable => "this failure is not retried",
             GiveUpReason::RequestNotRetryable => "this request may not be sent twice",
         })

@@ -9,7 +9,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use pin_project::pin_project;
-use tokio::time::{Instant, Sleep, sleep};
+use tokio::time::{Instant, Sleep, sleep, sleep_until};
 use tower::Service;
 
 use super::layer::Shared;
@@ -17,7 +17,7 @@ use super::policy::Replay;
 use crate::BoxError;
 use crate::backoff::{MakeDelays, session_seed};
 use crate::classify::{Classify, DelayHint, Outcome};
-use crate::error::ErrorKind;
+use crate::error::{CircuitOpen, Elapsed, ErrorKind};
 use crate::event::{Event, GiveUpReason, RetryReason};
 
 /// What a call needs to retry: present only when it can be retried.
@@ -59,10 +59,10 @@ enum State<F> {
         future: F,
     },
     /// Boxed: a timer is big, and only a retry needs one.
-    Sleeping {
-        sleep: Pin<Box<Sleep>>,
-    },
-    Readying,
+    Sleeping { sleep: Pin<Box<Sleep>> },
+    /// Waiting for the service to be ready for the next attempt; with a
+    /// deadline, its timer once the wait is not over at once.
+    Readying { deadline: Option<Pin<Box<Sleep>>> },
 }
 
 impl<F, S, C, B, K, Src, R, D, Req> ResponseFuture<F, S, C, B, K, Src, R, D, Req> {
@@ -81,7 +81,7 @@ impl<F, S, C, B, K, Src, R, D, Req> fmt::Debug for ResponseFuture<F, S, C, B, K,
         let state = match &self.state {
             State::Calling { .. } => "calling",
             State::Sleeping { .. } => "sleeping",
-            State::Readying => "readying",
+            State::Readying { .. } => "readying",
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)
@@ -159,15 +159,49 @@ where
         if attempt >= shared.max_attempts {
             return self.give_up(attempt, GiveUpReason::MaxAttempts);
         }
-        let hint = shared
-            .classifier
-            .delay_hint(result)
-            .and_then(|h| h.within(shared.max_hint));
-        let (delay, hinted) = match hint {
+        // An open breaker below says when it may admit calls again: a hint
+        // of its own, and a floor under the backoff.
+        let breaker_wait = match reason {
+            RetryReason::CircuitOpen => result
+                .as_ref()
+                .err()
+                .and_then(|e| (e as &dyn Any).downcast_ref::<BoxError>())
+                .and_then(|e| e.downcast_ref::<CircuitOpen>())
+                .map(CircuitOpen::retry_after),
+            _ => None,
+        };
+        let hint = match breaker_wait {
+            Some(_) => None,
+            None => shared.classifier.delay_hint(result),
+        };
+        // A wait above the cap: the server (or breaker) asked not to be
+        // called sooner. End the retries, unless told to wait the cap.
+        let capped = |wait: Duration| -> Option<Duration> {
+            if wait <= shared.max_hint {
+                Some(wait)
+            } else if shared.shorten_long_hints {
+                Some(shared.max_hint)
+            } else {
+                None
+            }
+        };
+        let hinted_wait = match hint {
             Some(DelayHint::DoNotRetry) => {
                 return self.give_up(attempt, GiveUpReason::ServerSaidNo);
             }
-            Some(DelayHint::After(wait)) => (wait, true),
+            Some(DelayHint::After(wait)) => match capped(wait) {
+                Some(wait) => Some(wait),
+                None => return self.give_up(attempt, GiveUpReason::HintAboveCap),
+            },
+            None => None,
+        };
+        let floor = match breaker_wait.map(capped) {
+            Some(None) => return self.give_up(attempt, GiveUpReason::HintAboveCap),
+            Some(Some(wait)) => wait,
+            None => Duration::ZERO,
+        };
+        let (delay, hinted) = match hinted_wait {
+            Some(wait) => (wait, true),
             None => {
                 let delays = self.delays.get_or_insert_with(|| {
                     let seed = match shared.seed {
@@ -177,6 +211,7 @@ where
                     Box::new(shared.backoff.make_delays(seed))
                 });
                 match delays.next() {
+                    Some(delay) if delay < floor => (floor, true),
                     Some(delay) => (delay, false),
                     None => return self.give_up(attempt, GiveUpReason::BackoffEnded),
                 }
@@ -245,7 +280,7 @@ where
                     match retrying.decide::<Req, _, _>(*this.attempt, &result) {
                         Next::Return => return Poll::Ready(result.map_err(Into::into)),
                         Next::RetryAfter(delay) if delay.is_zero() => {
-                            this.state.set(State::Readying);
+                            this.state.set(State::Readying { deadline: None });
                         }
                         Next::RetryAfter(delay) => {
                             this.state.set(State::Sleeping {
@@ -256,13 +291,34 @@ where
                 }
                 StateProj::Sleeping { sleep } => {
                     ready!(sleep.as_mut().poll(cx));
-                    this.state.set(State::Readying);
+                    this.state.set(State::Readying { deadline: None });
                 }
-                StateProj::Readying => {
+                StateProj::Readying { deadline } => {
                     let retrying = this.retrying.as_mut().expect("only retries get here");
-                    // Drive the clone's readiness before every attempt.
-                    if let Err(err) = ready!(retrying.service.poll_ready(cx)) {
-                        return Poll::Ready(Err(err.into()));
+                    // Drive the clone's readiness before every attempt,
+                    // until the deadline if there is one.
+                    match retrying.service.poll_ready(cx) {
+                        Poll::Ready(Ok(())) => {}
+                        Poll::Ready(Err(err)) => return Poll::Ready(Err(err.into())),
+                        Poll::Pending => {
+                            let shared = &retrying.shared;
+                            let (Some(started), Some(limit)) = (retrying.started, shared.deadline)
+                            else {
+                                return Poll::Pending;
+                            };
+                            let Some(end) = started.checked_add(limit) else {
+                                return Poll::Pending;
+                            };
+                            let timer = deadline.get_or_insert_with(|| Box::pin(sleep_until(end)));
+                            ready!(timer.as_mut().poll(cx));
+                            let attempts = *this.attempt;
+                            shared.listeners.emit(|| Event::GaveUp {
+                                name: &shared.name,
+                                attempts,
+                                reason: GiveUpReason::Deadline,
+                            });
+                            return Poll::Ready(Err(Elapsed(()).into()));
+                        }
                     }
                     let request = retrying.next.take().expect("prepared by decide");
                     *this.attempt += 1;

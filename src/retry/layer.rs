@@ -21,6 +21,7 @@ pub(crate) struct Shared<C, B, K> {
     pub(crate) classifier: C,
     pub(crate) replay: K,
     pub(crate) max_hint: Duration,
+    pub(crate) shorten_long_hints: bool,
     pub(crate) budget: Option<RetryBudget>,
     pub(crate) deadline: Option<Duration>,
     pub(crate) retry_timeouts: bool,
@@ -96,7 +97,8 @@ pub const MAX_ATTEMPTS: u32 = 100;
 /// | [`backoff`](Self::backoff) | exponential from 100 ms, factor 2, capped at 10 s, full jitter |
 /// | [`classifier`](Self::classifier) | [`DefaultClassifier`]: retry every `Err` |
 /// | [`requests`](Self::requests) | [`ByClone`]: the request is cloned |
-/// | [`max_hint`](Self::max_hint) | 30 s: a longer server hint is ignored |
+/// | [`max_hint`](Self::max_hint) | 30 s: a longer server hint ends the retries |
+/// | [`shorten_long_hints`](Self::shorten_long_hints) | `false` |
 /// | [`budget`](Self::budget) | [`RetryBudget::default`]: 20% of the last 10 s of requests, plus 10 retries a second |
 /// | [`deadline`](Self::deadline) | none |
 /// | [`retry_timeouts`](Self::retry_timeouts) | `true`: an attempt cut off by a timeout below is retried |
@@ -114,6 +116,7 @@ struct Settings {
     name: Arc<str>,
     max_attempts: u32,
     max_hint: Duration,
+    shorten_long_hints: bool,
     budget: Option<RetryBudget>,
     deadline: Option<Duration>,
     retry_timeouts: bool,
@@ -150,6 +153,7 @@ impl RetryBuilder {
                 name: Arc::from("retry"),
                 max_attempts: 3,
                 max_hint: Duration::from_secs(30),
+                shorten_long_hints: false,
                 budget: Some(RetryBudget::default()),
                 deadline: None,
                 retry_timeouts: true,
@@ -220,8 +224,13 @@ impl<C, B, K> RetryBuilder<C, B, K> {
     }
 
     /// A server's delay hint (`Retry-After`, `grpc-retry-pushback-ms`) up to
-    /// this long replaces the backoff's delay; a longer one is ignored and
-    /// the backoff's delay is used.
+    /// this long replaces the backoff's delay. A longer one ends the
+    /// retries, and the caller gets the server's answer: the server asked
+    /// not to be called again sooner (RFC 9110 §10.2.3; gRPC's pushback
+    /// says the same), and coming back after a shorter backoff would be
+    /// rude. [`shorten_long_hints`](Self::shorten_long_hints) waits the cap
+    /// instead. The same holds for the `retry_after` of an open breaker
+    /// below, when [`retry_circuit_open`](Self::retry_circuit_open) is on.
     pub fn max_hint(mut self, cap: Duration) -> Self {
         self.settings.max_hint = cap;
         self
@@ -230,6 +239,15 @@ impl<C, B, K> RetryBuilder<C, B, K> {
     /// The retry budget; share one between layers by cloning it.
     pub fn budget(mut self, budget: RetryBudget) -> Self {
         self.settings.budget = Some(budget);
+        self
+    }
+
+    /// Whether a hint above [`max_hint`](Self::max_hint) is waited for as
+    /// long as the cap allows, rather than ending the retries. Default:
+    /// `false`. Turn it on for a server whose hints are known to be
+    /// generous, knowing that the client comes back before it was asked to.
+    pub fn shorten_long_hints(mut self, yes: bool) -> Self {
+        self.settings.shorten_long_hints = yes;
         self
     }
 
@@ -242,8 +260,11 @@ impl<C, B, K> RetryBuilder<C, B, K> {
     }
 
     /// A bound on the whole call, backoffs included: no retry starts whose
-    /// backoff would end later than this after the call began. (The attempt
-    /// itself is bounded by a timeout layer, not by this.)
+    /// backoff would end later than this after the call began, and if the
+    /// service is still not ready for the next attempt when it passes (a
+    /// full bulkhead below, say), the call fails with
+    /// [`Elapsed`](crate::error::Elapsed). (The attempt itself is bounded
+    /// by a timeout layer, not by this.)
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.settings.deadline = Some(deadline);
         self
@@ -257,9 +278,11 @@ impl<C, B, K> RetryBuilder<C, B, K> {
     }
 
     /// Whether an attempt refused with [`CircuitOpen`](crate::error::CircuitOpen)
-    /// is retried (after its backoff, or the breaker's own `retry_after` if
-    /// longer hints are allowed). Off by default: the breaker is open so that
-    /// nobody calls.
+    /// is retried: after the backoff's delay or the breaker's own
+    /// `retry_after`, whichever is longer. A `retry_after` above
+    /// [`max_hint`](Self::max_hint) (a breaker held open by hand has no end)
+    /// ends the retries, as a server's hint would. Off by default: the
+    /// breaker is open so that nobody calls.
     pub fn retry_circuit_open(mut self, yes: bool) -> Self {
         self.settings.retry_circuit_open = yes;
         self
@@ -322,6 +345,7 @@ impl<C, B, K> RetryBuilder<C, B, K> {
                 classifier: self.classifier,
                 replay: self.replay,
                 max_hint: s.max_hint,
+                shorten_long_hints: s.shorten_long_hints,
                 budget: s.budget,
                 deadline: s.deadline,
                 retry_timeouts: s.retry_timeouts,
