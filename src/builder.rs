@@ -77,20 +77,49 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
         self,
         layer: RetryLayer<C, B, K>,
     ) -> ServiceBuilder<Stack<RetryLayer<C, B, K>, L>>;
-    /// Adds a [`TimeoutLayer`].
-    fn time_limit(self, layer: TimeoutLayer) -> ServiceBuilder<Stack<TimeoutLayer, L>>;
-    /// Adds a [`BulkheadLayer`].
-    fn bulkhead(self, layer: BulkheadLayer) -> ServiceBuilder<Stack<BulkheadLayer, L>>;
+    /// Adds a [`TimeoutLayer`], in either mode.
+    fn time_limit<M>(self, layer: TimeoutLayer<M>) -> ServiceBuilder<Stack<TimeoutLayer<M>, L>>;
+    /// Adds a [`BulkheadLayer`], in either mode.
+    fn bulkhead<M>(self, layer: BulkheadLayer<M>) -> ServiceBuilder<Stack<BulkheadLayer<M>, L>>;
     /// Adds a [`FallbackLayer`].
     fn fallback<H, C, K>(
         self,
         layer: FallbackLayer<H, C, K>,
     ) -> ServiceBuilder<Stack<FallbackLayer<H, C, K>, L>>;
-    /// Adds the whole preset stack.
-    fn resilience<F, R, CB>(
+    /// Adds the whole preset stack, with any of its parts.
+    ///
+    /// ```
+    /// use palisade::{Resilience, ServiceBuilderExt};
+    /// use palisade::bulkhead::BulkheadLayer;
+    /// use palisade::circuit_breaker::CircuitBreakerLayer;
+    /// use palisade::error::BoxError;
+    /// use palisade::fallback::{Failed, FallbackLayer, from_sync_fn};
+    /// use palisade::retry::RetryLayer;
+    /// use palisade::timeout::TimeoutLayer;
+    /// use std::time::Duration;
+    /// use tower::{ServiceBuilder, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// let preset = Resilience::builder()
+    ///     .fallback(FallbackLayer::builder(from_sync_fn(|_: Failed<u32, u32>| Ok(0))).build()?)
+    ///     .total_timeout(TimeoutLayer::new(Duration::from_secs(2))?)
+    ///     .retry(RetryLayer::builder().build()?)
+    ///     .circuit_breaker(CircuitBreakerLayer::builder().build()?)
+    ///     .bulkhead(BulkheadLayer::builder().max_concurrent(8).build()?)
+    ///     .attempt_timeout(TimeoutLayer::new(Duration::from_millis(250))?)
+    ///     .build();
+    /// let svc = ServiceBuilder::new()
+    ///     .resilience(preset)
+    ///     .service(service_fn(|x: u32| async move { Ok::<_, BoxError>(x + 1) }));
+    /// assert_eq!(svc.oneshot(41).await?, 42);
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn resilience<F, TT, R, CB, BH, AT>(
         self,
-        layer: ResilienceLayer<F, R, CB>,
-    ) -> ServiceBuilder<Stack<ResilienceLayer<F, R, CB>, L>>;
+        layer: ResilienceLayer<F, TT, R, CB, BH, AT>,
+    ) -> ServiceBuilder<Stack<ResilienceLayer<F, TT, R, CB, BH, AT>, L>>;
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
@@ -106,10 +135,10 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     ) -> ServiceBuilder<Stack<RetryLayer<C, B, K>, L>> {
         self.layer(layer)
     }
-    fn time_limit(self, layer: TimeoutLayer) -> ServiceBuilder<Stack<TimeoutLayer, L>> {
+    fn time_limit<M>(self, layer: TimeoutLayer<M>) -> ServiceBuilder<Stack<TimeoutLayer<M>, L>> {
         self.layer(layer)
     }
-    fn bulkhead(self, layer: BulkheadLayer) -> ServiceBuilder<Stack<BulkheadLayer, L>> {
+    fn bulkhead<M>(self, layer: BulkheadLayer<M>) -> ServiceBuilder<Stack<BulkheadLayer<M>, L>> {
         self.layer(layer)
     }
     fn fallback<H, C, K>(
@@ -118,10 +147,10 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     ) -> ServiceBuilder<Stack<FallbackLayer<H, C, K>, L>> {
         self.layer(layer)
     }
-    fn resilience<F, R, CB>(
+    fn resilience<F, TT, R, CB, BH, AT>(
         self,
-        layer: ResilienceLayer<F, R, CB>,
-    ) -> ServiceBuilder<Stack<ResilienceLayer<F, R, CB>, L>> {
+        layer: ResilienceLayer<F, TT, R, CB, BH, AT>,
+    ) -> ServiceBuilder<Stack<ResilienceLayer<F, TT, R, CB, BH, AT>, L>> {
         self.layer(layer)
     }
 }
