@@ -47,6 +47,13 @@ impl fmt::Display for CircuitOpen {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.retry_after == Duration::MAX {
             write!(f, "circuit breaker `{}` is held open by hand", self.name)
+        } else if self.retry_after.is_zero() {
+            write!(
+                f,
+                "circuit breaker `{}` is half-open with every probe out; \
+                 it may admit a call when one finishes",
+                self.name
+            )
         } else {
             write!(
                 f,

@@ -186,6 +186,13 @@ async fn half_open_admits_exactly_the_probes_then_closes() {
     assert_eq!(handle.metrics().probes_in_flight, 2);
     let third = h.send(Reply::Ok).await;
     assert!(is_open(&third));
+    // Issue 12, defect 14: it said "may admit calls again in 0ns".
+    let message = third.as_ref().unwrap_err().to_string();
+    assert_eq!(
+        message,
+        "circuit breaker `backend` is half-open with every probe out; \
+         it may admit a call when one finishes"
+    );
     assert_eq!(
         third
             .unwrap_err()

@@ -210,10 +210,9 @@ impl<C> CircuitBreakerBuilder<C> {
     }
 
     /// Make each re-open (open, half-open, open again) last longer: the
-    /// `n`-th consecutive open lasts the backoff's `n`-th delay. The sequence
-    /// starts again once the breaker closes. Overrides
-    /// [`wait_duration`](Self::wait_duration), which is used only if a
-    /// custom sequence ends.
+    /// `n`-th consecutive open lasts the backoff's `n`-th delay (its cap,
+    /// once reached, from then on). The sequence starts again once the
+    /// breaker closes. Overrides [`wait_duration`](Self::wait_duration).
     pub fn wait_backoff(mut self, backoff: Backoff) -> Self {
         self.settings.wait_backoff = Some(backoff);
         self

@@ -1,10 +1,12 @@
 //! Server delay hints: `Retry-After` and `grpc-retry-pushback-ms`.
 //!
 //! The parsers here never panic and never overflow, whatever the bytes: a
-//! value too large to represent saturates to [`Duration::MAX`], which any cap
-//! then discards. The cap is applied in one place, [`DelayHint::within`]: a
-//! hint longer than the cap is dropped (the caller falls back to its own
-//! backoff), never shortened and never obeyed blindly.
+//! number too large for a `u64` saturates at `u64::MAX` seconds (or
+//! milliseconds), longer than any cap. [`DelayHint::within`] drops a hint
+//! longer than a cap; the retry layer then ends its retries rather than
+//! come back sooner than the server asked (see
+//! [`RetryBuilder::max_hint`](crate::retry::RetryBuilder::max_hint)). A
+//! hint is never obeyed blindly.
 
 use std::time::Duration;
 
@@ -166,6 +168,11 @@ mod tests {
             (b"Wed, 21 Oct 2015 07:28:30", None),     // no zone
             (b"tomorrow", None),
         ];
+        // Issue 12, defect 14: saturation is at u64::MAX seconds, as documented.
+        assert_eq!(
+            parse_retry_after(b"18446744073709551616", now),
+            Some(Duration::from_secs(u64::MAX))
+        );
         for (value, expected) in cases {
             let got = parse_retry_after(value, now)
                 .map(DelayHint::After)

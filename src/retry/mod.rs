@@ -9,7 +9,8 @@
 //!
 //! * the server's hint, if the classifier reads one (`Retry-After`,
 //!   `grpc-retry-pushback-ms`) and it is within [`max_hint`](RetryBuilder::max_hint)
-//!   (a longer hint is ignored; "do not retry" stops at once);
+//!   (a longer hint ends the retries, as "do not retry" does, unless
+//!   [`shorten_long_hints`](RetryBuilder::shorten_long_hints) waits the cap);
 //! * otherwise the next delay of the [`backoff`](RetryBuilder::backoff), drawn
 //!   fresh for each call (or replayed from a [`seed`](RetryBuilder::seed)).
 //!
