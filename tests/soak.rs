@@ -16,6 +16,7 @@ use palisade::backoff::{Backoff, Jitter};
 use palisade::bulkhead::BulkheadLayer;
 use palisade::chaos::ChaosLayer;
 use palisade::circuit_breaker::{CircuitBreakerLayer, CircuitState};
+use palisade::classify::{Outcome, classify_fn};
 use palisade::error::{BoxError, ErrorKind};
 use palisade::event::Event;
 use palisade::fallback::{Failed, FallbackLayer, from_sync_fn};
@@ -62,6 +63,7 @@ struct Counts {
     /// What the breaker saw finish.
     breaker_success: AtomicU64,
     breaker_failure: AtomicU64,
+    breaker_ignored: AtomicU64,
     /// What the layers below it produced: answers and errors of the
     /// (chaotic) service, bulkhead rejections, attempt timeouts.
     below_ok: AtomicU64,
@@ -96,13 +98,18 @@ fn soak_under_faults_outage_and_cancellation() {
         .on_event(move |e: &Event<'_>| {
             if let Event::CallFinished { outcome, .. } = e {
                 match outcome {
-                    palisade::classify::Outcome::Success => {
-                        seen.breaker_success.fetch_add(1, SeqCst)
-                    }
-                    _ => seen.breaker_failure.fetch_add(1, SeqCst),
+                    Outcome::Success => seen.breaker_success.fetch_add(1, SeqCst),
+                    Outcome::Failure => seen.breaker_failure.fetch_add(1, SeqCst),
+                    Outcome::Ignored => seen.breaker_ignored.fetch_add(1, SeqCst),
                 };
             }
         })
+        // A full bulkhead below says nothing of the service's health.
+        .classifier(classify_fn(|r: &Result<u64, BoxError>| match r {
+            Ok(_) => Outcome::Success,
+            Err(e) if ErrorKind::of(e) == ErrorKind::BulkheadFull => Outcome::Ignored,
+            Err(_) => Outcome::Failure,
+        }))
         .count_window(50)
         .minimum_calls(20)
         .failure_rate_threshold(0.6)
@@ -118,9 +125,10 @@ fn soak_under_faults_outage_and_cancellation() {
                 seen.bulkhead_rejected.fetch_add(1, SeqCst);
             }
         })
+        // Small enough that 32 tasks fill it: the soak must see rejections.
         .max_concurrent(16)
-        .max_queue(32)
-        .max_wait(Duration::from_millis(20))
+        .max_queue(8)
+        .max_wait(Duration::from_millis(2))
         .build()
         .unwrap();
     let bulkhead_handle = bulkhead.handle();
@@ -227,8 +235,19 @@ fn soak_under_faults_outage_and_cancellation() {
                             };
                         } else {
                             match call.await {
-                                Ok(_) => counts.ok.fetch_add(1, SeqCst),
-                                Err(_) => counts.err.fetch_add(1, SeqCst),
+                                Ok(u64::MAX) => {
+                                    counts.ok.fetch_add(1, SeqCst);
+                                    // The fallback answered for an open
+                                    // breaker: a client pauses, rather than
+                                    // spend the whole soak in one open wait.
+                                    tokio::time::sleep(Duration::from_millis(1)).await;
+                                }
+                                Ok(_) => {
+                                    counts.ok.fetch_add(1, SeqCst);
+                                }
+                                Err(_) => {
+                                    counts.err.fetch_add(1, SeqCst);
+                                }
                             };
                         }
                         done.fetch_add(1, SeqCst);
@@ -283,6 +302,25 @@ fn soak_under_faults_outage_and_cancellation() {
     });
     let elapsed = started.elapsed();
 
+    // The breaker counted exactly the outcomes produced below it: every
+    // success is an answer of the service, every failure an error of the
+    // service or an attempt timeout, every ignored call a bulkhead
+    // rejection (calls cancelled in flight count nowhere, on either side).
+    let below_failures = counts.below_err.load(SeqCst) + counts.attempt_timeouts.load(SeqCst);
+    assert_eq!(
+        counts.breaker_success.load(SeqCst),
+        counts.below_ok.load(SeqCst)
+    );
+    assert_eq!(counts.breaker_failure.load(SeqCst), below_failures);
+    assert_eq!(
+        counts.breaker_ignored.load(SeqCst),
+        counts.bulkhead_rejected.load(SeqCst)
+    );
+    assert!(
+        counts.bulkhead_rejected.load(SeqCst) > 0,
+        "the soak must fill the bulkhead"
+    );
+
     // The budget never let more retries through than its formula allows:
     // per TTL window, PERCENT of the requests plus MIN_PER_SEC × TTL.
     let requests = counts.requests.load(SeqCst) as f64;
@@ -305,9 +343,12 @@ fn soak_under_faults_outage_and_cancellation() {
         "{growth} bytes still allocated after the run"
     );
     println!(
-        "soak: {TOTAL} calls in {elapsed:?}; {} reached the service; {} retries over {} requests",
+        "soak: {TOTAL} calls in {elapsed:?}; {} reached the service; {} retries over {} requests; \
+         {} bulkhead rejections, {} attempt timeouts",
         counts.served.load(SeqCst),
         retries,
-        requests
+        requests,
+        counts.bulkhead_rejected.load(SeqCst),
+        counts.attempt_timeouts.load(SeqCst),
     );
 }
