@@ -243,10 +243,10 @@ impl<F, TT, R, CB, BH, AT> ResilienceBuilder<F, TT, R, CB, BH, AT> {
     }
 
     /// Bounds the whole call, retries and backoffs included.
-    pub fn total_timeout(
+    pub fn total_timeout<M>(
         self,
-        layer: TimeoutLayer,
-    ) -> ResilienceBuilder<F, TimeoutLayer, R, CB, BH, AT> {
+        layer: TimeoutLayer<M>,
+    ) -> ResilienceBuilder<F, TimeoutLayer<M>, R, CB, BH, AT> {
         ResilienceBuilder {
             fallback: self.fallback,
             total_timeout: layer,
@@ -287,11 +287,13 @@ impl<F, TT, R, CB, BH, AT> ResilienceBuilder<F, TT, R, CB, BH, AT> {
         }
     }
 
-    /// Bounds the calls in flight.
-    pub fn bulkhead(
+    /// Bounds the calls in flight (until the response head, or with
+    /// [`cover_body`](crate::bulkhead::BulkheadBuilder::cover_body) until
+    /// its body ends).
+    pub fn bulkhead<M>(
         self,
-        layer: BulkheadLayer,
-    ) -> ResilienceBuilder<F, TT, R, CB, BulkheadLayer, AT> {
+        layer: BulkheadLayer<M>,
+    ) -> ResilienceBuilder<F, TT, R, CB, BulkheadLayer<M>, AT> {
         ResilienceBuilder {
             fallback: self.fallback,
             total_timeout: self.total_timeout,
@@ -303,10 +305,10 @@ impl<F, TT, R, CB, BH, AT> ResilienceBuilder<F, TT, R, CB, BH, AT> {
     }
 
     /// Bounds each attempt.
-    pub fn attempt_timeout(
+    pub fn attempt_timeout<M>(
         self,
-        layer: TimeoutLayer,
-    ) -> ResilienceBuilder<F, TT, R, CB, BH, TimeoutLayer> {
+        layer: TimeoutLayer<M>,
+    ) -> ResilienceBuilder<F, TT, R, CB, BH, TimeoutLayer<M>> {
         ResilienceBuilder {
             fallback: self.fallback,
             total_timeout: self.total_timeout,
