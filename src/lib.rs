@@ -29,8 +29,16 @@
 //!   equal, decorrelated and Polly-V2 jitter, seedable.
 //! * [`error`]: the rejection types every layer will return, and
 //!   [`ErrorKind::of`](error::ErrorKind::of) to tell them apart.
-//!
 //! * [`event`]: the event stream layers report to.
+//! * [`cover`]: which part of a call a layer covers: up to the response
+//!   head (tower's way, the default), or, for the bulkhead and the timeout
+//!   on `http::Response` bodies, until the body ends.
+//!
+//! At the wire: request bodies are replayed as hyper and tonic send them
+//! ([`retry::ReplayBodies`]), a connection that failed before the request
+//! left is retried whatever the method ([`classify::is_connect_error`]),
+//! and a gRPC status sent in the trailers is judged by the circuit breaker
+//! when the body ends ([`classify::Settle`]).
 //!
 //! # Examples
 //!
