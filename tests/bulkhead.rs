@@ -300,3 +300,89 @@ async fn a_refusal_is_decided_again_at_the_next_poll_ready() {
     );
     assert_eq!(svc.call((5, 0)).await.unwrap(), 5);
 }
+
+/// The same, on a multi-thread runtime, where releases, grants, queue
+/// expiries and cancellations race on two cores: every place comes back,
+/// and never more calls run at once than the bulkhead allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancellations_racing_on_two_cores_free_every_place() {
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let inner = {
+        let (running, most) = (running.clone(), most.clone());
+        tower::util::BoxCloneSyncService::new(service_fn(move |(id, spins): (u32, u64)| {
+            let (running, most) = (running.clone(), most.clone());
+            async move {
+                /// Counts the call out when it ends or is dropped.
+                struct Running(Arc<AtomicUsize>);
+                impl Drop for Running {
+                    fn drop(&mut self) {
+                        self.0.fetch_sub(1, SeqCst);
+                    }
+                }
+                let now = running.fetch_add(1, SeqCst) + 1;
+                let _running = Running(running);
+                most.fetch_max(now, SeqCst);
+                for _ in 0..spins {
+                    tokio::task::yield_now().await;
+                }
+                Ok::<_, BoxError>(id)
+            }
+        }))
+    };
+    let layer = BulkheadLayer::builder()
+        .max_concurrent(4)
+        .max_queue(8)
+        .max_wait(Duration::from_micros(200))
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let svc: Svc = layer.layer(inner);
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(11);
+    for round in 0..100 {
+        let mut tasks = Vec::new();
+        for id in 0..24 {
+            let spins = rng.random_range(0..20);
+            let cancel = rng.random_range(0..3) == 0;
+            let mut svc = svc.clone();
+            tasks.push(tokio::spawn(async move {
+                let call = async move { svc.ready().await?.call((id, spins)).await };
+                if cancel {
+                    // Dropped after a few turns of the scheduler: queued,
+                    // in flight, or done by then.
+                    let call = std::pin::pin!(call);
+                    let mut call = Some(call);
+                    for _ in 0..spins {
+                        if let Some(c) = call.as_mut()
+                            && futures_util_poll_once(c.as_mut()).await
+                        {
+                            call = None;
+                            break;
+                        }
+                        tokio::task::yield_now().await;
+                    }
+                    drop(call);
+                } else {
+                    let _ = call.await;
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(
+            (handle.in_flight(), handle.queued()),
+            (0, 0),
+            "round {round}"
+        );
+    }
+    assert!(most.load(SeqCst) <= 4, "{} ran at once", most.load(SeqCst));
+    assert!(most.load(SeqCst) >= 2, "the calls never overlapped");
+}
+
+/// Polls `fut` once; whether it finished.
+async fn futures_util_poll_once<F: std::future::Future>(fut: std::pin::Pin<&mut F>) -> bool {
+    let mut fut = Some(fut);
+    std::future::poll_fn(move |cx| Poll::Ready(fut.take().unwrap().as_mut().poll(cx).is_ready()))
+        .await
+}
