@@ -586,9 +586,14 @@ impl http_body::Body for Chunks {
     ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, BoxError>>> {
         Poll::Ready(self.0.pop_front().map(|c| Ok(http_body::Frame::data(c))))
     }
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
-/// Reads each request's whole body, records it, answers 503 then 200.
+/// Reads each request's whole body as hyper does (never polling a body
+/// that says it has ended, so never to its `None`), records it, answers
+/// 503 then 200.
 async fn body_echo(
     bodies: Arc<Mutex<Vec<Vec<u8>>>>,
     req: http::Request<palisade::retry::ReplayBody<Chunks>>,
@@ -596,7 +601,10 @@ async fn body_echo(
     use http_body::Body;
     let mut body = std::pin::pin!(req.into_body());
     let mut seen = Vec::new();
-    while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+    while !body.is_end_stream() {
+        let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await else {
+            break;
+        };
         seen.extend_from_slice(frame?.data_ref().unwrap());
     }
     let mut all = bodies.lock().unwrap();
