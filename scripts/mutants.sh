@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Mutation testing of palisade's core modules with cargo-mutants: each
+# mutant (an operator flipped, a body replaced by a default, a guard
+# removed) must make at least one test fail. Not part of CI: it builds and
+# runs the tests once per mutant, which takes hours on two cores.
+#
+#   scripts/mutants.sh                 # every core module
+#   scripts/mutants.sh hint window     # only these (names below)
+#
+# The results go to mutants.out/<module>/ (outcomes.json, caught.txt,
+# missed.txt, unviable.txt, timeout.txt); TESTING.md reports them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+command -v cargo-mutants >/dev/null 2>&1 || cargo install cargo-mutants --locked
+
+# module name | file | the test targets that exercise it
+modules=(
+  "state|src/circuit_breaker/state.rs|--lib --test circuit_breaker --test circuit_breaker_model --test breaker_concurrency"
+  "window|src/circuit_breaker/window.rs|--lib --test circuit_breaker --test circuit_breaker_model"
+  "semaphore|src/bulkhead/semaphore.rs|--lib --test bulkhead --test cancellation"
+  "budget|src/retry/budget.rs|--lib --test retry"
+  "retry_future|src/retry/future.rs|--lib --test retry --test stack"
+  "replay|src/retry/replay.rs|--lib --test retry --test wire_http"
+  "http|src/classify/http.rs|--lib --test retry"
+  "grpc|src/classify/grpc.rs|--lib --test retry --test grpc_eos"
+  "hint|src/classify/hint.rs|--lib --test retry"
+)
+
+wanted=("$@")
+for entry in "${modules[@]}"; do
+  IFS='|' read -r name file tests <<<"$entry"
+  if [ ${#wanted[@]} -gt 0 ] && [[ ! " ${wanted[*]} " == *" $name "* ]]; then
+    continue
+  fi
+  echo "==> $name ($file)"
+  # shellcheck disable=SC2086
+  cargo mutants --all-features --no-shuffle --file "$file" \
+    --output "mutants.out/$name" -- $tests || true
+  for kind in caught missed unviable timeout; do
+    f="mutants.out/$name/mutants.out/$kind.txt"
+    [ -f "$f" ] && printf '%-9s %s\n' "$kind" "$(wc -l <"$f")"
+  done
+done
