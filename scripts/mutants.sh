@@ -7,7 +7,9 @@
 #   scripts/mutants.sh                 # every core module
 #   scripts/mutants.sh hint window     # only these (names below)
 #
-# The results go to mutants.out/<module>/ (outcomes.json, caught.txt,
+# MUTANTS_ARGS is passed on to cargo-mutants (for example "--in-place" in
+# a scratch clone whose target/ is already built, which saves the copy and
+# the first full build). The results go to mutants.out/<module>/ (outcomes.json, caught.txt,
 # missed.txt, unviable.txt, timeout.txt); TESTING.md reports them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,7 +37,7 @@ for entry in "${modules[@]}"; do
   fi
   echo "==> $name ($file)"
   # shellcheck disable=SC2086
-  cargo mutants --all-features --no-shuffle --file "$file" \
+  cargo mutants --all-features --no-shuffle --file "$file" ${MUTANTS_ARGS:-} \
     --output "mutants.out/$name" -- $tests || true
   for kind in caught missed unviable timeout; do
     f="mutants.out/$name/mutants.out/$kind.txt"
