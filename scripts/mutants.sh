@@ -29,13 +29,20 @@ modules=(
   "hint|src/classify/hint.rs|--lib --test retry"
 )
 
+# The modules asked for, in the order asked; all of them by default.
 wanted=("$@")
-for entry in "${modules[@]}"; do
+if [ ${#wanted[@]} -eq 0 ]; then
+  for entry in "${modules[@]}"; do wanted+=("${entry%%|*}"); done
+fi
+for want in "${wanted[@]}"; do
+  entry=""
+  for candidate in "${modules[@]}"; do
+    [ "${candidate%%|*}" = "$want" ] && entry=$candidate
+  done
+  [ -n "$entry" ] || { echo "no module named $want" >&2; exit 2; }
   IFS='|' read -r name file tests <<<"$entry"
-  if [ ${#wanted[@]} -gt 0 ] && [[ ! " ${wanted[*]} " == *" $name "* ]]; then
-    continue
-  fi
   echo "==> $name ($file)"
+  mkdir -p "mutants.out/$name"
   # shellcheck disable=SC2086
   cargo mutants --all-features --no-shuffle --file "$file" ${MUTANTS_ARGS:-} \
     --output "mutants.out/$name" -- $tests || true
