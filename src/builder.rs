@@ -116,6 +116,8 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     /// # Ok(())
     /// # }
     /// ```
+    // The preset's six parts are its type: naming them is the point.
+    #[allow(clippy::type_complexity)]
     fn resilience<F, TT, R, CB, BH, AT>(
         self,
         layer: ResilienceLayer<F, TT, R, CB, BH, AT>,
