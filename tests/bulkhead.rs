@@ -361,7 +361,7 @@ async fn cancellations_racing_on_two_cores_free_every_place() {
                         }
                         tokio::task::yield_now().await;
                     }
-                    drop(call);
+                    // The pinned call is dropped as the task ends, here.
                 } else {
                     let _ = call.await;
                 }
