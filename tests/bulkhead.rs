@@ -350,13 +350,9 @@ async fn cancellations_racing_on_two_cores_free_every_place() {
                 if cancel {
                     // Dropped after a few turns of the scheduler: queued,
                     // in flight, or done by then.
-                    let call = std::pin::pin!(call);
-                    let mut call = Some(call);
+                    let mut call = std::pin::pin!(call);
                     for _ in 0..spins {
-                        if let Some(c) = call.as_mut()
-                            && futures_util_poll_once(c.as_mut()).await
-                        {
-                            call = None;
+                        if futures_util_poll_once(call.as_mut()).await {
                             break;
                         }
                         tokio::task::yield_now().await;
