@@ -344,6 +344,19 @@ mod tests {
         Sample { failure, slow }
     }
 
+    /// A call recorded with a timestamp a whole lap older than the
+    /// bucket it maps to (a late recorder) is dropped: it must not roll the
+    /// bucket back and wipe the newer calls in it. (A mutant that let
+    /// `claim` move a bucket to an older epoch survived every other test.)
+    #[test]
+    fn a_call_a_lap_late_does_not_roll_its_bucket_back() {
+        let w = TimeWindow::new(2, 100);
+        w.record(sample(true, false), 250); // epoch 3, bucket 1
+        w.record(sample(false, false), 50); // epoch 1, bucket 1 too: a lap late
+        let t = w.totals.read();
+        assert_eq!((t.calls, t.failures), (1, 1));
+    }
+
     fn totals_of<'a>(samples: impl Iterator<Item = &'a Sample>) -> Totals {
         samples.fold(Totals::default(), |t, s| Totals {
             calls: t.calls + 1,
