@@ -8,8 +8,6 @@ use tokio::time::Instant;
 use crate::circuit_breaker::window::TimeWindow;
 use crate::error::ConfigError;
 
-/// Tokens one request deposits, as in Finagle.
-const DEPOSIT: i64 = 1000;
 /// Deposits are counted in a plain counter and put into the time window in
 /// batches, so that a request does not read the clock.
 const FLUSH_EVERY: u64 = 64;
@@ -49,9 +47,8 @@ struct Inner {
     ttl: Duration,
     min_per_sec: u32,
     percent: f64,
-    deposit: i64,
-    withdrawal: i64,
-    reserve: i64,
+    /// `min_per_sec × ttl`, in retries.
+    reserve: f64,
     window: TimeWindow,
     pending: AtomicU64,
     /// When pending deposits were last put in the window, in nanoseconds
@@ -78,11 +75,19 @@ impl Default for RetryBudget {
 }
 
 impl RetryBudget {
-    /// A budget of `percent` (in `[0, 1]`) of the requests of the last `ttl`
-    /// (1 s to 1 hour), plus `min_per_sec` retries per second.
+    /// A budget of `percent` of the requests of the last `ttl`, plus
+    /// `min_per_sec` retries per second of `ttl`: a retry is allowed while
+    /// the retries of the last `ttl` stay within
+    /// `percent × requests + min_per_sec × ttl` (in seconds), rounded down.
+    ///
+    /// Accepted: `ttl` from 1 s to 1 hour, every `min_per_sec` (0: no
+    /// reserve), and every `percent` in `[0, 1]`, however small (a
+    /// `percent` too small to fund a retry leaves only the reserve). No
+    /// accepted value can overflow: the formula is computed in `f64`.
     ///
     /// # Errors
-    /// A `ttl` outside 1 s to 1 hour, a `percent` outside `[0, 1]` or NaN.
+    /// A `ttl` outside 1 s to 1 hour (parameter `ttl`), a `percent`
+    /// outside `[0, 1]` or NaN (parameter `percent`).
     pub fn new(ttl: Duration, min_per_sec: u32, percent: f64) -> Result<Self, ConfigError> {
         if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&ttl) {
             return Err(ConfigError::new(
@@ -96,21 +101,14 @@ impl RetryBudget {
                 format!("must be a fraction in [0, 1], got {percent}"),
             ));
         }
-        let (deposit, withdrawal) = if percent > 0.0 {
-            (DEPOSIT, (DEPOSIT as f64 / percent).round() as i64)
-        } else {
-            // No share of the traffic: only the reserve pays for retries.
-            (0, DEPOSIT)
-        };
-        let reserve = (f64::from(min_per_sec) * ttl.as_secs_f64() * withdrawal as f64) as i64;
+        // At most 2^32 × 3600: exact in an f64.
+        let reserve = f64::from(min_per_sec) * ttl.as_secs_f64();
         let width = u64::try_from((ttl / BUCKETS as u32).as_nanos()).expect("at most an hour");
         Ok(Self {
             inner: Arc::new(Inner {
                 ttl,
                 min_per_sec,
                 percent,
-                deposit,
-                withdrawal,
                 reserve,
                 window: TimeWindow::new(BUCKETS, width),
                 pending: AtomicU64::new(0),
@@ -136,7 +134,7 @@ impl RetryBudget {
         let _serial = inner.withdrawals.lock().unwrap_or_else(|e| e.into_inner());
         let now = inner.now();
         inner.flush(now);
-        if inner.balance(now) < inner.withdrawal {
+        if inner.remaining(now) == 0 {
             return false;
         }
         inner.window.add(0, 1, 0, now);
@@ -148,7 +146,7 @@ impl RetryBudget {
         let inner = &*self.inner;
         let now = inner.now();
         inner.flush(now);
-        (inner.balance(now).max(0) / inner.withdrawal) as u64
+        inner.remaining(now)
     }
 }
 
@@ -162,11 +160,18 @@ impl Inner {
         .unwrap_or(u64::MAX)
     }
 
-    fn balance(&self, now: u64) -> i64 {
+    /// The retries the budget allows at `now`: `percent` of the deposits
+    /// plus the reserve, in whole retries, less the withdrawals.
+    ///
+    /// Computed in `f64`, which cannot overflow here: the deposits are at
+    /// most 2^64 and `percent` at most 1, the reserve at most 2^32 × 3600.
+    /// The share is exact while the window holds fewer than 2^53 deposits,
+    /// and within a relative 2^-53 beyond (a retry per 10^16 requests).
+    fn remaining(&self, now: u64) -> u64 {
         let (deposits, withdrawals, _) = self.window.counts(now);
-        (deposits as i64).saturating_mul(self.deposit)
-            - (withdrawals as i64).saturating_mul(self.withdrawal)
-            + self.reserve
+        let funded = self.percent * deposits as f64 + self.reserve;
+        // `as` saturates: a count beyond u64::MAX (never) stays there.
+        (funded.floor() as u64).saturating_sub(withdrawals)
     }
 
     /// Puts the deposits counted since the last flush into the window. They
