@@ -64,7 +64,8 @@
 //!
 //! When the first attempt succeeds: one clone of the request (with
 //! `max_attempts(1)`, none) and one of the service, one `Arc` clone, one
-//! budget deposit (an atomic add; the clock is read once every 64 calls),
+//! budget deposit (a clock read and an atomic add: each request counts from
+//! when it came, which the budget's formula needs),
 //! no timer, no allocation of palisade's own.
 //!
 //! # Examples
