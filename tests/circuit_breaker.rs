@@ -671,3 +671,26 @@ async fn an_admission_kept_across_force_open_does_not_park_the_caller() {
     let err = svc.call(Reply::Ok).await.unwrap_err();
     assert_eq!(ErrorKind::of(&err), ErrorKind::CircuitOpen);
 }
+
+/// A time window starts empty in each new state, as a count window does:
+/// the calls that opened the breaker are gone once it closes. (A mutant
+/// that left the time window uncleared survived every other test.)
+#[tokio::test(start_paused = true)]
+async fn a_time_window_is_cleared_by_transitions() {
+    let (mut h, handle) = harness(
+        builder()
+            .time_window(Duration::from_secs(60))
+            .wait_duration(Duration::from_secs(1)),
+    );
+    h.send_all(&[Reply::Fail; 4]).await;
+    assert_eq!(handle.state(), CircuitState::Open);
+    assert_eq!(handle.metrics().calls, 4, "kept while open");
+    advance(Duration::from_secs(1)).await;
+    h.send_all(&[Reply::Ok, Reply::Ok]).await;
+    assert_eq!(handle.state(), CircuitState::Closed);
+    let m = handle.metrics();
+    assert_eq!((m.calls, m.failures), (0, 0), "closing starts an empty window");
+    h.send_all(&[Reply::Fail, Reply::Ok]).await;
+    let m = handle.metrics();
+    assert_eq!((m.calls, m.failures), (2, 1));
+}
