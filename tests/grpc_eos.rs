@@ -258,3 +258,25 @@ async fn a_streaming_probe_cannot_hold_the_breaker_half_open() {
     drop(probe);
     assert_eq!(handle.state(), CircuitState::Closed);
 }
+
+/// A 200 head without `grpc-status` whose body has already ended (HEADERS
+/// with END_STREAM): no trailers can come, and a client never polls such a
+/// body, so the call is judged at once: Unknown, a failure.
+#[tokio::test(start_paused = true)]
+async fn a_body_ended_at_the_head_without_a_status_is_judged_at_once() {
+    let layer = breaker(GrpcClassifier::new());
+    let handle = layer.handle();
+    let svc = layer.layer(tower::service_fn(|_: ()| async {
+        Ok::<_, BoxError>(
+            Response::builder()
+                .header("content-type", "application/grpc")
+                .body(Empty::<Bytes>::new())
+                .unwrap(),
+        )
+    }));
+    let res = svc.oneshot(()).await.unwrap();
+    let m = handle.metrics();
+    assert_eq!((m.calls, m.failures), (1, 1));
+    drop(res);
+    assert_eq!(handle.metrics().calls, 1, "counted once");
+}

@@ -30,11 +30,18 @@ pub struct StatusBody<B, T: Tracker> {
     pending: Option<(GrpcClassifier, T)>,
 }
 
-impl<B, T: Tracker> StatusBody<B, T> {
-    fn new(inner: B, pending: Option<(GrpcClassifier, T)>) -> Self {
+impl<B: Body, T: Tracker> StatusBody<B, T> {
+    fn new(inner: B, mut pending: Option<(GrpcClassifier, T)>) -> Self {
+        if inner.is_end_stream() {
+            // Ended at the head, with no status: nobody will poll it for
+            // trailers that cannot come.
+            finish(&mut pending, |c| c.outcome_of(GrpcCode::Unknown));
+        }
         Self { inner, pending }
     }
+}
 
+impl<B, T: Tracker> StatusBody<B, T> {
     /// The inner body.
     pub fn get_ref(&self) -> &B {
         &self.inner
@@ -109,7 +116,7 @@ impl<B, T: Tracker> PinnedDrop for StatusBody<B, T> {
     }
 }
 
-impl<Req, B, E: 'static> Settle<Req, http::Response<B>, E> for GrpcClassifier {
+impl<Req, B: Body, E: 'static> Settle<Req, http::Response<B>, E> for GrpcClassifier {
     type Judge = GrpcClassifier;
     type Response<T: Tracker> = http::Response<StatusBody<B, T>>;
 
