@@ -689,7 +689,11 @@ async fn a_time_window_is_cleared_by_transitions() {
     h.send_all(&[Reply::Ok, Reply::Ok]).await;
     assert_eq!(handle.state(), CircuitState::Closed);
     let m = handle.metrics();
-    assert_eq!((m.calls, m.failures), (0, 0), "closing starts an empty window");
+    assert_eq!(
+        (m.calls, m.failures),
+        (0, 0),
+        "closing starts an empty window"
+    );
     h.send_all(&[Reply::Fail, Reply::Ok]).await;
     let m = handle.metrics();
     assert_eq!((m.calls, m.failures), (2, 1));
