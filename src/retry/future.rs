@@ -211,7 +211,7 @@ where
                     Box::new(shared.backoff.make_delays(seed))
                 });
                 match delays.next() {
-                    Some(delay) if delay < floor => (floor, true),
+                    Some(delay) if delay < floor => (floor, false),
                     Some(delay) => (delay, false),
                     None => return self.give_up(attempt, GiveUpReason::BackoffEnded),
                 }

@@ -5,12 +5,12 @@
 //! attempts read, then goes on reading the original body, recording as it
 //! goes. What an attempt did not read (the connection was refused, the
 //! server answered early) is read by the next one. This is the design of
-//! Linkerd's `ReplayBody`, with one change: the newest attempt owns the
-//! original body at once. A client may keep an abandoned attempt's body
-//! for as long as its connection lives (hyper does, while a server that
-//! answered early leaves the rest unread); waiting for it to be dropped
-//! could wait forever, so the abandoned attempt's body fails instead, if it
-//! is ever polled again.
+//! Linkerd's `ReplayBody`, with one change: the newest attempt takes the
+//! original body over at its first poll. A client may keep an abandoned
+//! attempt's body for as long as its connection lives (hyper does, while a
+//! server that answered early leaves the rest unread); waiting for it to be
+//! dropped could wait forever, so the abandoned attempt's body fails
+//! instead, if it is ever polled again.
 
 use std::fmt;
 use std::pin::Pin;
@@ -34,8 +34,8 @@ pub const DEFAULT_REPLAY_LIMIT: usize = 64 * 1024;
 /// whose `is_end_stream()` is true (an empty body, or after the last data
 /// frame), and a request whose connection failed leaves its body unread.
 /// What an attempt did not read is read by the next, after the recorded
-/// part. The newest attempt owns the body: a retry never waits for the
-/// client to drop an earlier attempt's body (hyper may keep it while a
+/// part. The newest attempt takes the body over at its first poll: a retry
+/// never waits for the client to drop an earlier attempt's body (hyper may keep it while a
 /// server that answered early leaves the rest unread), and that earlier
 /// body fails if it is polled again.
 ///
@@ -114,8 +114,11 @@ struct BodyState<B> {
     /// More than the limit was read, or the body failed: what was read is
     /// not all kept, so no later attempt can send the body again.
     lost: bool,
-    /// The attempt that owns the original body: the newest.
+    /// The attempt that owns the original body: the newest that has been
+    /// polled.
     owner: u32,
+    /// The newest attempt made.
+    issued: u32,
 }
 
 impl<B: Body> BodyState<B> {
@@ -147,7 +150,7 @@ impl<B> fmt::Debug for Recording<B> {
             .field("recorded_len", &state.recorded_len)
             .field("rest_ended", &state.rest_ended)
             .field("lost", &state.lost)
-            .field("attempts", &(state.owner + 1))
+            .field("attempts", &(state.issued + 1))
             .finish()
     }
 }
@@ -188,6 +191,18 @@ impl fmt::Display for Superseded {
 
 impl std::error::Error for Superseded {}
 
+/// The body of an attempt made before an earlier one read past the limit.
+#[derive(Debug)]
+struct Lost;
+
+impl fmt::Display for Lost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the request body was read past the replay limit by an earlier attempt")
+    }
+}
+
+impl std::error::Error for Lost {}
+
 impl<B> ReplayBody<B> {
     fn new(recording: Arc<Recording<B>>, attempt: u32) -> Self {
         Self {
@@ -215,7 +230,18 @@ where
         let this = self.get_mut();
         let limit = this.recording.limit;
         let mut state = this.recording.lock();
-        if state.owner != this.attempt {
+        // The newest attempt takes the body over at its first poll (not
+        // when it is made: a retry that then gives up, say for its budget,
+        // must not cut off the attempt whose answer it returns).
+        if state.owner < this.attempt {
+            if state.lost {
+                // An earlier attempt read past the limit after this one was
+                // made: what it read is gone, and a body with a hole in it
+                // must never be sent.
+                return Poll::Ready(Some(Err(Lost.into())));
+            }
+            state.owner = this.attempt;
+        } else if state.owner > this.attempt {
             return Poll::Ready(Some(Err(Superseded.into())));
         }
         if let Some(chunk) = state.recorded.get(this.sent_chunks) {
@@ -272,7 +298,7 @@ where
 
     fn is_end_stream(&self) -> bool {
         let state = self.recording.lock();
-        state.owner == self.attempt
+        state.owner <= self.attempt
             && self.sent_chunks >= state.recorded.len()
             && state.rest_is_done()
             && (self.sent_trailers || state.trailers.is_none())
@@ -340,6 +366,7 @@ where
                 rest_ended: false,
                 lost: false,
                 owner: 0,
+                issued: 0,
             }),
             // Not retryable: kept only for an attempt that never read its
             // body (a connection failure), which needs no recording.
@@ -359,9 +386,8 @@ where
             if state.lost {
                 return None;
             }
-            // From now on the earlier attempts' bodies are abandoned.
-            state.owner = state.owner.checked_add(1)?;
-            state.owner
+            state.issued = state.issued.checked_add(1)?;
+            state.issued
         };
         let body = ReplayBody::new(Arc::clone(&source.recording), attempt);
         Some(http::Request::from_parts(source.parts.clone(), body))
@@ -543,6 +569,48 @@ mod tests {
         drop(first);
         // The call's body is still replayable.
         assert!(replay.again(&mut source).is_some());
+    }
+
+    /// An attempt made while the earlier one still reads, which then reads
+    /// past the limit, fails rather than send a body with a hole in it.
+    #[tokio::test]
+    async fn an_attempt_made_before_the_limit_was_passed_is_never_truncated() {
+        let data = vec![b"0123".to_vec(), b"4567".to_vec()];
+        let req = http::Request::put("/").body(chunks(&data, false)).unwrap();
+        let replay = ReplayBodies::with_limit(4);
+        let (first, source) = replay.first(req, true);
+        let mut source = source.unwrap();
+        let mut first = first.into_body();
+        let (sent, _) = read(&mut first, Some(1), b"01234567", false).await.unwrap();
+        assert_eq!(sent, b"0123");
+        let mut second = replay.again(&mut source).unwrap().into_body();
+        // The first goes on (it was not superseded: the second has not
+        // been polled), past the limit.
+        let (sent, _) = read(&mut first, None, b"4567", false).await.unwrap();
+        assert_eq!(sent, b"4567");
+        let err = poll_fn(|cx| Pin::new(&mut second).poll_frame(cx))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(err.to_string().contains("replay limit"), "{err}");
+    }
+
+    /// A retry that makes the next attempt and then gives up (its budget
+    /// is spent, say) returns the earlier attempt's answer: that attempt's
+    /// body must go on undisturbed.
+    #[tokio::test]
+    async fn an_attempt_made_but_never_sent_takes_nothing_over() {
+        let data = vec![b"0123".to_vec(), b"4567".to_vec()];
+        let req = http::Request::put("/").body(chunks(&data, false)).unwrap();
+        let replay = ReplayBodies::default();
+        let (first, source) = replay.first(req, true);
+        let mut source = source.unwrap();
+        let mut first = first.into_body();
+        let (sent, _) = read(&mut first, Some(1), b"01234567", false).await.unwrap();
+        assert_eq!(sent, b"0123");
+        drop(replay.again(&mut source).unwrap());
+        let (sent, _) = read(&mut first, None, b"4567", false).await.unwrap();
+        assert_eq!(sent, b"4567");
     }
 
     /// A request that may not be retried keeps no recording, but a body
