@@ -698,3 +698,26 @@ async fn a_time_window_is_cleared_by_transitions() {
     let m = handle.metrics();
     assert_eq!((m.calls, m.failures), (2, 1));
 }
+
+/// Every transition makes a state word never seen before: a call admitted
+/// in a closed state, finishing after the breaker went through many more
+/// stays of the same kinds, is still stale. (A mutant that derived the
+/// generation from the word's low bits only, so that words repeat after a
+/// dozen transitions of the same pattern, survived every other test.)
+#[tokio::test(start_paused = true)]
+async fn a_call_admitted_many_transitions_ago_is_still_stale() {
+    let (h, handle) = harness(builder());
+    let cycle = |n| {
+        for _ in 0..n {
+            handle.force_open();
+            handle.reset();
+        }
+    };
+    cycle(12);
+    let mut stale = h.svc.clone();
+    stale.ready().await.unwrap();
+    let call = stale.call(Reply::Fail);
+    cycle(12);
+    assert!(call.await.is_err());
+    assert_eq!(handle.metrics().calls, 0, "a stale outcome was counted");
+}
