@@ -721,3 +721,26 @@ async fn a_call_admitted_many_transitions_ago_is_still_stale() {
     assert!(call.await.is_err());
     assert_eq!(handle.metrics().calls, 0, "a stale outcome was counted");
 }
+
+/// Half-open, slow probes count against the slow-call rate: one slow probe
+/// of two stays below a threshold of 100% and closes the breaker; two of
+/// two reach it and open it again, though every probe succeeded. (Mutants
+/// of the probes' slow count and rate survived every other test.)
+#[tokio::test(start_paused = true)]
+async fn slow_probes_are_judged_by_the_slow_call_rate() {
+    for (probes, expected) in [
+        ([Reply::SlowOk(100), Reply::Ok], CircuitState::Closed),
+        ([Reply::SlowOk(100), Reply::SlowOk(100)], CircuitState::Open),
+    ] {
+        let (mut h, handle) = harness(
+            builder()
+                .slow_call_duration(Duration::from_millis(50))
+                .slow_call_rate_threshold(1.0),
+        );
+        h.send_all(&[Reply::Fail; 4]).await;
+        assert_eq!(handle.state(), CircuitState::Open);
+        advance(Duration::from_secs(10)).await;
+        h.send_all(&probes).await;
+        assert_eq!(handle.state(), expected, "{probes:?}");
+    }
+}
