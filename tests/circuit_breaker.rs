@@ -148,7 +148,9 @@ async fn stays_closed_below_the_threshold() {
     assert_eq!(handle.state(), CircuitState::Closed);
     let m = handle.metrics();
     assert_eq!(m.calls, 10, "the window holds the last 10 calls");
-    assert!(m.failure_rate < 0.5);
+    // The last ten: Ok Ok | Fail Ok Ok Ok | Fail Ok Ok Ok.
+    assert_eq!((m.failures, m.failure_rate), (2, 0.2));
+    assert_eq!((m.slow_calls, m.slow_call_rate), (0, 0.0));
 }
 
 #[tokio::test(start_paused = true)]
@@ -208,6 +210,7 @@ async fn half_open_admits_exactly_the_probes_then_closes() {
         CircuitState::HalfOpen,
         "one probe still out"
     );
+    assert_eq!(handle.metrics().probes_in_flight, 1);
     probe2.await.unwrap().unwrap();
     assert_eq!(handle.state(), CircuitState::Closed);
     assert_eq!(
