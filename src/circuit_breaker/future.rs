@@ -55,9 +55,10 @@ impl<C> CallGuard<C> {
     }
 }
 
-impl<C> Tracker for CallGuard<C> {
+impl<C> CallGuard<C> {
+    /// Records the outcome; the guard then gives nothing back on drop.
     #[inline]
-    fn finish(mut self, outcome: Outcome) {
+    fn report(&mut self, outcome: Outcome) {
         let (elapsed, now) = match self.head {
             // A deferred call ends now: its window entry goes where the
             // window is now, not where it was when the head came.
@@ -69,6 +70,13 @@ impl<C> Tracker for CallGuard<C> {
             .core
             .record(self.admission, outcome, elapsed, now);
         self.reported = true;
+    }
+}
+
+impl<C> Tracker for CallGuard<C> {
+    #[inline]
+    fn finish(mut self, outcome: Outcome) {
+        self.report(outcome);
     }
 }
 
@@ -156,17 +164,20 @@ where
         match this.kind.project() {
             KindProj::Called { future } => {
                 let result = ready!(future.poll(cx));
-                let Some(mut guard) = this.guard.take() else {
+                let Some(guard) = this.guard.as_mut() else {
                     return Poll::Ready(C::wrap(result, None).map_err(Into::into));
                 };
                 guard.at_head();
                 let result = match guard.shared.classifier.verdict(&result) {
                     Verdict::Now(outcome) => {
-                        guard.finish(outcome);
+                        // Reported in place: the guard (and its `Arc`) goes
+                        // with the future, which saves moving it out.
+                        guard.report(outcome);
                         C::wrap(result, None)
                     }
                     Verdict::AtEnd(judge) => {
                         guard.deferred = true;
+                        let guard = this.guard.take().expect("matched above");
                         C::wrap(result, Some((judge, guard)))
                     }
                 };
