@@ -21,7 +21,7 @@ modules=(
   "state|src/circuit_breaker/state.rs|--lib --test circuit_breaker --test circuit_breaker_model --test breaker_concurrency"
   "window|src/circuit_breaker/window.rs|--lib --test circuit_breaker --test circuit_breaker_model"
   "semaphore|src/bulkhead/semaphore.rs|--lib --test bulkhead --test cancellation"
-  "budget|src/retry/budget.rs|--lib --test retry"
+  "budget|src/retry/budget.rs|--lib --test retry --test retry_budget"
   "retry_future|src/retry/future.rs|--lib --test retry --test stack"
   "replay|src/retry/replay.rs|--lib --test retry --test wire_http"
   "http|src/classify/http.rs|--lib --test retry"
