@@ -98,6 +98,49 @@ impl<B: http_body::Body, G> GuardedBody<B, G> {
 }
 
 #[cfg(feature = "http")]
+/// The `Body` and `Debug` impls of a layer's public body type, a newtype
+/// over a [`GuardedBody`] in a field named `inner`: written once here, not
+/// in each layer.
+macro_rules! delegate_guarded_body {
+    ($name:ident) => {
+        impl<B> http_body::Body for $name<B>
+        where
+            B: http_body::Body,
+            B::Error: Into<$crate::BoxError>,
+        {
+            type Data = B::Data;
+            type Error = $crate::BoxError;
+
+            #[inline]
+            fn poll_frame(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+                self.project().inner.poll_frame(cx)
+            }
+
+            #[inline]
+            fn is_end_stream(&self) -> bool {
+                self.inner.is_end_stream()
+            }
+
+            #[inline]
+            fn size_hint(&self) -> http_body::SizeHint {
+                self.inner.size_hint()
+            }
+        }
+
+        impl<B> std::fmt::Debug for $name<B> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($name))
+                    .field("inner", &self.inner)
+                    .finish()
+            }
+        }
+    };
+}
+pub(crate) use delegate_guarded_body;
+
 impl<B, G> fmt::Debug for GuardedBody<B, G> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GuardedBody")

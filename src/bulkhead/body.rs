@@ -1,8 +1,6 @@
-use std::fmt;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 use pin_project::pin_project;
 
 use super::future::Permit;
@@ -41,37 +39,4 @@ impl Guard for Permit {
     }
 }
 
-impl<B> Body for ResponseBody<B>
-where
-    B: Body,
-    B::Error: Into<BoxError>,
-{
-    type Data = B::Data;
-    type Error = BoxError;
-
-    #[inline]
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        self.project().inner.poll_frame(cx)
-    }
-
-    #[inline]
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    #[inline]
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl<B> fmt::Debug for ResponseBody<B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseBody")
-            .field("inner", &self.inner)
-            .finish()
-    }
-}
+crate::cover::delegate_guarded_body!(ResponseBody);
