@@ -97,10 +97,10 @@ impl<B: http_body::Body, G> GuardedBody<B, G> {
     }
 }
 
-#[cfg(feature = "http")]
 /// The `Body` and `Debug` impls of a layer's public body type, a newtype
 /// over a [`GuardedBody`] in a field named `inner`: written once here, not
 /// in each layer.
+#[cfg(feature = "http")]
 macro_rules! delegate_guarded_body {
     ($name:ident) => {
         impl<B> http_body::Body for $name<B>
@@ -139,8 +139,10 @@ macro_rules! delegate_guarded_body {
         }
     };
 }
+#[cfg(feature = "http")]
 pub(crate) use delegate_guarded_body;
 
+#[cfg(feature = "http")]
 impl<B, G> fmt::Debug for GuardedBody<B, G> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GuardedBody")
