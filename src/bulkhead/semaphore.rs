@@ -266,6 +266,32 @@ mod loom_tests {
             assert_eq!((s.in_use(1), s.queued()), (0, 0));
         });
     }
+
+    /// A release landing between a caller's lock-free attempt and its
+    /// taking the queue's lock: the caller, under the lock, finds the freed
+    /// permit and takes it, or queues and is handed it. Either way it holds
+    /// the permit once the release is done, and nothing is left over.
+    #[test]
+    fn loom_a_release_racing_the_queue_lock_reaches_the_caller() {
+        loom::model(|| {
+            let s = Arc::new(Semaphore::new(1, 1));
+            assert!(s.try_acquire());
+            let releaser = {
+                let s = s.clone();
+                loom::thread::spawn(move || s.release())
+            };
+            let caller = s.acquire();
+            releaser.join().unwrap();
+            match caller {
+                Acquire::Permit => {}
+                Acquire::Queued(w) => assert!(w.is_granted(), "queued beside a free permit"),
+                Acquire::Full => panic!("a queue place was free"),
+            }
+            assert_eq!((s.in_use(1), s.queued()), (1, 0));
+            s.release();
+            assert_eq!((s.in_use(1), s.queued()), (0, 0));
+        });
+    }
 }
 
 #[cfg(all(test, not(palisade_loom)))]
@@ -314,6 +340,39 @@ mod tests {
         s.cancel(granted(&b).unwrap()); // b gives up after all: its permit returns
         assert_eq!((s.in_use(1), s.queued()), (0, 0));
         assert!(s.try_acquire());
+    }
+
+    /// A queued call polled from one task and then from another (moved,
+    /// or raced by `select!`) must wake the task that polled it last.
+    #[test]
+    fn the_last_registered_task_is_woken() {
+        use std::sync::atomic::AtomicUsize;
+        use std::task::Wake;
+
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: std::sync::Arc<Self>) {
+                self.0.fetch_add(1, SeqCst);
+            }
+        }
+        let first = std::sync::Arc::new(Count(AtomicUsize::new(0)));
+        let second = std::sync::Arc::new(Count(AtomicUsize::new(0)));
+
+        let s = Semaphore::new(1, 1);
+        assert!(s.try_acquire());
+        let queued = s.acquire();
+        let waiter = granted(&queued).unwrap();
+        waiter.register(&Waker::from(first.clone()));
+        waiter.register(&Waker::from(first.clone()));
+        waiter.register(&Waker::from(second.clone()));
+        s.release();
+        assert!(waiter.is_granted());
+        assert_eq!(
+            first.0.load(SeqCst),
+            0,
+            "the task that moved on is not woken"
+        );
+        assert_eq!(second.0.load(SeqCst), 1, "the task polling now is woken");
     }
 
     #[test]
