@@ -114,6 +114,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod backoff;
+pub mod budget;
 pub mod builder;
 pub mod bulkhead;
 #[cfg(feature = "chaos")]
@@ -125,9 +126,12 @@ pub mod cover;
 pub mod error;
 pub mod event;
 pub mod fallback;
+pub mod replay;
 pub mod retry;
+mod semaphore;
 mod sync;
 pub mod timeout;
+mod window;
 
 pub use builder::{Resilience, ServiceBuilderExt};
 pub use error::BoxError;

@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use tower::Layer;
 
-use super::semaphore::Semaphore;
 use super::{Bulkhead, BulkheadHandle};
 use crate::cover::{self, Head};
 use crate::error::ConfigError;
 use crate::event::{Listener, Listeners};
+use crate::semaphore::Semaphore;
 
 /// What every service of one bulkhead layer shares.
 #[derive(Debug)]

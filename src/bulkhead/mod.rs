@@ -84,7 +84,6 @@
 mod body;
 mod future;
 mod layer;
-mod semaphore;
 
 #[cfg(feature = "http")]
 pub use self::body::ResponseBody;
@@ -103,10 +102,10 @@ use tower::Service;
 
 use self::future::Permit;
 use self::layer::Shared;
-use self::semaphore::{Acquire, WaiterRef};
 use crate::BoxError;
 use crate::cover::Head;
 use crate::event::Event;
+use crate::semaphore::{Acquire, WaiterRef};
 
 /// Where one service stands on its way to the next call.
 enum State {

@@ -4,11 +4,12 @@ use std::time::Duration;
 
 use super::layer::CircuitBreakerLayer;
 use super::state::Core;
-use super::window::{CountWindow, TimeWindow, Window};
+use super::window::Window;
 use crate::backoff::Backoff;
 use crate::classify::DefaultClassifier;
 use crate::error::ConfigError;
 use crate::event::{Listener, Listeners};
+use crate::window::{CountWindow, TimeWindow};
 
 /// The validated settings of one breaker.
 #[derive(Debug, Clone)]

@@ -125,7 +125,7 @@ mod future;
 mod handle;
 mod layer;
 mod state;
-pub(crate) mod window;
+mod window;
 
 pub use self::config::{
     CircuitBreakerBuilder, MAX_COUNT_WINDOW, MAX_HALF_OPEN_CALLS, MAX_TIME_BUCKETS,

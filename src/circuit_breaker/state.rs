@@ -16,14 +16,10 @@ use super::window::{Sample, Totals, Window};
 use super::{CircuitMetrics, CircuitState, TransitionReason};
 use crate::backoff::Delays;
 use crate::classify::Outcome;
+use crate::clock::{Epoch, nanos};
 use crate::error::CircuitOpen;
 use crate::event::{Event, Listeners};
-
-/// Keeps a hot atomic on a cache line of its own, so that writes to the
-/// counters beside it do not evict every reader's copy of it.
-#[derive(Debug, Default)]
-#[repr(align(128))]
-struct CachePadded<T>(T);
+use crate::sync::CachePadded;
 
 /// The state word: the kind in the low 3 bits, the generation above.
 /// Every transition increments the generation, so a word names one stay in
@@ -218,7 +214,7 @@ pub(crate) struct Core {
     /// line, not on it: writers change it on every call.
     gate: CachePadded<Gate>,
     transitions: Mutex<TransitionState>,
-    epoch: Instant,
+    epoch: Epoch,
     pub(crate) listeners: Listeners,
 }
 
@@ -235,7 +231,7 @@ impl Core {
             exceeded: AtomicU8::new(0),
             gate: CachePadded(Gate::new()),
             transitions: Mutex::new(TransitionState::default()),
-            epoch: Instant::now(),
+            epoch: Epoch::now(),
             listeners,
         }
     }
@@ -247,11 +243,6 @@ impl Core {
     #[inline]
     pub(crate) fn load(&self) -> StateWord {
         StateWord(self.state.0.load(Acquire))
-    }
-
-    #[inline]
-    fn nanos_since_epoch(&self, now: Instant) -> u64 {
-        u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// Whether a call's end must read the clock.
@@ -286,7 +277,7 @@ impl Core {
                 }
                 CircuitState::ForcedOpen => return Err(self.reject(Duration::MAX)),
                 CircuitState::Open => {
-                    let now = self.nanos_since_epoch(Instant::now());
+                    let now = self.epoch.nanos_now();
                     let until = self.open_until.load(Acquire);
                     if now < until {
                         return Err(self.reject(Duration::from_nanos(until - now)));
@@ -298,7 +289,7 @@ impl Core {
                         return Ok(Admission(word));
                     }
                     if self.load() == word {
-                        let now = self.nanos_since_epoch(Instant::now());
+                        let now = self.epoch.nanos_now();
                         if now >= self.open_until.load(Acquire) {
                             // The probes outstayed the half-open limit
                             // (long streams, say): open again, so that a
@@ -388,7 +379,7 @@ impl Core {
             failure: outcome == Outcome::Failure,
             slow,
         };
-        let now_nanos = now.map_or(0, |now| self.nanos_since_epoch(now));
+        let now_nanos = now.map_or(0, |now| self.epoch.nanos_at(now));
         if !self.gate.0.enter(word.generation()) {
             // Begun in an earlier state: the current one does not hear of
             // it.
@@ -553,16 +544,16 @@ impl Core {
             }
             CircuitState::Open => {
                 let wait = self.next_open_wait(&mut guard);
-                let now = self.nanos_since_epoch(Instant::now());
+                let now = self.epoch.nanos_now();
                 self.open_until
-                    .store(now.saturating_add(duration_nanos(wait)), Release);
+                    .store(now.saturating_add(nanos(wait)), Release);
             }
             CircuitState::HalfOpen => {
                 self.window.clear();
                 *self.probes() = Probes::fresh(next);
-                let now = self.nanos_since_epoch(Instant::now());
+                let now = self.epoch.nanos_now();
                 self.open_until.store(
-                    now.saturating_add(duration_nanos(self.config.max_half_open_duration)),
+                    now.saturating_add(nanos(self.config.max_half_open_duration)),
                     Release,
                 );
             }
@@ -606,14 +597,14 @@ impl Core {
 
     /// How long until an open breaker may admit a probe (zero otherwise).
     fn remaining_open(&self) -> Duration {
-        let now = self.nanos_since_epoch(Instant::now());
+        let now = self.epoch.nanos_now();
         Duration::from_nanos(self.open_until.load(Acquire).saturating_sub(now))
     }
 
     pub(crate) fn metrics(&self) -> CircuitMetrics {
         let state = self.load().state();
         let now = if self.window.needs_clock() {
-            self.nanos_since_epoch(Instant::now())
+            self.epoch.nanos_now()
         } else {
             0
         };
@@ -653,10 +644,6 @@ impl Core {
     }
 }
 
-fn duration_nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
 #[cfg(test)]
 impl Core {
     /// Stands for `n` transitions ending in a fresh half-open stay, without
@@ -678,7 +665,7 @@ impl Core {
 #[cfg(all(test, not(palisade_loom)))]
 mod tests {
     use super::*;
-    use crate::circuit_breaker::window::CountWindow;
+    use crate::window::CountWindow;
 
     fn core(half_open_calls: u32) -> Core {
         let config = Config {
@@ -725,7 +712,7 @@ mod tests {
 #[cfg(all(test, palisade_loom))]
 mod loom_tests {
     use super::*;
-    use crate::circuit_breaker::window::CountWindow;
+    use crate::window::CountWindow;
 
     /// A closed breaker with a count window of 4 and a single probe.
     fn closed() -> Core {

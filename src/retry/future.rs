@@ -13,12 +13,12 @@ use tokio::time::{Instant, Sleep, sleep, sleep_until};
 use tower::Service;
 
 use super::layer::Shared;
-use super::policy::Replay;
 use crate::BoxError;
 use crate::backoff::{MakeDelays, session_seed};
 use crate::classify::{Classify, DelayHint, Outcome};
 use crate::error::{CircuitOpen, Elapsed, ErrorKind};
 use crate::event::{Event, GiveUpReason, RetryReason};
+use crate::replay::Replay;
 
 /// What a call needs to retry: present only when it can be retried.
 ///

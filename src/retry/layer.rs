@@ -6,12 +6,12 @@ use std::time::Duration;
 use tower::Layer;
 
 use super::Retry;
-use super::budget::RetryBudget;
-use super::policy::ByClone;
 use crate::backoff::{Backoff, Jitter};
+use crate::budget::RetryBudget;
 use crate::classify::DefaultClassifier;
 use crate::error::ConfigError;
 use crate::event::{Listener, Listeners};
+use crate::replay::ByClone;
 
 /// The validated settings every service of one retry layer shares.
 pub(crate) struct Shared<C, B, K> {

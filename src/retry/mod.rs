@@ -109,21 +109,19 @@
 //! # }
 //! ```
 
-mod budget;
 mod future;
 mod layer;
-mod policy;
-#[cfg(feature = "http")]
-mod replay;
 
-pub use self::budget::RetryBudget;
 pub use self::future::ResponseFuture;
 pub use self::layer::{MAX_ATTEMPTS, RetryBuilder, RetryLayer};
+// The budget and the replay strategies live on the ground floor, where
+// hedging shares them; they are named here too, where a retry's user looks.
+pub use crate::budget::RetryBudget;
 #[cfg(feature = "reqwest")]
-pub use self::policy::ReqwestRequests;
-pub use self::policy::{ByClone, Replay};
+pub use crate::replay::ReqwestRequests;
+pub use crate::replay::{ByClone, Replay};
 #[cfg(feature = "http")]
-pub use self::replay::{DEFAULT_REPLAY_LIMIT, HttpSource, Recording, ReplayBodies, ReplayBody};
+pub use crate::replay::{DEFAULT_REPLAY_LIMIT, HttpSource, Recording, ReplayBodies, ReplayBody};
 
 use std::fmt;
 use std::sync::Arc;

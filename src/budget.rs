@@ -1,13 +1,16 @@
+//! The retry budget: retries (and, later, hedged attempts) at most a share
+//! of recent requests plus a small reserve, so that an outage is not
+//! multiplied by the number of attempts. See [`RetryBudget`].
+
 use std::fmt;
 use std::sync::PoisonError;
 use std::sync::atomic::Ordering::*;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
-use crate::circuit_breaker::window::TimeWindow;
+use crate::clock::Epoch;
 use crate::error::ConfigError;
 use crate::sync::{Arc, AtomicU64, Mutex, MutexGuard};
+use crate::window::TimeWindow;
 
 /// The windows' resolution: a tenth of the time-to-live.
 const BUCKETS: u32 = 10;
@@ -99,16 +102,16 @@ struct Inner {
     /// request that opens it, and by each retry decision (a check, then a
     /// count, which must not interleave).
     windows: Mutex<Windows>,
-    epoch: Instant,
+    epoch: Epoch,
 }
 
 struct Windows {
     /// The requests: ten buckets of `tenth`, so that none counts for
     /// longer than `ttl`.
-    deposits: TimeWindow,
+    deposits: TimeWindow<1>,
     /// The granted retries: eleven buckets of `ttl / 10` rounded up, so
     /// that each counts for at least `ttl`.
-    withdrawals: TimeWindow,
+    withdrawals: TimeWindow<1>,
 }
 
 impl fmt::Debug for RetryBudget {
@@ -154,8 +157,7 @@ impl RetryBudget {
     /// then quiet, and gets one of them wrong.)
     #[inline]
     pub fn deposit(&self) {
-        self.inner
-            .deposit(self.inner.since_epoch(crate::clock::now()));
+        self.inner.deposit(self.inner.now());
     }
 
     /// Takes one retry from the budget, if it has one.
@@ -203,16 +205,12 @@ impl Inner {
                 deposits,
                 withdrawals,
             }),
-            epoch: Instant::now(),
+            epoch: Epoch::now(),
         })
     }
 
-    fn since_epoch(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
-    }
-
     fn now(&self) -> u64 {
-        self.since_epoch(Instant::now())
+        self.epoch.nanos_now()
     }
 
     /// Records a request made at `now` (nanoseconds since `epoch`), or
@@ -275,7 +273,7 @@ impl Inner {
         if self.funded(&windows, now) == 0 {
             return false;
         }
-        windows.withdrawals.add(1, 0, 0, now);
+        windows.withdrawals.add([1], now);
         true
     }
 
@@ -294,8 +292,8 @@ impl Inner {
     /// The share is exact while the window holds fewer than 2^53 deposits,
     /// and within a relative 2^-53 beyond (a retry per 10^16 requests).
     fn funded(&self, windows: &Windows, now: u64) -> u64 {
-        let (deposits, _, _) = windows.deposits.counts(now);
-        let (withdrawals, _, _) = windows.withdrawals.counts(now);
+        let [deposits] = windows.deposits.totals(now);
+        let [withdrawals] = windows.withdrawals.totals(now);
         let funded = self.percent * deposits as f64 + self.reserve;
         // `as` saturates: a count beyond u64::MAX (never) stays there.
         (funded.floor() as u64).saturating_sub(withdrawals)
@@ -309,7 +307,7 @@ impl Windows {
         if count > 0 {
             // At most the `now` that opened the batch: no overflow.
             let at = (taken >> COUNT_BITS) * tenth;
-            self.deposits.add(count as i64, 0, 0, at);
+            self.deposits.add([count as i64], at);
         }
     }
 }
@@ -398,7 +396,7 @@ mod tests {
             5,
             "the first FLUSH_AT went in"
         );
-        assert_eq!(inner.windows().deposits.counts(inner.now()).0, FLUSH_AT);
+        assert_eq!(inner.windows().deposits.totals(inner.now())[0], FLUSH_AT);
         assert!(budget.try_withdraw());
         assert_eq!(inner.batch.load(Relaxed) & COUNT, 0);
         budget.deposit();
@@ -469,11 +467,11 @@ mod loom_tests {
             let windows = inner.windows();
             inner.flush(&windows);
             assert_eq!(
-                windows.deposits.counts(width).0,
+                windows.deposits.totals(width)[0],
                 3,
                 "requests in the window"
             );
-            assert_eq!(windows.withdrawals.counts(width).0, u64::from(granted));
+            assert_eq!(windows.withdrawals.totals(width)[0], u64::from(granted));
             assert_eq!(inner.funded(&windows, width), u64::from(!granted));
         });
     }

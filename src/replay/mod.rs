@@ -1,4 +1,16 @@
-//! How a request is sent more than once.
+//! How a request is sent more than once: the strategies by which the retry
+//! (and, later, hedging) copies a request for each attempt.
+//!
+//! [`ByClone`] for any `Clone` request, [`ReqwestRequests`] for
+//! `reqwest::Request` (feature `reqwest`), and [`ReplayBodies`] for
+//! `http::Request<B>` with a streamed body, recorded up to a limit and
+//! replayed as hyper and tonic send bodies (feature `http`).
+
+#[cfg(feature = "http")]
+mod body;
+
+#[cfg(feature = "http")]
+pub use self::body::{DEFAULT_REPLAY_LIMIT, HttpSource, Recording, ReplayBodies, ReplayBody};
 
 #[cfg(feature = "reqwest")]
 use std::fmt;
@@ -8,7 +20,7 @@ use std::fmt;
 ///
 /// Built in: [`ByClone`] for any `Clone` request, [`ReqwestRequests`] for
 /// `reqwest::Request` (feature `reqwest`), and
-/// [`ReplayBodies`](super::ReplayBodies) for `http::Request<B>` with a
+/// [`ReplayBodies`] for `http::Request<B>` with a
 /// streamed body (feature `http`).
 pub trait Replay<Req> {
     /// What the inner service receives.

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 
-use super::policy::Replay;
+use super::Replay;
 use crate::BoxError;
 
 /// The default limit of a recorded body: 64 KiB.

@@ -13,7 +13,7 @@ use std::task::Waker;
 
 use std::sync::atomic::Ordering::*;
 
-use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, MutexGuard};
+use crate::sync::{Arc, AtomicBool, AtomicU64, CachePadded, Mutex, MutexGuard};
 
 /// A queued caller's handle on its place.
 pub(crate) type WaiterRef = Arc<Waiter>;
@@ -71,7 +71,8 @@ pub(crate) enum Acquire {
 
 #[derive(Debug)]
 pub(crate) struct Semaphore {
-    word: AtomicU64,
+    /// Every acquire and release writes it: a line of its own.
+    word: CachePadded<AtomicU64>,
     max_queue: u32,
     queue: Mutex<VecDeque<Arc<Waiter>>>,
 }
@@ -79,7 +80,7 @@ pub(crate) struct Semaphore {
 impl Semaphore {
     pub(crate) fn new(permits: u32, max_queue: u32) -> Self {
         Self {
-            word: AtomicU64::new(u64::from(permits)),
+            word: CachePadded(AtomicU64::new(u64::from(permits))),
             max_queue,
             queue: Mutex::new(VecDeque::new()),
         }
