@@ -124,8 +124,10 @@ mod config;
 mod future;
 mod handle;
 mod layer;
+mod metrics;
 mod state;
 mod window;
+mod word;
 
 pub use self::config::{
     CircuitBreakerBuilder, MAX_COUNT_WINDOW, MAX_HALF_OPEN_CALLS, MAX_TIME_BUCKETS,

@@ -12,161 +12,15 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::config::Config;
-use super::window::{Sample, Totals, Window};
-use super::{CircuitMetrics, CircuitState, TransitionReason};
+use super::window::{Sample, Window};
+use super::word::{Gate, Probes, StateWord};
+use super::{CircuitState, TransitionReason};
 use crate::backoff::Delays;
 use crate::classify::Outcome;
 use crate::clock::{Epoch, nanos};
 use crate::error::CircuitOpen;
 use crate::event::{Event, Listeners};
 use crate::sync::CachePadded;
-
-/// The state word: the kind in the low 3 bits, the generation above.
-/// Every transition increments the generation, so a word names one stay in
-/// one state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct StateWord(u64);
-
-impl StateWord {
-    const KIND_BITS: u32 = 3;
-    const KIND_MASK: u64 = (1 << Self::KIND_BITS) - 1;
-    /// The kinds whose calls are admitted without further ado.
-    const ADMIT_ALL: u64 = 1 << CircuitState::Closed as u64
-        | 1 << CircuitState::MetricsOnly as u64
-        | 1 << CircuitState::Disabled as u64;
-    const STATES: [CircuitState; 8] = [
-        CircuitState::Closed,
-        CircuitState::Open,
-        CircuitState::HalfOpen,
-        CircuitState::ForcedOpen,
-        CircuitState::Disabled,
-        CircuitState::MetricsOnly,
-        // Never stored; present so that the lookup needs no bounds check.
-        CircuitState::ForcedOpen,
-        CircuitState::ForcedOpen,
-    ];
-
-    #[inline]
-    fn new(state: CircuitState, generation: u64) -> Self {
-        StateWord(generation << Self::KIND_BITS | state as u64)
-    }
-
-    #[inline]
-    fn is(self, state: CircuitState) -> bool {
-        self.0 & Self::KIND_MASK == state as u64
-    }
-
-    #[inline]
-    fn admits_all(self) -> bool {
-        Self::ADMIT_ALL & (1 << (self.0 & Self::KIND_MASK)) != 0
-    }
-
-    #[inline]
-    pub(crate) fn state(self) -> CircuitState {
-        Self::STATES[(self.0 & Self::KIND_MASK) as usize]
-    }
-
-    #[inline]
-    fn generation(self) -> u64 {
-        self.0 >> Self::KIND_BITS
-    }
-}
-
-/// Half-open probe bookkeeping, for one half-open stay, named by its full
-/// generation: a probe of an earlier stay, given back or finished late,
-/// cannot touch a later one. Behind a lock: it is used only while half-open,
-/// never on the closed path. (An atomic word with a shorter generation tag
-/// was tried: its tag repeats, and a late probe of a stay 2^24 transitions
-/// back freed the current stay's permit.)
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Probes {
-    generation: u64,
-    admitted: u32,
-    finished: u32,
-    failed: u32,
-    slow: u32,
-}
-
-impl Probes {
-    fn fresh(word: StateWord) -> Self {
-        Probes {
-            generation: word.generation(),
-            ..Probes::default()
-        }
-    }
-
-    fn belongs_to(&self, word: StateWord) -> bool {
-        self.generation == word.generation()
-    }
-}
-
-/// Who may write to the window: the generation it belongs to, whether it
-/// is closed to writers, and how many are writing, in one word. A
-/// recorder enters only if the gate names its generation and is open; a
-/// transition closes the gate, waits for the writers inside to leave,
-/// clears what must be cleared, then opens the gate for the new generation
-/// before it publishes the new state. So no outcome of an earlier state
-/// ever lands in a later state's window. One word, changed only by
-/// read-modify-writes: every thread sees its changes in one order, which
-/// needs no `SeqCst` (and is what loom checks).
-#[derive(Debug)]
-struct Gate(AtomicU64);
-
-impl Gate {
-    const WRITERS: u64 = (1 << 23) - 1;
-    const CLOSED: u64 = 1 << 23;
-    const GENERATION_SHIFT: u32 = 24;
-
-    fn tag(generation: u64) -> u64 {
-        // 40 bits of the generation: a recorder would have to outlive 2^40
-        // transitions to be mistaken for a current one.
-        (generation << Self::GENERATION_SHIFT) & !(Self::WRITERS | Self::CLOSED)
-    }
-
-    fn new() -> Self {
-        Gate(AtomicU64::new(Self::tag(0)))
-    }
-
-    /// Enters as a writer of `generation`, if that is the window's.
-    #[inline]
-    fn enter(&self, generation: u64) -> bool {
-        let open = Self::tag(generation);
-        let mut current = self.0.load(Acquire);
-        loop {
-            if current & !Self::WRITERS != open {
-                return false;
-            }
-            match self
-                .0
-                .compare_exchange_weak(current, current + 1, Acquire, Acquire)
-            {
-                Ok(_) => return true,
-                Err(actual) => current = actual,
-            }
-        }
-    }
-
-    /// Leaves, after a successful `enter`. The gate cannot have moved on:
-    /// a transition waits for every writer before it does.
-    #[inline]
-    fn leave(&self) {
-        self.0.fetch_sub(1, Release);
-    }
-
-    /// Closes the gate and waits for the writers inside. Only transitions
-    /// call it, one at a time.
-    fn close_and_drain(&self) {
-        let mut current = self.0.fetch_or(Self::CLOSED, AcqRel) | Self::CLOSED;
-        while current & Self::WRITERS != 0 {
-            crate::sync::yield_now();
-            current = self.0.load(Acquire);
-        }
-    }
-
-    fn open(&self, generation: u64) {
-        self.0.store(Self::tag(generation), Release);
-    }
-}
 
 /// What only transitions touch, under the transition lock.
 #[derive(Debug, Default)]
@@ -202,19 +56,19 @@ impl Admission {
 pub(crate) struct Core {
     state: CachePadded<AtomicU64>,
     pub(crate) config: Config,
-    window: Window,
-    consecutive_failures: AtomicU32,
+    pub(super) window: Window,
+    pub(super) consecutive_failures: AtomicU32,
     /// While open: when a probe may be admitted; while half-open: when the
     /// stay ends if every probe is still out. Nanoseconds since `epoch`.
-    open_until: AtomicU64,
+    pub(super) open_until: AtomicU64,
     probes: Mutex<Probes>,
-    not_permitted: AtomicU64,
+    pub(super) not_permitted: AtomicU64,
     exceeded: AtomicU8,
     /// Who may write to the window (see [`Gate`]). Beside the state word's
     /// line, not on it: writers change it on every call.
     gate: CachePadded<Gate>,
     transitions: Mutex<TransitionState>,
-    epoch: Epoch,
+    pub(super) epoch: Epoch,
     pub(crate) listeners: Listeners,
 }
 
@@ -319,7 +173,7 @@ impl Core {
         CircuitOpen::new(self.config.name.clone(), retry_after)
     }
 
-    fn probes(&self) -> MutexGuard<'_, Probes> {
+    pub(super) fn probes(&self) -> MutexGuard<'_, Probes> {
         // Every update leaves the counts consistent: a panic elsewhere
         // while the lock was held cannot have broken them.
         self.probes
@@ -593,54 +447,6 @@ impl Core {
                 None => backoff.delays(),
             });
         waits.next().unwrap_or(self.config.wait_duration)
-    }
-
-    /// How long until an open breaker may admit a probe (zero otherwise).
-    fn remaining_open(&self) -> Duration {
-        let now = self.epoch.nanos_now();
-        Duration::from_nanos(self.open_until.load(Acquire).saturating_sub(now))
-    }
-
-    pub(crate) fn metrics(&self) -> CircuitMetrics {
-        let state = self.load().state();
-        let now = if self.window.needs_clock() {
-            self.epoch.nanos_now()
-        } else {
-            0
-        };
-        let Totals {
-            calls,
-            failures,
-            slow,
-        } = self.window.totals(now);
-        let rate = |n: u64| {
-            if calls == 0 {
-                0.0
-            } else {
-                n as f64 / calls as f64
-            }
-        };
-        CircuitMetrics {
-            state,
-            calls,
-            failures,
-            slow_calls: slow,
-            failure_rate: rate(failures),
-            slow_call_rate: rate(slow),
-            consecutive_failures: self.consecutive_failures.load(Relaxed),
-            not_permitted: self.not_permitted.load(Relaxed),
-            open_remaining: if state == CircuitState::Open {
-                self.remaining_open()
-            } else {
-                Duration::ZERO
-            },
-            probes_in_flight: if state == CircuitState::HalfOpen {
-                let p = self.probes();
-                p.admitted - p.finished
-            } else {
-                0
-            },
-        }
     }
 }
 
