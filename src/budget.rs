@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::clock::Epoch;
 use crate::error::ConfigError;
 use crate::sync::{Arc, AtomicU64, Mutex, MutexGuard};
+use crate::validate;
 use crate::window::TimeWindow;
 
 /// The windows' resolution: a tenth of the time-to-live.
@@ -179,12 +180,7 @@ impl Inner {
                 format!("must be from 1 s to 1 hour, got {ttl:?}"),
             ));
         }
-        if !(0.0..=1.0).contains(&percent) {
-            return Err(ConfigError::new(
-                "percent",
-                format!("must be a fraction in [0, 1], got {percent}"),
-            ));
-        }
+        validate::fraction("percent", percent)?;
         // At most 2^32 × 3600: exact in an f64.
         let reserve = f64::from(min_per_sec) * ttl.as_secs_f64();
         let ttl_nanos = u64::try_from(ttl.as_nanos()).expect("at most an hour");

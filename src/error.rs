@@ -170,6 +170,101 @@ impl ErrorKind {
     }
 }
 
+/// A set of [`ErrorKind`]s: which errors a fallback handles
+/// ([`only_on`](crate::fallback::FallbackBuilder::only_on)) and which
+/// rejections a retry sends again
+/// ([`retry_on`](crate::retry::RetryBuilder::retry_on)). One bit per kind:
+/// `Copy`, and a membership test is a mask.
+///
+/// # Examples
+///
+/// ```
+/// use palisade::error::{ErrorKind, ErrorKinds};
+///
+/// let kinds = ErrorKinds::from([ErrorKind::CircuitOpen, ErrorKind::BulkheadFull]);
+/// assert!(kinds.contains(ErrorKind::BulkheadFull));
+/// assert!(!kinds.contains(ErrorKind::Elapsed));
+/// assert!(kinds.with(ErrorKind::Elapsed).contains(ErrorKind::Elapsed));
+/// assert!(ErrorKinds::NONE.is_empty());
+/// ```
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct ErrorKinds(u8);
+
+impl ErrorKinds {
+    /// No kind.
+    pub const NONE: Self = Self(0);
+
+    const fn bit(kind: ErrorKind) -> u8 {
+        1 << match kind {
+            ErrorKind::CircuitOpen => 0,
+            ErrorKind::BulkheadFull => 1,
+            ErrorKind::Elapsed => 2,
+            ErrorKind::BudgetExhausted => 3,
+            ErrorKind::Inner => 4,
+        }
+    }
+
+    /// This set and `kind`.
+    #[must_use]
+    pub const fn with(self, kind: ErrorKind) -> Self {
+        Self(self.0 | Self::bit(kind))
+    }
+
+    /// This set without `kind`.
+    #[must_use]
+    pub const fn without(self, kind: ErrorKind) -> Self {
+        Self(self.0 & !Self::bit(kind))
+    }
+
+    /// Whether `kind` is in the set.
+    #[inline]
+    pub const fn contains(self, kind: ErrorKind) -> bool {
+        self.0 & Self::bit(kind) != 0
+    }
+
+    /// Whether the set is empty.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The kinds in the set.
+    pub fn iter(self) -> impl Iterator<Item = ErrorKind> {
+        [
+            ErrorKind::CircuitOpen,
+            ErrorKind::BulkheadFull,
+            ErrorKind::Elapsed,
+            ErrorKind::BudgetExhausted,
+            ErrorKind::Inner,
+        ]
+        .into_iter()
+        .filter(move |k| self.contains(*k))
+    }
+}
+
+impl fmt::Debug for ErrorKinds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
+impl From<ErrorKind> for ErrorKinds {
+    fn from(kind: ErrorKind) -> Self {
+        Self::NONE.with(kind)
+    }
+}
+
+impl<const N: usize> From<[ErrorKind; N]> for ErrorKinds {
+    fn from(kinds: [ErrorKind; N]) -> Self {
+        kinds.into_iter().collect()
+    }
+}
+
+impl FromIterator<ErrorKind> for ErrorKinds {
+    fn from_iter<I: IntoIterator<Item = ErrorKind>>(kinds: I) -> Self {
+        kinds.into_iter().fold(Self::NONE, Self::with)
+    }
+}
+
 /// A builder was given a configuration that cannot work.
 ///
 /// Names the offending parameter and says why, so the message can be shown

@@ -131,6 +131,7 @@ pub mod retry;
 mod semaphore;
 mod sync;
 pub mod timeout;
+mod validate;
 mod window;
 
 pub use builder::{Resilience, ServiceBuilderExt};

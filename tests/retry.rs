@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use palisade::backoff::{Backoff, Jitter};
 use palisade::classify::{GrpcClassifier, HttpClassifier};
-use palisade::error::{BoxError, ErrorKind};
+use palisade::error::{BoxError, ErrorKind, ErrorKinds};
 use palisade::event::Event;
 use palisade::retry::{ReplayBodies, RetryBudget, RetryLayer};
 use tokio::time::{Instant, advance};
@@ -252,7 +252,7 @@ async fn a_hint_above_the_cap_can_be_shortened_to_the_cap() {
     assert_eq!(backend.arrivals(), [0, 30_000]);
 }
 
-/// Issue 12, defect 8: with `retry_circuit_open(true)`, a refusal by an
+/// Issue 12, defect 8: with `CircuitOpen` in `retry_on`, a refusal by an
 /// open breaker below is retried when the breaker may admit calls again,
 /// not after the (shorter) backoff.
 #[tokio::test(start_paused = true)]
@@ -271,7 +271,7 @@ async fn retrying_an_open_circuit_waits_for_the_breaker() {
         .max_attempts(3)
         .backoff(no_jitter(10))
         .max_hint(Duration::from_secs(60))
-        .retry_circuit_open(true)
+        .retry_on([ErrorKind::Elapsed, ErrorKind::CircuitOpen])
         .no_budget()
         .on_event(listener)
         .build()
@@ -302,7 +302,7 @@ async fn a_circuit_held_open_is_not_retried_forever() {
     let retry = RetryLayer::builder()
         .max_attempts(3)
         .backoff(no_jitter(10))
-        .retry_circuit_open(true)
+        .retry_on([ErrorKind::Elapsed, ErrorKind::CircuitOpen])
         .no_budget()
         .build()
         .unwrap();
@@ -524,7 +524,11 @@ async fn rejections_are_returned_at_once_unless_configured() {
     };
     let stack = |retry_open: bool| {
         RetryLayer::builder()
-            .retry_circuit_open(retry_open)
+            .retry_on(if retry_open {
+                ErrorKinds::from([ErrorKind::Elapsed, ErrorKind::CircuitOpen])
+            } else {
+                ErrorKinds::from(ErrorKind::Elapsed)
+            })
             .backoff(no_jitter(10))
             .build()
             .unwrap()
@@ -702,6 +706,13 @@ fn bad_configurations_are_refused() {
         b().deadline(Duration::MAX).build().unwrap_err().parameter(),
         "deadline"
     );
+    for kind in [ErrorKind::Inner, ErrorKind::BudgetExhausted] {
+        assert_eq!(
+            b().retry_on(kind).build().unwrap_err().parameter(),
+            "retry_on",
+            "{kind:?} is not a refusal of a layer below"
+        );
+    }
     assert_eq!(
         RetryBudget::new(Duration::from_secs(10), 1, 1.5)
             .unwrap_err()
@@ -718,4 +729,175 @@ fn bad_configurations_are_refused() {
         "inverted bounds"
     );
     assert!(b().max_attempts(1).build().is_ok());
+}
+
+/// `retry_on` decides which refusals of the layers below are retried: a
+/// per-attempt timeout by default, a full bulkhead when asked, neither
+/// with `ErrorKinds::NONE`.
+#[tokio::test(start_paused = true)]
+async fn retry_on_chooses_which_refusals_are_retried() {
+    use palisade::bulkhead::BulkheadLayer;
+    use palisade::timeout::TimeoutLayer;
+
+    // Slow the first time it is called, at once after.
+    let slow_once = || {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let seen = calls.clone();
+        let svc = service_fn(move |_: ()| {
+            let n = seen.fetch_add(1, SeqCst);
+            async move {
+                if n == 0 {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Ok::<_, BoxError>(n)
+            }
+        });
+        (calls, TimeoutLayer::new(10 * MS).unwrap().layer(svc))
+    };
+    let retry = |kinds: ErrorKinds| {
+        RetryLayer::builder()
+            .retry_on(kinds)
+            .backoff(no_jitter(10))
+            .build()
+            .unwrap()
+    };
+
+    let (calls, svc) = slow_once();
+    let answer = RetryLayer::builder()
+        .backoff(no_jitter(10))
+        .build()
+        .unwrap()
+        .layer(svc)
+        .oneshot(())
+        .await
+        .unwrap();
+    assert_eq!(
+        (answer, calls.load(SeqCst)),
+        (1, 2),
+        "a timeout is retried by default"
+    );
+
+    let (calls, svc) = slow_once();
+    let err = retry(ErrorKinds::NONE)
+        .layer(svc)
+        .oneshot(())
+        .await
+        .unwrap_err();
+    assert_eq!(ErrorKind::of(&err), ErrorKind::Elapsed);
+    assert_eq!(calls.load(SeqCst), 1, "nothing of palisade's is retried");
+
+    // A bulkhead of one whose permit is held until 15 ms.
+    for (kinds, retried) in [
+        (ErrorKinds::from(ErrorKind::Elapsed), false),
+        (
+            ErrorKinds::from([ErrorKind::Elapsed, ErrorKind::BulkheadFull]),
+            true,
+        ),
+    ] {
+        let bulkhead = BulkheadLayer::builder().max_concurrent(1).build().unwrap();
+        let mut holder = bulkhead.layer(service_fn(|_: ()| async { Ok::<_, BoxError>(0usize) }));
+        holder.ready().await.unwrap();
+        tokio::spawn(async move {
+            tokio::time::sleep(15 * MS).await;
+            drop(holder);
+        });
+        let calls = Arc::new(AtomicUsize::new(0));
+        let seen = calls.clone();
+        let counted = service_fn(move |_: ()| {
+            seen.fetch_add(1, SeqCst);
+            async { Ok::<_, BoxError>(7usize) }
+        });
+        let result = retry(kinds)
+            .layer(bulkhead.layer(counted))
+            .oneshot(())
+            .await;
+        if retried {
+            assert_eq!(
+                result.unwrap(),
+                7,
+                "refused at 0 and 10 ms, admitted at 30 ms"
+            );
+            assert_eq!(calls.load(SeqCst), 1);
+        } else {
+            assert_eq!(ErrorKind::of(&result.unwrap_err()), ErrorKind::BulkheadFull);
+            assert_eq!(calls.load(SeqCst), 0);
+        }
+    }
+}
+
+/// A classifier that says a failed call never reached the server (a
+/// refused connection), for a request it says may not be sent twice.
+#[derive(Clone, Copy)]
+struct NeverSent {
+    not_sent: bool,
+}
+
+impl<Req, Res> palisade::classify::Classify<Req, Res, BoxError> for NeverSent {
+    fn classify(&self, result: &Result<Res, BoxError>) -> palisade::classify::Outcome {
+        match result {
+            Ok(_) => palisade::classify::Outcome::Success,
+            Err(_) => palisade::classify::Outcome::Failure,
+        }
+    }
+    fn is_retryable(&self, _: &Req) -> bool {
+        false
+    }
+    fn is_not_sent(&self, result: &Result<Res, BoxError>) -> bool {
+        self.not_sent && result.is_err()
+    }
+}
+
+/// A request that may not be sent twice is sent again when its attempt
+/// never left the client, and only then.
+#[tokio::test(start_paused = true)]
+async fn a_request_that_never_left_is_sent_again_whatever_it_is() {
+    for (not_sent, attempts) in [(true, 2), (false, 1)] {
+        let backend = Scripted::new(vec![Err("connection refused"), Ok(5)]);
+        let (seen, listener) = events();
+        let result = RetryLayer::builder()
+            .classifier(NeverSent { not_sent })
+            .backoff(no_jitter(10))
+            .on_event(listener)
+            .build()
+            .unwrap()
+            .layer(backend.clone())
+            .oneshot(())
+            .await;
+        assert_eq!(backend.arrivals().len(), attempts, "not sent: {not_sent}");
+        assert_eq!(result.is_ok(), not_sent);
+        let log = seen.lock().unwrap().join("\n");
+        assert_eq!(log.contains("never reached the server"), not_sent, "{log}");
+    }
+}
+
+/// gRPC: a failure the classifier does not call retryable (Internal) ends
+/// the call at once; Unavailable is retried.
+#[tokio::test(start_paused = true)]
+async fn only_retryable_failures_are_retried() {
+    for (code, attempts) in [("13", 1), ("14", 3)] {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let seen = calls.clone();
+        let svc = service_fn(move |_: ()| {
+            seen.fetch_add(1, SeqCst);
+            async move {
+                Ok::<_, BoxError>(
+                    http::Response::builder()
+                        .header("grpc-status", code)
+                        .body(())
+                        .unwrap(),
+                )
+            }
+        });
+        let res = RetryLayer::builder()
+            .classifier(GrpcClassifier::new())
+            .backoff(no_jitter(10))
+            .build()
+            .unwrap()
+            .layer(svc)
+            .oneshot(())
+            .await
+            .unwrap();
+        assert_eq!(res.headers()["grpc-status"], code);
+        assert_eq!(calls.load(SeqCst), attempts, "grpc-status {code}");
+    }
 }

@@ -4,8 +4,10 @@ use std::time::Duration;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
-use super::{DEFAULT_MAX_DELAY, Jitter, MakeDelays, check_fits, nanos};
+use super::{DEFAULT_MAX_DELAY, Jitter, MakeDelays};
+use crate::clock::nanos;
 use crate::error::ConfigError;
+use crate::validate;
 
 /// A backoff whose delays come from the user: a factory called once per
 /// logical call, returning any iterator of delays. When the iterator ends,
@@ -101,10 +103,7 @@ impl<F> CustomBackoffBuilder<F> {
     /// # Errors
     /// A zero or unrepresentable cap; a decorrelated jitter.
     pub fn build(self) -> Result<CustomBackoff<F>, ConfigError> {
-        check_fits("max_delay", self.max)?;
-        if self.max.is_zero() {
-            return Err(ConfigError::new("max_delay", "must be greater than zero"));
-        }
+        validate::positive("max_delay", self.max)?;
         if matches!(self.jitter, Jitter::Decorrelated | Jitter::DecorrelatedV2) {
             return Err(ConfigError::new(
                 "jitter",

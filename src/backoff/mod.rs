@@ -59,7 +59,9 @@ use std::time::Duration;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
+use crate::clock::nanos;
 use crate::error::ConfigError;
+use crate::validate;
 
 /// How randomness spreads the delays; see the [module docs](self) for the
 /// formulas.
@@ -228,22 +230,6 @@ impl MakeDelays for Backoff {
     }
 }
 
-/// Durations are validated to fit in `u64` nanoseconds (about 584 years).
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
-fn check_fits(parameter: &'static str, d: Duration) -> Result<(), ConfigError> {
-    if d.as_nanos() > u128::from(u64::MAX) {
-        Err(ConfigError::new(
-            parameter,
-            format!("{d:?} is longer than the longest delay supported (about 584 years)"),
-        ))
-    } else {
-        Ok(())
-    }
-}
-
 impl BackoffBuilder {
     const fn new(growth: Growth) -> Self {
         Self {
@@ -291,18 +277,18 @@ impl BackoffBuilder {
             }
             (_, None) => {}
         }
-        check_fits("max_delay", self.max)?;
+        validate::fits("max_delay", self.max)?;
         if self.max.is_zero() {
-            return Err(ConfigError::new("max_delay", "must be greater than zero"));
+            return Err(ConfigError::new("max_delay", "must be longer than zero"));
         }
         let initial = match self.growth {
             Growth::Constant(d) => {
-                check_fits("delay", d)?;
+                validate::fits("delay", d)?;
                 d
             }
             Growth::Linear { initial, step } => {
-                check_fits("initial", initial)?;
-                check_fits("step", step)?;
+                validate::fits("initial", initial)?;
+                validate::fits("step", step)?;
                 if initial.is_zero() && step.is_zero() {
                     return Err(ConfigError::new(
                         "step",
@@ -318,7 +304,7 @@ impl BackoffBuilder {
                         format!("must be a finite number of at least 1, got {factor}"),
                     ));
                 }
-                check_fits("initial", initial)?;
+                validate::fits("initial", initial)?;
                 if initial.is_zero() {
                     return Err(ConfigError::new(
                         "initial",

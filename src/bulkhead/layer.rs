@@ -8,8 +8,9 @@ use tower::Layer;
 use super::{Bulkhead, BulkheadHandle};
 use crate::cover::{self, Head};
 use crate::error::ConfigError;
-use crate::event::{Listener, Listeners};
+use crate::event::Listeners;
 use crate::semaphore::Semaphore;
+use crate::validate;
 
 /// What every service of one bulkhead layer shares.
 #[derive(Debug)]
@@ -197,11 +198,7 @@ impl BulkheadBuilder {
 }
 
 impl<M> BulkheadBuilder<M> {
-    /// The name carried by this bulkhead's events.
-    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
-        self.name = name.into();
-        self
-    }
+    crate::event::name_and_listeners!("bulkhead", "The name carried by this bulkhead's events.");
 
     /// At most this many calls in flight at once (1 to 2^30).
     pub fn max_concurrent(mut self, calls: u32) -> Self {
@@ -223,46 +220,20 @@ impl<M> BulkheadBuilder<M> {
         self
     }
 
-    /// Registers a listener for this bulkhead's [events](crate::event).
-    pub fn on_event(mut self, listener: impl Listener) -> Self {
-        self.listeners.push(Arc::new(listener));
-        self
-    }
-
     /// Validates the configuration and makes the layer.
     ///
     /// # Errors
     /// Zero or more than 2^30 concurrent calls, a queue longer than 2^30, a
     /// zero or unrepresentable maximum wait, a maximum wait without a queue.
     pub fn build(self) -> Result<BulkheadLayer<M>, ConfigError> {
-        if !(1..=MAX_BULKHEAD_PERMITS).contains(&self.max_concurrent) {
-            return Err(ConfigError::new(
-                "max_concurrent",
-                format!(
-                    "must be from 1 to {MAX_BULKHEAD_PERMITS}, got {}",
-                    self.max_concurrent
-                ),
-            ));
-        }
-        if self.max_queue > MAX_BULKHEAD_PERMITS {
-            return Err(ConfigError::new(
-                "max_queue",
-                format!(
-                    "must be at most {MAX_BULKHEAD_PERMITS}, got {}",
-                    self.max_queue
-                ),
-            ));
-        }
+        validate::within(
+            "max_concurrent",
+            self.max_concurrent,
+            1..=MAX_BULKHEAD_PERMITS,
+        )?;
+        validate::within("max_queue", self.max_queue, 0..=MAX_BULKHEAD_PERMITS)?;
         if let Some(wait) = self.max_wait {
-            if wait.is_zero() {
-                return Err(ConfigError::new("max_wait", "must be longer than zero"));
-            }
-            if wait.as_nanos() > u128::from(u64::MAX) {
-                return Err(ConfigError::new(
-                    "max_wait",
-                    format!("{wait:?} is longer than the longest supported (about 584 years)"),
-                ));
-            }
+            validate::positive("max_wait", wait)?;
             if self.max_queue == 0 {
                 return Err(ConfigError::new(
                     "max_wait",

@@ -50,6 +50,7 @@ use tower::{Layer, Service};
 
 use crate::BoxError;
 use crate::error::ConfigError;
+use crate::validate;
 
 /// What chaos does to one call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -272,12 +273,7 @@ impl<Res, Req> ChaosBuilder<Res, Req> {
             ("substitute", self.substitute_rate),
             ("latency", self.latency_rate),
         ] {
-            if !(0.0..=1.0).contains(&rate) {
-                return Err(ConfigError::new(
-                    parameter,
-                    format!("the rate must be in [0, 1], got {rate}"),
-                ));
-            }
+            validate::fraction(parameter, rate)?;
         }
         if self.latency_rate > 0.0 && self.latency.is_zero() {
             return Err(ConfigError::new(
@@ -285,9 +281,7 @@ impl<Res, Req> ChaosBuilder<Res, Req> {
                 "a latency rate needs a latency above zero",
             ));
         }
-        if self.latency.as_nanos() > u128::from(u64::MAX) {
-            return Err(ConfigError::new("latency", "longer than about 584 years"));
-        }
+        validate::fits("latency", self.latency)?;
         Ok(ChaosLayer {
             shared: Arc::new(Shared {
                 enabled: AtomicBool::new(true),

@@ -7,8 +7,10 @@ use super::state::Core;
 use super::window::Window;
 use crate::backoff::Backoff;
 use crate::classify::DefaultClassifier;
+use crate::clock::nanos;
 use crate::error::ConfigError;
-use crate::event::{Listener, Listeners};
+use crate::event::Listeners;
+use crate::validate;
 use crate::window::{CountWindow, TimeWindow};
 
 /// The validated settings of one breaker.
@@ -134,11 +136,11 @@ impl CircuitBreakerBuilder {
 }
 
 impl<C> CircuitBreakerBuilder<C> {
-    /// The breaker's name, carried by its events and its [`CircuitOpen`](crate::error::CircuitOpen) errors.
-    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
-        self.settings.name = name.into();
-        self
-    }
+    crate::event::name_and_listeners!(
+        "breaker",
+        "The breaker's name, carried by its events and its [`CircuitOpen`](crate::error::CircuitOpen) errors.",
+        settings
+    );
 
     /// Judge the last `calls` calls (1 to 1,000,000).
     pub fn count_window(mut self, calls: u32) -> Self {
@@ -246,12 +248,6 @@ impl<C> CircuitBreakerBuilder<C> {
         self
     }
 
-    /// Registers a listener for this breaker's [events](crate::event).
-    pub fn on_event(mut self, listener: impl Listener) -> Self {
-        self.settings.listeners.push(Arc::new(listener));
-        self
-    }
-
     /// Judges results with `classifier` instead of the default.
     pub fn classifier<C2>(self, classifier: C2) -> CircuitBreakerBuilder<C2> {
         CircuitBreakerBuilder {
@@ -276,18 +272,13 @@ impl<C> CircuitBreakerBuilder<C> {
             ("failure_rate_threshold", s.failure_rate_threshold),
             ("slow_call_rate_threshold", s.slow_call_rate_threshold),
         ] {
-            if !(value > 0.0 && value <= 1.0) {
-                return Err(ConfigError::new(
-                    parameter,
-                    format!("must be a fraction in (0, 1], got {value}"),
-                ));
-            }
+            validate::fraction_above_zero(parameter, value)?;
         }
         if let Some(d) = s.slow_call_duration {
-            positive_duration("slow_call_duration", d)?;
+            validate::positive("slow_call_duration", d)?;
         }
-        positive_duration("wait_duration", s.wait_duration)?;
-        positive_duration("max_half_open_duration", s.max_half_open_duration)?;
+        validate::positive("wait_duration", s.wait_duration)?;
+        validate::positive("max_half_open_duration", s.max_half_open_duration)?;
         if s.consecutive_failures == Some(0) {
             return Err(ConfigError::new(
                 "consecutive_failures",
@@ -308,15 +299,11 @@ impl<C> CircuitBreakerBuilder<C> {
                 ),
             ));
         }
-        if !(1..=MAX_HALF_OPEN_CALLS).contains(&s.half_open_calls) {
-            return Err(ConfigError::new(
-                "half_open_calls",
-                format!(
-                    "must be from 1 to {MAX_HALF_OPEN_CALLS}, got {}",
-                    s.half_open_calls
-                ),
-            ));
-        }
+        validate::within(
+            "half_open_calls",
+            s.half_open_calls,
+            1..=MAX_HALF_OPEN_CALLS,
+        )?;
         let config = Config {
             name: s.name,
             failure_rate_threshold: s.failure_rate_threshold,
@@ -348,7 +335,7 @@ impl<C> CircuitBreakerBuilder<C> {
                 Ok(Window::Count(CountWindow::new(size as usize)))
             }
             WindowConfig::Time { length, buckets } => {
-                positive_duration("time_window", length)?;
+                validate::positive("time_window", length)?;
                 if !(1..=MAX_TIME_BUCKETS).contains(&buckets) {
                     return Err(ConfigError::new(
                         "time_window",
@@ -362,24 +349,12 @@ impl<C> CircuitBreakerBuilder<C> {
                         format!("buckets of {width:?} are shorter than 1 ms; use fewer buckets"),
                     ));
                 }
-                let width_nanos = u64::try_from(width.as_nanos()).map_err(|_| {
-                    ConfigError::new("time_window", "buckets longer than 584 years")
-                })?;
-                Ok(Window::Time(TimeWindow::new(buckets as usize, width_nanos)))
+                // Within 584 years: the window's length is.
+                Ok(Window::Time(TimeWindow::new(
+                    buckets as usize,
+                    nanos(width),
+                )))
             }
         }
     }
-}
-
-fn positive_duration(parameter: &'static str, d: Duration) -> Result<(), ConfigError> {
-    if d.is_zero() {
-        return Err(ConfigError::new(parameter, "must be longer than zero"));
-    }
-    if d.as_nanos() > u128::from(u64::MAX) {
-        return Err(ConfigError::new(
-            parameter,
-            format!("{d:?} is longer than the longest supported (about 584 years)"),
-        ));
-    }
-    Ok(())
 }

@@ -346,6 +346,25 @@ where
         self(event)
     }
 }
+/// The settings every builder has, written once: `name()` and
+/// `on_event()`, over the `name` and `listeners` fields found at `$at`
+/// (`self.$at.name`), or on the builder itself (`self.name`).
+macro_rules! name_and_listeners {
+    ($what:literal, $name_doc:literal $(, $at:ident)?) => {
+        #[doc = $name_doc]
+        pub fn name(mut self, name: impl Into<std::sync::Arc<str>>) -> Self {
+            self$(.$at)?.name = name.into();
+            self
+        }
+
+        #[doc = concat!("Registers a listener for this ", $what, "'s [events](crate::event).")]
+        pub fn on_event(mut self, listener: impl crate::event::Listener) -> Self {
+            self$(.$at)?.listeners.push(std::sync::Arc::new(listener));
+            self
+        }
+    };
+}
+pub(crate) use name_and_listeners;
 
 /// The listeners of one layer.
 #[derive(Clone, Default)]

@@ -6,7 +6,7 @@ use std::task::{Context, Poll, ready};
 
 use pin_project::pin_project;
 
-use super::layer::{Shared, Trigger, kind_bit};
+use super::layer::{Shared, Trigger};
 use super::{Failed, Handler};
 use crate::BoxError;
 use crate::classify::{Classify, Outcome};
@@ -101,8 +101,8 @@ where
                     }
                     let outcome = result.map_err(Into::into);
                     let kind = outcome.as_ref().err().map(ErrorKind::of);
-                    if let (Trigger::Kinds(mask), Some(kind)) = (*this.trigger, kind)
-                        && mask & kind_bit(kind) == 0
+                    if let (Trigger::Kinds(kinds), Some(kind)) = (*this.trigger, kind)
+                        && !kinds.contains(kind)
                     {
                         return Poll::Ready(outcome);
                     }

@@ -5,26 +5,16 @@ use tower::Layer;
 
 use super::Fallback;
 use crate::classify::DefaultClassifier;
-use crate::error::{ConfigError, ErrorKind};
-use crate::event::{Listener, Listeners};
+use crate::error::{ConfigError, ErrorKinds};
+use crate::event::Listeners;
 
 /// What triggers the fallback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Trigger {
     /// Any result the classifier calls a failure.
     Failure,
-    /// Only errors of these kinds (a bit per `ErrorKind`).
-    Kinds(u8),
-}
-
-pub(crate) fn kind_bit(kind: ErrorKind) -> u8 {
-    1 << match kind {
-        ErrorKind::CircuitOpen => 0,
-        ErrorKind::BulkheadFull => 1,
-        ErrorKind::Elapsed => 2,
-        ErrorKind::BudgetExhausted => 3,
-        ErrorKind::Inner => 4,
-    }
+    /// Only errors of these kinds.
+    Kinds(ErrorKinds),
 }
 
 /// What a fallback layer's services share: the name and the listeners.
@@ -131,7 +121,7 @@ impl<S, H: Clone, C: Clone, K: Copy> Layer<S> for FallbackLayer<H, C, K> {
 pub struct FallbackBuilder<H, C = DefaultClassifier, K = DropRequest> {
     handler: H,
     classifier: C,
-    kinds: Option<Vec<ErrorKind>>,
+    kinds: Option<ErrorKinds>,
     keep: K,
     name: Arc<str>,
     listeners: Listeners,
@@ -162,9 +152,10 @@ impl<H, C, K> FallbackBuilder<H, C, K> {
     }
 
     /// Falls back only on errors of these kinds, for example only
-    /// [`ErrorKind::CircuitOpen`]: other failures pass through.
-    pub fn only_on(mut self, kinds: impl IntoIterator<Item = ErrorKind>) -> Self {
-        self.kinds = Some(kinds.into_iter().collect());
+    /// [`ErrorKind::CircuitOpen`](crate::error::ErrorKind::CircuitOpen): other
+    /// failures pass through.
+    pub fn only_on(mut self, kinds: impl Into<ErrorKinds>) -> Self {
+        self.kinds = Some(kinds.into());
         self
     }
 
@@ -181,17 +172,7 @@ impl<H, C, K> FallbackBuilder<H, C, K> {
         }
     }
 
-    /// The name carried by this layer's events.
-    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
-        self.name = name.into();
-        self
-    }
-
-    /// Registers a listener for this layer's [events](crate::event).
-    pub fn on_event(mut self, listener: impl Listener) -> Self {
-        self.listeners.push(Arc::new(listener));
-        self
-    }
+    crate::event::name_and_listeners!("fallback layer", "The name carried by this layer's events.");
 
     /// Validates the configuration and makes the layer.
     ///
@@ -207,7 +188,7 @@ impl<H, C, K> FallbackBuilder<H, C, K> {
                     "an empty list of kinds never triggers the fallback",
                 ));
             }
-            Some(kinds) => Trigger::Kinds(kinds.iter().fold(0, |m, k| m | kind_bit(*k))),
+            Some(kinds) => Trigger::Kinds(*kinds),
         };
         Ok(FallbackLayer {
             handler: self.handler,

@@ -132,13 +132,12 @@ where
         // connection never reached the server: safe to send again whatever
         // the request. Anything else may have run there.
         let (reason, sent) = match result.as_ref().err().and_then(kind_of) {
-            Some(ErrorKind::Elapsed) if shared.retry_timeouts => (RetryReason::Timeout, true),
-            Some(ErrorKind::CircuitOpen) if shared.retry_circuit_open => {
-                (RetryReason::CircuitOpen, false)
+            Some(kind) if !shared.retry_on.contains(kind) => {
+                return self.give_up(attempt, GiveUpReason::NotRetryable);
             }
-            Some(ErrorKind::BulkheadFull) if shared.retry_bulkhead_full => {
-                (RetryReason::BulkheadFull, false)
-            }
+            Some(ErrorKind::Elapsed) => (RetryReason::Timeout, true),
+            Some(ErrorKind::CircuitOpen) => (RetryReason::CircuitOpen, false),
+            Some(ErrorKind::BulkheadFull) => (RetryReason::BulkheadFull, false),
             Some(_) => return self.give_up(attempt, GiveUpReason::NotRetryable),
             None => match shared.classifier.classify(result) {
                 Outcome::Success | Outcome::Ignored => return Next::Return,

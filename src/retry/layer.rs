@@ -9,9 +9,10 @@ use super::Retry;
 use crate::backoff::{Backoff, Jitter};
 use crate::budget::RetryBudget;
 use crate::classify::DefaultClassifier;
-use crate::error::ConfigError;
-use crate::event::{Listener, Listeners};
+use crate::error::{ConfigError, ErrorKind, ErrorKinds};
+use crate::event::Listeners;
 use crate::replay::ByClone;
+use crate::validate;
 
 /// The validated settings every service of one retry layer shares.
 pub(crate) struct Shared<C, B, K> {
@@ -24,9 +25,8 @@ pub(crate) struct Shared<C, B, K> {
     pub(crate) shorten_long_hints: bool,
     pub(crate) budget: Option<RetryBudget>,
     pub(crate) deadline: Option<Duration>,
-    pub(crate) retry_timeouts: bool,
-    pub(crate) retry_circuit_open: bool,
-    pub(crate) retry_bulkhead_full: bool,
+    /// The rejections of palisade's layers below that are sent again.
+    pub(crate) retry_on: ErrorKinds,
     pub(crate) seed: Option<u64>,
     /// Numbers the logical calls, so that seeded sessions differ.
     pub(crate) sessions: AtomicU64,
@@ -101,8 +101,7 @@ pub const MAX_ATTEMPTS: u32 = 100;
 /// | [`shorten_long_hints`](Self::shorten_long_hints) | `false` |
 /// | [`budget`](Self::budget) | [`RetryBudget::default`]: 20% of the last 10 s of requests, plus 10 retries a second |
 /// | [`deadline`](Self::deadline) | none |
-/// | [`retry_timeouts`](Self::retry_timeouts) | `true`: an attempt cut off by a timeout below is retried |
-/// | [`retry_circuit_open`](Self::retry_circuit_open), [`retry_bulkhead_full`](Self::retry_bulkhead_full) | `false`: a rejection is returned at once |
+/// | [`retry_on`](Self::retry_on) | [`Elapsed`](ErrorKind::Elapsed): an attempt cut off by a timeout below is retried; an open breaker's or a full bulkhead's refusal is returned at once |
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct RetryBuilder<C = DefaultClassifier, B = Backoff, K = ByClone> {
     settings: Settings,
@@ -119,9 +118,7 @@ struct Settings {
     shorten_long_hints: bool,
     budget: Option<RetryBudget>,
     deadline: Option<Duration>,
-    retry_timeouts: bool,
-    retry_circuit_open: bool,
-    retry_bulkhead_full: bool,
+    retry_on: ErrorKinds,
     seed: Option<u64>,
     listeners: Listeners,
 }
@@ -156,9 +153,7 @@ impl RetryBuilder {
                 shorten_long_hints: false,
                 budget: Some(RetryBudget::default()),
                 deadline: None,
-                retry_timeouts: true,
-                retry_circuit_open: false,
-                retry_bulkhead_full: false,
+                retry_on: ErrorKinds::NONE.with(ErrorKind::Elapsed),
                 seed: None,
                 listeners: Listeners::default(),
             },
@@ -174,11 +169,11 @@ impl RetryBuilder {
 }
 
 impl<C, B, K> RetryBuilder<C, B, K> {
-    /// The name carried by this layer's events.
-    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
-        self.settings.name = name.into();
-        self
-    }
+    crate::event::name_and_listeners!(
+        "retry layer",
+        "The name carried by this layer's events.",
+        settings
+    );
 
     /// At most this many attempts per call, the first included (1 to 100;
     /// 1 means never retry).
@@ -270,28 +265,40 @@ impl<C, B, K> RetryBuilder<C, B, K> {
         self
     }
 
-    /// Whether an attempt that failed with [`Elapsed`](crate::error::Elapsed)
-    /// (a per-attempt timeout below) is retried.
-    pub fn retry_timeouts(mut self, yes: bool) -> Self {
-        self.settings.retry_timeouts = yes;
-        self
-    }
-
-    /// Whether an attempt refused with [`CircuitOpen`](crate::error::CircuitOpen)
-    /// is retried: after the backoff's delay or the breaker's own
-    /// `retry_after`, whichever is longer. A `retry_after` above
-    /// [`max_hint`](Self::max_hint) (a breaker held open by hand has no end)
-    /// ends the retries, as a server's hint would. Off by default: the
-    /// breaker is open so that nobody calls.
-    pub fn retry_circuit_open(mut self, yes: bool) -> Self {
-        self.settings.retry_circuit_open = yes;
-        self
-    }
-
-    /// Whether an attempt refused with [`BulkheadFull`](crate::error::BulkheadFull)
-    /// is retried.
-    pub fn retry_bulkhead_full(mut self, yes: bool) -> Self {
-        self.settings.retry_bulkhead_full = yes;
+    /// The rejections by palisade's layers below that are retried; by
+    /// default only [`Elapsed`](ErrorKind::Elapsed) (a per-attempt timeout
+    /// below). Errors of the inner service are judged by the
+    /// [`classifier`](Self::classifier), not by this.
+    ///
+    /// * [`Elapsed`](ErrorKind::Elapsed): the attempt may have reached the
+    ///   server, so a request that may not be sent twice is not retried.
+    /// * [`CircuitOpen`](ErrorKind::CircuitOpen): retried after the
+    ///   backoff's delay or the breaker's own `retry_after`, whichever is
+    ///   longer. A `retry_after` above [`max_hint`](Self::max_hint) (a
+    ///   breaker held open by hand has no end) ends the retries, as a
+    ///   server's hint would. Not by default: the breaker is open so that
+    ///   nobody calls.
+    /// * [`BulkheadFull`](ErrorKind::BulkheadFull): retried after the
+    ///   backoff's delay.
+    ///
+    /// A refusal never reached the server, so it is retried whatever the
+    /// request. `build()` refuses [`Inner`](ErrorKind::Inner) and
+    /// [`BudgetExhausted`](ErrorKind::BudgetExhausted).
+    ///
+    /// ```
+    /// use palisade::error::{ErrorKind, ErrorKinds};
+    /// use palisade::retry::RetryLayer;
+    ///
+    /// let retry = RetryLayer::builder()
+    ///     .retry_on([ErrorKind::Elapsed, ErrorKind::BulkheadFull])
+    ///     .build()
+    ///     .unwrap();
+    /// // Nothing of palisade's: only what the classifier calls a failure.
+    /// let strict = RetryLayer::builder().retry_on(ErrorKinds::NONE).build().unwrap();
+    /// # let _ = (retry, strict);
+    /// ```
+    pub fn retry_on(mut self, kinds: impl Into<ErrorKinds>) -> Self {
+        self.settings.retry_on = kinds.into();
         self
     }
 
@@ -299,12 +306,6 @@ impl<C, B, K> RetryBuilder<C, B, K> {
     /// same delays. Without a seed, every call draws fresh randomness.
     pub fn seed(mut self, seed: u64) -> Self {
         self.settings.seed = Some(seed);
-        self
-    }
-
-    /// Registers a listener for this layer's [events](crate::event).
-    pub fn on_event(mut self, listener: impl Listener) -> Self {
-        self.settings.listeners.push(Arc::new(listener));
         self
     }
 
@@ -316,26 +317,20 @@ impl<C, B, K> RetryBuilder<C, B, K> {
     /// they were built.)
     pub fn build(self) -> Result<RetryLayer<C, B, K>, ConfigError> {
         let s = self.settings;
-        if !(1..=MAX_ATTEMPTS).contains(&s.max_attempts) {
-            return Err(ConfigError::new(
-                "max_attempts",
-                format!(
-                    "must be from 1 to {MAX_ATTEMPTS} (counting the first), got {}",
-                    s.max_attempts
-                ),
-            ));
-        }
-        for (parameter, d) in [("max_hint", Some(s.max_hint)), ("deadline", s.deadline)] {
-            let Some(d) = d else { continue };
-            if d.is_zero() {
-                return Err(ConfigError::new(parameter, "must be longer than zero"));
-            }
-            if d.as_nanos() > u128::from(u64::MAX) {
+        validate::within("max_attempts", s.max_attempts, 1..=MAX_ATTEMPTS)?;
+        for kind in [ErrorKind::Inner, ErrorKind::BudgetExhausted] {
+            if s.retry_on.contains(kind) {
                 return Err(ConfigError::new(
-                    parameter,
-                    format!("{d:?} is longer than the longest supported (about 584 years)"),
+                    "retry_on",
+                    format!(
+                        "{kind:?} is not a refusal by a layer below; the classifier judges the inner service's errors"
+                    ),
                 ));
             }
+        }
+        validate::positive("max_hint", s.max_hint)?;
+        if let Some(deadline) = s.deadline {
+            validate::positive("deadline", deadline)?;
         }
         Ok(RetryLayer {
             shared: Arc::new(Shared {
@@ -348,9 +343,7 @@ impl<C, B, K> RetryBuilder<C, B, K> {
                 shorten_long_hints: s.shorten_long_hints,
                 budget: s.budget,
                 deadline: s.deadline,
-                retry_timeouts: s.retry_timeouts,
-                retry_circuit_open: s.retry_circuit_open,
-                retry_bulkhead_full: s.retry_bulkhead_full,
+                retry_on: s.retry_on,
                 seed: s.seed,
                 sessions: AtomicU64::new(0),
                 listeners: s.listeners,

@@ -8,7 +8,8 @@ use tower::Layer;
 use super::Timeout;
 use crate::cover::{self, Head};
 use crate::error::ConfigError;
-use crate::event::{Listener, Listeners};
+use crate::event::Listeners;
+use crate::validate;
 
 /// What every service of one timeout layer shares.
 #[derive(Debug)]
@@ -177,22 +178,14 @@ impl TimeoutBuilder {
 }
 
 impl<M> TimeoutBuilder<M> {
-    /// The name carried by this layer's events, such as `"per-attempt"` or
-    /// `"total"`.
-    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
-        self.name = name.into();
-        self
-    }
+    crate::event::name_and_listeners!(
+        "timeout layer",
+        "The name carried by this layer's events, such as `\"per-attempt\"` or `\"total\"`."
+    );
 
     /// The limit of each call.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
-        self
-    }
-
-    /// Registers a listener for this layer's [events](crate::event).
-    pub fn on_event(mut self, listener: impl Listener) -> Self {
-        self.listeners.push(Arc::new(listener));
         self
     }
 
@@ -201,18 +194,7 @@ impl<M> TimeoutBuilder<M> {
     /// # Errors
     /// A zero or unrepresentable (longer than about 584 years) timeout.
     pub fn build(self) -> Result<TimeoutLayer<M>, ConfigError> {
-        if self.timeout.is_zero() {
-            return Err(ConfigError::new("timeout", "must be longer than zero"));
-        }
-        if self.timeout.as_nanos() > u128::from(u64::MAX) {
-            return Err(ConfigError::new(
-                "timeout",
-                format!(
-                    "{:?} is longer than the longest supported (about 584 years)",
-                    self.timeout
-                ),
-            ));
-        }
+        validate::positive("timeout", self.timeout)?;
         Ok(TimeoutLayer {
             shared: Arc::new(Shared {
                 name: self.name,
