@@ -35,7 +35,9 @@ use palisade::classify::{
 };
 use palisade::error::ErrorKind;
 use palisade::event::{Event, GiveUpReason, RetryReason};
-use palisade::retry::{DEFAULT_REPLAY_LIMIT, Replay, ReplayBodies, ReplayBody, RetryLayer};
+use palisade::retry::{
+    DEFAULT_REPLAY_LIMIT, Replay, ReplayBodies, ReplayBody, ReplaySource, RetryLayer,
+};
 
 use http_server::{Reply, Server, closed_port};
 
@@ -838,7 +840,7 @@ async fn replay_body_size_hint_and_end_stream() {
     );
     assert_eq!(exact(&b1), Some(0));
     drop(b1); // as hyper does: never polls None
-    let mut b2 = rb.again(&mut src).expect("a second copy").into_body();
+    let mut b2 = src.again().expect("a second copy").into_body();
     assert_eq!(exact(&b2), Some(5), "replay: exact");
     assert!(!b2.is_end_stream());
     let f = frame(&mut b2).await.unwrap().unwrap();
@@ -854,8 +856,8 @@ async fn replay_body_size_hint_and_end_stream() {
     assert!(b1.is_end_stream());
     assert_eq!(exact(&b1), Some(0));
     drop(b1);
-    let b2 = rb
-        .again(&mut src)
+    let b2 = src
+        .again()
         .expect("an unpolled empty body can be sent again")
         .into_body();
     assert!(b2.is_end_stream());
@@ -872,7 +874,7 @@ async fn replay_body_size_hint_and_end_stream() {
     let c = (&mut b1).collect().await.unwrap();
     assert_eq!(c.trailers().unwrap().get("t").unwrap(), "1");
     drop(b1);
-    let mut b2 = rb.again(&mut src).unwrap().into_body();
+    let mut b2 = src.again().unwrap().into_body();
     let hint = b2.size_hint();
     eprintln!(
         "replayed body with trailers: size_hint lower={} upper={:?}",
@@ -908,7 +910,7 @@ async fn replay_body_size_hint_and_end_stream() {
     let mut b1 = r1.into_body();
     let _ = frame(&mut b1).await;
     drop(b1);
-    let b2 = rb.again(&mut src).unwrap().into_body();
+    let b2 = src.again().unwrap().into_body();
     assert_eq!(b2.collect().await.unwrap().to_bytes(), "123");
 
     // Two attempts alive at once: the newer owns the body at once and
@@ -917,7 +919,7 @@ async fn replay_body_size_hint_and_end_stream() {
     let mut src = src.unwrap();
     let mut b1 = r1.into_body();
     let _ = frame(&mut b1).await;
-    let b2 = rb.again(&mut src).unwrap().into_body();
+    let b2 = src.again().unwrap().into_body();
     assert_eq!(b2.collect().await.unwrap().to_bytes(), "123");
     assert!(
         frame(&mut b1).await.unwrap().is_err(),
@@ -928,7 +930,7 @@ async fn replay_body_size_hint_and_end_stream() {
     let (r1, src) = rb.first(Request::new(full("post")), false);
     let mut src = src.expect("kept for a request that never left");
     drop(r1);
-    let b2 = rb.again(&mut src).expect("an unread body").into_body();
+    let b2 = src.again().expect("an unread body").into_body();
     assert_eq!(b2.collect().await.unwrap().to_bytes(), "post");
 
     // Not retryable and partly read; and retryable but read past the limit:
@@ -939,7 +941,7 @@ async fn replay_body_size_hint_and_end_stream() {
         let mut b1 = r1.into_body();
         let _ = frame(&mut b1).await;
         drop(b1);
-        match src.and_then(|mut s| rb.again(&mut s)) {
+        match src.and_then(|mut s| s.again()) {
             None => {}
             Some(r2) => {
                 let got = r2.into_body().collect().await;
@@ -1034,11 +1036,11 @@ fn head(status: u16, grpc: Option<&str>) -> Result<Response<()>, std::io::Error>
 }
 
 fn classify(c: &GrpcClassifier, r: &Result<Response<()>, std::io::Error>) -> Outcome {
-    Classify::<(), _, _>::classify(c, r)
+    Classify::classify(c, r)
 }
 
 fn retryable(c: &GrpcClassifier, r: &Result<Response<()>, std::io::Error>) -> bool {
-    Classify::<(), _, _>::is_retryable_failure(c, r)
+    Classify::is_retryable_failure(c, r)
 }
 
 #[test]
@@ -1159,35 +1161,35 @@ fn grpc_classifier_codes_and_http_mapping() {
         Err(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
     assert_eq!(classify(&c, &refused), Outcome::Failure);
     assert!(retryable(&c, &refused));
-    assert!(Classify::<(), _, _>::is_not_sent(&c, &refused));
+    assert!(Classify::is_not_sent(&c, &refused));
     let reset: Result<Response<()>, std::io::Error> =
         Err(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
     assert_eq!(classify(&c, &reset), Outcome::Failure);
     assert!(retryable(&c, &reset), "transport errors are retryable");
-    assert!(!Classify::<(), _, _>::is_not_sent(&c, &reset));
+    assert!(!Classify::is_not_sent(&c, &reset));
 }
 
 #[test]
 fn grpc_classifier_on_tonic_status() {
     let c = GrpcClassifier::new();
     let r: Result<tonic::Response<()>, tonic::Status> = Err(tonic::Status::internal("x"));
-    assert_eq!(Classify::<(), _, _>::classify(&c, &r), Outcome::Failure);
-    assert!(!Classify::<(), _, _>::is_retryable_failure(&c, &r));
+    assert_eq!(Classify::classify(&c, &r), Outcome::Failure);
+    assert!(!Classify::is_retryable_failure(&c, &r));
     let r: Result<tonic::Response<()>, tonic::Status> = Err(tonic::Status::unavailable("x"));
-    assert!(Classify::<(), _, _>::is_retryable_failure(&c, &r));
+    assert!(Classify::is_retryable_failure(&c, &r));
     let r: Result<tonic::Response<()>, tonic::Status> = Err(tonic::Status::aborted("x"));
     assert_eq!(
-        Classify::<(), _, _>::classify(&c, &r),
+        Classify::classify(&c, &r),
         Outcome::Success,
         "Aborted is no longer a failure"
     );
     let r: Result<tonic::Response<()>, tonic::Status> = Err(tonic::Status::data_loss("x"));
-    assert_eq!(Classify::<(), _, _>::classify(&c, &r), Outcome::Failure);
+    assert_eq!(Classify::classify(&c, &r), Outcome::Failure);
     // A Status inside a BoxError.
     let boxed: Result<Response<()>, BoxError> = Err(Box::new(tonic::Status::not_found("x")));
-    assert_eq!(Classify::<(), _, _>::classify(&c, &boxed), Outcome::Success);
+    assert_eq!(Classify::classify(&c, &boxed), Outcome::Success);
     let boxed: Result<Response<()>, BoxError> = Err(Box::new(tonic::Status::unavailable("x")));
-    assert!(Classify::<(), _, _>::is_retryable_failure(&c, &boxed));
+    assert!(Classify::is_retryable_failure(&c, &boxed));
 }
 
 // ---------------------------------------------------------------------------
@@ -1644,7 +1646,7 @@ async fn retry_over_breaker_with_grpc_codes() {
 #[derive(Clone)]
 struct FiveHundreds;
 
-impl<Req, Bd, E> Classify<Req, Response<Bd>, E> for FiveHundreds {
+impl<Bd, E> Classify<Response<Bd>, E> for FiveHundreds {
     fn classify(&self, r: &Result<Response<Bd>, E>) -> Outcome {
         match r {
             Ok(res) if res.status().is_server_error() => Outcome::Failure,
@@ -1659,7 +1661,7 @@ impl JudgesAtHead for FiveHundreds {}
 #[derive(Clone)]
 struct TrailerVerdict;
 
-impl<Req, Bd, E> Classify<Req, Response<Bd>, E> for TrailerVerdict {
+impl<Bd, E> Classify<Response<Bd>, E> for TrailerVerdict {
     fn classify(&self, r: &Result<Response<Bd>, E>) -> Outcome {
         match r {
             Ok(res) if res.status().is_server_error() => Outcome::Failure,
@@ -1669,14 +1671,14 @@ impl<Req, Bd, E> Classify<Req, Response<Bd>, E> for TrailerVerdict {
     }
 }
 
-impl<Req, Bd, E> Settle<Req, Response<Bd>, E> for TrailerVerdict {
+impl<Bd, E> Settle<Response<Bd>, E> for TrailerVerdict {
     type Judge = ();
     type Response<T: Tracker> = Response<VerdictBody<Bd, T>>;
 
     fn verdict(&self, r: &Result<Response<Bd>, E>) -> Verdict<()> {
         match r {
             Ok(res) if res.status() == StatusCode::OK => Verdict::AtEnd(()),
-            _ => Verdict::Now(Classify::<Req, Response<Bd>, E>::classify(self, r)),
+            _ => Verdict::Now(self.classify(r)),
         }
     }
 

@@ -832,15 +832,18 @@ struct NeverSent {
     not_sent: bool,
 }
 
-impl<Req, Res> palisade::classify::Classify<Req, Res, BoxError> for NeverSent {
+impl<Req> palisade::classify::ClassifyRequest<Req> for NeverSent {
+    fn is_retryable(&self, _: &Req) -> bool {
+        false
+    }
+}
+
+impl<Res> palisade::classify::Classify<Res, BoxError> for NeverSent {
     fn classify(&self, result: &Result<Res, BoxError>) -> palisade::classify::Outcome {
         match result {
             Ok(_) => palisade::classify::Outcome::Success,
             Err(_) => palisade::classify::Outcome::Failure,
         }
-    }
-    fn is_retryable(&self, _: &Req) -> bool {
-        false
     }
     fn is_not_sent(&self, result: &Result<Res, BoxError>) -> bool {
         self.not_sent && result.is_err()

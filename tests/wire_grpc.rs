@@ -29,7 +29,7 @@ use palisade::backoff::{Backoff, Jitter};
 use palisade::circuit_breaker::{
     CircuitBreakerHandle, CircuitBreakerLayer, CircuitState, TransitionReason,
 };
-use palisade::classify::{Classify, DelayHint, GrpcClassifier, GrpcCode, Outcome};
+use palisade::classify::{Classify, ClassifyRequest, DelayHint, GrpcClassifier, GrpcCode, Outcome};
 use palisade::error::ErrorKind;
 use palisade::event::{Event, RetryReason};
 use palisade::retry::{ReplayBodies, ReplayBody, RetryLayer};
@@ -671,15 +671,18 @@ async fn a_long_lived_probe_stream_cannot_hold_the_breaker_half_open() {
 #[derive(Clone, Copy)]
 struct NotIdempotent(GrpcClassifier);
 
-impl<Req, Res, E> Classify<Req, Res, E> for NotIdempotent
+impl<Req> ClassifyRequest<Req> for NotIdempotent {
+    fn is_retryable(&self, _req: &Req) -> bool {
+        false
+    }
+}
+
+impl<Res, E> Classify<Res, E> for NotIdempotent
 where
-    GrpcClassifier: Classify<Req, Res, E>,
+    GrpcClassifier: Classify<Res, E>,
 {
     fn classify(&self, result: &Result<Res, E>) -> Outcome {
         self.0.classify(result)
-    }
-    fn is_retryable(&self, _req: &Req) -> bool {
-        false
     }
     fn delay_hint(&self, result: &Result<Res, E>) -> Option<DelayHint> {
         self.0.delay_hint(result)

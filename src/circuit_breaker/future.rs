@@ -1,6 +1,5 @@
 use std::fmt;
 use std::future::Future;
-use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -101,11 +100,10 @@ impl<C> fmt::Debug for CallGuard<C> {
 /// service's future, whose outcome it records when it finishes, or a
 /// rejection that is ready at once.
 #[pin_project]
-pub struct ResponseFuture<F, C, Req> {
+pub struct ResponseFuture<F, C> {
     #[pin]
     kind: Kind<F>,
     guard: Option<CallGuard<C>>,
-    _request: PhantomData<fn(Req)>,
 }
 
 #[pin_project(project = KindProj)]
@@ -119,12 +117,11 @@ enum Kind<F> {
     },
 }
 
-impl<F, C, Req> ResponseFuture<F, C, Req> {
+impl<F, C> ResponseFuture<F, C> {
     pub(crate) fn called(future: F, guard: Option<CallGuard<C>>) -> Self {
         Self {
             kind: Kind::Called { future },
             guard,
-            _request: PhantomData,
         }
     }
 
@@ -132,12 +129,11 @@ impl<F, C, Req> ResponseFuture<F, C, Req> {
         Self {
             kind: Kind::Rejected { error: Some(error) },
             guard: None,
-            _request: PhantomData,
         }
     }
 }
 
-impl<F, C, Req> fmt::Debug for ResponseFuture<F, C, Req> {
+impl<F, C> fmt::Debug for ResponseFuture<F, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match &self.kind {
             Kind::Called { .. } => "called",
@@ -150,11 +146,11 @@ impl<F, C, Req> fmt::Debug for ResponseFuture<F, C, Req> {
     }
 }
 
-impl<F, C, Req, Res, E> Future for ResponseFuture<F, C, Req>
+impl<F, C, Res, E> Future for ResponseFuture<F, C>
 where
     F: Future<Output = Result<Res, E>>,
     E: Into<BoxError>,
-    C: Settle<Req, Res, E>,
+    C: Settle<Res, E>,
 {
     type Output = Result<C::Response<CallGuard<C>>, BoxError>;
 

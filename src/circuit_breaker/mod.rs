@@ -355,11 +355,11 @@ impl<S, C, Req> Service<Req> for CircuitBreaker<S, C>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
-    C: Settle<Req, S::Response, S::Error>,
+    C: Settle<S::Response, S::Error>,
 {
     type Response = C::Response<CallGuard<C>>;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future, C, Req>;
+    type Future = ResponseFuture<S::Future, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         if self.must_decide() {

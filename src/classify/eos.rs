@@ -116,7 +116,7 @@ impl<B, T: Tracker> PinnedDrop for StatusBody<B, T> {
     }
 }
 
-impl<Req, B: Body, E: 'static> Settle<Req, http::Response<B>, E> for GrpcClassifier {
+impl<B: Body, E: 'static> Settle<http::Response<B>, E> for GrpcClassifier {
     type Judge = GrpcClassifier;
     type Response<T: Tracker> = http::Response<StatusBody<B, T>>;
 
@@ -129,7 +129,7 @@ impl<Req, B: Body, E: 'static> Settle<Req, http::Response<B>, E> for GrpcClassif
             {
                 Verdict::AtEnd(*self)
             }
-            _ => Verdict::Now(Classify::<Req, _, _>::classify(self, result)),
+            _ => Verdict::Now(self.classify(result)),
         }
     }
 
@@ -142,12 +142,12 @@ impl<Req, B: Body, E: 'static> Settle<Req, http::Response<B>, E> for GrpcClassif
 }
 
 #[cfg(feature = "tonic")]
-impl<Req, T> Settle<Req, tonic::Response<T>, tonic::Status> for GrpcClassifier {
+impl<T> Settle<tonic::Response<T>, tonic::Status> for GrpcClassifier {
     type Judge = std::convert::Infallible;
     type Response<K: Tracker> = tonic::Response<T>;
 
     fn verdict(&self, result: &Result<tonic::Response<T>, tonic::Status>) -> Verdict<Self::Judge> {
-        Verdict::Now(Classify::<Req, _, _>::classify(self, result))
+        Verdict::Now(self.classify(result))
     }
 
     fn wrap<K: Tracker>(

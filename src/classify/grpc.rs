@@ -4,7 +4,7 @@ use std::fmt;
 use http::HeaderMap;
 
 use super::hint::{GRPC_RETRY_PUSHBACK_MS, parse_grpc_pushback};
-use super::{Classify, DelayHint, Outcome};
+use super::{Classify, ClassifyRequest, DelayHint, Outcome};
 
 /// A gRPC status code, as carried in the `grpc-status` header or trailer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -150,7 +150,7 @@ impl fmt::Display for GrpcCode {
 /// let c = GrpcClassifier::new();
 /// let res = http::Response::builder().header("grpc-status", "14").body(()).unwrap();
 /// let result: Result<_, std::io::Error> = Ok(res);
-/// assert_eq!(Classify::<(), _, _>::classify(&c, &result), Outcome::Failure);
+/// assert_eq!(Classify::classify(&c, &result), Outcome::Failure);
 /// assert!(c.is_failure_code(GrpcCode::Internal));
 /// assert!(!c.is_retryable_code(GrpcCode::Internal));
 /// assert!(c.is_retryable_code(GrpcCode::Unavailable));
@@ -329,7 +329,12 @@ fn pushback_of_error<E: 'static>(err: &E) -> Option<DelayHint> {
     None
 }
 
-impl<Req, B, E: 'static> Classify<Req, http::Response<B>, E> for GrpcClassifier {
+/// Every call may be sent again: gRPC decides by the status
+/// ([`retryable_code`](GrpcClassifier::retryable_code)), and a call that
+/// must not run twice is made with a classifier that says so.
+impl<Req> ClassifyRequest<Req> for GrpcClassifier {}
+
+impl<B, E: 'static> Classify<http::Response<B>, E> for GrpcClassifier {
     fn classify(&self, result: &Result<http::Response<B>, E>) -> Outcome {
         match result {
             Ok(res) => self.outcome_of(Self::code_of_head(res.status(), res.headers())),
@@ -357,7 +362,7 @@ impl<Req, B, E: 'static> Classify<Req, http::Response<B>, E> for GrpcClassifier 
 }
 
 #[cfg(feature = "tonic")]
-impl<Req, T> Classify<Req, tonic::Response<T>, tonic::Status> for GrpcClassifier {
+impl<T> Classify<tonic::Response<T>, tonic::Status> for GrpcClassifier {
     fn classify(&self, result: &Result<tonic::Response<T>, tonic::Status>) -> Outcome {
         match result {
             Ok(_) => Outcome::Success,
@@ -417,11 +422,11 @@ mod tests {
     }
 
     fn classify(c: &GrpcClassifier, r: &Result<http::Response<()>, std::io::Error>) -> Outcome {
-        Classify::<(), _, _>::classify(c, r)
+        Classify::classify(c, r)
     }
 
     fn retries(c: &GrpcClassifier, r: &Result<http::Response<()>, std::io::Error>) -> bool {
-        Classify::<(), _, _>::is_retryable_failure(c, r)
+        Classify::is_retryable_failure(c, r)
     }
 
     #[test]
@@ -531,7 +536,7 @@ mod tests {
                 .body(())
                 .unwrap())
         };
-        let hint = |r| Classify::<(), _, _>::delay_hint(&c, &r);
+        let hint = |r| Classify::delay_hint(&c, &r);
         assert_eq!(
             hint(res("250")),
             Some(DelayHint::After(Duration::from_millis(250)))
@@ -546,29 +551,23 @@ mod tests {
         use tonic::{Code, Status};
         let c = GrpcClassifier::new();
         let direct: Result<http::Response<()>, Status> = Err(Status::unavailable("down"));
-        assert_eq!(
-            Classify::<(), _, _>::classify(&c, &direct),
-            Outcome::Failure
-        );
+        assert_eq!(Classify::classify(&c, &direct), Outcome::Failure);
         let boxed: Result<http::Response<()>, crate::BoxError> =
             Err(Box::new(Status::not_found("gone")));
-        assert_eq!(Classify::<(), _, _>::classify(&c, &boxed), Outcome::Success);
+        assert_eq!(Classify::classify(&c, &boxed), Outcome::Success);
 
         let mut status = Status::new(Code::ResourceExhausted, "slow down");
         status
             .metadata_mut()
             .insert("grpc-retry-pushback-ms", "1200".parse().unwrap());
         let per_call: Result<tonic::Response<()>, Status> = Err(status);
+        assert_eq!(Classify::classify(&c, &per_call), Outcome::Failure);
         assert_eq!(
-            Classify::<(), _, _>::classify(&c, &per_call),
-            Outcome::Failure
-        );
-        assert_eq!(
-            Classify::<(), _, _>::delay_hint(&c, &per_call),
+            Classify::delay_hint(&c, &per_call),
             Some(DelayHint::After(Duration::from_millis(1200)))
         );
         let ok: Result<tonic::Response<()>, Status> = Ok(tonic::Response::new(()));
-        assert_eq!(Classify::<(), _, _>::classify(&c, &ok), Outcome::Success);
+        assert_eq!(Classify::classify(&c, &ok), Outcome::Success);
         // Every tonic code maps onto the same number.
         for n in 0..=16 {
             assert_eq!(GrpcCode::from_i32(Code::from_i32(n) as i32) as i32, n);

@@ -4,7 +4,7 @@ use std::time::SystemTime;
 use http::{HeaderMap, Method, StatusCode, header::RETRY_AFTER};
 
 use super::hint::parse_retry_after;
-use super::{Classify, DelayHint, Outcome};
+use super::{Classify, ClassifyRequest, DelayHint, Outcome};
 
 /// A response with an HTTP status and headers: `http::Response<B>` and, with
 /// the `reqwest` feature, `reqwest::Response`.
@@ -89,16 +89,16 @@ impl StatusSet {
 /// # Examples
 ///
 /// ```
-/// use palisade::classify::{Classify, HttpClassifier, Outcome};
+/// use palisade::classify::{Classify, ClassifyRequest, HttpClassifier, Outcome};
 /// use http::{Request, Response, StatusCode};
 ///
 /// let c = HttpClassifier::new().failure_status(StatusCode::NOT_FOUND);
 /// let res: Result<Response<()>, std::io::Error> =
 ///     Ok(Response::builder().status(404).body(()).unwrap());
-/// assert_eq!(Classify::<Request<()>, _, _>::classify(&c, &res), Outcome::Failure);
+/// assert_eq!(c.classify(&res), Outcome::Failure);
 ///
 /// let post = Request::post("/orders").body(()).unwrap();
-/// assert!(!Classify::<_, Response<()>, std::io::Error>::is_retryable(&c, &post));
+/// assert!(!c.is_retryable(&post));
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct HttpClassifier {
@@ -185,9 +185,14 @@ fn is_idempotent(method: &Method) -> bool {
 
 impl super::JudgesAtHead for HttpClassifier {}
 
-impl<Req, Res, E> Classify<Req, Res, E> for HttpClassifier
+impl<Req: HttpRequest> ClassifyRequest<Req> for HttpClassifier {
+    fn is_retryable(&self, req: &Req) -> bool {
+        self.is_retryable_method(req.method())
+    }
+}
+
+impl<Res, E> Classify<Res, E> for HttpClassifier
 where
-    Req: HttpRequest,
     Res: HttpResponse,
     E: 'static,
 {
@@ -197,10 +202,6 @@ where
             Ok(_) => Outcome::Success,
             Err(_) => Outcome::Failure,
         }
-    }
-
-    fn is_retryable(&self, req: &Req) -> bool {
-        self.is_retryable_method(req.method())
     }
 
     /// A transport error from connecting (see
@@ -230,7 +231,7 @@ mod tests {
     }
 
     fn classify(c: &HttpClassifier, r: &Res) -> Outcome {
-        Classify::<Request<()>, _, _>::classify(c, r)
+        Classify::classify(c, r)
     }
 
     #[test]
@@ -261,7 +262,7 @@ mod tests {
     fn only_idempotent_methods_retry_by_default() {
         let retryable = |c: &HttpClassifier, m: Method| {
             let req = Request::builder().method(m).body(()).unwrap();
-            Classify::<_, Response<()>, ()>::is_retryable(c, &req)
+            ClassifyRequest::is_retryable(c, &req)
         };
         let c = HttpClassifier::new();
         for m in [
@@ -290,22 +291,16 @@ mod tests {
             .body(())
             .unwrap());
         assert_eq!(
-            Classify::<Request<()>, _, _>::delay_hint(&c, &res),
+            Classify::delay_hint(&c, &res),
             Some(DelayHint::After(Duration::from_secs(7)))
         );
-        assert_eq!(
-            Classify::<Request<()>, _, _>::delay_hint(&c, &status(503)),
-            None
-        );
+        assert_eq!(Classify::delay_hint(&c, &status(503)), None);
         let garbage: Res = Ok(Response::builder()
             .status(503)
             .header("retry-after", "later")
             .body(())
             .unwrap());
-        assert_eq!(
-            Classify::<Request<()>, _, _>::delay_hint(&c, &garbage),
-            None
-        );
+        assert_eq!(Classify::delay_hint(&c, &garbage), None);
     }
 
     #[cfg(feature = "reqwest")]
@@ -320,15 +315,12 @@ mod tests {
         );
         let result: Result<reqwest::Response, reqwest::Error> = Ok(res);
         let c = HttpClassifier::new();
+        assert_eq!(Classify::classify(&c, &result), Outcome::Failure);
         assert_eq!(
-            Classify::<reqwest::Request, _, _>::classify(&c, &result),
-            Outcome::Failure
-        );
-        assert_eq!(
-            Classify::<reqwest::Request, _, _>::delay_hint(&c, &result),
+            Classify::delay_hint(&c, &result),
             Some(DelayHint::After(Duration::from_secs(3)))
         );
         let post = reqwest::Request::new(Method::POST, "http://127.0.0.1/".parse().unwrap());
-        assert!(!Classify::<_, reqwest::Response, reqwest::Error>::is_retryable(&c, &post));
+        assert!(!ClassifyRequest::is_retryable(&c, &post));
     }
 }

@@ -2,16 +2,24 @@
 //!
 //! Every layer that judges a result (the circuit breaker, the retry, the
 //! fallback) reads it through one trait, [`Classify`], so that "what is a
-//! failure" is written once and shared. A classifier answers three questions:
+//! failure" is written once and shared. A classifier answers, of a result:
 //!
 //! * [`classify`](Classify::classify): was the call a [`Success`](Outcome::Success),
 //!   a [`Failure`](Outcome::Failure), or [`Ignored`](Outcome::Ignored) (it counts
 //!   neither way, for example a cancelled call or a client error that says
 //!   nothing about the server's health)?
-//! * [`is_retryable`](Classify::is_retryable): may this request be sent again
-//!   at all (HTTP: only idempotent methods, unless told otherwise)?
+//! * [`is_retryable_failure`](Classify::is_retryable_failure): is this
+//!   failure worth another try (gRPC: only Unavailable by default)?
+//! * [`is_not_sent`](Classify::is_not_sent): did the request certainly never
+//!   reach the server (a refused connection)?
 //! * [`delay_hint`](Classify::delay_hint): did the server say when to come
 //!   back (`Retry-After`, `grpc-retry-pushback-ms`)?
+//!
+//! and, of a request, for the retry only, through [`ClassifyRequest`]:
+//!
+//! * [`is_retryable`](ClassifyRequest::is_retryable): may this request be
+//!   sent again at all (HTTP: only idempotent methods, unless told
+//!   otherwise)?
 //!
 //! Built in:
 //!
@@ -73,10 +81,11 @@ impl Outcome {
     }
 }
 
-/// Classifies the requests and results of a service.
+/// Classifies the results of a service: `Res` and `E` are its response and
+/// error. Only [`classify`](Classify::classify) is required.
 ///
-/// `Req` is the request type, `Res` and `E` the service's response and error.
-/// Only [`classify`](Classify::classify) is required.
+/// Whether a *request* may be sent twice is the other half of a retry's
+/// policy, asked before the call by the retry only: [`ClassifyRequest`].
 ///
 /// # Examples
 ///
@@ -88,7 +97,7 @@ impl Outcome {
 ///
 /// struct OnlyUnavailable;
 ///
-/// impl<Req, Res> Classify<Req, Res, u16> for OnlyUnavailable {
+/// impl<Res> Classify<Res, u16> for OnlyUnavailable {
 ///     fn classify(&self, result: &Result<Res, u16>) -> Outcome {
 ///         match result {
 ///             Ok(_) => Outcome::Success,
@@ -100,26 +109,17 @@ impl Outcome {
 /// }
 ///
 /// let c = OnlyUnavailable;
-/// assert_eq!(Classify::<(), (), u16>::classify(&c, &Err(503)), Outcome::Failure);
+/// let unavailable: Result<(), u16> = Err(503);
+/// assert_eq!(c.classify(&unavailable), Outcome::Failure);
 /// ```
 ///
 /// To use a classifier of your own with the circuit breaker, also say when
 /// its verdict is complete: [`JudgesAtHead`] for one that judges at the
 /// response head (one empty `impl`), or [`Settle`] for one that must see
 /// the end of a streamed body.
-pub trait Classify<Req, Res, E> {
+pub trait Classify<Res, E> {
     /// Judges a finished call.
     fn classify(&self, result: &Result<Res, E>) -> Outcome;
-
-    /// Whether `req` may be sent more than once. Asked before the first
-    /// attempt; a request that may not be retried is sent once and its result
-    /// returned as is.
-    ///
-    /// The default says yes.
-    fn is_retryable(&self, req: &Req) -> bool {
-        let _ = req;
-        true
-    }
 
     /// When the server asked the client to come back, if it did.
     ///
@@ -142,7 +142,7 @@ pub trait Classify<Req, Res, E> {
     /// connection was refused, the name did not resolve, the TLS handshake
     /// failed. Such a request is safe to send again whatever its method
     /// (Envoy's `connect-failure` retry policy), so the retry sends it again
-    /// even when [`is_retryable`](Self::is_retryable) said no.
+    /// even when [`ClassifyRequest::is_retryable`] said no.
     ///
     /// The default says no.
     fn is_not_sent(&self, result: &Result<Res, E>) -> bool {
@@ -151,15 +151,65 @@ pub trait Classify<Req, Res, E> {
     }
 }
 
-impl<C, Req, Res, E> Classify<Req, Res, E> for &C
+/// Whether a request may be sent more than once: the half of a retry's
+/// policy that is decided before the call. Asked by the retry (and later
+/// hedging) before the first attempt; a request that may not be sent twice
+/// is sent once and its result returned as is, unless it never reached the
+/// server ([`Classify::is_not_sent`]).
+///
+/// Every built-in classifier has it: [`DefaultClassifier`] and closures
+/// ([`classify_fn`]) retry every request, [`HttpClassifier`] only the
+/// idempotent methods, [`GrpcClassifier`] every call (gRPC judges by the
+/// status). A classifier of your own that retries every request needs one
+/// empty `impl`:
+///
+/// ```
+/// use palisade::classify::{Classify, ClassifyRequest, Outcome};
+///
+/// struct Mine;
+///
+/// impl<Res, E> Classify<Res, E> for Mine {
+///     fn classify(&self, result: &Result<Res, E>) -> Outcome {
+///         if result.is_ok() { Outcome::Success } else { Outcome::Failure }
+///     }
+/// }
+/// impl<Req> ClassifyRequest<Req> for Mine {}
+///
+/// assert!(Mine.is_retryable(&"any request"));
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not say whether a `{Req}` may be sent twice",
+    label = "not `ClassifyRequest<{Req}>`",
+    note = "to retry every request, add `impl<Req> palisade::classify::ClassifyRequest<Req> for {Self} {{}}`"
+)]
+pub trait ClassifyRequest<Req> {
+    /// Whether `req` may be sent more than once.
+    ///
+    /// The default says yes.
+    fn is_retryable(&self, req: &Req) -> bool {
+        let _ = req;
+        true
+    }
+}
+
+impl<C: ClassifyRequest<Req> + ?Sized, Req> ClassifyRequest<Req> for &C {
+    fn is_retryable(&self, req: &Req) -> bool {
+        (**self).is_retryable(req)
+    }
+}
+
+impl<C: ClassifyRequest<Req> + ?Sized, Req> ClassifyRequest<Req> for std::sync::Arc<C> {
+    fn is_retryable(&self, req: &Req) -> bool {
+        (**self).is_retryable(req)
+    }
+}
+
+impl<C, Res, E> Classify<Res, E> for &C
 where
-    C: Classify<Req, Res, E> + ?Sized,
+    C: Classify<Res, E> + ?Sized,
 {
     fn classify(&self, result: &Result<Res, E>) -> Outcome {
         (**self).classify(result)
-    }
-    fn is_retryable(&self, req: &Req) -> bool {
-        (**self).is_retryable(req)
     }
     fn delay_hint(&self, result: &Result<Res, E>) -> Option<DelayHint> {
         (**self).delay_hint(result)
@@ -172,15 +222,12 @@ where
     }
 }
 
-impl<C, Req, Res, E> Classify<Req, Res, E> for std::sync::Arc<C>
+impl<C, Res, E> Classify<Res, E> for std::sync::Arc<C>
 where
-    C: Classify<Req, Res, E> + ?Sized,
+    C: Classify<Res, E> + ?Sized,
 {
     fn classify(&self, result: &Result<Res, E>) -> Outcome {
         (**self).classify(result)
-    }
-    fn is_retryable(&self, req: &Req) -> bool {
-        (**self).is_retryable(req)
     }
     fn delay_hint(&self, result: &Result<Res, E>) -> Option<DelayHint> {
         (**self).delay_hint(result)
@@ -202,14 +249,16 @@ where
 /// use palisade::classify::{Classify, DefaultClassifier, Outcome};
 ///
 /// let r: Result<u32, &str> = Err("boom");
-/// assert_eq!(Classify::<(), _, _>::classify(&DefaultClassifier, &r), Outcome::Failure);
+/// assert_eq!(DefaultClassifier.classify(&r), Outcome::Failure);
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DefaultClassifier;
 
 impl JudgesAtHead for DefaultClassifier {}
 
-impl<Req, Res, E> Classify<Req, Res, E> for DefaultClassifier {
+impl<Req> ClassifyRequest<Req> for DefaultClassifier {}
+
+impl<Res, E> Classify<Res, E> for DefaultClassifier {
     fn classify(&self, result: &Result<Res, E>) -> Outcome {
         match result {
             Ok(_) => Outcome::Success,
@@ -246,8 +295,8 @@ impl<F> fmt::Debug for ClassifyFn<F> {
 ///     Ok(_) => Outcome::Success,
 ///     Err(_) => Outcome::Failure,
 /// });
-/// assert_eq!(Classify::<(), _, _>::classify(&c, &Ok(503)), Outcome::Failure);
-/// assert_eq!(Classify::<(), _, _>::classify(&c, &Ok(200)), Outcome::Success);
+/// assert_eq!(c.classify(&Ok(503)), Outcome::Failure);
+/// assert_eq!(c.classify(&Ok(200)), Outcome::Success);
 /// ```
 pub fn classify_fn<F>(f: F) -> ClassifyFn<F> {
     ClassifyFn { f }
@@ -255,7 +304,9 @@ pub fn classify_fn<F>(f: F) -> ClassifyFn<F> {
 
 impl<F> JudgesAtHead for ClassifyFn<F> {}
 
-impl<F, Req, Res, E> Classify<Req, Res, E> for ClassifyFn<F>
+impl<F, Req> ClassifyRequest<Req> for ClassifyFn<F> {}
+
+impl<F, Res, E> Classify<Res, E> for ClassifyFn<F>
 where
     F: Fn(&Result<Res, E>) -> Outcome,
 {
@@ -273,18 +324,15 @@ mod tests {
         let ok: Result<(), ()> = Ok(());
         let err: Result<(), ()> = Err(());
         assert_eq!(
-            Classify::<(), _, _>::classify(&DefaultClassifier, &ok),
+            Classify::classify(&DefaultClassifier, &ok),
             Outcome::Success
         );
         assert_eq!(
-            Classify::<(), _, _>::classify(&DefaultClassifier, &err),
+            Classify::classify(&DefaultClassifier, &err),
             Outcome::Failure
         );
-        assert!(Classify::<u8, (), ()>::is_retryable(&DefaultClassifier, &1));
-        assert_eq!(
-            Classify::<(), _, _>::delay_hint(&DefaultClassifier, &err),
-            None
-        );
+        assert!(DefaultClassifier.is_retryable(&1u8));
+        assert_eq!(Classify::delay_hint(&DefaultClassifier, &err), None);
     }
 
     #[test]
@@ -295,15 +343,9 @@ mod tests {
             Err(()) => Outcome::Failure,
         });
         let by_ref = &c;
-        assert_eq!(
-            Classify::<(), _, _>::classify(&by_ref, &Ok(-1)),
-            Outcome::Ignored
-        );
+        assert_eq!(Classify::classify(&by_ref, &Ok(-1)), Outcome::Ignored);
         let shared = std::sync::Arc::new(c);
-        assert_eq!(
-            Classify::<(), _, _>::classify(&shared, &Err(())),
-            Outcome::Failure
-        );
+        assert_eq!(Classify::classify(&shared, &Err(())), Outcome::Failure);
         assert!(Outcome::Failure.is_failure());
         assert!(!Outcome::Ignored.is_failure());
     }

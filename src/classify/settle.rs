@@ -35,7 +35,7 @@ pub enum Verdict<J> {
 ///
 /// struct OnlyTimeouts;
 ///
-/// impl<Req, Res> Classify<Req, Res, std::io::Error> for OnlyTimeouts {
+/// impl<Res> Classify<Res, std::io::Error> for OnlyTimeouts {
 ///     fn classify(&self, result: &Result<Res, std::io::Error>) -> Outcome {
 ///         match result {
 ///             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Outcome::Failure,
@@ -71,7 +71,7 @@ impl<C: JudgesAtHead + ?Sized> JudgesAtHead for std::sync::Arc<C> {}
     label = "not `Settle`",
     note = "for a classifier that judges at the response head, add `impl palisade::classify::JudgesAtHead for {Self} {{}}`"
 )]
-pub trait Settle<Req, Res, E>: Classify<Req, Res, E> {
+pub trait Settle<Res, E>: Classify<Res, E> {
     /// What the wrapped body keeps to judge its end.
     type Judge;
     /// The response the caller gets: `Res`, or `Res` with its body wrapped.
@@ -88,9 +88,9 @@ pub trait Settle<Req, Res, E>: Classify<Req, Res, E> {
     ) -> Result<Self::Response<T>, E>;
 }
 
-impl<C, Req, Res, E> Settle<Req, Res, E> for C
+impl<C, Res, E> Settle<Res, E> for C
 where
-    C: Classify<Req, Res, E> + JudgesAtHead + ?Sized,
+    C: Classify<Res, E> + JudgesAtHead + ?Sized,
 {
     type Judge = std::convert::Infallible;
     type Response<T: Tracker> = Res;

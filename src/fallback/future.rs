@@ -81,7 +81,7 @@ where
     E: Into<BoxError>,
     H: Handler<Req, Res, Future = G>,
     G: Future<Output = Result<Res, BoxError>>,
-    C: Classify<Req, Res, E>,
+    C: Classify<Res, E>,
 {
     type Output = Result<Res, BoxError>;
 

@@ -251,7 +251,7 @@ where
     S: Service<Req>,
     S::Error: Into<BoxError>,
     H: Handler<Req, S::Response> + Clone,
-    C: Classify<Req, S::Response, S::Error> + Clone,
+    C: Classify<S::Response, S::Error> + Clone,
     K: KeepRequest<Req>,
 {
     type Response = S::Response;

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 
-use super::Replay;
+use super::{Replay, ReplaySource};
 use crate::BoxError;
 
 /// The default limit of a recorded body: 64 KiB.
@@ -379,18 +379,22 @@ where
         let body = ReplayBody::new(recording, 0);
         (http::Request::from_parts(parts, body), Some(source))
     }
+}
 
-    fn again(&self, source: &mut Self::Source) -> Option<Self::Request> {
+impl<B> ReplaySource for HttpSource<B> {
+    type Request = http::Request<ReplayBody<B>>;
+
+    fn again(&mut self) -> Option<Self::Request> {
         let attempt = {
-            let mut state = source.recording.lock();
+            let mut state = self.recording.lock();
             if state.lost {
                 return None;
             }
             state.issued = state.issued.checked_add(1)?;
             state.issued
         };
-        let body = ReplayBody::new(Arc::clone(&source.recording), attempt);
-        Some(http::Request::from_parts(source.parts.clone(), body))
+        let body = ReplayBody::new(Arc::clone(&self.recording), attempt);
+        Some(http::Request::from_parts(self.parts.clone(), body))
     }
 }
 
@@ -507,7 +511,7 @@ mod tests {
                     let (read, _) = read(&mut body, Some(frames), &all, trailers).await.unwrap();
                     most_read = most_read.max(read.len());
                     drop(body);
-                    match ReplayBodies::with_limit(limit).again(&mut source) {
+                    match source.again() {
                         Some(req) => body = req.into_body(),
                         None => {
                             // Only a body read past the limit is lost.
@@ -521,7 +525,7 @@ mod tests {
                 prop_assert_eq!(sent_trailers, trailers);
                 drop(body);
                 // Read to the end within the limit: replayable once more.
-                let again = ReplayBodies::with_limit(limit).again(&mut source);
+                let again = source.again();
                 prop_assert_eq!(again.is_some(), all.len() <= limit);
                 Ok(())
             })?;
@@ -540,7 +544,7 @@ mod tests {
         let mut first = first.into_body();
         let (read, _) = read(&mut first, None, b"01234567", false).await.unwrap();
         assert_eq!(read, b"01234567", "the first attempt is sent whole");
-        assert!(replay.again(&mut source).is_none());
+        assert!(source.again().is_none());
     }
 
     /// A retry moves on while the client still holds the earlier attempt's
@@ -557,7 +561,7 @@ mod tests {
         let mut first = first.into_body();
         let (sent, _) = read(&mut first, Some(1), b"01234567", false).await.unwrap();
         assert_eq!(sent, b"0123");
-        let mut second = replay.again(&mut source).unwrap().into_body();
+        let mut second = source.again().unwrap().into_body();
         let (sent, _) = read(&mut second, None, b"01234567", false).await.unwrap();
         assert_eq!(sent, b"01234567");
         let err = poll_fn(|cx| Pin::new(&mut first).poll_frame(cx))
@@ -568,7 +572,7 @@ mod tests {
         assert!(!first.is_end_stream());
         drop(first);
         // The call's body is still replayable.
-        assert!(replay.again(&mut source).is_some());
+        assert!(source.again().is_some());
     }
 
     /// An attempt made while the earlier one still reads, which then reads
@@ -583,7 +587,7 @@ mod tests {
         let mut first = first.into_body();
         let (sent, _) = read(&mut first, Some(1), b"01234567", false).await.unwrap();
         assert_eq!(sent, b"0123");
-        let mut second = replay.again(&mut source).unwrap().into_body();
+        let mut second = source.again().unwrap().into_body();
         // The first goes on (it was not superseded: the second has not
         // been polled), past the limit.
         let (sent, _) = read(&mut first, None, b"4567", false).await.unwrap();
@@ -608,7 +612,7 @@ mod tests {
         let mut first = first.into_body();
         let (sent, _) = read(&mut first, Some(1), b"01234567", false).await.unwrap();
         assert_eq!(sent, b"0123");
-        drop(replay.again(&mut source).unwrap());
+        drop(source.again().unwrap());
         let (sent, _) = read(&mut first, None, b"4567", false).await.unwrap();
         assert_eq!(sent, b"4567");
     }
@@ -623,10 +627,10 @@ mod tests {
         let (first, source) = replay.first(req, false);
         let mut source = source.unwrap();
         drop(first); // the connection was refused: never polled
-        let mut body = replay.again(&mut source).unwrap().into_body();
+        let mut body = source.again().unwrap().into_body();
         let (read, _) = read(&mut body, None, b"order", false).await.unwrap();
         assert_eq!(read, b"order");
         drop(body);
-        assert!(replay.again(&mut source).is_none(), "it was read now");
+        assert!(source.again().is_none(), "it was read now");
     }
 }

@@ -15,18 +15,17 @@ pub use self::body::{DEFAULT_REPLAY_LIMIT, HttpSource, Recording, ReplayBodies, 
 #[cfg(feature = "reqwest")]
 use std::fmt;
 
-/// Turns a caller's request into the first attempt's, and keeps what is
-/// needed to make the next ones.
+/// Turns a caller's request into the first attempt's, and keeps a
+/// [`ReplaySource`] to make the next ones.
 ///
 /// Built in: [`ByClone`] for any `Clone` request, [`ReqwestRequests`] for
-/// `reqwest::Request` (feature `reqwest`), and
-/// [`ReplayBodies`] for `http::Request<B>` with a
-/// streamed body (feature `http`).
+/// `reqwest::Request` (feature `reqwest`), and [`ReplayBodies`] for
+/// `http::Request<B>` with a streamed body (feature `http`).
 pub trait Replay<Req> {
     /// What the inner service receives.
     type Request;
     /// What is kept to make another copy.
-    type Source;
+    type Source: ReplaySource<Request = Self::Request>;
 
     /// The first attempt's request, and a source for more. A request that
     /// cannot be copied is still sent: with no source.
@@ -36,9 +35,15 @@ pub trait Replay<Req> {
     /// cheap, since a request that never reached the server (its connection
     /// was refused) is sent again whatever its method.
     fn first(&self, req: Req, retryable: bool) -> (Self::Request, Option<Self::Source>);
+}
+
+/// What a retry keeps of a request: it makes each further attempt's copy.
+pub trait ReplaySource {
+    /// The copy, as the inner service receives it.
+    type Request;
 
     /// Another copy for a retry, or `None` if there can be none.
-    fn again(&self, source: &mut Self::Source) -> Option<Self::Request>;
+    fn again(&mut self) -> Option<Self::Request>;
 }
 
 /// Copies requests with `Clone`: one clone is kept when the first attempt
@@ -50,16 +55,24 @@ pub struct ByClone;
 
 impl<Req: Clone> Replay<Req> for ByClone {
     type Request = Req;
-    type Source = Req;
+    type Source = Cloned<Req>;
 
     #[inline]
-    fn first(&self, req: Req, _retryable: bool) -> (Req, Option<Req>) {
-        (req.clone(), Some(req))
+    fn first(&self, req: Req, _retryable: bool) -> (Req, Option<Cloned<Req>>) {
+        (req.clone(), Some(Cloned(req)))
     }
+}
+
+/// [`ByClone`]'s source: the request, cloned for each retry.
+#[derive(Debug, Clone)]
+pub struct Cloned<Req>(Req);
+
+impl<Req: Clone> ReplaySource for Cloned<Req> {
+    type Request = Req;
 
     #[inline]
-    fn again(&self, source: &mut Req) -> Option<Req> {
-        Some(source.clone())
+    fn again(&mut self) -> Option<Req> {
+        Some(self.0.clone())
     }
 }
 
@@ -92,8 +105,14 @@ impl Replay<reqwest::Request> for ReqwestRequests {
         let source = req.try_clone();
         (req, source)
     }
+}
 
-    fn again(&self, source: &mut reqwest::Request) -> Option<reqwest::Request> {
-        source.try_clone()
+/// A `reqwest::Request` is its own source: copied with `try_clone`.
+#[cfg(feature = "reqwest")]
+impl ReplaySource for reqwest::Request {
+    type Request = reqwest::Request;
+
+    fn again(&mut self) -> Option<reqwest::Request> {
+        self.try_clone()
     }
 }

@@ -1,7 +1,6 @@
 use std::any::Any;
 use std::fmt;
 use std::future::Future;
-use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -18,38 +17,36 @@ use crate::backoff::{MakeDelays, session_seed};
 use crate::classify::{Classify, DelayHint, Outcome};
 use crate::error::{CircuitOpen, Elapsed, ErrorKind};
 use crate::event::{Event, GiveUpReason, RetryReason};
-use crate::replay::Replay;
+use crate::replay::ReplaySource;
+
+/// The delays of one call's backoff: boxed, so that the future need not
+/// name their type (one virtual call per retry, none on a first attempt
+/// that succeeds).
+type Delays = Box<dyn Iterator<Item = Duration> + Send>;
 
 /// What a call needs to retry: present only when it can be retried.
-///
-/// Every type is a parameter, none a projection such as `B::Delays`: a
-/// projection in a field makes rustc's `Send` check of a spawned future
-/// fail with "`From` is not general enough" (rust-lang/rust#64552).
-pub(crate) struct Retrying<S, C, B, K, Src, R, D> {
+pub(crate) struct Retrying<S, C, B, Src: ReplaySource> {
     pub(crate) service: S,
     pub(crate) source: Src,
     /// Whether the classifier let the request be sent twice. If not, the
     /// source serves only to send again a request that never left.
     pub(crate) retryable: bool,
-    pub(crate) shared: Arc<Shared<C, B, K>>,
+    pub(crate) shared: Arc<Shared<C, B>>,
     pub(crate) started: Option<Instant>,
-    /// Drawn at the first retry; boxed so that a call that never retries
-    /// carries (and moves) a pointer, not the whole generator.
-    pub(crate) delays: Option<Box<D>>,
-    pub(crate) next: Option<R>,
+    /// Drawn at the first retry.
+    pub(crate) delays: Option<Delays>,
+    pub(crate) next: Option<Src::Request>,
 }
 
 /// The future of a [`Retry`](super::Retry) call. Its parameters are the
-/// inner future `F`, the service `S`, classifier `C`, backoff `B`, replay
-/// strategy `K`, and what `K` and `B` make: the request source `Src`, the
-/// inner request `R`, the delay sequence `D`; `Req` is the caller's request.
+/// inner future `F`, the service `S`, the classifier `C`, the backoff `B`,
+/// and the [`ReplaySource`] `Src` that copies the request for each retry.
 #[pin_project]
-pub struct ResponseFuture<F, S, C, B, K, Src, R, D, Req> {
+pub struct ResponseFuture<F, S, C, B, Src: ReplaySource> {
     #[pin]
     state: State<F>,
     attempt: u32,
-    retrying: Option<Retrying<S, C, B, K, Src, R, D>>,
-    _request: PhantomData<fn(Req)>,
+    retrying: Option<Retrying<S, C, B, Src>>,
 }
 
 #[pin_project(project = StateProj)]
@@ -65,18 +62,17 @@ enum State<F> {
     Readying { deadline: Option<Pin<Box<Sleep>>> },
 }
 
-impl<F, S, C, B, K, Src, R, D, Req> ResponseFuture<F, S, C, B, K, Src, R, D, Req> {
-    pub(crate) fn new(future: F, retrying: Option<Retrying<S, C, B, K, Src, R, D>>) -> Self {
+impl<F, S, C, B, Src: ReplaySource> ResponseFuture<F, S, C, B, Src> {
+    pub(crate) fn new(future: F, retrying: Option<Retrying<S, C, B, Src>>) -> Self {
         Self {
             state: State::Calling { future },
             attempt: 1,
             retrying,
-            _request: PhantomData,
         }
     }
 }
 
-impl<F, S, C, B, K, Src, R, D, Req> fmt::Debug for ResponseFuture<F, S, C, B, K, Src, R, D, Req> {
+impl<F, S, C, B, Src: ReplaySource> fmt::Debug for ResponseFuture<F, S, C, B, Src> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Calling { .. } => "calling",
@@ -102,10 +98,11 @@ enum Next {
     RetryAfter(Duration),
 }
 
-impl<S, C, B, K, Src, R, D> Retrying<S, C, B, K, Src, R, D>
+impl<S, C, B, Src> Retrying<S, C, B, Src>
 where
-    B: MakeDelays<Delays = D>,
-    D: Iterator<Item = Duration>,
+    B: MakeDelays,
+    B::Delays: Send + 'static,
+    Src: ReplaySource,
 {
     fn give_up(&self, attempts: u32, reason: GiveUpReason) -> Next {
         let shared = &self.shared;
@@ -121,10 +118,9 @@ where
     /// another; prepares its request if so. Kept out of line so that `poll`
     /// stays small enough to inline into the caller.
     #[inline(never)]
-    fn decide<Req, Res, E>(&mut self, attempt: u32, result: &Result<Res, E>) -> Next
+    fn decide<Res, E>(&mut self, attempt: u32, result: &Result<Res, E>) -> Next
     where
-        C: Classify<Req, Res, E>,
-        K: Replay<Req, Source = Src, Request = R>,
+        C: Classify<Res, E>,
         E: 'static,
     {
         let shared = Arc::clone(&self.shared);
@@ -207,7 +203,7 @@ where
                         Some(seed) => session_seed(seed, shared.sessions.fetch_add(1, Relaxed)),
                         None => rand::random(),
                     };
-                    Box::new(shared.backoff.make_delays(seed))
+                    Box::new(shared.backoff.make_delays(seed)) as Delays
                 });
                 match delays.next() {
                     Some(delay) if delay < floor => (floor, false),
@@ -230,7 +226,7 @@ where
                 return self.give_up(attempt, GiveUpReason::Deadline);
             }
         }
-        let Some(next) = shared.replay.again(&mut self.source) else {
+        let Some(next) = self.source.again() else {
             return self.give_up(attempt, GiveUpReason::NotReplayable);
         };
         if let Some(budget) = &shared.budget
@@ -254,15 +250,15 @@ where
     }
 }
 
-impl<F, S, C, B, K, Src, R, D, Req, Res, E> Future for ResponseFuture<F, S, C, B, K, Src, R, D, Req>
+impl<F, S, C, B, Src, Res, E> Future for ResponseFuture<F, S, C, B, Src>
 where
     F: Future<Output = Result<Res, E>>,
-    S: Service<R, Response = Res, Error = E, Future = F>,
+    Src: ReplaySource,
+    S: Service<Src::Request, Response = Res, Error = E, Future = F>,
     E: Into<BoxError> + 'static,
-    C: Classify<Req, Res, E>,
-    B: MakeDelays<Delays = D>,
-    D: Iterator<Item = Duration>,
-    K: Replay<Req, Source = Src, Request = R>,
+    C: Classify<Res, E>,
+    B: MakeDelays,
+    B::Delays: Send + 'static,
 {
     type Output = Result<Res, BoxError>;
 
@@ -276,7 +272,7 @@ where
                     let Some(retrying) = this.retrying.as_mut() else {
                         return Poll::Ready(result.map_err(Into::into));
                     };
-                    match retrying.decide::<Req, _, _>(*this.attempt, &result) {
+                    match retrying.decide(*this.attempt, &result) {
                         Next::Return => return Poll::Ready(result.map_err(Into::into)),
                         Next::RetryAfter(delay) if delay.is_zero() => {
                             this.state.set(State::Readying { deadline: None });

@@ -15,12 +15,11 @@ use crate::replay::ByClone;
 use crate::validate;
 
 /// The validated settings every service of one retry layer shares.
-pub(crate) struct Shared<C, B, K> {
+pub(crate) struct Shared<C, B> {
     pub(crate) name: Arc<str>,
     pub(crate) max_attempts: u32,
     pub(crate) backoff: B,
     pub(crate) classifier: C,
-    pub(crate) replay: K,
     pub(crate) max_hint: Duration,
     pub(crate) shorten_long_hints: bool,
     pub(crate) budget: Option<RetryBudget>,
@@ -39,13 +38,18 @@ pub(crate) struct Shared<C, B, K> {
 /// configuration and one [`RetryBudget`]. Made by [`RetryLayer::builder`];
 /// see the [module docs](super).
 pub struct RetryLayer<C = DefaultClassifier, B = Backoff, K = ByClone> {
-    shared: Arc<Shared<C, B, K>>,
+    shared: Arc<Shared<C, B>>,
+    /// How requests are copied: a strategy, not state (the built-in ones
+    /// are `Copy`), kept by value beside the shared state so that the
+    /// call's future need not name it.
+    replay: K,
 }
 
-impl<C, B, K> Clone for RetryLayer<C, B, K> {
+impl<C, B, K: Clone> Clone for RetryLayer<C, B, K> {
     fn clone(&self) -> Self {
         Self {
             shared: self.shared.clone(),
+            replay: self.replay.clone(),
         }
     }
 }
@@ -75,11 +79,11 @@ impl<C, B, K> RetryLayer<C, B, K> {
     }
 }
 
-impl<S, C, B, K> Layer<S> for RetryLayer<C, B, K> {
+impl<S, C, B, K: Clone> Layer<S> for RetryLayer<C, B, K> {
     type Service = Retry<S, C, B, K>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Retry::from_shared(inner, self.shared.clone())
+        Retry::from_shared(inner, self.shared.clone(), self.replay.clone())
     }
 }
 
@@ -225,7 +229,8 @@ impl<C, B, K> RetryBuilder<C, B, K> {
     /// says the same), and coming back after a shorter backoff would be
     /// rude. [`shorten_long_hints`](Self::shorten_long_hints) waits the cap
     /// instead. The same holds for the `retry_after` of an open breaker
-    /// below, when [`retry_circuit_open`](Self::retry_circuit_open) is on.
+    /// below, when [`retry_on`](Self::retry_on) holds
+    /// [`CircuitOpen`](ErrorKind::CircuitOpen).
     pub fn max_hint(mut self, cap: Duration) -> Self {
         self.settings.max_hint = cap;
         self
@@ -338,7 +343,6 @@ impl<C, B, K> RetryBuilder<C, B, K> {
                 max_attempts: s.max_attempts,
                 backoff: self.backoff,
                 classifier: self.classifier,
-                replay: self.replay,
                 max_hint: s.max_hint,
                 shorten_long_hints: s.shorten_long_hints,
                 budget: s.budget,
@@ -348,6 +352,7 @@ impl<C, B, K> RetryBuilder<C, B, K> {
                 sessions: AtomicU64::new(0),
                 listeners: s.listeners,
             }),
+            replay: self.replay,
         })
     }
 }

@@ -119,7 +119,7 @@ pub use self::layer::{MAX_ATTEMPTS, RetryBuilder, RetryLayer};
 pub use crate::budget::RetryBudget;
 #[cfg(feature = "reqwest")]
 pub use crate::replay::ReqwestRequests;
-pub use crate::replay::{ByClone, Replay};
+pub use crate::replay::{ByClone, Cloned, Replay, ReplaySource};
 #[cfg(feature = "http")]
 pub use crate::replay::{DEFAULT_REPLAY_LIMIT, HttpSource, Recording, ReplayBodies, ReplayBody};
 
@@ -133,18 +133,23 @@ use self::future::Retrying;
 use self::layer::Shared;
 use crate::BoxError;
 use crate::backoff::{Backoff, MakeDelays};
-use crate::classify::{Classify, DefaultClassifier};
+use crate::classify::{Classify, ClassifyRequest, DefaultClassifier};
 use crate::event::Event;
 
 /// A service whose failed calls are retried; see the [module docs](self).
 pub struct Retry<S, C = DefaultClassifier, B = Backoff, K = ByClone> {
     inner: S,
-    shared: Arc<Shared<C, B, K>>,
+    shared: Arc<Shared<C, B>>,
+    replay: K,
 }
 
 impl<S, C, B, K> Retry<S, C, B, K> {
-    pub(crate) fn from_shared(inner: S, shared: Arc<Shared<C, B, K>>) -> Self {
-        Self { inner, shared }
+    pub(crate) fn from_shared(inner: S, shared: Arc<Shared<C, B>>, replay: K) -> Self {
+        Self {
+            inner,
+            shared,
+            replay,
+        }
     }
 
     /// The inner service.
@@ -163,9 +168,9 @@ impl<S, C, B, K> Retry<S, C, B, K> {
     }
 }
 
-impl<S: Clone, C, B, K> Clone for Retry<S, C, B, K> {
+impl<S: Clone, C, B, K: Clone> Clone for Retry<S, C, B, K> {
     fn clone(&self) -> Self {
-        Self::from_shared(self.inner.clone(), self.shared.clone())
+        Self::from_shared(self.inner.clone(), self.shared.clone(), self.replay.clone())
     }
 }
 
@@ -184,12 +189,13 @@ where
     K: Replay<Req>,
     S: Service<K::Request> + Clone,
     S::Error: Into<BoxError> + 'static,
-    C: Classify<Req, S::Response, S::Error>,
+    C: Classify<S::Response, S::Error> + ClassifyRequest<Req>,
     B: MakeDelays,
+    B::Delays: Send + 'static,
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future, S, C, B, K, K::Source, K::Request, B::Delays, Req>;
+    type Future = ResponseFuture<S::Future, S, C, B, K::Source>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -204,10 +210,10 @@ where
         }
         let (first, source, retryable) = if shared.max_attempts > 1 {
             let retryable = shared.classifier.is_retryable(&req);
-            let (first, source) = shared.replay.first(req, retryable);
+            let (first, source) = self.replay.first(req, retryable);
             (first, source, retryable)
         } else {
-            let (first, _) = shared.replay.first(req, false);
+            let (first, _) = self.replay.first(req, false);
             (first, None, false)
         };
         shared.listeners.emit(|| Event::Attempt {
