@@ -115,7 +115,6 @@
 
 pub mod backoff;
 pub mod budget;
-pub mod builder;
 pub mod bulkhead;
 #[cfg(feature = "chaos")]
 pub mod chaos;
@@ -126,6 +125,7 @@ pub mod cover;
 pub mod error;
 pub mod event;
 pub mod fallback;
+pub mod preset;
 pub mod replay;
 pub mod retry;
 mod semaphore;
@@ -134,8 +134,8 @@ pub mod timeout;
 mod validate;
 mod window;
 
-pub use builder::{Resilience, ServiceBuilderExt};
 pub use error::BoxError;
+pub use preset::{Resilience, ServiceBuilderExt};
 
 // The README's examples are compiled and run as doc tests.
 #[cfg(doctest)]
