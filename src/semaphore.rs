@@ -1,5 +1,7 @@
-//! A counting semaphore whose uncontended acquire and release are one
-//! compare-and-swap each, with a bounded FIFO queue for the contended case.
+//! The semaphore behind every concurrency limit (the bulkhead; the
+//! adaptive limit): a counting semaphore whose uncontended acquire and
+//! release are one compare-and-swap each, with a bounded FIFO queue, a
+//! maximum wait in it, and a limit that can be moved while calls run.
 //!
 //! tokio's `Semaphore` takes its waiter-list mutex on every release, even
 //! when nobody waits; a bulkhead's free path must not take a lock. Here the
@@ -7,26 +9,39 @@
 //! that sees no waiter just adds a permit; only a release that sees one
 //! takes the queue lock and hands its permit to the oldest waiter directly,
 //! so a newcomer can never overtake the queue.
+//!
+//! The available count is signed: lowering the limit below the permits out
+//! leaves it negative, a debt that releases pay before anyone is admitted
+//! again. No call in flight is cut off by a lower limit.
 
 use std::collections::VecDeque;
-use std::task::Waker;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use std::sync::atomic::Ordering::*;
 
-use crate::sync::{Arc, AtomicBool, AtomicU64, CachePadded, Mutex, MutexGuard};
+use tokio::time::Sleep;
+
+use crate::sync::{Arc, AtomicBool, AtomicU32, AtomicU64, CachePadded, Mutex, MutexGuard};
 
 /// A queued caller's handle on its place.
 pub(crate) type WaiterRef = Arc<Waiter>;
 
-/// Available permits in the low half, queued waiters in the high half.
+/// Available permits (signed: negative is a debt) in the low half, queued
+/// waiters in the high half. Every change computes both halves, so a carry
+/// never crosses from one to the other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Word(u64);
 
 impl Word {
-    const WAITER: u64 = 1 << 32;
+    fn new(available: i32, waiters: u32) -> Self {
+        Self(u64::from(waiters) << 32 | u64::from(available as u32))
+    }
 
-    fn available(self) -> u32 {
-        self.0 as u32
+    fn available(self) -> i32 {
+        self.0 as u32 as i32
     }
 
     fn waiters(self) -> u32 {
@@ -73,15 +88,25 @@ pub(crate) enum Acquire {
 pub(crate) struct Semaphore {
     /// Every acquire and release writes it: a line of its own.
     word: CachePadded<AtomicU64>,
+    /// The permits there are when none is out.
+    limit: AtomicU32,
     max_queue: u32,
+    /// How long a queued caller waits before it is refused.
+    max_wait: Option<Duration>,
     queue: Mutex<VecDeque<Arc<Waiter>>>,
 }
 
 impl Semaphore {
-    pub(crate) fn new(permits: u32, max_queue: u32) -> Self {
+    /// The largest limit: the available count is an `i32`.
+    pub(crate) const MAX_PERMITS: u32 = 1 << 30;
+
+    pub(crate) fn new(permits: u32, max_queue: u32, max_wait: Option<Duration>) -> Self {
+        debug_assert!(permits <= Self::MAX_PERMITS && max_queue <= Self::MAX_PERMITS);
         Self {
-            word: CachePadded(AtomicU64::new(u64::from(permits))),
+            word: CachePadded(AtomicU64::new(Word::new(permits as i32, 0).0)),
+            limit: AtomicU32::new(permits),
             max_queue,
+            max_wait,
             queue: Mutex::new(VecDeque::new()),
         }
     }
@@ -95,9 +120,10 @@ impl Semaphore {
     pub(crate) fn try_acquire(&self) -> bool {
         let mut word = Word(self.word.load(Relaxed));
         while word.waiters() == 0 && word.available() > 0 {
+            let next = Word::new(word.available() - 1, 0);
             match self
                 .word
-                .compare_exchange_weak(word.0, word.0 - 1, Acquire, Relaxed)
+                .compare_exchange_weak(word.0, next.0, Acquire, Relaxed)
             {
                 Ok(_) => return true,
                 Err(actual) => word = Word(actual),
@@ -117,18 +143,18 @@ impl Semaphore {
         // permit this loop takes.
         let mut word = Word(self.word.load(Relaxed));
         loop {
-            let next = if word.waiters() == 0 && word.available() > 0 {
-                word.0 - 1
+            let (next, permit) = if word.waiters() == 0 && word.available() > 0 {
+                (Word::new(word.available() - 1, 0), true)
             } else if word.waiters() < self.max_queue {
-                word.0 + Word::WAITER
+                (Word::new(word.available(), word.waiters() + 1), false)
             } else {
                 return Acquire::Full;
             };
             match self
                 .word
-                .compare_exchange_weak(word.0, next, AcqRel, Relaxed)
+                .compare_exchange_weak(word.0, next.0, AcqRel, Relaxed)
             {
-                Ok(_) if next < word.0 => return Acquire::Permit,
+                Ok(_) if permit => return Acquire::Permit,
                 Ok(_) => break,
                 Err(actual) => word = Word(actual),
             }
@@ -138,14 +164,16 @@ impl Semaphore {
         Acquire::Queued(waiter)
     }
 
-    /// Gives a permit back: to the oldest waiter if there is one.
+    /// Gives a permit back: to a debt if the limit was lowered below the
+    /// permits out, else to the oldest waiter if there is one.
     #[inline]
     pub(crate) fn release(&self) {
         let mut word = Word(self.word.load(Relaxed));
-        while word.waiters() == 0 {
+        while word.waiters() == 0 || word.available() < 0 {
+            let next = Word::new(word.available() + 1, word.waiters());
             match self
                 .word
-                .compare_exchange_weak(word.0, word.0 + 1, Release, Relaxed)
+                .compare_exchange_weak(word.0, next.0, Release, Relaxed)
             {
                 Ok(_) => return,
                 Err(actual) => word = Word(actual),
@@ -159,7 +187,7 @@ impl Semaphore {
         let mut queue = self.lock();
         match queue.pop_front() {
             Some(waiter) => {
-                self.word.fetch_sub(Word::WAITER, AcqRel);
+                self.update(|w| Word::new(w.available(), w.waiters() - 1));
                 waiter.granted.store(true, Release);
                 let waker = waiter
                     .waker
@@ -173,7 +201,21 @@ impl Semaphore {
             }
             None => {
                 // The waiters counted a moment ago have left.
-                self.word.fetch_add(1, Release);
+                self.update(|w| Word::new(w.available() + 1, w.waiters()));
+            }
+        }
+    }
+
+    /// Applies `change` to the word, whatever else changes it meanwhile.
+    fn update(&self, change: impl Fn(Word) -> Word) {
+        let mut word = Word(self.word.load(Relaxed));
+        loop {
+            match self
+                .word
+                .compare_exchange_weak(word.0, change(word).0, AcqRel, Relaxed)
+            {
+                Ok(_) => return,
+                Err(actual) => word = Word(actual),
             }
         }
     }
@@ -184,7 +226,7 @@ impl Semaphore {
         let mut queue = self.lock();
         if let Some(at) = queue.iter().position(|w| Arc::ptr_eq(w, waiter)) {
             queue.remove(at);
-            self.word.fetch_sub(Word::WAITER, AcqRel);
+            self.update(|w| Word::new(w.available(), w.waiters() - 1));
             return;
         }
         drop(queue);
@@ -193,14 +235,172 @@ impl Semaphore {
         }
     }
 
-    /// Permits in use.
-    pub(crate) fn in_use(&self, permits: u32) -> u32 {
-        permits - Word(self.word.load(Acquire)).available()
+    /// Moves the limit to `permits` (at most [`MAX_PERMITS`](Self::MAX_PERMITS)).
+    /// A higher limit admits queued callers at once; a lower one admits
+    /// nobody until enough calls in flight have finished.
+    pub(crate) fn set_limit(&self, permits: u32) {
+        debug_assert!(permits <= Self::MAX_PERMITS);
+        // Each change applies its own difference, so racing changes add up
+        // to the last one's limit.
+        let old = self.limit.swap(permits, AcqRel);
+        if permits >= old {
+            for _ in old..permits {
+                self.release();
+            }
+        } else {
+            let cut = (old - permits) as i32;
+            self.update(|w| Word::new(w.available() - cut, w.waiters()));
+        }
+    }
+
+    /// The limit.
+    pub(crate) fn limit(&self) -> u32 {
+        self.limit.load(Acquire)
+    }
+
+    /// Permits in use: above the limit for a while after it was lowered.
+    pub(crate) fn in_use(&self) -> u32 {
+        let available = Word(self.word.load(Acquire)).available();
+        (i64::from(self.limit()) - i64::from(available)).max(0) as u32
     }
 
     /// Callers in the queue.
     pub(crate) fn queued(&self) -> u32 {
         Word(self.word.load(Acquire)).waiters()
+    }
+}
+
+/// What one caller's [`Ticket`] came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// The caller holds a permit, taken at once (`queued: false`) or after
+    /// waiting its turn.
+    Permit { queued: bool },
+    /// Every permit and queue place was taken.
+    Full,
+    /// The caller waited in the queue for the maximum wait.
+    TimedOut,
+}
+
+/// One caller's way to a permit: nothing yet, a permit, a place in the
+/// queue (with its maximum wait's timer), or a refusal. Dropping a ticket
+/// that holds a permit or a place does not give it back: its owner calls
+/// [`Ticket::give_back`] (it holds the semaphore; the ticket does not).
+#[derive(Debug, Default)]
+pub(crate) enum Ticket {
+    #[default]
+    Idle,
+    /// Holds a permit.
+    Held,
+    Queued {
+        waiter: WaiterRef,
+        deadline: Option<Pin<Box<Sleep>>>,
+    },
+    Refused,
+}
+
+impl Ticket {
+    /// Moves towards a permit. `Ready` once the ticket holds one or was
+    /// refused; a refusal is decided again at the next call, since a place
+    /// may have come free. The lock-free attempt comes first.
+    #[inline]
+    pub(crate) fn poll_acquire(
+        &mut self,
+        sem: &Semaphore,
+        cx: &mut Context<'_>,
+    ) -> Poll<Admission> {
+        if matches!(self, Ticket::Refused) {
+            *self = Ticket::Idle;
+        }
+        if matches!(self, Ticket::Idle) && sem.try_acquire() {
+            *self = Ticket::Held;
+            return Poll::Ready(Admission::Permit { queued: false });
+        }
+        self.poll_slow(sem, cx)
+    }
+
+    fn poll_slow(&mut self, sem: &Semaphore, cx: &mut Context<'_>) -> Poll<Admission> {
+        loop {
+            match self {
+                Ticket::Held => return Poll::Ready(Admission::Permit { queued: false }),
+                Ticket::Refused => return Poll::Ready(Admission::Full),
+                Ticket::Idle => match sem.acquire() {
+                    Acquire::Permit => {
+                        *self = Ticket::Held;
+                        return Poll::Ready(Admission::Permit { queued: false });
+                    }
+                    Acquire::Full => {
+                        *self = Ticket::Refused;
+                        return Poll::Ready(Admission::Full);
+                    }
+                    Acquire::Queued(waiter) => {
+                        let deadline = sem.max_wait.map(|w| Box::pin(tokio::time::sleep(w)));
+                        *self = Ticket::Queued { waiter, deadline };
+                    }
+                },
+                Ticket::Queued { waiter, deadline } => {
+                    waiter.register(cx.waker());
+                    if waiter.is_granted() {
+                        // The permit is ours now; it must not be cancelled.
+                        *self = Ticket::Held;
+                        return Poll::Ready(Admission::Permit { queued: true });
+                    }
+                    let expired = deadline
+                        .as_mut()
+                        .is_some_and(|d| d.as_mut().poll(cx).is_ready());
+                    if !expired {
+                        return Poll::Pending;
+                    }
+                    let Ticket::Queued { waiter, .. } = std::mem::replace(self, Ticket::Refused)
+                    else {
+                        unreachable!("matched above")
+                    };
+                    // Gives the place up, or passes on a permit that came
+                    // just now: a timed-out caller is refused either way.
+                    sem.cancel(&waiter);
+                    return Poll::Ready(Admission::TimedOut);
+                }
+            }
+        }
+    }
+
+    /// Takes the permit out of the ticket (which is idle after); `false`
+    /// if it held none.
+    #[inline]
+    pub(crate) fn take_permit(&mut self) -> bool {
+        if matches!(self, Ticket::Held) {
+            *self = Ticket::Idle;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether the ticket holds a permit.
+    #[cfg(all(test, palisade_loom))]
+    pub(crate) fn is_held(&self) -> bool {
+        matches!(self, Ticket::Held)
+    }
+
+    /// Whether the last attempt was refused.
+    pub(crate) fn is_refused(&self) -> bool {
+        matches!(self, Ticket::Refused)
+    }
+
+    /// Gives back what the ticket holds: a permit, or a queue place.
+    /// Returns whether it gave a permit back.
+    pub(crate) fn give_back(&mut self, sem: &Semaphore) -> bool {
+        match std::mem::take(self) {
+            Ticket::Held => {
+                sem.release();
+                true
+            }
+            Ticket::Queued { waiter, .. } => {
+                sem.cancel(&waiter);
+                false
+            }
+            Ticket::Idle | Ticket::Refused => false,
+        }
     }
 }
 
@@ -214,7 +414,7 @@ mod loom_tests {
     #[test]
     fn loom_no_permit_is_lost() {
         loom::model(|| {
-            let s = Arc::new(Semaphore::new(1, 2));
+            let s = Arc::new(Semaphore::new(1, 2, None));
             let threads: Vec<_> = (0..2)
                 .map(|i| {
                     let s = s.clone();
@@ -237,7 +437,7 @@ mod loom_tests {
             for t in threads {
                 t.join().unwrap();
             }
-            assert_eq!((s.in_use(1), s.queued()), (0, 0));
+            assert_eq!((s.in_use(), s.queued()), (0, 0));
         });
     }
 
@@ -246,7 +446,7 @@ mod loom_tests {
     #[test]
     fn loom_queued_callers_are_served() {
         loom::model(|| {
-            let s = Arc::new(Semaphore::new(1, 1));
+            let s = Arc::new(Semaphore::new(1, 1, None));
             assert!(s.try_acquire());
             let Acquire::Queued(w) = s.acquire() else {
                 panic!("the permit is taken: the caller queues")
@@ -264,7 +464,7 @@ mod loom_tests {
             assert!(!overtook, "a newcomer took the permit from the queue");
             assert!(w.is_granted());
             s.release();
-            assert_eq!((s.in_use(1), s.queued()), (0, 0));
+            assert_eq!((s.in_use(), s.queued()), (0, 0));
         });
     }
 
@@ -275,7 +475,7 @@ mod loom_tests {
     #[test]
     fn loom_a_release_racing_the_queue_lock_reaches_the_caller() {
         loom::model(|| {
-            let s = Arc::new(Semaphore::new(1, 1));
+            let s = Arc::new(Semaphore::new(1, 1, None));
             assert!(s.try_acquire());
             let releaser = {
                 let s = s.clone();
@@ -288,9 +488,85 @@ mod loom_tests {
                 Acquire::Queued(w) => assert!(w.is_granted(), "queued beside a free permit"),
                 Acquire::Full => panic!("a queue place was free"),
             }
-            assert_eq!((s.in_use(1), s.queued()), (1, 0));
+            assert_eq!((s.in_use(), s.queued()), (1, 0));
             s.release();
-            assert_eq!((s.in_use(1), s.queued()), (0, 0));
+            assert_eq!((s.in_use(), s.queued()), (0, 0));
+        });
+    }
+}
+
+#[cfg(all(test, palisade_loom))]
+mod loom_limit_tests {
+    use super::*;
+
+    /// The limit lowered from 2 to 1 while one of two holders releases
+    /// and a caller waits in the queue: a release that comes after the
+    /// lowering pays the debt and does not admit the caller, whatever the
+    /// interleaving; and nothing is left over.
+    #[test]
+    fn loom_a_lowered_limit_admits_nobody_over_it() {
+        loom::model(|| {
+            let s = Arc::new(Semaphore::new(2, 1, None));
+            assert!(s.try_acquire());
+            assert!(s.try_acquire());
+            let Acquire::Queued(waiter) = s.acquire() else {
+                panic!("both permits are out: the caller queues")
+            };
+            let lowered = Arc::new(AtomicBool::new(false));
+            let lowerer = {
+                let (s, lowered) = (s.clone(), lowered.clone());
+                loom::thread::spawn(move || {
+                    s.set_limit(1);
+                    lowered.store(true, Release);
+                })
+            };
+            let releaser = {
+                let (s, lowered, waiter) = (s.clone(), lowered.clone(), waiter.clone());
+                loom::thread::spawn(move || {
+                    let after_lowering = lowered.load(Acquire);
+                    s.release();
+                    assert!(
+                        !(after_lowering && waiter.is_granted()),
+                        "a release after the lowering admitted a caller over the limit"
+                    );
+                })
+            };
+            lowerer.join().unwrap();
+            releaser.join().unwrap();
+            if waiter.is_granted() {
+                // The release came first: the caller holds the permit it
+                // was handed, and the lowering left a debt of one.
+                assert_eq!(s.in_use(), 2);
+                s.release();
+            } else {
+                s.cancel(&waiter);
+            }
+            s.release();
+            assert_eq!((s.in_use(), s.queued()), (0, 0));
+            assert!(s.try_acquire(), "the permit of the new limit is free");
+            assert!(!s.try_acquire(), "and only that one");
+        });
+    }
+
+    /// The limit raised while a caller waits in the queue: the new permit
+    /// goes to it.
+    #[test]
+    fn loom_a_raised_limit_serves_the_queue() {
+        loom::model(|| {
+            let s = Arc::new(Semaphore::new(1, 1, None));
+            assert!(s.try_acquire());
+            let raiser = {
+                let s = s.clone();
+                loom::thread::spawn(move || s.set_limit(2))
+            };
+            let caller = s.acquire();
+            raiser.join().unwrap();
+            match &caller {
+                Acquire::Permit => {}
+                Acquire::Queued(w) => assert!(w.is_granted(), "queued beside a new permit"),
+                Acquire::Full => panic!("a queue place was free"),
+            }
+            assert_eq!((s.in_use(), s.queued()), (2, 0));
         });
     }
 }
@@ -308,13 +584,13 @@ mod tests {
 
     #[test]
     fn permits_then_queue_then_full() {
-        let s = Semaphore::new(2, 2);
+        let s = Semaphore::new(2, 2, None);
         assert!(matches!(s.acquire(), Acquire::Permit));
         assert!(matches!(s.acquire(), Acquire::Permit));
         let a = s.acquire();
         let b = s.acquire();
         assert!(matches!(s.acquire(), Acquire::Full));
-        assert_eq!((s.in_use(2), s.queued()), (2, 2));
+        assert_eq!((s.in_use(), s.queued()), (2, 2));
         // Releases go to the queue in order, never to a newcomer.
         s.release();
         assert!(granted(&a).unwrap().is_granted());
@@ -322,15 +598,15 @@ mod tests {
         assert!(!s.try_acquire(), "a newcomer may not overtake the queue");
         s.release();
         assert!(granted(&b).unwrap().is_granted());
-        assert_eq!((s.in_use(2), s.queued()), (2, 0));
+        assert_eq!((s.in_use(), s.queued()), (2, 0));
         s.release();
         s.release();
-        assert_eq!(s.in_use(2), 0);
+        assert_eq!(s.in_use(), 0);
     }
 
     #[test]
     fn cancelled_waiters_leave_and_pass_granted_permits_on() {
-        let s = Semaphore::new(1, 3);
+        let s = Semaphore::new(1, 3, None);
         assert!(s.try_acquire());
         let a = s.acquire();
         let b = s.acquire();
@@ -339,7 +615,7 @@ mod tests {
         s.release(); // to b
         assert!(granted(&b).unwrap().is_granted());
         s.cancel(granted(&b).unwrap()); // b gives up after all: its permit returns
-        assert_eq!((s.in_use(1), s.queued()), (0, 0));
+        assert_eq!((s.in_use(), s.queued()), (0, 0));
         assert!(s.try_acquire());
     }
 
@@ -359,7 +635,7 @@ mod tests {
         let first = std::sync::Arc::new(Count(AtomicUsize::new(0)));
         let second = std::sync::Arc::new(Count(AtomicUsize::new(0)));
 
-        let s = Semaphore::new(1, 1);
+        let s = Semaphore::new(1, 1, None);
         assert!(s.try_acquire());
         let queued = s.acquire();
         let waiter = granted(&queued).unwrap();
@@ -377,8 +653,116 @@ mod tests {
     }
 
     #[test]
+    fn a_lowered_limit_is_a_debt_that_releases_pay_first() {
+        let s = Semaphore::new(3, 2, None);
+        for _ in 0..3 {
+            assert!(s.try_acquire());
+        }
+        s.set_limit(1);
+        assert_eq!((s.limit(), s.in_use()), (1, 3), "no call is cut off");
+        let queued = s.acquire();
+        let waiter = granted(&queued).unwrap();
+        s.release();
+        s.release();
+        assert!(!waiter.is_granted(), "two releases paid the debt of two");
+        assert_eq!(s.in_use(), 1);
+        s.release();
+        assert!(waiter.is_granted(), "the third is the new limit's permit");
+        assert_eq!((s.in_use(), s.queued()), (1, 0));
+        s.release();
+        assert_eq!(s.in_use(), 0);
+        assert!(s.try_acquire());
+        assert!(!s.try_acquire(), "one permit, as set");
+    }
+
+    #[test]
+    fn a_raised_limit_serves_the_queue_in_order() {
+        let s = Semaphore::new(1, 3, None);
+        assert!(s.try_acquire());
+        let a = s.acquire();
+        let b = s.acquire();
+        let c = s.acquire();
+        s.set_limit(3);
+        assert!(granted(&a).unwrap().is_granted());
+        assert!(granted(&b).unwrap().is_granted());
+        assert!(
+            !granted(&c).unwrap().is_granted(),
+            "two new permits, two callers"
+        );
+        assert_eq!((s.limit(), s.in_use(), s.queued()), (3, 3, 1));
+        s.set_limit(3);
+        assert_eq!(
+            (s.in_use(), s.queued()),
+            (3, 1),
+            "the same limit changes nothing"
+        );
+    }
+
+    /// Threads take and give back permits while another moves the limit
+    /// up and down: no more permits are ever out than the highest limit
+    /// set, and at the end every permit is back at the last limit.
+    #[test]
+    fn a_limit_moved_under_load_loses_no_permit() {
+        use std::sync::atomic::AtomicI64;
+        let s = Arc::new(Semaphore::new(4, 1000, None));
+        let holding = Arc::new(AtomicI64::new(0));
+        let most = Arc::new(AtomicI64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers: Vec<_> = (0..3)
+            .map(|_| {
+                let (s, holding, most) = (s.clone(), holding.clone(), most.clone());
+                std::thread::spawn(move || {
+                    for i in 0..20_000 {
+                        let took = match s.acquire() {
+                            Acquire::Permit => true,
+                            Acquire::Queued(w) => {
+                                if i % 3 == 0 {
+                                    s.cancel(&w);
+                                    false
+                                } else {
+                                    while !w.is_granted() {
+                                        std::thread::yield_now();
+                                    }
+                                    true
+                                }
+                            }
+                            Acquire::Full => false,
+                        };
+                        if took {
+                            let now = holding.fetch_add(1, SeqCst) + 1;
+                            most.fetch_max(now, SeqCst);
+                            holding.fetch_sub(1, SeqCst);
+                            s.release();
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mover = {
+            let (s, stop) = (s.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u32;
+                while !stop.load(SeqCst) {
+                    s.set_limit(1 + n % 4);
+                    n += 1;
+                    std::thread::yield_now();
+                }
+                s.set_limit(2);
+            })
+        };
+        for w in workers {
+            w.join().unwrap();
+        }
+        stop.store(true, SeqCst);
+        mover.join().unwrap();
+        assert!(most.load(SeqCst) <= 4, "at most the highest limit at once");
+        assert_eq!((s.limit(), s.in_use(), s.queued()), (2, 0, 0));
+        assert!(s.try_acquire() && s.try_acquire() && !s.try_acquire());
+    }
+
+    #[test]
     fn no_permit_is_lost_under_threads() {
-        let s = Arc::new(Semaphore::new(3, 1000));
+        let s = Arc::new(Semaphore::new(3, 1000, None));
         let threads: Vec<_> = (0..4)
             .map(|_| {
                 let s = s.clone();
@@ -405,6 +789,6 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        assert_eq!((s.in_use(3), s.queued()), (0, 0));
+        assert_eq!((s.in_use(), s.queued()), (0, 0));
     }
 }

@@ -382,3 +382,56 @@ async fn futures_util_poll_once<F: std::future::Future>(fut: std::pin::Pin<&mut 
     std::future::poll_fn(move |cx| Poll::Ready(fut.take().unwrap().as_mut().poll(cx).is_ready()))
         .await
 }
+
+/// The limit moved while calls run: a raise admits queued calls at once, in
+/// order; a cut lets the calls in flight finish and admits nobody until
+/// they are under it.
+#[tokio::test(start_paused = true)]
+async fn the_limit_moves_while_calls_run() {
+    let (svc, handle, order) = setup(BulkheadLayer::builder().max_concurrent(1).max_queue(5));
+    let mut tasks = vec![tokio::spawn(svc.clone().oneshot((0, 100)))];
+    tokio::task::yield_now().await;
+    for id in 1..=3 {
+        tasks.push(tokio::spawn(svc.clone().oneshot((id, 100))));
+        tokio::task::yield_now().await;
+    }
+    assert_eq!((handle.in_flight(), handle.queued()), (1, 3));
+
+    handle.set_max_concurrent(3).unwrap();
+    tokio::task::yield_now().await;
+    assert_eq!(
+        (handle.in_flight(), handle.queued()),
+        (3, 1),
+        "two admitted at once"
+    );
+    assert_eq!(*order.lock().unwrap(), [0, 1, 2]);
+
+    // Cut to one with three in flight: nobody is cut off, the queued call
+    // waits until the three have finished and it is under the limit.
+    handle.set_max_concurrent(1).unwrap();
+    assert_eq!((handle.max_concurrent(), handle.in_flight()), (1, 3));
+    let started = Instant::now();
+    for t in tasks.drain(..3) {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(started.elapsed(), Duration::from_millis(100));
+    tokio::task::yield_now().await;
+    assert_eq!(
+        (handle.in_flight(), handle.queued()),
+        (1, 0),
+        "the last admitted alone"
+    );
+    tasks.pop().unwrap().await.unwrap().unwrap();
+    assert_eq!(*order.lock().unwrap(), [0, 1, 2, 3]);
+    assert_eq!((handle.in_flight(), handle.queued()), (0, 0));
+
+    assert_eq!(
+        handle.set_max_concurrent(0).unwrap_err().parameter(),
+        "max_concurrent"
+    );
+    assert_eq!(
+        handle.max_concurrent(),
+        1,
+        "a refused limit changes nothing"
+    );
+}

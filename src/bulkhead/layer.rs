@@ -16,7 +16,6 @@ use crate::validate;
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) name: Arc<str>,
-    pub(crate) max_concurrent: u32,
     pub(crate) max_queue: u32,
     pub(crate) max_wait: Option<Duration>,
     pub(crate) semaphore: Semaphore,
@@ -30,7 +29,7 @@ impl Shared {
         self.listeners
             .emit(|| crate::event::Event::BulkheadInFlight {
                 name: &self.name,
-                in_flight: self.semaphore.in_use(self.max_concurrent),
+                in_flight: self.semaphore.in_use(),
             });
     }
 }
@@ -64,7 +63,7 @@ impl<M> fmt::Debug for BulkheadLayer<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BulkheadLayer")
             .field("name", &self.shared.name)
-            .field("max_concurrent", &self.shared.max_concurrent)
+            .field("max_concurrent", &self.shared.semaphore.limit())
             .field("max_queue", &self.shared.max_queue)
             .field("max_wait", &self.shared.max_wait)
             .field("covers", &cover::name::<M>())
@@ -95,7 +94,7 @@ impl<S, M> Layer<S> for BulkheadLayer<M> {
 }
 
 /// The most calls a bulkhead may admit or queue.
-pub const MAX_BULKHEAD_PERMITS: u32 = 1 << 30;
+pub const MAX_BULKHEAD_PERMITS: u32 = Semaphore::MAX_PERMITS;
 
 /// Configures a [`BulkheadLayer`].
 ///
@@ -244,10 +243,9 @@ impl<M> BulkheadBuilder<M> {
         Ok(BulkheadLayer {
             shared: Arc::new(Shared {
                 name: self.name,
-                max_concurrent: self.max_concurrent,
                 max_queue: self.max_queue,
                 max_wait: self.max_wait,
-                semaphore: Semaphore::new(self.max_concurrent, self.max_queue),
+                semaphore: Semaphore::new(self.max_concurrent, self.max_queue, self.max_wait),
                 listeners: self.listeners,
             }),
             _mode: PhantomData,

@@ -91,13 +91,10 @@ pub use self::future::ResponseFuture;
 pub use self::layer::{BulkheadBuilder, BulkheadLayer, MAX_BULKHEAD_PERMITS};
 
 use std::fmt;
-use std::future::Future;
 use std::marker::PhantomData;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::time::Sleep;
 use tower::Service;
 
 use self::future::Permit;
@@ -105,36 +102,19 @@ use self::layer::Shared;
 use crate::BoxError;
 use crate::cover::Head;
 use crate::event::Event;
-use crate::semaphore::{Acquire, WaiterRef};
-
-/// Where one service stands on its way to the next call.
-enum State {
-    Idle,
-    /// Holds a permit taken by `poll_ready`.
-    Permitted,
-    Queued {
-        waiter: WaiterRef,
-        deadline: Option<Pin<Box<Sleep>>>,
-    },
-    Rejected,
-}
+use crate::semaphore::{Admission, Ticket};
 
 /// A service's stake in the bulkhead; gives back a reserved permit or a
 /// queued place when the service is dropped.
 struct Slot {
     shared: Arc<Shared>,
-    state: State,
+    ticket: Ticket,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        match &self.state {
-            State::Permitted => {
-                self.shared.semaphore.release();
-                self.shared.report_in_flight();
-            }
-            State::Queued { waiter, .. } => self.shared.semaphore.cancel(waiter),
-            State::Idle | State::Rejected => {}
+        if self.ticket.give_back(&self.shared.semaphore) {
+            self.shared.report_in_flight();
         }
     }
 }
@@ -156,7 +136,7 @@ impl<S, M> Bulkhead<S, M> {
             inner,
             slot: Slot {
                 shared,
-                state: State::Idle,
+                ticket: Ticket::Idle,
             },
             _mode: PhantomData,
         }
@@ -182,64 +162,23 @@ impl<S, M> Bulkhead<S, M> {
         BulkheadHandle::new(self.slot.shared.clone())
     }
 
-    fn reject(&mut self, timed_out_in_queue: bool) {
-        self.slot.state = State::Rejected;
-        let shared = &self.slot.shared;
-        shared.listeners.emit(|| Event::BulkheadRejected {
-            name: &shared.name,
-            timed_out_in_queue,
-        });
-    }
-
     /// Moves this service towards a permit; `Ready` once it has one or is
-    /// refused.
+    /// refused (and then tells the listeners).
+    #[inline]
     fn poll_permit(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        loop {
-            match &mut self.slot.state {
-                State::Permitted | State::Rejected => return Poll::Ready(()),
-                State::Idle => {
-                    let shared = &self.slot.shared;
-                    if shared.semaphore.try_acquire() {
-                        self.slot.state = State::Permitted;
-                        shared.report_in_flight();
-                        return Poll::Ready(());
-                    }
-                    match shared.semaphore.acquire() {
-                        Acquire::Permit => {
-                            self.slot.state = State::Permitted;
-                            shared.report_in_flight();
-                        }
-                        Acquire::Full => self.reject(false),
-                        Acquire::Queued(waiter) => {
-                            let deadline = shared.max_wait.map(|w| Box::pin(tokio::time::sleep(w)));
-                            self.slot.state = State::Queued { waiter, deadline };
-                        }
-                    }
-                }
-                State::Queued { waiter, deadline } => {
-                    waiter.register(cx.waker());
-                    if waiter.is_granted() {
-                        // The permit is ours now; the slot must not cancel it.
-                        self.slot.state = State::Permitted;
-                        self.slot.shared.report_in_flight();
-                        continue;
-                    }
-                    let expired = deadline
-                        .as_mut()
-                        .is_some_and(|d| d.as_mut().poll(cx).is_ready());
-                    if !expired {
-                        return Poll::Pending;
-                    }
-                    let State::Queued { waiter, .. } =
-                        std::mem::replace(&mut self.slot.state, State::Idle)
-                    else {
-                        unreachable!("matched above")
-                    };
-                    // Gives the place up, or passes on a permit that came
-                    // just now: a timed-out call is refused either way.
-                    self.slot.shared.semaphore.cancel(&waiter);
-                    self.reject(true);
-                }
+        let shared = &self.slot.shared;
+        match self.slot.ticket.poll_acquire(&shared.semaphore, cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Admission::Permit { .. }) => {
+                shared.report_in_flight();
+                Poll::Ready(())
+            }
+            Poll::Ready(refusal) => {
+                shared.listeners.emit(|| Event::BulkheadRejected {
+                    name: &shared.name,
+                    timed_out_in_queue: refusal == Admission::TimedOut,
+                });
+                Poll::Ready(())
             }
         }
     }
@@ -270,20 +209,12 @@ impl<S, M> Bulkhead<S, M> {
         S: Service<Req>,
         S::Error: Into<BoxError>,
     {
-        if matches!(self.slot.state, State::Rejected) {
-            // A refusal holds nothing: decide again, as a place may have
-            // come free since.
-            self.slot.state = State::Idle;
-        }
-        let fast =
-            matches!(self.slot.state, State::Idle) && self.slot.shared.semaphore.try_acquire();
-        if fast {
-            self.slot.state = State::Permitted;
-            self.slot.shared.report_in_flight();
-        } else if self.poll_permit(cx).is_pending() {
+        // A refusal holds nothing: it is decided again, as a place may have
+        // come free since.
+        if self.poll_permit(cx).is_pending() {
             return Poll::Pending;
         }
-        if matches!(self.slot.state, State::Rejected) {
+        if self.slot.ticket.is_refused() {
             return Poll::Ready(Ok(()));
         }
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -294,17 +225,18 @@ impl<S, M> Bulkhead<S, M> {
     where
         S: Service<Req>,
     {
-        if let State::Permitted = self.slot.state {
-            self.slot.state = State::Idle;
+        if self.slot.ticket.take_permit() {
             // The guard exists before the inner call, so that a panicking
             // inner `call` still gives the permit back.
             let permit = Permit::taken(self.slot.shared.clone());
             return ResponseFuture::called(self.inner.call(req), permit);
         }
-        match std::mem::replace(&mut self.slot.state, State::Idle) {
-            State::Rejected => ResponseFuture::rejected(),
-            _ => panic!("Bulkhead::call without a successful poll_ready"),
-        }
+        assert!(
+            self.slot.ticket.is_refused(),
+            "Bulkhead::call without a successful poll_ready"
+        );
+        self.slot.ticket = Ticket::Idle;
+        ResponseFuture::rejected()
     }
 }
 
@@ -371,7 +303,7 @@ impl BulkheadHandle {
     /// Calls holding a permit: in flight, or reserved by a `poll_ready`
     /// whose `call` has not come yet.
     pub fn in_flight(&self) -> u32 {
-        self.shared.semaphore.in_use(self.shared.max_concurrent)
+        self.shared.semaphore.in_use()
     }
 
     /// Calls waiting in the queue.
@@ -381,7 +313,34 @@ impl BulkheadHandle {
 
     /// The most calls in flight at once.
     pub fn max_concurrent(&self) -> u32 {
-        self.shared.max_concurrent
+        self.shared.semaphore.limit()
+    }
+
+    /// Moves the bulkhead's limit while it runs, for every service of its
+    /// layer. A higher limit admits queued calls at once; a lower one cuts
+    /// no call in flight off, and admits nobody until enough of them have
+    /// finished to be under it.
+    ///
+    /// # Errors
+    /// A limit of zero or above [`MAX_BULKHEAD_PERMITS`]; the bulkhead is
+    /// left as it was.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use palisade::bulkhead::BulkheadLayer;
+    ///
+    /// let layer = BulkheadLayer::builder().max_concurrent(8).build().unwrap();
+    /// let handle = layer.handle();
+    /// handle.set_max_concurrent(32).unwrap();
+    /// assert_eq!(handle.max_concurrent(), 32);
+    /// assert!(handle.set_max_concurrent(0).is_err());
+    /// ```
+    pub fn set_max_concurrent(&self, calls: u32) -> Result<(), crate::error::ConfigError> {
+        crate::validate::within("max_concurrent", calls, 1..=MAX_BULKHEAD_PERMITS)?;
+        self.shared.semaphore.set_limit(calls);
+        self.shared.report_in_flight();
+        Ok(())
     }
 }
 
@@ -433,7 +392,7 @@ mod loom_tests {
             assert!(caller.poll_ready(&mut cx).is_ready());
             freer.join().unwrap();
             assert!(caller.poll_ready(&mut cx).is_ready());
-            assert!(matches!(caller.slot.state, State::Permitted));
+            assert!(caller.slot.ticket.is_held());
             assert_eq!(handle.in_flight(), 1);
         });
     }
