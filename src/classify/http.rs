@@ -259,6 +259,26 @@ mod tests {
     }
 
     #[test]
+    fn the_failure_statuses_can_be_read_back() {
+        let c = HttpClassifier::new().failure_status(StatusCode::CONFLICT);
+        for (code, failure) in [(409, true), (503, true), (404, false), (200, false)] {
+            let status = StatusCode::from_u16(code).unwrap();
+            assert_eq!(c.is_failure_status(status), failure, "{code}");
+        }
+    }
+
+    #[test]
+    fn a_refused_connection_was_not_sent_a_reset_one_may_have_been() {
+        use std::io::{Error, ErrorKind};
+        let c = HttpClassifier::new();
+        let failed = |kind| -> Result<Response<()>, Error> { Err(Error::from(kind)) };
+        assert!(Classify::is_not_sent(&c, &failed(ErrorKind::ConnectionRefused)));
+        assert!(!Classify::is_not_sent(&c, &failed(ErrorKind::ConnectionReset)));
+        let answered: Result<Response<()>, Error> = Ok(Response::new(()));
+        assert!(!Classify::is_not_sent(&c, &answered));
+    }
+
+    #[test]
     fn only_idempotent_methods_retry_by_default() {
         let retryable = |c: &HttpClassifier, m: Method| {
             let req = Request::builder().method(m).body(()).unwrap();
