@@ -20,8 +20,9 @@ use palisade::ServiceBuilderExt;
 use palisade::circuit_breaker::CircuitBreakerLayer;
 use palisade::classify::GrpcClassifier;
 use palisade::error::BoxError;
-use palisade::event::{Event, RetryReason};
+use palisade::event::Event;
 use palisade::retry::{ReplayBodies, ReplayBody, RetryLayer};
+use palisade::retry::{RetryEvent, RetryReason};
 use palisade::timeout::TimeoutLayer;
 use tokio::sync::Notify;
 use tonic::body::Body;
@@ -52,10 +53,10 @@ async fn main() -> Result<(), BoxError> {
                 .requests(ReplayBodies::default())
                 .on_event(move |event: &Event<'_>| {
                     println!("{event}");
-                    if let Event::Retry {
+                    if let Some(RetryEvent::Retry {
                         reason: RetryReason::NotSent,
                         ..
-                    } = event
+                    }) = event.kind()
                     {
                         start_server.notify_one();
                     }

@@ -24,13 +24,18 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use palisade::Resilience;
 use palisade::backoff::{Backoff, Jitter};
+use palisade::bulkhead::BulkheadEvent;
 use palisade::bulkhead::BulkheadLayer;
+use palisade::circuit_breaker::BreakerEvent;
 use palisade::circuit_breaker::CircuitBreakerLayer;
 use palisade::classify::HttpClassifier;
 use palisade::error::{BoxError, ErrorKind};
 use palisade::event::Event;
+use palisade::fallback::FallbackEvent;
 use palisade::fallback::{Failed, FallbackLayer, from_sync_fn};
+use palisade::retry::RetryEvent;
 use palisade::retry::{ReqwestRequests, RetryLayer};
+use palisade::timeout::TimeoutEvent;
 use palisade::timeout::TimeoutLayer;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -103,52 +108,58 @@ impl Timeline {
     }
 
     fn on_event(&self, event: &Event<'_>) {
-        let line = match event {
-            // Every call's end: the request's own line says it better.
-            Event::CallFinished { .. } => return,
-            Event::Attempt { attempt, .. } => format!("  attempt {attempt}"),
-            Event::Retry {
-                attempt,
-                delay,
-                reason,
-                hinted,
-                ..
-            } => format!(
-                "  attempt {attempt} {reason}, retry in {} ms{}",
-                delay.as_millis(),
-                if *hinted { " (server's hint)" } else { "" }
-            ),
-            Event::GaveUp {
-                attempts, reason, ..
-            } => {
-                format!("  gave up after {attempts} attempt(s): {reason}")
+        let line = if let Some(retry) = event.kind::<RetryEvent>() {
+            match *retry {
+                RetryEvent::Attempt { attempt } => format!("  attempt {attempt}"),
+                RetryEvent::Retry {
+                    attempt,
+                    delay,
+                    reason,
+                    hinted,
+                } => format!(
+                    "  attempt {attempt} {reason}, retry in {} ms{}",
+                    delay.as_millis(),
+                    if hinted { " (server's hint)" } else { "" }
+                ),
+                RetryEvent::GaveUp { attempts, reason } => {
+                    format!("  gave up after {attempts} attempt(s): {reason}")
+                }
+                RetryEvent::BudgetExhausted { .. } => "  retry budget spent".to_string(),
+                _ => format!("  {event}"),
             }
-            Event::RetryBudgetExhausted { .. } => "  retry budget spent".to_string(),
-            Event::StateTransition {
-                from, to, reason, ..
-            } => {
-                format!("  ⚡ breaker {from:?} → {to:?} ({reason})")
+        } else if let Some(breaker) = event.kind::<BreakerEvent>() {
+            match *breaker {
+                // Every call's end: the request's own line says it better.
+                BreakerEvent::CallFinished { .. } => return,
+                BreakerEvent::StateTransition { from, to, reason } => {
+                    format!("  ⚡ breaker {from:?} → {to:?} ({reason})")
+                }
+                BreakerEvent::CallRejected { retry_after } => format!(
+                    "  ⛔ breaker open: rejected at once (may probe in {} ms)",
+                    retry_after.as_millis()
+                ),
+                BreakerEvent::FailureRateExceeded { rate, threshold } => format!(
+                    "  failure rate {:.0}% reached the breaker's threshold ({:.0}%)",
+                    rate * 100.0,
+                    threshold * 100.0
+                ),
+                _ => format!("  {event}"),
             }
-            Event::CallRejected { retry_after, .. } => format!(
-                "  ⛔ breaker open: rejected at once (may probe in {} ms)",
-                retry_after.as_millis()
-            ),
-            Event::TimedOut { name, after, .. } => {
-                format!("  ⏱ {name} timeout after {} ms", after.as_millis())
-            }
-            Event::FellBack { kind, .. } => format!(
+        } else if let Some(TimeoutEvent::TimedOut { after }) = event.kind() {
+            format!(
+                "  ⏱ {} timeout after {} ms",
+                event.name(),
+                after.as_millis()
+            )
+        } else if let Some(FallbackEvent::FellBack { kind }) = event.kind() {
+            format!(
                 "  ↩ fallback answered ({})",
                 kind.map_or("failed response".to_string(), |k| format!("{k:?}"))
-            ),
-            Event::BulkheadRejected { .. } => "  bulkhead full".to_string(),
-            Event::FailureRateExceeded {
-                rate, threshold, ..
-            } => format!(
-                "  failure rate {:.0}% reached the breaker's threshold ({:.0}%)",
-                rate * 100.0,
-                threshold * 100.0
-            ),
-            other => format!("  {other}"),
+            )
+        } else if let Some(BulkheadEvent::Rejected { .. }) = event.kind() {
+            "  bulkhead full".to_string()
+        } else {
+            format!("  {event}")
         };
         self.print(line);
     }

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use palisade::bulkhead::BulkheadEvent;
 use palisade::bulkhead::{BulkheadBuilder, BulkheadHandle, BulkheadLayer};
 use palisade::error::{BoxError, BulkheadFull, ErrorKind};
 use palisade::event::Event;
@@ -91,7 +92,7 @@ async fn a_queued_call_waits_at_most_max_wait() {
             .max_queue(1)
             .max_wait(Duration::from_millis(250))
             .on_event(move |e: &Event<'_>| {
-                if matches!(e, Event::BulkheadRejected { .. }) {
+                if matches!(e.kind(), Some(BulkheadEvent::Rejected { .. })) {
                     log.lock().unwrap().push(e.to_string());
                 }
             }),
@@ -118,7 +119,7 @@ async fn in_flight_changes_are_events() {
     let log = counts.clone();
     let (svc, _handle, _) = setup(BulkheadLayer::builder().max_concurrent(2).on_event(
         move |e: &Event<'_>| {
-            if let Event::BulkheadInFlight { in_flight, .. } = e {
+            if let Some(BulkheadEvent::InFlight { in_flight, .. }) = e.kind() {
                 log.lock().unwrap().push(*in_flight);
             }
         },

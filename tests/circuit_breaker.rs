@@ -6,6 +6,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use palisade::backoff::{Backoff, Jitter};
+use palisade::circuit_breaker::BreakerEvent;
 use palisade::circuit_breaker::{
     CircuitBreaker, CircuitBreakerBuilder, CircuitBreakerHandle, CircuitBreakerLayer, CircuitState,
 };
@@ -541,16 +542,20 @@ async fn every_transition_and_rejection_is_an_event() {
     let log = events.clone();
     let layer = builder()
         .on_event(move |e: &Event<'_>| {
-            let entry = match e {
-                Event::StateTransition {
-                    from, to, reason, ..
-                } => format!("{from:?}->{to:?}:{reason:?}"),
-                Event::CallRejected { retry_after, .. } => {
+            let entry = match e.kind() {
+                Some(BreakerEvent::StateTransition { from, to, reason }) => {
+                    format!("{from:?}->{to:?}:{reason:?}")
+                }
+                Some(BreakerEvent::CallRejected { retry_after }) => {
                     format!("rejected:{}", retry_after.as_secs())
                 }
-                Event::FailureRateExceeded { rate, .. } => format!("failure-rate:{rate}"),
-                Event::CallFinished { outcome, .. } => format!("finished:{outcome:?}"),
-                other => format!("{other:?}"),
+                Some(BreakerEvent::FailureRateExceeded { rate, .. }) => {
+                    format!("failure-rate:{rate}")
+                }
+                Some(BreakerEvent::CallFinished { outcome, .. }) => {
+                    format!("finished:{outcome:?}")
+                }
+                _ => format!("{e:?}"),
             };
             log.lock().unwrap().push(entry);
         })

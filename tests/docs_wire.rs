@@ -28,16 +28,18 @@ use tower::{Layer, ServiceExt};
 
 use palisade::BoxError;
 use palisade::backoff::{Backoff, Jitter};
+use palisade::circuit_breaker::BreakerEvent;
 use palisade::circuit_breaker::{CircuitBreakerLayer, CircuitState, TransitionReason};
 use palisade::classify::{
     Classify, GrpcClassifier, GrpcCode, HttpClassifier, JudgesAtHead, Outcome, Settle, Tracker,
     Verdict, is_connect_error,
 };
 use palisade::error::ErrorKind;
-use palisade::event::{Event, GiveUpReason, RetryReason};
+use palisade::event::Event;
 use palisade::retry::{
     DEFAULT_REPLAY_LIMIT, Replay, ReplayBodies, ReplayBody, ReplaySource, RetryLayer,
 };
+use palisade::retry::{GiveUpReason, RetryEvent, RetryReason};
 
 use http_server::{Reply, Server, closed_port};
 
@@ -70,27 +72,29 @@ impl Log {
     fn listener(&self) -> impl Fn(&Event<'_>) + Send + Sync + 'static {
         let log = self.0.clone();
         move |e: &Event<'_>| {
-            let ev = match e {
-                Event::Attempt { attempt, .. } => Ev::Attempt(*attempt),
-                Event::Retry {
-                    attempt,
-                    reason,
-                    delay,
-                    hinted,
-                    ..
-                } => Ev::Retry {
+            let ev = match (e.kind(), e.kind()) {
+                (Some(RetryEvent::Attempt { attempt }), _) => Ev::Attempt(*attempt),
+                (
+                    Some(RetryEvent::Retry {
+                        attempt,
+                        reason,
+                        delay,
+                        hinted,
+                    }),
+                    _,
+                ) => Ev::Retry {
                     attempt: *attempt,
                     reason: *reason,
                     delay: *delay,
                     hinted: *hinted,
                 },
-                Event::GaveUp {
-                    attempts, reason, ..
-                } => Ev::GaveUp(*attempts, *reason),
-                Event::StateTransition {
-                    from, to, reason, ..
-                } => Ev::Transition(*from, *to, *reason),
-                other => Ev::Other(other.to_string()),
+                (Some(RetryEvent::GaveUp { attempts, reason }), _) => {
+                    Ev::GaveUp(*attempts, *reason)
+                }
+                (_, Some(BreakerEvent::StateTransition { from, to, reason })) => {
+                    Ev::Transition(*from, *to, *reason)
+                }
+                _ => Ev::Other(e.to_string()),
             };
             log.lock().unwrap().push(ev);
         }
@@ -533,10 +537,10 @@ async fn a_refused_connection_is_retried_for_every_method_hyper() {
                 .no_budget()
                 .on_event(log.listener())
                 .on_event(move |e: &Event<'_>| {
-                    if let Event::Retry {
+                    if let Some(RetryEvent::Retry {
                         reason: RetryReason::NotSent,
                         ..
-                    } = e
+                    }) = e.kind()
                     {
                         restart.restart();
                     }
@@ -578,10 +582,10 @@ async fn a_refused_connection_is_retried_for_every_method_reqwest() {
         .no_budget()
         .on_event(log.listener())
         .on_event(move |e: &Event<'_>| {
-            if let Event::Retry {
+            if let Some(RetryEvent::Retry {
                 reason: RetryReason::NotSent,
                 ..
-            } = e
+            }) = e.kind()
             {
                 restart.restart();
             }
@@ -2006,10 +2010,10 @@ async fn tonic_refused_connection_is_retried() {
         .no_budget()
         .on_event(log.listener())
         .on_event(move |e: &Event<'_>| {
-            if let Event::Retry {
+            if let Some(RetryEvent::Retry {
                 reason: RetryReason::NotSent,
                 ..
-            } = e
+            }) = e.kind()
                 && s2.fetch_add(1, Ordering::SeqCst) == 0
             {
                 {
@@ -2310,10 +2314,10 @@ async fn many_concurrent_refused_posts_share_one_layer() {
             .no_budget()
             .on_event(log.listener())
             .on_event(move |e: &Event<'_>| {
-                if let Event::Retry {
+                if let Some(RetryEvent::Retry {
                     reason: RetryReason::NotSent,
                     ..
-                } = e
+                }) = e.kind()
                 {
                     restart.restart();
                 }

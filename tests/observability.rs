@@ -187,14 +187,14 @@ fn events_are_counted_through_the_metrics_facade() {
                 .name("db")
                 .count_window(2)
                 .minimum_calls(2)
-                .on_event(MetricsEvents)
+                .on_event(MetricsEvents::new())
                 .build()
                 .unwrap();
             let retry = RetryLayer::builder()
                 .name("r")
                 .max_attempts(3)
                 .no_budget()
-                .on_event(MetricsEvents)
+                .on_event(MetricsEvents::new())
                 .build()
                 .unwrap();
             let svc = retry.layer(breaker.layer(failing()));

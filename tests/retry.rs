@@ -11,6 +11,7 @@ use palisade::backoff::{Backoff, Jitter};
 use palisade::classify::{GrpcClassifier, HttpClassifier};
 use palisade::error::{BoxError, ErrorKind, ErrorKinds};
 use palisade::event::Event;
+use palisade::retry::RetryEvent;
 use palisade::retry::{ReplayBodies, RetryBudget, RetryLayer};
 use tokio::time::{Instant, advance};
 use tower::{Layer, Service, ServiceExt, service_fn};
@@ -481,7 +482,7 @@ async fn the_budget_allows_its_share_of_retries_and_no_more() {
         .backoff(Backoff::constant(Duration::ZERO).build().unwrap())
         .budget(RetryBudget::new(Duration::from_secs(10), 1, 0.2).unwrap())
         .on_event(move |e: &Event<'_>| {
-            if matches!(e, Event::RetryBudgetExhausted { .. }) {
+            if matches!(e.kind(), Some(RetryEvent::BudgetExhausted { .. })) {
                 count.fetch_add(1, SeqCst);
             }
         })

@@ -13,14 +13,18 @@ use std::time::Duration;
 
 use palisade::Resilience;
 use palisade::backoff::{Backoff, Jitter};
+use palisade::bulkhead::BulkheadEvent;
 use palisade::bulkhead::BulkheadLayer;
 use palisade::chaos::ChaosLayer;
+use palisade::circuit_breaker::BreakerEvent;
 use palisade::circuit_breaker::{CircuitBreakerLayer, CircuitState};
 use palisade::classify::{Outcome, classify_fn};
 use palisade::error::{BoxError, ErrorKind};
 use palisade::event::Event;
 use palisade::fallback::{Failed, FallbackLayer, from_sync_fn};
+use palisade::retry::RetryEvent;
 use palisade::retry::{RetryBudget, RetryLayer};
+use palisade::timeout::TimeoutEvent;
 use palisade::timeout::TimeoutLayer;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
@@ -96,7 +100,7 @@ fn soak_under_faults_outage_and_cancellation() {
     let seen = counts.clone();
     let breaker = CircuitBreakerLayer::builder()
         .on_event(move |e: &Event<'_>| {
-            if let Event::CallFinished { outcome, .. } = e {
+            if let Some(BreakerEvent::CallFinished { outcome, .. }) = e.kind() {
                 match outcome {
                     Outcome::Success => seen.breaker_success.fetch_add(1, SeqCst),
                     Outcome::Failure => seen.breaker_failure.fetch_add(1, SeqCst),
@@ -121,7 +125,7 @@ fn soak_under_faults_outage_and_cancellation() {
     let seen = counts.clone();
     let bulkhead = BulkheadLayer::builder()
         .on_event(move |e: &Event<'_>| {
-            if let Event::BulkheadRejected { .. } = e {
+            if let Some(BulkheadEvent::Rejected { .. }) = e.kind() {
                 seen.bulkhead_rejected.fetch_add(1, SeqCst);
             }
         })
@@ -143,11 +147,11 @@ fn soak_under_faults_outage_and_cancellation() {
                 .unwrap(),
         )
         .budget(RetryBudget::new(TTL, MIN_PER_SEC, PERCENT).unwrap())
-        .on_event(move |e: &Event<'_>| match e {
-            Event::Attempt { attempt: 1, .. } => {
+        .on_event(move |e: &Event<'_>| match e.kind() {
+            Some(RetryEvent::Attempt { attempt: 1 }) => {
                 tally.requests.fetch_add(1, SeqCst);
             }
-            Event::Retry { .. } => {
+            Some(RetryEvent::Retry { .. }) => {
                 tally.retries.fetch_add(1, SeqCst);
             }
             _ => {}
@@ -170,7 +174,7 @@ fn soak_under_faults_outage_and_cancellation() {
             TimeoutLayer::builder()
                 .timeout(Duration::from_millis(10))
                 .on_event(move |e: &Event<'_>| {
-                    if let Event::TimedOut { .. } = e {
+                    if let Some(TimeoutEvent::TimedOut { .. }) = e.kind() {
                         seen.attempt_timeouts.fetch_add(1, SeqCst);
                     }
                 })

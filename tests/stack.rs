@@ -8,6 +8,7 @@ use std::time::Duration;
 use palisade::Resilience;
 use palisade::backoff::{Backoff, Jitter};
 use palisade::bulkhead::BulkheadLayer;
+use palisade::circuit_breaker::BreakerEvent;
 use palisade::circuit_breaker::{CircuitBreakerLayer, CircuitState};
 use palisade::error::{BoxError, ErrorKind};
 use palisade::event::Event;
@@ -23,7 +24,7 @@ async fn preset_sequence_of_attempts_rejections_and_fallbacks() {
     let listener = |log: &Arc<Mutex<Vec<String>>>| {
         let log = log.clone();
         move |e: &Event<'_>| {
-            if !matches!(e, Event::CallFinished { .. }) {
+            if !matches!(e.kind(), Some(BreakerEvent::CallFinished { .. })) {
                 log.lock().unwrap().push(e.to_string());
             }
         }

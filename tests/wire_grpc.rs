@@ -26,13 +26,15 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, StreamBody};
 use hyper::body::Frame;
 use palisade::backoff::{Backoff, Jitter};
+use palisade::circuit_breaker::BreakerEvent;
 use palisade::circuit_breaker::{
     CircuitBreakerHandle, CircuitBreakerLayer, CircuitState, TransitionReason,
 };
 use palisade::classify::{Classify, ClassifyRequest, DelayHint, GrpcClassifier, GrpcCode, Outcome};
 use palisade::error::ErrorKind;
-use palisade::event::{Event, RetryReason};
+use palisade::event::Event;
 use palisade::retry::{ReplayBodies, ReplayBody, RetryLayer};
+use palisade::retry::{RetryEvent, RetryReason};
 use tonic::body::Body;
 use tonic::codegen::tokio_stream::{self, Stream, StreamExt};
 use tonic::{Code, Status};
@@ -241,9 +243,9 @@ fn one_probe_breaker(
         .half_open_calls(1)
         .max_half_open_duration(max_half_open)
         .on_event(move |event: &Event<'_>| {
-            if let Event::StateTransition {
+            if let Some(BreakerEvent::StateTransition {
                 from, to, reason, ..
-            } = event
+            }) = event.kind()
             {
                 log.lock().unwrap().push((*from, *to, *reason));
             }
@@ -262,11 +264,11 @@ struct RetryLog {
 impl RetryLog {
     fn listener(&self) -> impl Fn(&Event<'_>) + Send + Sync + 'static {
         let log = self.clone();
-        move |event: &Event<'_>| match event {
-            Event::Attempt { .. } => {
+        move |event: &Event<'_>| match event.kind() {
+            Some(RetryEvent::Attempt { .. }) => {
                 log.attempts.fetch_add(1, SeqCst);
             }
-            Event::Retry { reason, .. } => log.retries.lock().unwrap().push(*reason),
+            Some(RetryEvent::Retry { reason, .. }) => log.retries.lock().unwrap().push(*reason),
             _ => {}
         }
     }

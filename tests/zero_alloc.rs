@@ -134,3 +134,111 @@ fn timeout_with_a_ready_inner_future() {
     let layer = TimeoutLayer::new(Duration::from_secs(1)).unwrap();
     assert_eq!(allocations_per_10k(layer.layer(bare())), 0);
 }
+
+/// A `metrics` recorder whose counters and gauges are atomics, registered
+/// once; it allocates nothing to record.
+#[cfg(feature = "metrics")]
+mod recorder {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    use std::sync::{Arc, Mutex};
+
+    use metrics::{Counter, CounterFn, Gauge, GaugeFn, Histogram, Key, KeyName, Metadata};
+    use metrics::{Recorder, SharedString, Unit};
+
+    #[derive(Default)]
+    pub struct Atomics(Mutex<HashMap<String, Arc<Value>>>);
+
+    #[derive(Default)]
+    pub struct Value(AtomicU64);
+
+    impl CounterFn for Value {
+        fn increment(&self, n: u64) {
+            self.0.fetch_add(n, Relaxed);
+        }
+        fn absolute(&self, n: u64) {
+            self.0.store(n, Relaxed);
+        }
+    }
+
+    impl GaugeFn for Value {
+        fn increment(&self, _: f64) {}
+        fn decrement(&self, _: f64) {}
+        fn set(&self, v: f64) {
+            self.0.store(v as u64, Relaxed);
+        }
+    }
+
+    impl Atomics {
+        fn slot(&self, key: &Key) -> Arc<Value> {
+            let mut labels: Vec<_> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            labels.sort();
+            let name = format!("{}{{{}}}", key.name(), labels.join(","));
+            self.0.lock().unwrap().entry(name).or_default().clone()
+        }
+
+        pub fn get(&self, name: &str) -> u64 {
+            self.0
+                .lock()
+                .unwrap()
+                .get(name)
+                .map_or(0, |v| v.0.load(Relaxed))
+        }
+    }
+
+    impl Recorder for Atomics {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            Counter::from_arc(self.slot(key))
+        }
+        fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::from_arc(self.slot(key))
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+}
+
+/// With `MetricsEvents` listening, each event is recorded without an
+/// allocation: the counters are registered once, and the layer label
+/// shares the layer's name.
+#[cfg(feature = "metrics")]
+#[test]
+fn metrics_events_allocate_nothing_per_event() {
+    use palisade::event::MetricsEvents;
+
+    let recorder = recorder::Atomics::default();
+    metrics::with_local_recorder(&recorder, || {
+        let breaker = palisade::circuit_breaker::CircuitBreakerLayer::builder()
+            .name("db")
+            .on_event(MetricsEvents::new())
+            .build()
+            .unwrap();
+        let retry = RetryLayer::builder()
+            .name("r")
+            .on_event(MetricsEvents::new())
+            .build()
+            .unwrap();
+        let bulkhead = BulkheadLayer::builder()
+            .name("pool")
+            .on_event(MetricsEvents::new())
+            .build()
+            .unwrap();
+        let svc = retry.layer(breaker.layer(bulkhead.layer(bare())));
+        assert_eq!(allocations_per_10k(svc), 0);
+    });
+    // 10 warm-up calls and 10,000 measured, each one attempt and one call
+    // finished, each taking and giving back a bulkhead permit.
+    assert_eq!(recorder.get("palisade_attempts_total{layer=r}"), 10_010);
+    assert_eq!(
+        recorder.get("palisade_calls_total{layer=db,outcome=Success,slow=false}"),
+        10_010
+    );
+    assert_eq!(recorder.get("palisade_bulkhead_in_flight{layer=pool}"), 0);
+}

@@ -27,8 +27,7 @@ impl Shared {
     #[inline]
     pub(crate) fn report_in_flight(&self) {
         self.listeners
-            .emit(|| crate::event::Event::BulkheadInFlight {
-                name: &self.name,
+            .emit(&self.name, || super::BulkheadEvent::InFlight {
                 in_flight: self.semaphore.in_use(),
             });
     }

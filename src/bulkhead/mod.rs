@@ -82,11 +82,13 @@
 
 #[cfg(feature = "http")]
 mod body;
+mod event;
 mod future;
 mod layer;
 
 #[cfg(feature = "http")]
 pub use self::body::ResponseBody;
+pub use self::event::BulkheadEvent;
 pub use self::future::ResponseFuture;
 pub use self::layer::{BulkheadBuilder, BulkheadLayer, MAX_BULKHEAD_PERMITS};
 
@@ -101,7 +103,6 @@ use self::future::Permit;
 use self::layer::Shared;
 use crate::BoxError;
 use crate::cover::Head;
-use crate::event::Event;
 use crate::semaphore::{Admission, Ticket};
 
 /// A service's stake in the bulkhead; gives back a reserved permit or a
@@ -174,10 +175,11 @@ impl<S, M> Bulkhead<S, M> {
                 Poll::Ready(())
             }
             Poll::Ready(refusal) => {
-                shared.listeners.emit(|| Event::BulkheadRejected {
-                    name: &shared.name,
-                    timed_out_in_queue: refusal == Admission::TimedOut,
-                });
+                shared
+                    .listeners
+                    .emit(&shared.name, || BulkheadEvent::Rejected {
+                        timed_out_in_queue: refusal == Admission::TimedOut,
+                    });
                 Poll::Ready(())
             }
         }

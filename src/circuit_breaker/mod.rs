@@ -121,6 +121,7 @@
 //! ```
 
 mod config;
+mod event;
 mod future;
 mod handle;
 mod layer;
@@ -132,6 +133,7 @@ mod word;
 pub use self::config::{
     CircuitBreakerBuilder, MAX_COUNT_WINDOW, MAX_HALF_OPEN_CALLS, MAX_TIME_BUCKETS,
 };
+pub use self::event::BreakerEvent;
 pub use self::future::{CallGuard, ResponseFuture};
 pub use self::handle::CircuitBreakerHandle;
 pub use self::layer::CircuitBreakerLayer;

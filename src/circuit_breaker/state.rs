@@ -14,12 +14,12 @@ use tokio::time::Instant;
 use super::config::Config;
 use super::window::{Sample, Window};
 use super::word::{Gate, Probes, StateWord};
-use super::{CircuitState, TransitionReason};
+use super::{BreakerEvent, CircuitState, TransitionReason};
 use crate::backoff::Delays;
 use crate::classify::Outcome;
 use crate::clock::{Epoch, nanos};
 use crate::error::CircuitOpen;
-use crate::event::{Event, Listeners};
+use crate::event::Listeners;
 use crate::sync::CachePadded;
 
 /// What only transitions touch, under the transition lock.
@@ -167,9 +167,10 @@ impl Core {
 
     fn reject(&self, retry_after: Duration) -> CircuitOpen {
         self.not_permitted.fetch_add(1, Relaxed);
-        let name = &*self.config.name;
         self.listeners
-            .emit(|| Event::CallRejected { name, retry_after });
+            .emit(&self.config.name, || BreakerEvent::CallRejected {
+                retry_after,
+            });
         CircuitOpen::new(self.config.name.clone(), retry_after)
     }
 
@@ -215,12 +216,11 @@ impl Core {
             (Some(limit), Some(took)) => took > limit,
             _ => false,
         };
-        let name = &*self.config.name;
-        self.listeners.emit(|| Event::CallFinished {
-            name,
-            outcome,
-            slow,
-        });
+        self.listeners
+            .emit(&self.config.name, || BreakerEvent::CallFinished {
+                outcome,
+                slow,
+            });
         if admission.is_probe() && outcome == Outcome::Ignored {
             self.release_probe(admission);
             return;
@@ -320,18 +320,22 @@ impl Core {
         if self.load() != word {
             return;
         }
-        let name = &*config.name;
+        let name = &config.name;
         match reason {
-            TransitionReason::FailureRate => self.listeners.emit(|| Event::FailureRateExceeded {
-                name,
-                rate: failure_rate,
-                threshold: config.failure_rate_threshold,
-            }),
-            TransitionReason::SlowCallRate => self.listeners.emit(|| Event::SlowCallRateExceeded {
-                name,
-                rate: slow_rate,
-                threshold: config.slow_call_rate_threshold,
-            }),
+            TransitionReason::FailureRate => {
+                self.listeners
+                    .emit(name, || BreakerEvent::FailureRateExceeded {
+                        rate: failure_rate,
+                        threshold: config.failure_rate_threshold,
+                    })
+            }
+            TransitionReason::SlowCallRate => {
+                self.listeners
+                    .emit(name, || BreakerEvent::SlowCallRateExceeded {
+                        rate: slow_rate,
+                        threshold: config.slow_call_rate_threshold,
+                    })
+            }
             _ => {}
         }
         self.transition(word, CircuitState::Open, reason);
@@ -346,18 +350,16 @@ impl Core {
         }
         if exceeded {
             if self.exceeded.fetch_or(flag, Relaxed) & flag == 0 {
-                let name = &*self.config.name;
+                let name = &self.config.name;
                 let config = &self.config;
-                self.listeners.emit(|| {
+                self.listeners.emit(name, || {
                     if flag == FAILURE_EXCEEDED {
-                        Event::FailureRateExceeded {
-                            name,
+                        BreakerEvent::FailureRateExceeded {
                             rate,
                             threshold: config.failure_rate_threshold,
                         }
                     } else {
-                        Event::SlowCallRateExceeded {
-                            name,
+                        BreakerEvent::SlowCallRateExceeded {
                             rate,
                             threshold: config.slow_call_rate_threshold,
                         }
@@ -417,13 +419,12 @@ impl Core {
         self.gate.0.open(next.generation());
         self.state.0.store(next.0, Release);
         drop(guard);
-        let name = &*self.config.name;
-        self.listeners.emit(|| Event::StateTransition {
-            name,
-            from: current.state(),
-            to,
-            reason,
-        });
+        self.listeners
+            .emit(&self.config.name, || BreakerEvent::StateTransition {
+                from: current.state(),
+                to,
+                reason,
+            });
         true
     }
 

@@ -272,8 +272,14 @@ mod tests {
         use std::io::{Error, ErrorKind};
         let c = HttpClassifier::new();
         let failed = |kind| -> Result<Response<()>, Error> { Err(Error::from(kind)) };
-        assert!(Classify::is_not_sent(&c, &failed(ErrorKind::ConnectionRefused)));
-        assert!(!Classify::is_not_sent(&c, &failed(ErrorKind::ConnectionReset)));
+        assert!(Classify::is_not_sent(
+            &c,
+            &failed(ErrorKind::ConnectionRefused)
+        ));
+        assert!(!Classify::is_not_sent(
+            &c,
+            &failed(ErrorKind::ConnectionReset)
+        ));
         let answered: Result<Response<()>, Error> = Ok(Response::new(()));
         assert!(!Classify::is_not_sent(&c, &answered));
     }

@@ -6,12 +6,12 @@ use std::task::{Context, Poll, ready};
 
 use pin_project::pin_project;
 
+use super::FallbackEvent;
 use super::layer::{Shared, Trigger};
 use super::{Failed, Handler};
 use crate::BoxError;
 use crate::classify::{Classify, Outcome};
 use crate::error::ErrorKind;
-use crate::event::Event;
 
 /// The future of a [`Fallback`](super::Fallback) call: the inner call `F`,
 /// then, if it failed, the handler's answer `G`.
@@ -107,10 +107,9 @@ where
                         return Poll::Ready(outcome);
                     }
                     if let Some(shared) = this.events.as_ref() {
-                        shared.listeners.emit(|| Event::FellBack {
-                            name: &shared.name,
-                            kind,
-                        });
+                        shared
+                            .listeners
+                            .emit(&shared.name, || FallbackEvent::FellBack { kind });
                     }
                     let failed = Failed {
                         request: this.request.take(),

@@ -49,9 +49,11 @@
 //! # }
 //! ```
 
+mod event;
 mod future;
 mod layer;
 
+pub use self::event::FallbackEvent;
 pub use self::future::ResponseFuture;
 pub use self::layer::{CloneRequest, DropRequest, FallbackBuilder, FallbackLayer, KeepRequest};
 

@@ -11,12 +11,12 @@ use pin_project::pin_project;
 use tokio::time::{Instant, Sleep, sleep, sleep_until};
 use tower::Service;
 
+use super::event::{GiveUpReason, RetryEvent, RetryReason};
 use super::layer::Shared;
 use crate::BoxError;
 use crate::backoff::{MakeDelays, session_seed};
 use crate::classify::{Classify, DelayHint, Outcome};
 use crate::error::{CircuitOpen, Elapsed, ErrorKind};
-use crate::event::{Event, GiveUpReason, RetryReason};
 use crate::replay::ReplaySource;
 
 /// The delays of one call's backoff: boxed, so that the future need not
@@ -106,11 +106,9 @@ where
 {
     fn give_up(&self, attempts: u32, reason: GiveUpReason) -> Next {
         let shared = &self.shared;
-        shared.listeners.emit(|| Event::GaveUp {
-            name: &shared.name,
-            attempts,
-            reason,
-        });
+        shared
+            .listeners
+            .emit(&shared.name, || RetryEvent::GaveUp { attempts, reason });
         Next::Return
     }
 
@@ -232,14 +230,12 @@ where
         if let Some(budget) = &shared.budget
             && !budget.try_withdraw()
         {
-            shared.listeners.emit(|| Event::RetryBudgetExhausted {
-                name: &shared.name,
-                attempt,
-            });
+            shared
+                .listeners
+                .emit(&shared.name, || RetryEvent::BudgetExhausted { attempt });
             return self.give_up(attempt, GiveUpReason::BudgetExhausted);
         }
-        shared.listeners.emit(|| Event::Retry {
-            name: &shared.name,
+        shared.listeners.emit(&shared.name, || RetryEvent::Retry {
             attempt,
             delay,
             reason,
@@ -307,8 +303,7 @@ where
                             let timer = deadline.get_or_insert_with(|| Box::pin(sleep_until(end)));
                             ready!(timer.as_mut().poll(cx));
                             let attempts = *this.attempt;
-                            shared.listeners.emit(|| Event::GaveUp {
-                                name: &shared.name,
+                            shared.listeners.emit(&shared.name, || RetryEvent::GaveUp {
                                 attempts,
                                 reason: GiveUpReason::Deadline,
                             });
@@ -319,10 +314,9 @@ where
                     *this.attempt += 1;
                     let shared = &retrying.shared;
                     let attempt = *this.attempt;
-                    shared.listeners.emit(|| Event::Attempt {
-                        name: &shared.name,
-                        attempt,
-                    });
+                    shared
+                        .listeners
+                        .emit(&shared.name, || RetryEvent::Attempt { attempt });
                     let future = retrying.service.call(request);
                     this.state.set(State::Calling { future });
                 }

@@ -109,9 +109,11 @@
 //! # }
 //! ```
 
+mod event;
 mod future;
 mod layer;
 
+pub use self::event::{GiveUpReason, RetryEvent, RetryReason};
 pub use self::future::ResponseFuture;
 pub use self::layer::{MAX_ATTEMPTS, RetryBuilder, RetryLayer};
 // The budget and the replay strategies live on the ground floor, where
@@ -134,7 +136,6 @@ use self::layer::Shared;
 use crate::BoxError;
 use crate::backoff::{Backoff, MakeDelays};
 use crate::classify::{Classify, ClassifyRequest, DefaultClassifier};
-use crate::event::Event;
 
 /// A service whose failed calls are retried; see the [module docs](self).
 pub struct Retry<S, C = DefaultClassifier, B = Backoff, K = ByClone> {
@@ -216,10 +217,9 @@ where
             let (first, _) = self.replay.first(req, false);
             (first, None, false)
         };
-        shared.listeners.emit(|| Event::Attempt {
-            name: &shared.name,
-            attempt: 1,
-        });
+        shared
+            .listeners
+            .emit(&shared.name, || RetryEvent::Attempt { attempt: 1 });
         let retrying = source.map(|source| Retrying {
             // The clone waits for the next attempt; `poll_ready` is driven on
             // it before each one.

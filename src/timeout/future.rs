@@ -10,11 +10,11 @@ use pin_project::pin_project;
 use tokio::task::coop;
 use tokio::time::{Instant, Sleep, sleep_until};
 
+use super::TimeoutEvent;
 use super::layer::Shared;
 use crate::BoxError;
 use crate::cover::Head;
 use crate::error::Elapsed;
-use crate::event::Event;
 
 /// About thirty years: a deadline past what `Instant` can hold is treated
 /// as this far away.
@@ -72,10 +72,11 @@ impl Timer {
             return Poll::Pending;
         }
         if let Some(shared) = &self.events {
-            shared.listeners.emit(|| Event::TimedOut {
-                name: &shared.name,
-                after: shared.timeout,
-            });
+            shared
+                .listeners
+                .emit(&shared.name, || TimeoutEvent::TimedOut {
+                    after: shared.timeout,
+                });
         }
         Poll::Ready(Elapsed(()).into())
     }

@@ -74,11 +74,13 @@
 
 #[cfg(feature = "http")]
 mod body;
+mod event;
 mod future;
 mod layer;
 
 #[cfg(feature = "http")]
 pub use self::body::ResponseBody;
+pub use self::event::TimeoutEvent;
 pub use self::future::ResponseFuture;
 pub use self::layer::{TimeoutBuilder, TimeoutLayer};
 
