@@ -16,14 +16,14 @@ cd "$(dirname "$0")/.."
 
 command -v cargo-mutants >/dev/null 2>&1 || cargo install cargo-mutants --locked
 
-# module name | file | the test targets that exercise it
+# module name | files (space-separated) | the test targets that exercise it
 modules=(
-  "state|src/circuit_breaker/state.rs|--lib --test circuit_breaker --test circuit_breaker_model --test breaker_concurrency"
-  "window|src/circuit_breaker/window.rs|--lib --test circuit_breaker --test circuit_breaker_model"
-  "semaphore|src/bulkhead/semaphore.rs|--lib --test bulkhead --test cancellation"
-  "budget|src/retry/budget.rs|--lib --test retry --test retry_budget"
+  "state|src/circuit_breaker/state.rs src/circuit_breaker/word.rs src/circuit_breaker/metrics.rs|--lib --test circuit_breaker --test circuit_breaker_model --test breaker_concurrency"
+  "window|src/window/count.rs src/window/time.rs src/circuit_breaker/window.rs|--lib --test circuit_breaker --test circuit_breaker_model"
+  "semaphore|src/semaphore.rs|--lib --test bulkhead --test cancellation"
+  "budget|src/budget.rs|--lib --test retry --test retry_budget"
   "retry_future|src/retry/future.rs|--lib --test retry --test stack"
-  "replay|src/retry/replay.rs|--lib --test retry --test wire_http"
+  "replay|src/replay/body.rs src/replay/mod.rs|--lib --test retry --test wire_http"
   "http|src/classify/http.rs|--lib --test retry"
   "grpc|src/classify/grpc.rs|--lib --test retry --test grpc_eos"
   "hint|src/classify/hint.rs|--lib --test retry"
@@ -40,11 +40,13 @@ for want in "${wanted[@]}"; do
     [ "${candidate%%|*}" = "$want" ] && entry=$candidate
   done
   [ -n "$entry" ] || { echo "no module named $want" >&2; exit 2; }
-  IFS='|' read -r name file tests <<<"$entry"
-  echo "==> $name ($file)"
+  IFS='|' read -r name files tests <<<"$entry"
+  echo "==> $name ($files)"
   mkdir -p "mutants.out/$name"
+  file_args=()
+  for f in $files; do file_args+=(--file "$f"); done
   # shellcheck disable=SC2086
-  cargo mutants --all-features --no-shuffle --file "$file" ${MUTANTS_ARGS:-} \
+  cargo mutants --all-features --no-shuffle "${file_args[@]}" ${MUTANTS_ARGS:-} \
     --output "mutants.out/$name" -- $tests || true
   for kind in caught missed unviable timeout; do
     f="mutants.out/$name/mutants.out/$kind.txt"

@@ -183,7 +183,7 @@ impl Inner {
         validate::fraction("percent", percent)?;
         // At most 2^32 × 3600: exact in an f64.
         let reserve = f64::from(min_per_sec) * ttl.as_secs_f64();
-        let ttl_nanos = u64::try_from(ttl.as_nanos()).expect("at most an hour");
+        let ttl_nanos = crate::clock::nanos(ttl);
         let tenth = ttl_nanos / u64::from(BUCKETS);
         let deposits = TimeWindow::new(BUCKETS as usize, tenth);
         let withdrawals =

@@ -43,7 +43,7 @@ pub const DEFAULT_REPLAY_LIMIT: usize = 64 * 1024;
 /// more than `limit` bytes were read, the recording is freed and the call is
 /// not retried. A body that fails mid-stream is not retried either. A
 /// request that is not retryable (see
-/// [`Classify::is_retryable`](crate::classify::Classify::is_retryable)) is
+/// [`ClassifyRequest::is_retryable`](crate::classify::ClassifyRequest::is_retryable)) is
 /// recorded with a limit of zero: it can be sent again only if its body was
 /// never read, which is what a connection failure leaves.
 ///
