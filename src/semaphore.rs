@@ -47,6 +47,18 @@ impl Word {
     fn waiters(self) -> u32 {
         (self.0 >> 32) as u32
     }
+
+    /// No waiter and no debt (the count's sign bit clear): one compare.
+    #[inline]
+    fn is_plain(self) -> bool {
+        self.0 < 1 << 31
+    }
+
+    /// No waiter and a permit to take.
+    #[inline]
+    fn is_free(self) -> bool {
+        self.0.wrapping_sub(1) < (1 << 31) - 1
+    }
 }
 
 /// One queued caller.
@@ -119,11 +131,12 @@ impl Semaphore {
     #[inline]
     pub(crate) fn try_acquire(&self) -> bool {
         let mut word = Word(self.word.load(Relaxed));
-        while word.waiters() == 0 && word.available() > 0 {
-            let next = Word::new(word.available() - 1, 0);
+        while word.is_free() {
+            // No waiter and a positive count: taking one borrows nothing
+            // from the waiters' half.
             match self
                 .word
-                .compare_exchange_weak(word.0, next.0, Acquire, Relaxed)
+                .compare_exchange_weak(word.0, word.0 - 1, Acquire, Relaxed)
             {
                 Ok(_) => return true,
                 Err(actual) => word = Word(actual),
@@ -169,6 +182,23 @@ impl Semaphore {
     #[inline]
     pub(crate) fn release(&self) {
         let mut word = Word(self.word.load(Relaxed));
+        while word.is_plain() {
+            // No waiter and no debt: adding one carries nothing into the
+            // waiters' half.
+            match self
+                .word
+                .compare_exchange_weak(word.0, word.0 + 1, Release, Relaxed)
+            {
+                Ok(_) => return,
+                Err(actual) => word = Word(actual),
+            }
+        }
+        self.release_slow(word);
+    }
+
+    /// A release that finds a debt or a waiter.
+    #[cold]
+    fn release_slow(&self, mut word: Word) {
         while word.waiters() == 0 || word.available() < 0 {
             let next = Word::new(word.available() + 1, word.waiters());
             match self
@@ -383,13 +413,24 @@ impl Ticket {
     }
 
     /// Whether the last attempt was refused.
+    #[inline]
     pub(crate) fn is_refused(&self) -> bool {
         matches!(self, Ticket::Refused)
     }
 
     /// Gives back what the ticket holds: a permit, or a queue place.
     /// Returns whether it gave a permit back.
+    #[inline]
     pub(crate) fn give_back(&mut self, sem: &Semaphore) -> bool {
+        // The common case: a clone dropped with nothing reserved.
+        if matches!(self, Ticket::Idle) {
+            return false;
+        }
+        self.give_back_slow(sem)
+    }
+
+    #[cold]
+    fn give_back_slow(&mut self, sem: &Semaphore) -> bool {
         match std::mem::take(self) {
             Ticket::Held => {
                 sem.release();

@@ -1,0 +1,155 @@
+//! The happy path in instructions, for valgrind: a noise-free second
+//! figure beside the timings (see `scripts/instructions.sh`).
+//!
+//! ```text
+//! instructions <stack> <calls>
+//! ```
+//!
+//! drives `<calls>` calls through one stack (`bare`, `breaker`, `bulkhead`,
+//! `retry`, `retry-no-budget`, `timeout`, `preset`, `tower-retry`,
+//! `tower-timeout`) in a current-thread runtime and exits. The script runs
+//! it with 0 and with N calls under valgrind; the difference over N is the
+//! cost of one call. Run without arguments (as `cargo bench` does), it
+//! drives each stack briefly and exits, so that it stays buildable and
+//! runnable.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use palisade::error::BoxError;
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+type Ready = std::future::Ready<Result<u64, BoxError>>;
+
+fn bare() -> tower::util::ServiceFn<fn(u64) -> Ready> {
+    service_fn((|n| std::future::ready(Ok(n))) as fn(u64) -> Ready)
+}
+
+fn drive<S>(mut svc: S, calls: u64)
+where
+    S: Service<u64>,
+    S::Error: std::fmt::Debug,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        for n in 0..calls {
+            let svc = svc.ready().await.expect("ready");
+            black_box(svc.call(black_box(n)).await.expect("ok"));
+        }
+    });
+}
+
+#[derive(Clone)]
+struct NeverRetry;
+
+impl<E> tower::retry::Policy<u64, u64, E> for NeverRetry {
+    type Future = std::future::Ready<()>;
+    fn retry(&mut self, _: &mut u64, _: &mut Result<u64, E>) -> Option<Self::Future> {
+        None
+    }
+    fn clone_request(&mut self, req: &u64) -> Option<u64> {
+        Some(*req)
+    }
+}
+
+fn run(stack: &str, calls: u64) {
+    use palisade::bulkhead::BulkheadLayer;
+    use palisade::circuit_breaker::CircuitBreakerLayer;
+    use palisade::fallback::{Failed, FallbackLayer, from_sync_fn};
+    use palisade::retry::RetryLayer;
+    use palisade::timeout::TimeoutLayer;
+
+    match stack {
+        "bare" => drive(bare(), calls),
+        "breaker" => drive(
+            CircuitBreakerLayer::builder()
+                .build()
+                .unwrap()
+                .layer(bare()),
+            calls,
+        ),
+        "bulkhead" => drive(
+            BulkheadLayer::builder()
+                .max_concurrent(100)
+                .build()
+                .unwrap()
+                .layer(bare()),
+            calls,
+        ),
+        "retry" => drive(RetryLayer::builder().build().unwrap().layer(bare()), calls),
+        "retry-no-budget" => drive(
+            RetryLayer::builder()
+                .no_budget()
+                .build()
+                .unwrap()
+                .layer(bare()),
+            calls,
+        ),
+        "timeout" => drive(
+            TimeoutLayer::new(Duration::from_secs(10))
+                .unwrap()
+                .layer(bare()),
+            calls,
+        ),
+        "preset" => drive(
+            palisade::Resilience::builder()
+                .fallback(
+                    FallbackLayer::builder(from_sync_fn(|_: Failed<u64, u64>| Ok(0)))
+                        .build()
+                        .unwrap(),
+                )
+                .total_timeout(TimeoutLayer::new(Duration::from_secs(10)).unwrap())
+                .retry(RetryLayer::builder().build().unwrap())
+                .circuit_breaker(CircuitBreakerLayer::builder().build().unwrap())
+                .bulkhead(
+                    BulkheadLayer::builder()
+                        .max_concurrent(100)
+                        .build()
+                        .unwrap(),
+                )
+                .attempt_timeout(TimeoutLayer::new(Duration::from_secs(1)).unwrap())
+                .build()
+                .layer(bare()),
+            calls,
+        ),
+        "tower-retry" => drive(
+            tower::retry::RetryLayer::new(NeverRetry).layer(bare()),
+            calls,
+        ),
+        "tower-timeout" => drive(
+            tower::timeout::TimeoutLayer::new(Duration::from_secs(10)).layer(bare()),
+            calls,
+        ),
+        other => panic!("no stack named {other}"),
+    }
+}
+
+const STACKS: &[&str] = &[
+    "bare",
+    "breaker",
+    "bulkhead",
+    "retry",
+    "retry-no-budget",
+    "timeout",
+    "preset",
+    "tower-retry",
+    "tower-timeout",
+];
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    match args.as_slice() {
+        [stack, calls] => run(stack, calls.parse().expect("a number of calls")),
+        _ => {
+            for stack in STACKS {
+                run(stack, 1000);
+            }
+        }
+    }
+}

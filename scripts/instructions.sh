@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Instructions per call on the happy path, under valgrind (noise-free on a
+# shared machine): each stack is driven with 0 and with N calls, and the
+# difference is divided by N. Prints "stack  instructions/call  over bare".
+#
+#   scripts/instructions.sh            # every stack, N = 200000
+#   N=50000 scripts/instructions.sh retry preset
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v valgrind >/dev/null || { echo "valgrind is needed" >&2; exit 2; }
+N=${N:-200000}
+stacks=("$@")
+[ ${#stacks[@]} -gt 0 ] || stacks=(bare breaker bulkhead retry retry-no-budget timeout preset tower-retry tower-timeout)
+cargo bench -p palisade-peers --bench instructions --no-run >/dev/null 2>&1
+bin=$( (ls -t target/release/deps/instructions-* 2>/dev/null || true) | grep -v '\.d$' | head -1)
+[ -x "$bin" ] || { echo "the instructions bench did not build" >&2; exit 2; }
+irefs() {
+  valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null "$bin" "$1" "$2" 2>&1 \
+    | awk '/I *refs:/ { gsub(",", "", $NF); print $NF }'
+}
+per_call() {
+  local zero n
+  zero=$(irefs "$1" 0)
+  n=$(irefs "$1" "$N")
+  echo $(( (n - zero) / N ))
+}
+bare=$(per_call bare)
+for s in "${stacks[@]}"; do
+  c=$(per_call "$s")
+  printf '%-16s %6d  %+6d\n' "$s" "$c" $(( c - bare ))
+done
