@@ -573,4 +573,82 @@ mod tests {
             assert_eq!(GrpcCode::from_i32(Code::from_i32(n) as i32) as i32, n);
         }
     }
+
+    #[test]
+    fn codes_print_by_name_and_the_classifier_lists_its_sets() {
+        assert_eq!(GrpcCode::Unavailable.to_string(), "Unavailable");
+        let c = GrpcClassifier::new()
+            .success_code(GrpcCode::Unknown)
+            .retryable_code(GrpcCode::Aborted);
+        assert_eq!(
+            format!("{c:?}"),
+            "GrpcClassifier { failures: [DeadlineExceeded, ResourceExhausted, Aborted, \
+             Internal, Unavailable, DataLoss], retryable: [Aborted, Unavailable], dropped: Ignored }"
+        );
+    }
+
+    /// A refused connection never reached the server; any other error, and
+    /// any answer, may have.
+    #[test]
+    fn a_refused_connection_was_not_sent() {
+        use std::io::{Error, ErrorKind};
+        let c = GrpcClassifier::new();
+        let failed = |kind| -> Result<http::Response<()>, Error> { Err(Error::from(kind)) };
+        assert!(Classify::is_not_sent(
+            &c,
+            &failed(ErrorKind::ConnectionRefused)
+        ));
+        assert!(!Classify::is_not_sent(
+            &c,
+            &failed(ErrorKind::ConnectionReset)
+        ));
+        assert!(!Classify::is_not_sent(&c, &head(200, Some("14"))));
+    }
+
+    #[cfg(feature = "tonic")]
+    #[test]
+    fn tonic_errors_are_retried_by_their_code_and_paced_by_their_pushback() {
+        use tonic::Status;
+        let c = GrpcClassifier::new();
+        let boxed = |status: Status| -> Result<http::Response<()>, crate::BoxError> {
+            Err(Box::new(status))
+        };
+        assert!(Classify::is_retryable_failure(
+            &c,
+            &boxed(Status::unavailable("down"))
+        ));
+        assert!(!Classify::is_retryable_failure(
+            &c,
+            &boxed(Status::internal("bug"))
+        ));
+        let mut status = Status::unavailable("later");
+        status
+            .metadata_mut()
+            .insert("grpc-retry-pushback-ms", "250".parse().unwrap());
+        assert_eq!(
+            Classify::delay_hint(&c, &boxed(status)),
+            Some(DelayHint::After(Duration::from_millis(250)))
+        );
+
+        // The same through tonic's own response type.
+        let answer = |r: Result<(), Status>| r.map(tonic::Response::new);
+        assert!(Classify::is_retryable_failure(
+            &c,
+            &answer(Err(Status::unavailable("down")))
+        ));
+        assert!(!Classify::is_retryable_failure(
+            &c,
+            &answer(Err(Status::internal("bug")))
+        ));
+        assert!(!Classify::is_retryable_failure(&c, &answer(Ok(()))));
+        let refused = Status::from_error(Box::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        )));
+        assert!(Classify::is_not_sent(&c, &answer(Err(refused))));
+        assert!(!Classify::is_not_sent(
+            &c,
+            &answer(Err(Status::unavailable("down")))
+        ));
+        assert!(!Classify::is_not_sent(&c, &answer(Ok(()))));
+    }
 }
