@@ -468,6 +468,67 @@ async fn no_retry_starts_past_the_deadline() {
             .unwrap()
             .ends_with("the deadline would pass")
     );
+
+    // A retry whose backoff ends exactly at the deadline still starts.
+    let backend = Scripted::new(vec![Err::<u32, _>("down")]);
+    let layer = RetryLayer::builder()
+        .max_attempts(10)
+        .backoff(
+            Backoff::constant(500 * MS)
+                .jitter(Jitter::None)
+                .build()
+                .unwrap(),
+        )
+        .deadline(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    layer.layer(backend.clone()).oneshot(()).await.unwrap_err();
+    assert_eq!(
+        backend.arrivals(),
+        [0, 500, 1000],
+        "at the deadline, not past it"
+    );
+}
+
+/// A retry with no delay sends the next attempt in the same poll, without
+/// a trip through the scheduler.
+#[tokio::test(start_paused = true)]
+async fn a_zero_delay_retry_goes_on_in_the_same_poll() {
+    let backend = Scripted::new(vec![Err("e1"), Err("e2"), Ok(3)]);
+    let layer = RetryLayer::builder()
+        .backoff(
+            Backoff::constant(Duration::ZERO)
+                .jitter(Jitter::None)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(backend.clone());
+    let call = svc.ready().await.unwrap().call(());
+    let mut call = std::pin::pin!(call);
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match call.as_mut().poll(&mut cx) {
+        Poll::Ready(answer) => assert_eq!(answer.unwrap(), 3),
+        Poll::Pending => panic!("a zero delay waited for a timer"),
+    }
+    assert_eq!(backend.arrivals(), [0, 0, 0]);
+}
+
+#[test]
+fn the_future_and_the_budget_say_where_they_stand() {
+    let budget = RetryBudget::new(Duration::from_secs(10), 5, 0.1).unwrap();
+    assert_eq!(
+        format!("{budget:?}"),
+        "RetryBudget { ttl: 10s, min_per_sec: 5, percent: 0.1 }"
+    );
+    let layer = RetryLayer::builder().build().unwrap();
+    let mut svc = layer.layer(Scripted::new(vec![Ok::<u32, &str>(1)]));
+    let call = svc.call(());
+    assert_eq!(
+        format!("{call:?}"),
+        "ResponseFuture { state: \"calling\", attempt: 1, retryable: true }"
+    );
 }
 
 #[tokio::test(start_paused = true)]
