@@ -547,6 +547,35 @@ mod tests {
         assert!(source.again().is_none());
     }
 
+    /// The limit is what was asked, 64 KiB by default; the recording and
+    /// each attempt's body say where they stand.
+    #[tokio::test]
+    async fn limits_and_states_read_back() {
+        assert_eq!(ReplayBodies::default().limit(), 65_536);
+        assert_eq!(ReplayBodies::with_limit(10).limit(), 10);
+        let data = vec![b"0123".to_vec(), b"4567".to_vec()];
+        let req = http::Request::put("/").body(chunks(&data, false)).unwrap();
+        let (first, source) = ReplayBodies::with_limit(16).first(req, true);
+        let mut source = source.unwrap();
+        let mut body = first.into_body();
+        let (read_bytes, _) = read(&mut body, None, b"01234567", false).await.unwrap();
+        assert_eq!(read_bytes, b"01234567");
+        assert_eq!(
+            format!("{body:?}"),
+            "ReplayBody { attempt: 0, sent_bytes: 8 }"
+        );
+        let second = source.again().unwrap().into_body();
+        assert_eq!(
+            format!("{:?}", source.recording),
+            "Recording { limit: 16, recorded_len: 8, rest_ended: false, lost: false, attempts: 2 }"
+        );
+        assert_eq!(
+            format!("{second:?}"),
+            "ReplayBody { attempt: 1, sent_bytes: 0 }"
+        );
+        assert!(format!("{source:?}").starts_with("HttpSource { method: PUT, uri: /, "));
+    }
+
     /// A retry moves on while the client still holds the earlier attempt's
     /// body (a server that answered early and stopped reading): the new
     /// attempt sends the whole body at once, without waiting, and the
