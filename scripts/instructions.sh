@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "valgrind is needed" >&2; exit 2; }
 N=${N:-200000}
 stacks=("$@")
-[ ${#stacks[@]} -gt 0 ] || stacks=(bare breaker bulkhead retry retry-no-budget timeout preset tower-retry tower-timeout)
+[ ${#stacks[@]} -gt 0 ] || stacks=(bare breaker bulkhead retry retry-no-budget timeout fallback preset tower-retry tower-timeout)
 cargo bench -p palisade-peers --bench instructions --no-run >/dev/null 2>&1
 bin=$( (ls -t target/release/deps/instructions-* 2>/dev/null || true) | grep -v '\.d$' | head -1)
 [ -x "$bin" ] || { echo "the instructions bench did not build" >&2; exit 2; }

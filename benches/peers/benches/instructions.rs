@@ -6,7 +6,7 @@
 //! ```
 //!
 //! drives `<calls>` calls through one stack (`bare`, `breaker`, `bulkhead`,
-//! `retry`, `retry-no-budget`, `timeout`, `preset`, `tower-retry`,
+//! `retry`, `retry-no-budget`, `timeout`, `preset`, `fallback`, `tower-retry`,
 //! `tower-timeout`) in a current-thread runtime and exits. The script runs
 //! it with 0 and with N calls under valgrind; the difference over N is the
 //! cost of one call. Run without arguments (as `cargo bench` does), it
@@ -115,6 +115,13 @@ fn run(stack: &str, calls: u64) {
                 .layer(bare()),
             calls,
         ),
+        "fallback" => drive(
+            FallbackLayer::builder(from_sync_fn(|_: Failed<u64, u64>| Ok(0)))
+                .build()
+                .unwrap()
+                .layer(bare()),
+            calls,
+        ),
         "tower-retry" => drive(
             tower::retry::RetryLayer::new(NeverRetry).layer(bare()),
             calls,
@@ -135,6 +142,7 @@ const STACKS: &[&str] = &[
     "retry-no-budget",
     "timeout",
     "preset",
+    "fallback",
     "tower-retry",
     "tower-timeout",
 ];
