@@ -303,9 +303,11 @@ impl Semaphore {
 /// What one caller's [`Ticket`] came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Admission {
-    /// The caller holds a permit, taken at once (`queued: false`) or after
-    /// waiting its turn.
-    Permit { queued: bool },
+    /// The caller holds a permit now, taken at once or after waiting its
+    /// turn.
+    Permit,
+    /// The caller already held a permit from an earlier poll.
+    Held,
     /// Every permit and queue place was taken.
     Full,
     /// The caller waited in the queue for the maximum wait.
@@ -344,7 +346,7 @@ impl Ticket {
         }
         if matches!(self, Ticket::Idle) && sem.try_acquire() {
             *self = Ticket::Held;
-            return Poll::Ready(Admission::Permit { queued: false });
+            return Poll::Ready(Admission::Permit);
         }
         self.poll_slow(sem, cx)
     }
@@ -352,12 +354,12 @@ impl Ticket {
     fn poll_slow(&mut self, sem: &Semaphore, cx: &mut Context<'_>) -> Poll<Admission> {
         loop {
             match self {
-                Ticket::Held => return Poll::Ready(Admission::Permit { queued: false }),
+                Ticket::Held => return Poll::Ready(Admission::Held),
                 Ticket::Refused => return Poll::Ready(Admission::Full),
                 Ticket::Idle => match sem.acquire() {
                     Acquire::Permit => {
                         *self = Ticket::Held;
-                        return Poll::Ready(Admission::Permit { queued: false });
+                        return Poll::Ready(Admission::Permit);
                     }
                     Acquire::Full => {
                         *self = Ticket::Refused;
@@ -373,7 +375,7 @@ impl Ticket {
                     if waiter.is_granted() {
                         // The permit is ours now; it must not be cancelled.
                         *self = Ticket::Held;
-                        return Poll::Ready(Admission::Permit { queued: true });
+                        return Poll::Ready(Admission::Permit);
                     }
                     let expired = deadline
                         .as_mut()

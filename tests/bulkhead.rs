@@ -129,6 +129,14 @@ async fn in_flight_changes_are_events() {
     a.await.unwrap().unwrap();
     b.await.unwrap().unwrap();
     assert_eq!(*counts.lock().unwrap(), [1, 2, 1, 0]);
+
+    // A permit reserved by one poll_ready is not counted again by the next.
+    counts.lock().unwrap().clear();
+    let mut one = svc.clone();
+    std::future::poll_fn(|cx| one.poll_ready(cx)).await.unwrap();
+    std::future::poll_fn(|cx| one.poll_ready(cx)).await.unwrap();
+    one.call((2, 0)).await.unwrap();
+    assert_eq!(*counts.lock().unwrap(), [1, 0]);
 }
 
 #[tokio::test(start_paused = true)]

@@ -170,7 +170,8 @@ impl<S, M> Bulkhead<S, M> {
         let shared = &self.slot.shared;
         match self.slot.ticket.poll_acquire(&shared.semaphore, cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Admission::Permit { .. }) => {
+            Poll::Ready(Admission::Held) => Poll::Ready(()),
+            Poll::Ready(Admission::Permit) => {
                 shared.report_in_flight();
                 Poll::Ready(())
             }
