@@ -28,9 +28,6 @@ type Delays = Box<dyn Iterator<Item = Duration> + Send>;
 pub(crate) struct Retrying<S, C, B, Src: ReplaySource> {
     pub(crate) service: S,
     pub(crate) source: Src,
-    /// Whether the classifier let the request be sent twice. If not, the
-    /// source serves only to send again a request that never left.
-    pub(crate) retryable: bool,
     pub(crate) shared: Arc<Shared<C, B>>,
     pub(crate) started: Option<Instant>,
     /// Drawn at the first retry.
@@ -46,6 +43,10 @@ pub struct ResponseFuture<F, S, C, B, Src: ReplaySource> {
     #[pin]
     state: State<F>,
     attempt: u32,
+    /// Whether the classifier let the request be sent twice. If not, the
+    /// source serves only to send again a request that never left. Kept
+    /// here, beside `attempt`, where it fills padding.
+    retryable: bool,
     retrying: Option<Retrying<S, C, B, Src>>,
 }
 
@@ -63,10 +64,15 @@ enum State<F> {
 }
 
 impl<F, S, C, B, Src: ReplaySource> ResponseFuture<F, S, C, B, Src> {
-    pub(crate) fn new(future: F, retrying: Option<Retrying<S, C, B, Src>>) -> Self {
+    pub(crate) fn new(
+        future: F,
+        retryable: bool,
+        retrying: Option<Retrying<S, C, B, Src>>,
+    ) -> Self {
         Self {
             state: State::Calling { future },
             attempt: 1,
+            retryable,
             retrying,
         }
     }
@@ -113,10 +119,36 @@ where
     }
 
     /// Decides, after attempt number `attempt`, whether and when to send
-    /// another; prepares its request if so. Kept out of line so that `poll`
-    /// stays small enough to inline into the caller.
+    /// another; prepares its request if so. The common case, an answer
+    /// that is neither a failure nor a palisade rejection, is settled here
+    /// without touching the shared state's reference count; the rest is
+    /// kept out of line so that `poll` stays small enough to inline.
+    #[inline]
+    fn decide<Res, E>(&mut self, attempt: u32, retryable: bool, result: &Result<Res, E>) -> Next
+    where
+        C: Classify<Res, E>,
+        E: 'static,
+    {
+        let kind = result.as_ref().err().and_then(kind_of);
+        if kind.is_some() {
+            return self.decide_retry(attempt, retryable, kind, result);
+        }
+        match self.shared.classifier.classify(result) {
+            Outcome::Success | Outcome::Ignored => Next::Return,
+            Outcome::Failure => self.decide_retry(attempt, retryable, None, result),
+        }
+    }
+
+    /// [`decide`](Self::decide) for a failure (`kind: None`, as the
+    /// classifier judged it) or a palisade rejection of `kind`.
     #[inline(never)]
-    fn decide<Res, E>(&mut self, attempt: u32, result: &Result<Res, E>) -> Next
+    fn decide_retry<Res, E>(
+        &mut self,
+        attempt: u32,
+        retryable: bool,
+        kind: Option<ErrorKind>,
+        result: &Result<Res, E>,
+    ) -> Next
     where
         C: Classify<Res, E>,
         E: 'static,
@@ -125,7 +157,7 @@ where
         // A rejection below (an open breaker, a full bulkhead) or a failed
         // connection never reached the server: safe to send again whatever
         // the request. Anything else may have run there.
-        let (reason, sent) = match result.as_ref().err().and_then(kind_of) {
+        let (reason, sent) = match kind {
             Some(kind) if !shared.retry_on.contains(kind) => {
                 return self.give_up(attempt, GiveUpReason::NotRetryable);
             }
@@ -133,20 +165,11 @@ where
             Some(ErrorKind::CircuitOpen) => (RetryReason::CircuitOpen, false),
             Some(ErrorKind::BulkheadFull) => (RetryReason::BulkheadFull, false),
             Some(_) => return self.give_up(attempt, GiveUpReason::NotRetryable),
-            None => match shared.classifier.classify(result) {
-                Outcome::Success | Outcome::Ignored => return Next::Return,
-                Outcome::Failure if shared.classifier.is_not_sent(result) => {
-                    (RetryReason::NotSent, false)
-                }
-                Outcome::Failure if shared.classifier.is_retryable_failure(result) => {
-                    (RetryReason::Failure, true)
-                }
-                Outcome::Failure => {
-                    return self.give_up(attempt, GiveUpReason::FailureNotRetryable);
-                }
-            },
+            None if shared.classifier.is_not_sent(result) => (RetryReason::NotSent, false),
+            None if shared.classifier.is_retryable_failure(result) => (RetryReason::Failure, true),
+            None => return self.give_up(attempt, GiveUpReason::FailureNotRetryable),
         };
-        if sent && !self.retryable {
+        if sent && !retryable {
             return self.give_up(attempt, GiveUpReason::RequestNotRetryable);
         }
         if attempt >= shared.max_attempts {
@@ -268,7 +291,7 @@ where
                     let Some(retrying) = this.retrying.as_mut() else {
                         return Poll::Ready(result.map_err(Into::into));
                     };
-                    match retrying.decide(*this.attempt, &result) {
+                    match retrying.decide(*this.attempt, *this.retryable, &result) {
                         Next::Return => return Poll::Ready(result.map_err(Into::into)),
                         Next::RetryAfter(delay) if delay.is_zero() => {
                             this.state.set(State::Readying { deadline: None });

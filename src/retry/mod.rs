@@ -225,12 +225,11 @@ where
             // it before each one.
             service: self.inner.clone(),
             source,
-            retryable,
             shared: Arc::clone(shared),
             started: shared.deadline.is_some().then(crate::clock::now),
             delays: None,
             next: None,
         });
-        ResponseFuture::new(self.inner.call(first), retrying)
+        ResponseFuture::new(self.inner.call(first), retryable, retrying)
     }
 }
