@@ -34,6 +34,15 @@ where
         .enable_time()
         .build()
         .expect("a runtime");
+    if std::env::var_os("PALISADE_SIZES").is_some() {
+        let fut = svc.call(0);
+        eprintln!(
+            "service {} future {}",
+            std::mem::size_of_val(&svc),
+            std::mem::size_of_val(&fut)
+        );
+        drop(fut);
+    }
     rt.block_on(async {
         for n in 0..calls {
             let svc = svc.ready().await.expect("ready");
