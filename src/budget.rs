@@ -56,10 +56,9 @@ const FLUSH_AT: u64 = 1 << 20;
 ///
 /// # Cost
 ///
-/// A request needs its time: it takes the instant that an enclosing
-/// palisade layer (a timeout, a time-window breaker, the preset) read for
-/// this call, and reads the clock itself only without one (a retry layer
-/// alone: about 30 ns on the machine of BENCHMARKS.md). Then one atomic
+/// A request needs its time: each deposit reads the clock (about 30 ns on
+/// the machine of BENCHMARKS.md; no reading is shared between layers, see
+/// `clock`). Then one atomic
 /// add; the first request of each tenth of `ttl` also takes a lock, to put
 /// the last tenth's count into the window. Requests cannot be counted
 /// exactly without their time: 30 requests at once, 3 s of quiet and one

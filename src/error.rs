@@ -187,6 +187,8 @@ impl ErrorKind {
 /// assert!(kinds.with(ErrorKind::Elapsed).contains(ErrorKind::Elapsed));
 /// assert!(ErrorKinds::NONE.is_empty());
 /// ```
+///
+/// `ErrorKinds::default()` is the empty set, [`ErrorKinds::NONE`].
 #[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct ErrorKinds(u8);
 

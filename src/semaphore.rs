@@ -274,12 +274,45 @@ impl Semaphore {
         // to the last one's limit.
         let old = self.limit.swap(permits, AcqRel);
         if permits >= old {
-            for _ in old..permits {
-                self.release();
-            }
+            self.add_permits(permits - old);
         } else {
             let cut = (old - permits) as i32;
             self.update(|w| Word::new(w.available() - cut, w.waiters()));
+        }
+    }
+
+    /// Adds `n` permits as `n` releases would, without a loop of `n`:
+    /// a debt is paid first, then each queued caller gets one, in order,
+    /// and the rest are added at once.
+    fn add_permits(&self, mut n: u32) {
+        let mut word = Word(self.word.load(Relaxed));
+        while n > 0 {
+            if word.waiters() > 0 && word.available() >= 0 {
+                // A queued caller: hand one over (which may find it gone and
+                // add the permit instead), then look again.
+                self.hand_over();
+                n -= 1;
+                word = Word(self.word.load(Relaxed));
+                continue;
+            }
+            // No one waits, or a debt comes first: add what may be added
+            // at once (all of it, or just the debt when someone waits).
+            let add = if word.waiters() == 0 {
+                n
+            } else {
+                n.min(word.available().unsigned_abs())
+            };
+            let next = Word::new(word.available() + add as i32, word.waiters());
+            match self
+                .word
+                .compare_exchange_weak(word.0, next.0, AcqRel, Relaxed)
+            {
+                Ok(_) => {
+                    n -= add;
+                    word = next;
+                }
+                Err(actual) => word = Word(actual),
+            }
         }
     }
 
@@ -739,6 +772,28 @@ mod tests {
             (3, 1),
             "the same limit changes nothing"
         );
+    }
+
+    /// A raise adds its permits at once, whatever its size: each queued
+    /// caller gets one, and the rest are free. (It released them one by one,
+    /// which took half a minute for a raise to 2^30.)
+    #[test]
+    fn a_large_raise_serves_the_queue_and_frees_the_rest() {
+        let s = Semaphore::new(1, 3, None);
+        assert!(s.try_acquire());
+        let queued: Vec<_> = (0..3).map(|_| s.acquire()).collect();
+        s.set_limit(Semaphore::MAX_PERMITS);
+        assert!(queued.iter().all(|q| granted(q).unwrap().is_granted()));
+        assert_eq!((s.in_use(), s.queued()), (4, 0));
+        assert_eq!(
+            Word(s.word.load(SeqCst)).available(),
+            (Semaphore::MAX_PERMITS - 4) as i32
+        );
+        // And from a debt: the debt is paid, the rest added.
+        s.set_limit(2);
+        assert_eq!(Word(s.word.load(SeqCst)).available(), -2);
+        s.set_limit(5);
+        assert_eq!((s.in_use(), Word(s.word.load(SeqCst)).available()), (4, 1));
     }
 
     /// Threads take and give back permits while another moves the limit

@@ -322,7 +322,8 @@ impl BulkheadHandle {
     /// Moves the bulkhead's limit while it runs, for every service of its
     /// layer. A higher limit admits queued calls at once; a lower one cuts
     /// no call in flight off, and admits nobody until enough of them have
-    /// finished to be under it.
+    /// finished to be under it. A raise hands one permit to each queued
+    /// call and adds the rest at once, however large it is.
     ///
     /// # Errors
     /// A limit of zero or above [`MAX_BULKHEAD_PERMITS`]; the bulkhead is

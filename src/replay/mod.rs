@@ -35,6 +35,14 @@ pub trait Replay<Req> {
     /// cheap, since a request that never reached the server (its connection
     /// was refused) is sent again whatever its method.
     fn first(&self, req: Req, retryable: bool) -> (Self::Request, Option<Self::Source>);
+
+    /// The request of a call that will be sent once (a retry allowed one
+    /// attempt): nothing is kept. The default makes the first attempt's
+    /// request and drops the source; `ByClone` and `ReqwestRequests` copy
+    /// nothing.
+    fn only(&self, req: Req) -> Self::Request {
+        self.first(req, false).0
+    }
 }
 
 /// What a retry keeps of a request: it makes each further attempt's copy.
@@ -60,6 +68,11 @@ impl<Req: Clone> Replay<Req> for ByClone {
     #[inline]
     fn first(&self, req: Req, _retryable: bool) -> (Req, Option<Cloned<Req>>) {
         (req.clone(), Some(Cloned(req)))
+    }
+
+    #[inline]
+    fn only(&self, req: Req) -> Req {
+        req
     }
 }
 
@@ -104,6 +117,10 @@ impl Replay<reqwest::Request> for ReqwestRequests {
         let _ = retryable;
         let source = req.try_clone();
         (req, source)
+    }
+
+    fn only(&self, req: reqwest::Request) -> reqwest::Request {
+        req
     }
 }
 

@@ -221,7 +221,9 @@ impl fmt::Display for GiveUpReason {
 }
 
 impl RetryReason {
-    /// The reason's name, as in metric labels.
+    /// The reason's name, as in the `reason` label of
+    /// `palisade_retries_total` (its `Display` is the phrase in the
+    /// event's sentence: `Failure` there reads "failed").
     pub const fn as_str(self) -> &'static str {
         match self {
             RetryReason::Failure => "Failure",
@@ -234,7 +236,9 @@ impl RetryReason {
 }
 
 impl GiveUpReason {
-    /// The reason's name, as in metric labels.
+    /// The reason's name, as in the `reason` label of
+    /// `palisade_retry_gave_up_total` (its `Display` is the phrase in the
+    /// event's sentence).
     pub const fn as_str(self) -> &'static str {
         match self {
             GiveUpReason::MaxAttempts => "MaxAttempts",

@@ -47,7 +47,19 @@ pub struct ResponseFuture<F, S, C, B, Src: ReplaySource> {
     /// source serves only to send again a request that never left. Kept
     /// here, beside `attempt`, where it fills padding.
     retryable: bool,
-    retrying: Option<Retrying<S, C, B, Src>>,
+    after: After<S, C, B, Src>,
+}
+
+/// What comes after the first attempt.
+pub(crate) enum After<S, C, B, Src: ReplaySource> {
+    /// The call may be retried.
+    Retrying(Retrying<S, C, B, Src>),
+    /// The call cannot be retried (one attempt allowed, or a request that
+    /// cannot be copied), and someone listens: the shared state is kept to
+    /// say why its failure is returned.
+    Watching(Arc<Shared<C, B>>),
+    /// Nothing: the answer is returned as it is.
+    Nothing,
 }
 
 #[pin_project(project = StateProj)]
@@ -64,16 +76,12 @@ enum State<F> {
 }
 
 impl<F, S, C, B, Src: ReplaySource> ResponseFuture<F, S, C, B, Src> {
-    pub(crate) fn new(
-        future: F,
-        retryable: bool,
-        retrying: Option<Retrying<S, C, B, Src>>,
-    ) -> Self {
+    pub(crate) fn new(future: F, retryable: bool, after: After<S, C, B, Src>) -> Self {
         Self {
             state: State::Calling { future },
             attempt: 1,
             retryable,
-            retrying,
+            after,
         }
     }
 }
@@ -88,7 +96,7 @@ impl<F, S, C, B, Src: ReplaySource> fmt::Debug for ResponseFuture<F, S, C, B, Sr
         f.debug_struct("ResponseFuture")
             .field("state", &state)
             .field("attempt", &self.attempt)
-            .field("retryable", &self.retrying.is_some())
+            .field("retryable", &matches!(self.after, After::Retrying(_)))
             .finish()
     }
 }
@@ -97,6 +105,67 @@ impl<F, S, C, B, Src: ReplaySource> fmt::Debug for ResponseFuture<F, S, C, B, Sr
 fn kind_of<E: 'static>(err: &E) -> Option<ErrorKind> {
     let boxed = (err as &dyn Any).downcast_ref::<BoxError>()?;
     Some(ErrorKind::of(boxed)).filter(|k| k.is_rejection())
+}
+
+/// Whether a finished attempt that failed, or was refused by a palisade
+/// layer of `kind`, may be retried as far as the classifier, the request
+/// and the count of attempts go: the retry's reason, or why not. The
+/// server's hints, the budget and the deadline are judged after.
+fn judge<C, B, Res, E>(
+    shared: &Shared<C, B>,
+    attempt: u32,
+    retryable: bool,
+    kind: Option<ErrorKind>,
+    result: &Result<Res, E>,
+) -> Result<RetryReason, GiveUpReason>
+where
+    C: Classify<Res, E>,
+{
+    // A rejection below (an open breaker, a full bulkhead) or a failed
+    // connection never reached the server: safe to send again whatever
+    // the request. Anything else may have run there.
+    let (reason, sent) = match kind {
+        Some(kind) if !shared.retry_on.contains(kind) => return Err(GiveUpReason::NotRetryable),
+        Some(ErrorKind::Elapsed) => (RetryReason::Timeout, true),
+        Some(ErrorKind::CircuitOpen) => (RetryReason::CircuitOpen, false),
+        Some(ErrorKind::BulkheadFull) => (RetryReason::BulkheadFull, false),
+        Some(_) => return Err(GiveUpReason::NotRetryable),
+        None if shared.classifier.is_not_sent(result) => (RetryReason::NotSent, false),
+        None if shared.classifier.is_retryable_failure(result) => (RetryReason::Failure, true),
+        None => return Err(GiveUpReason::FailureNotRetryable),
+    };
+    if sent && !retryable {
+        return Err(GiveUpReason::RequestNotRetryable);
+    }
+    if attempt >= shared.max_attempts {
+        return Err(GiveUpReason::MaxAttempts);
+    }
+    Ok(reason)
+}
+
+/// For a call that could never be retried (one attempt allowed, or a
+/// request that cannot be copied), tells the listeners why its failure is
+/// returned: the same `GaveUp` a retrying call gives.
+#[cold]
+fn report_final<C, B, Res, E>(shared: &Shared<C, B>, retryable: bool, result: &Result<Res, E>)
+where
+    C: Classify<Res, E>,
+    E: 'static,
+{
+    let kind = result.as_ref().err().and_then(kind_of);
+    if kind.is_none() && !shared.classifier.classify(result).is_failure() {
+        return;
+    }
+    // With one attempt allowed the request was never asked whether it may
+    // be sent twice: the question is moot, and the answer is MaxAttempts.
+    let retryable = retryable || shared.max_attempts == 1;
+    let reason = judge(shared, 1, retryable, kind, result)
+        .err()
+        .unwrap_or(GiveUpReason::NotReplayable);
+    shared.listeners.emit(&shared.name, || RetryEvent::GaveUp {
+        attempts: 1,
+        reason,
+    });
 }
 
 enum Next {
@@ -154,27 +223,10 @@ where
         E: 'static,
     {
         let shared = Arc::clone(&self.shared);
-        // A rejection below (an open breaker, a full bulkhead) or a failed
-        // connection never reached the server: safe to send again whatever
-        // the request. Anything else may have run there.
-        let (reason, sent) = match kind {
-            Some(kind) if !shared.retry_on.contains(kind) => {
-                return self.give_up(attempt, GiveUpReason::NotRetryable);
-            }
-            Some(ErrorKind::Elapsed) => (RetryReason::Timeout, true),
-            Some(ErrorKind::CircuitOpen) => (RetryReason::CircuitOpen, false),
-            Some(ErrorKind::BulkheadFull) => (RetryReason::BulkheadFull, false),
-            Some(_) => return self.give_up(attempt, GiveUpReason::NotRetryable),
-            None if shared.classifier.is_not_sent(result) => (RetryReason::NotSent, false),
-            None if shared.classifier.is_retryable_failure(result) => (RetryReason::Failure, true),
-            None => return self.give_up(attempt, GiveUpReason::FailureNotRetryable),
+        let reason = match judge(&shared, attempt, retryable, kind, result) {
+            Ok(reason) => reason,
+            Err(give_up) => return self.give_up(attempt, give_up),
         };
-        if sent && !retryable {
-            return self.give_up(attempt, GiveUpReason::RequestNotRetryable);
-        }
-        if attempt >= shared.max_attempts {
-            return self.give_up(attempt, GiveUpReason::MaxAttempts);
-        }
         // An open breaker below says when it may admit calls again: a hint
         // of its own, and a floor under the backoff.
         let breaker_wait = match reason {
@@ -288,8 +340,13 @@ where
             match this.state.as_mut().project() {
                 StateProj::Calling { future } => {
                     let result = ready!(future.poll(cx));
-                    let Some(retrying) = this.retrying.as_mut() else {
-                        return Poll::Ready(result.map_err(Into::into));
+                    let retrying = match this.after {
+                        After::Retrying(retrying) => retrying,
+                        After::Watching(shared) => {
+                            report_final(shared, *this.retryable, &result);
+                            return Poll::Ready(result.map_err(Into::into));
+                        }
+                        After::Nothing => return Poll::Ready(result.map_err(Into::into)),
                     };
                     match retrying.decide(*this.attempt, *this.retryable, &result) {
                         Next::Return => return Poll::Ready(result.map_err(Into::into)),
@@ -308,7 +365,9 @@ where
                     this.state.set(State::Readying { deadline: None });
                 }
                 StateProj::Readying { deadline } => {
-                    let retrying = this.retrying.as_mut().expect("only retries get here");
+                    let After::Retrying(retrying) = this.after else {
+                        unreachable!("only retries get here")
+                    };
                     // Drive the clone's readiness before every attempt,
                     // until the deadline if there is one.
                     match retrying.service.poll_ready(cx) {

@@ -14,7 +14,10 @@
 //! * otherwise the next delay of the [`backoff`](RetryBuilder::backoff), drawn
 //!   fresh for each call (or replayed from a [`seed`](RetryBuilder::seed)).
 //!
-//! It does not retry when:
+//! It does not retry when (and each time it returns a failure without a
+//! further attempt, a [`RetryEvent::GaveUp`] says why, also for a call that
+//! could never be retried: one attempt allowed, or a request that cannot be
+//! copied):
 //!
 //! * the classifier does not retry that failure
 //!   ([`is_retryable_failure`](Classify::is_retryable_failure); gRPC: only
@@ -29,7 +32,7 @@
 //! * the [`RetryBudget`] is spent: retries are at most a share of recent
 //!   requests plus a small reserve, so that an outage is not multiplied by
 //!   the number of attempts (the last result is returned, and a
-//!   `RetryBudgetExhausted` event says why);
+//!   [`RetryEvent::BudgetExhausted`] event says why);
 //! * the next attempt would start past the [`deadline`](RetryBuilder::deadline);
 //! * the failure is a rejection the layer is set not to retry: by default
 //!   [`CircuitOpen`](crate::error::CircuitOpen) and
@@ -131,7 +134,7 @@ use std::task::{Context, Poll};
 
 use tower::Service;
 
-use self::future::Retrying;
+use self::future::{After, Retrying};
 use self::layer::Shared;
 use crate::BoxError;
 use crate::backoff::{Backoff, MakeDelays};
@@ -214,8 +217,7 @@ where
             let (first, source) = self.replay.first(req, retryable);
             (first, source, retryable)
         } else {
-            let (first, _) = self.replay.first(req, false);
-            (first, None, false)
+            (self.replay.only(req), None, false)
         };
         shared
             .listeners
@@ -230,6 +232,13 @@ where
             delays: None,
             next: None,
         });
-        ResponseFuture::new(self.inner.call(first), retryable, retrying)
+        // A call that cannot be retried still says why its failure is
+        // returned, when someone listens.
+        let after = match retrying {
+            Some(retrying) => After::Retrying(retrying),
+            None if !shared.listeners.is_empty() => After::Watching(Arc::clone(shared)),
+            None => After::Nothing,
+        };
+        ResponseFuture::new(self.inner.call(first), retryable, after)
     }
 }
