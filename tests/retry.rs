@@ -966,3 +966,42 @@ async fn only_retryable_failures_are_retried() {
         assert_eq!(calls.load(SeqCst), attempts, "grpc-status {code}");
     }
 }
+
+/// A call that could never be retried still says why its failure is
+/// returned, and only a failure: one attempt allowed (whatever the
+/// request), or a request that cannot be copied.
+#[tokio::test(start_paused = true)]
+async fn a_call_that_cannot_be_retried_reports_why_it_gave_up() {
+    let post = || http::Request::post("/orders").body(()).unwrap();
+    let get = || http::Request::get("/").body(()).unwrap();
+    let one_attempt = |seen_listener| {
+        RetryLayer::builder()
+            .classifier(HttpClassifier::new())
+            .max_attempts(1)
+            .on_event(seen_listener)
+            .build()
+            .unwrap()
+    };
+    for (request, status, gave_up) in [
+        (post(), 503, Some("no attempts left")),
+        (get(), 503, Some("no attempts left")),
+        (get(), 200, None),
+    ] {
+        let (seen, listener) = events();
+        let backend = Scripted::new(vec![(status, None)]);
+        let res = one_attempt(listener)
+            .layer(backend.clone())
+            .oneshot(request)
+            .await
+            .unwrap();
+        assert_eq!(res.status(), status);
+        let log = seen.lock().unwrap().clone();
+        match gave_up {
+            Some(reason) => assert_eq!(
+                log.last().unwrap(),
+                &format!("retry `retry`: gave up after 1 attempt(s): {reason}")
+            ),
+            None => assert!(log.iter().all(|l| !l.contains("gave up")), "{log:?}"),
+        }
+    }
+}
