@@ -1071,7 +1071,13 @@ fn built_in_classifiers_say_which_requests_may_be_sent_twice() {
     assert!(ClassifyRequest::<&str>::is_retryable(&Picky, &"GET"));
     assert!(!Picky.is_retryable(&"POST"));
     // Through a reference and an Arc.
-    assert!(!(&http).is_retryable(&req(Method::POST)));
+    let by_ref = &http;
+    assert!(
+        !<&HttpClassifier as ClassifyRequest<http::Request<()>>>::is_retryable(
+            &by_ref,
+            &req(Method::POST)
+        )
+    );
     assert!(!Arc::new(http).is_retryable(&req(Method::POST)));
 }
 
@@ -1111,16 +1117,13 @@ type HttpReq = http::Request<Full<Bytes>>;
 
 /// An HTTP service that answers the scripted statuses (then 200), recording
 /// each attempt's method and body. A status of 0 is a refused connection.
-fn http_script(
-    statuses: &[u16],
-) -> (
-    BoxCloneService<
-        http::Request<palisade::replay::ReplayBody<Full<Bytes>>>,
-        http::Response<()>,
-        BoxError,
-    >,
-    Seen<(String, Bytes)>,
-) {
+type ReplayedService = BoxCloneService<
+    http::Request<palisade::replay::ReplayBody<Full<Bytes>>>,
+    http::Response<()>,
+    BoxError,
+>;
+
+fn http_script(statuses: &[u16]) -> (ReplayedService, Seen<(String, Bytes)>) {
     let queue = Arc::new(Mutex::new(
         statuses.iter().copied().collect::<VecDeque<_>>(),
     ));
@@ -1142,7 +1145,7 @@ fn http_script(
                     .into_body()
                     .collect()
                     .await
-                    .map_err(|e| -> BoxError { e.into() })?
+                    .map_err(|e: BoxError| e)?
                     .to_bytes();
                 keep.lock().unwrap().push((method, body));
                 Ok(http::Response::builder().status(status).body(()).unwrap())
@@ -2010,7 +2013,7 @@ fn a_custom_event_kind_through_event_new() {
     CountEvents(count.clone()).on_event(&event);
     assert_eq!(count.load(Ordering::SeqCst), 1);
     palisade::event::MetricsEvents::new().on_event(&event);
-    palisade::event::TracingEvents::default().on_event(&event);
+    palisade::event::TracingEvents.on_event(&event);
 
     // A pattern's kind can be sent through Event::new as well.
     let breaker_name: Arc<str> = Arc::from("db");
