@@ -11,7 +11,9 @@
 //! it with 0 and with N calls under valgrind; the difference over N is the
 //! cost of one call. Run without arguments (as `cargo bench` does), it
 //! drives each stack briefly and exits, so that it stays buildable and
-//! runnable.
+//! runnable. With `PALISADE_SIZES` set, it also prints the sizes of the
+//! stack's service and of one call's future (the retry's future, for
+//! example, is what the preset's nested futures move).
 
 use std::hint::black_box;
 use std::time::Duration;
