@@ -52,8 +52,8 @@ pub enum BreakerEvent {
 }
 
 impl CircuitState {
-    #[cfg(feature = "metrics")]
-    const ALL: [CircuitState; 6] = [
+    /// Every state, in the order of their numbers.
+    pub(super) const ALL: [CircuitState; 6] = [
         CircuitState::Closed,
         CircuitState::Open,
         CircuitState::HalfOpen,

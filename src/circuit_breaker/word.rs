@@ -20,17 +20,17 @@ impl StateWord {
     pub(super) const ADMIT_ALL: u64 = 1 << CircuitState::Closed as u64
         | 1 << CircuitState::MetricsOnly as u64
         | 1 << CircuitState::Disabled as u64;
-    pub(super) const STATES: [CircuitState; 8] = [
-        CircuitState::Closed,
-        CircuitState::Open,
-        CircuitState::HalfOpen,
-        CircuitState::ForcedOpen,
-        CircuitState::Disabled,
-        CircuitState::MetricsOnly,
-        // Never stored; present so that the lookup needs no bounds check.
-        CircuitState::ForcedOpen,
-        CircuitState::ForcedOpen,
-    ];
+    /// The states by number, padded to eight (never stored) so that the
+    /// lookup needs no bounds check.
+    pub(super) const STATES: [CircuitState; 8] = {
+        let mut states = [CircuitState::ForcedOpen; 8];
+        let mut n = 0;
+        while n < CircuitState::ALL.len() {
+            states[n] = CircuitState::ALL[n];
+            n += 1;
+        }
+        states
+    };
 
     #[inline]
     pub(super) fn new(state: CircuitState, generation: u64) -> Self {

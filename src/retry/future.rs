@@ -134,13 +134,35 @@ where
         None if shared.classifier.is_retryable_failure(result) => (RetryReason::Failure, true),
         None => return Err(GiveUpReason::FailureNotRetryable),
     };
-    if sent && !retryable {
-        return Err(GiveUpReason::RequestNotRetryable);
-    }
+    // Every allowed attempt made: whether the request may be sent twice
+    // no longer matters (with one attempt allowed it was never asked).
     if attempt >= shared.max_attempts {
         return Err(GiveUpReason::MaxAttempts);
     }
+    if sent && !retryable {
+        return Err(GiveUpReason::RequestNotRetryable);
+    }
     Ok(reason)
+}
+
+/// What a finished attempt needs decided: `None` for an answer returned as
+/// it is (neither a failure nor a palisade rejection); `Some(None)` for a
+/// failure as the classifier judged it; `Some(Some(kind))` for a palisade
+/// rejection of `kind`.
+#[inline]
+fn to_decide<C, Res, E>(classifier: &C, result: &Result<Res, E>) -> Option<Option<ErrorKind>>
+where
+    C: Classify<Res, E>,
+    E: 'static,
+{
+    let kind = result.as_ref().err().and_then(kind_of);
+    if kind.is_some() {
+        return Some(kind);
+    }
+    match classifier.classify(result) {
+        Outcome::Success | Outcome::Ignored => None,
+        Outcome::Failure => Some(None),
+    }
 }
 
 /// For a call that could never be retried (one attempt allowed, or a
@@ -152,13 +174,9 @@ where
     C: Classify<Res, E>,
     E: 'static,
 {
-    let kind = result.as_ref().err().and_then(kind_of);
-    if kind.is_none() && !shared.classifier.classify(result).is_failure() {
+    let Some(kind) = to_decide(&shared.classifier, result) else {
         return;
-    }
-    // With one attempt allowed the request was never asked whether it may
-    // be sent twice: the question is moot, and the answer is MaxAttempts.
-    let retryable = retryable || shared.max_attempts == 1;
+    };
     let reason = judge(shared, 1, retryable, kind, result)
         .err()
         .unwrap_or(GiveUpReason::NotReplayable);
@@ -198,13 +216,9 @@ where
         C: Classify<Res, E>,
         E: 'static,
     {
-        let kind = result.as_ref().err().and_then(kind_of);
-        if kind.is_some() {
-            return self.decide_retry(attempt, retryable, kind, result);
-        }
-        match self.shared.classifier.classify(result) {
-            Outcome::Success | Outcome::Ignored => Next::Return,
-            Outcome::Failure => self.decide_retry(attempt, retryable, None, result),
+        match to_decide(&self.shared.classifier, result) {
+            None => Next::Return,
+            Some(kind) => self.decide_retry(attempt, retryable, kind, result),
         }
     }
 
