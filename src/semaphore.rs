@@ -480,6 +480,27 @@ impl Ticket {
     }
 }
 
+/// A caller in the tests: takes a permit, or a place in the queue and
+/// spins until its turn comes, or, with `give_up`, gives the place back.
+/// Returns whether it holds a permit (which it must release).
+#[cfg(test)]
+fn take_or_give_up(s: &Semaphore, give_up: bool) -> bool {
+    match s.acquire() {
+        Acquire::Permit => true,
+        Acquire::Queued(w) if give_up => {
+            s.cancel(&w);
+            false
+        }
+        Acquire::Queued(w) => {
+            while !w.is_granted() {
+                crate::sync::yield_now();
+            }
+            true
+        }
+        Acquire::Full => false,
+    }
+}
+
 #[cfg(all(test, palisade_loom))]
 mod loom_tests {
     use super::*;
@@ -494,19 +515,10 @@ mod loom_tests {
             let threads: Vec<_> = (0..2)
                 .map(|i| {
                     let s = s.clone();
-                    loom::thread::spawn(move || match s.acquire() {
-                        Acquire::Permit => s.release(),
-                        Acquire::Queued(w) => {
-                            if i == 0 {
-                                s.cancel(&w);
-                            } else {
-                                while !w.is_granted() {
-                                    loom::thread::yield_now();
-                                }
-                                s.release();
-                            }
+                    loom::thread::spawn(move || {
+                        if take_or_give_up(&s, i == 0) {
+                            s.release();
                         }
-                        Acquire::Full => {}
                     })
                 })
                 .collect();
@@ -811,22 +823,7 @@ mod tests {
                 let (s, holding, most) = (s.clone(), holding.clone(), most.clone());
                 std::thread::spawn(move || {
                     for i in 0..20_000 {
-                        let took = match s.acquire() {
-                            Acquire::Permit => true,
-                            Acquire::Queued(w) => {
-                                if i % 3 == 0 {
-                                    s.cancel(&w);
-                                    false
-                                } else {
-                                    while !w.is_granted() {
-                                        std::thread::yield_now();
-                                    }
-                                    true
-                                }
-                            }
-                            Acquire::Full => false,
-                        };
-                        if took {
+                        if take_or_give_up(&s, i % 3 == 0) {
                             let now = holding.fetch_add(1, SeqCst) + 1;
                             most.fetch_max(now, SeqCst);
                             holding.fetch_sub(1, SeqCst);
@@ -866,19 +863,8 @@ mod tests {
                 let s = s.clone();
                 std::thread::spawn(move || {
                     for i in 0..20_000 {
-                        match s.acquire() {
-                            Acquire::Permit => s.release(),
-                            Acquire::Queued(w) => {
-                                if i % 2 == 0 {
-                                    s.cancel(&w);
-                                } else {
-                                    while !w.is_granted() {
-                                        std::thread::yield_now();
-                                    }
-                                    s.release();
-                                }
-                            }
-                            Acquire::Full => {}
+                        if take_or_give_up(&s, i % 2 == 0) {
+                            s.release();
                         }
                     }
                 })
