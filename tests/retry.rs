@@ -439,55 +439,35 @@ async fn grpc_pushback_stops_or_paces_retries() {
     assert_eq!(start.elapsed(), 500 * MS, "two retries, 250 ms each");
 }
 
+/// No retry starts whose backoff would end past the deadline; one whose
+/// backoff ends exactly at it does.
 #[tokio::test(start_paused = true)]
 async fn no_retry_starts_past_the_deadline() {
-    let backend = Scripted::new(vec![Err::<u32, _>("down")]);
-    let (seen, listener) = events();
-    let layer = RetryLayer::builder()
-        .max_attempts(10)
-        .backoff(
-            Backoff::constant(400 * MS)
-                .jitter(Jitter::None)
-                .build()
-                .unwrap(),
-        )
-        .deadline(Duration::from_secs(1))
-        .on_event(listener)
-        .build()
-        .unwrap();
-    layer.layer(backend.clone()).oneshot(()).await.unwrap_err();
-    assert_eq!(
-        backend.arrivals(),
-        [0, 400, 800],
-        "the next would start at 1200 ms"
-    );
-    assert!(
-        seen.lock()
-            .unwrap()
-            .last()
-            .unwrap()
-            .ends_with("the deadline would pass")
-    );
-
-    // A retry whose backoff ends exactly at the deadline still starts.
-    let backend = Scripted::new(vec![Err::<u32, _>("down")]);
-    let layer = RetryLayer::builder()
-        .max_attempts(10)
-        .backoff(
-            Backoff::constant(500 * MS)
-                .jitter(Jitter::None)
-                .build()
-                .unwrap(),
-        )
-        .deadline(Duration::from_secs(1))
-        .build()
-        .unwrap();
-    layer.layer(backend.clone()).oneshot(()).await.unwrap_err();
-    assert_eq!(
-        backend.arrivals(),
-        [0, 500, 1000],
-        "at the deadline, not past it"
-    );
+    for (every_ms, arrivals) in [(400, [0, 400, 800]), (500, [0, 500, 1000])] {
+        let backend = Scripted::new(vec![Err::<u32, _>("down")]);
+        let (seen, listener) = events();
+        let layer = RetryLayer::builder()
+            .max_attempts(10)
+            .backoff(
+                Backoff::constant(every_ms * MS)
+                    .jitter(Jitter::None)
+                    .build()
+                    .unwrap(),
+            )
+            .deadline(Duration::from_secs(1))
+            .on_event(listener)
+            .build()
+            .unwrap();
+        layer.layer(backend.clone()).oneshot(()).await.unwrap_err();
+        assert_eq!(backend.arrivals(), arrivals, "every {every_ms} ms");
+        assert!(
+            seen.lock()
+                .unwrap()
+                .last()
+                .unwrap()
+                .ends_with("the deadline would pass")
+        );
+    }
 }
 
 /// A retry with no delay sends the next attempt in the same poll, without
