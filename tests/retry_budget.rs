@@ -95,7 +95,7 @@ async fn a_layer_with_the_smallest_percent_retries_from_its_reserve() {
     assert_eq!(calls.load(SeqCst), 2, "the reserve paid for the retry");
 }
 
-/// Issue 13: deposits not yet in the window were taken as spread evenly
+/// Issue 12, defect 13: deposits not yet in the window were taken as spread evenly
 /// over all the time since the last flush. After 2 s of quiet, a fresh
 /// request was taken as mostly older than the 1 s window and funded nothing.
 #[tokio::test(start_paused = true)]
@@ -106,7 +106,7 @@ async fn after_a_quiet_period_a_fresh_request_funds_a_retry() {
     assert_eq!(budget.remaining(), 1);
 }
 
-/// Issue 13, the other way: 30 requests followed by 3 s of quiet were
+/// Issue 12, defect 13, the other way: 30 requests followed by 3 s of quiet were
 /// taken as spread over the 3 s, a third of them inside the 1 s window.
 #[tokio::test(start_paused = true)]
 async fn requests_older_than_the_window_fund_nothing() {
@@ -134,7 +134,7 @@ async fn a_request_after_a_burst_and_a_pause_counts_alone() {
     assert_eq!(budget.remaining(), 1);
 }
 
-/// Issue 13: tower's own `TpsBudget` test (`tps_slots`), step for step.
+/// Issue 12, defect 13: tower's own `TpsBudget` test (`tps_slots`), step for step.
 /// At the end, of three requests 1.7 s, 0.8 s and 0 s old, the last two
 /// are in the 1 s window: 50% of them is one retry.
 #[tokio::test(start_paused = true)]
@@ -156,7 +156,7 @@ async fn towers_sliding_window_test_passes() {
     assert!(!budget.try_withdraw());
 }
 
-/// Issue 13: light traffic, one request every 2 s: each of them is in the
+/// Issue 12, defect 13: light traffic, one request every 2 s: each of them is in the
 /// window when it comes, so the last funds a retry.
 #[tokio::test(start_paused = true)]
 async fn light_traffic_is_counted_when_it_comes() {
@@ -169,7 +169,7 @@ async fn light_traffic_is_counted_when_it_comes() {
     assert_eq!(budget.remaining(), 1);
 }
 
-/// Issue 13, through a layer: a retry layer idle for 2 s gave up on its
+/// Issue 12, defect 13, through a layer: a retry layer idle for 2 s gave up on its
 /// first failure, although the request's own deposit funds the retry.
 #[tokio::test(start_paused = true)]
 async fn a_layer_idle_for_a_while_retries_what_it_funds() {
