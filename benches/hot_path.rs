@@ -111,17 +111,14 @@ fn other_layers(c: &mut Criterion) {
         .unwrap();
     bench(&mut group, "fallback", fallback.layer(bare()));
     let preset = Resilience::builder()
-        .fallback(
-            FallbackLayer::builder(from_sync_fn(|_: Failed<u64, u64>| Ok(0)))
-                .build()
-                .unwrap(),
-        )
-        .total_timeout(TimeoutLayer::new(Duration::from_secs(10)).unwrap())
-        .retry(RetryLayer::builder().build().unwrap())
-        .circuit_breaker(CircuitBreakerLayer::builder().build().unwrap())
-        .bulkhead(BulkheadLayer::builder().build().unwrap())
-        .attempt_timeout(TimeoutLayer::new(Duration::from_secs(1)).unwrap())
-        .build();
+        .fallback(from_sync_fn(|_: Failed<u64, u64>| Ok(0)))
+        .total_timeout(Duration::from_secs(10))
+        .retry(|retry| retry)
+        .circuit_breaker(|breaker| breaker)
+        .bulkhead(|bulkhead| bulkhead)
+        .attempt_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
     bench(&mut group, "preset, every part", preset.layer(bare_clone()));
     group.finish();
 }

@@ -10,35 +10,21 @@
 use std::time::Duration;
 
 use palisade::Resilience;
-use palisade::circuit_breaker::CircuitBreakerLayer;
-use palisade::classify::HttpClassifier;
 use palisade::error::BoxError;
-use palisade::retry::{ReqwestRequests, RetryLayer};
-use palisade::timeout::TimeoutLayer;
 use tower::{Layer, ServiceExt};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), BoxError> {
     let url = format!("http://{}/", local_server().await?);
 
-    // The part to copy: a client that retries idempotent requests on 5xx,
-    // 408 and 429 (honouring Retry-After), stops calling a failing server,
-    // and gives each attempt 2 s and the whole call 5 s.
-    let client = Resilience::builder()
-        .total_timeout(TimeoutLayer::new(Duration::from_secs(5))?)
-        .retry(
-            RetryLayer::builder()
-                .classifier(HttpClassifier::new())
-                .requests(ReqwestRequests)
-                .build()?,
-        )
-        .circuit_breaker(
-            CircuitBreakerLayer::builder()
-                .classifier(HttpClassifier::new())
-                .build()?,
-        )
-        .attempt_timeout(TimeoutLayer::new(Duration::from_secs(2))?)
-        .build()
+    // The part to copy: the standard HTTP stack (retry idempotent
+    // requests on 5xx, 408 and 429, honouring Retry-After, within a budget;
+    // stop calling a failing server; bound the whole call and each
+    // attempt; its defaults are in `Resilience::http`'s docs), with each
+    // attempt given 2 s.
+    let client = Resilience::http()
+        .attempt_timeout(Duration::from_secs(2))
+        .build()?
         .layer(reqwest::Client::new());
 
     let request = reqwest::Request::new(reqwest::Method::GET, url.parse()?);

@@ -25,18 +25,13 @@ use hyper_util::rt::TokioIo;
 use palisade::Resilience;
 use palisade::backoff::{Backoff, Jitter};
 use palisade::bulkhead::BulkheadEvent;
-use palisade::bulkhead::BulkheadLayer;
 use palisade::circuit_breaker::BreakerEvent;
-use palisade::circuit_breaker::CircuitBreakerLayer;
-use palisade::classify::HttpClassifier;
 use palisade::error::{BoxError, ErrorKind};
 use palisade::event::Event;
 use palisade::fallback::FallbackEvent;
-use palisade::fallback::{Failed, FallbackLayer, from_sync_fn};
+use palisade::fallback::{Failed, from_sync_fn};
 use palisade::retry::RetryEvent;
-use palisade::retry::{ReqwestRequests, RetryLayer};
 use palisade::timeout::TimeoutEvent;
-use palisade::timeout::TimeoutLayer;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tower::{Layer, ServiceExt};
@@ -188,66 +183,47 @@ async fn main() -> Result<(), BoxError> {
     let fallbacks = Arc::new(AtomicU32::new(0));
     let counted = fallbacks.clone();
 
-    let breaker = CircuitBreakerLayer::builder()
-        .name("inventory")
-        .classifier(HttpClassifier::new())
-        .count_window(10)
-        .minimum_calls(5)
-        .failure_rate_threshold(0.5)
-        .wait_duration(Duration::from_millis(300))
-        .half_open_calls(2)
-        .on_event(listen(&timeline))
+    let backoff = Backoff::exponential(Duration::from_millis(20))
+        .max_delay(Duration::from_millis(200))
+        .jitter(Jitter::Full)
         .build()?;
-    let handle = breaker.handle();
+    let answer_from_cache = from_sync_fn(move |_: Failed<reqwest::Request, reqwest::Response>| {
+        counted.fetch_add(1, SeqCst);
+        let cached = http::Response::builder()
+            .status(200)
+            .header("x-served-by", "fallback")
+            .body("cached inventory")
+            .expect("a valid response");
+        Ok(reqwest::Response::from(cached))
+    });
 
-    let stack = Resilience::builder()
-        .fallback(
-            FallbackLayer::builder(from_sync_fn(
-                move |_: Failed<reqwest::Request, reqwest::Response>| {
-                    counted.fetch_add(1, SeqCst);
-                    let cached = http::Response::builder()
-                        .status(200)
-                        .header("x-served-by", "fallback")
-                        .body("cached inventory")
-                        .expect("a valid response");
-                    Ok(reqwest::Response::from(cached))
-                },
-            ))
-            .classifier(HttpClassifier::new())
-            .on_event(listen(&timeline))
-            .build()?,
-        )
-        .total_timeout(
-            TimeoutLayer::builder()
-                .name("total")
-                .timeout(Duration::from_millis(800))
-                .build()?,
-        )
-        .retry(
-            RetryLayer::builder()
-                .classifier(HttpClassifier::new())
-                .requests(ReqwestRequests)
-                .max_attempts(3)
-                .backoff(
-                    Backoff::exponential(Duration::from_millis(20))
-                        .max_delay(Duration::from_millis(200))
-                        .jitter(Jitter::Full)
-                        .build()?,
-                )
-                .seed(7)
+    // The standard HTTP stack (its classifier, replay and defaults), with
+    // numbers made small enough to watch and a listener on every part.
+    let stack = Resilience::http()
+        .fallback_with(answer_from_cache, |fallback| {
+            fallback.on_event(listen(&timeline))
+        })
+        .total_timeout(Duration::from_millis(800))
+        .retry(|retry| retry.backoff(backoff).seed(7).on_event(listen(&timeline)))
+        .circuit_breaker(|breaker| {
+            breaker
+                .name("inventory")
+                .count_window(10)
+                .minimum_calls(5)
+                .failure_rate_threshold(0.5)
+                .wait_duration(Duration::from_millis(300))
+                .half_open_calls(2)
                 .on_event(listen(&timeline))
-                .build()?,
-        )
-        .circuit_breaker(breaker)
-        .bulkhead(BulkheadLayer::builder().max_concurrent(8).build()?)
-        .attempt_timeout(
-            TimeoutLayer::builder()
+        })
+        .bulkhead(|bulkhead| bulkhead.max_concurrent(8))
+        .attempt_timeout_with(|attempt| {
+            attempt
                 .name("per-attempt")
                 .timeout(Duration::from_millis(150))
                 .on_event(listen(&timeline))
-                .build()?,
-        )
-        .build();
+        })
+        .build()?;
+    let handle = stack.circuit_breaker().handle();
     let client = stack.layer(reqwest::Client::new());
 
     println!("palisade tour: {REQUESTS} requests to a flaky server at {addr}");

@@ -273,6 +273,7 @@ impl FromIterator<ErrorKind> for ErrorKinds {
 /// as is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    part: Option<&'static str>,
     parameter: &'static str,
     reason: String,
 }
@@ -280,9 +281,24 @@ pub struct ConfigError {
 impl ConfigError {
     pub(crate) fn new(parameter: &'static str, reason: impl Into<String>) -> Self {
         Self {
+            part: None,
             parameter,
             reason: reason.into(),
         }
+    }
+
+    /// The same error, said of the preset's part `part` (the first part
+    /// named stays: it is the innermost).
+    pub(crate) fn in_part(mut self, part: &'static str) -> Self {
+        self.part.get_or_insert(part);
+        self
+    }
+
+    /// The preset's part whose parameter was refused (`"retry"`,
+    /// `"attempt_timeout"`, ...), when the error came from
+    /// [`ResilienceBuilder::build`](crate::preset::ResilienceBuilder::build).
+    pub fn part(&self) -> Option<&'static str> {
+        self.part
     }
 
     /// The name of the parameter that was refused.
@@ -298,7 +314,10 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid `{}`: {}", self.parameter, self.reason)
+        match self.part {
+            Some(part) => write!(f, "invalid `{part}.{}`: {}", self.parameter, self.reason),
+            None => write!(f, "invalid `{}`: {}", self.parameter, self.reason),
+        }
     }
 }
 

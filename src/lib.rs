@@ -48,12 +48,8 @@
 //!
 //! ```
 //! use palisade::Resilience;
-//! use palisade::bulkhead::BulkheadLayer;
-//! use palisade::circuit_breaker::CircuitBreakerLayer;
 //! use palisade::error::BoxError;
-//! use palisade::fallback::{Failed, FallbackLayer, from_sync_fn};
-//! use palisade::retry::RetryLayer;
-//! use palisade::timeout::TimeoutLayer;
+//! use palisade::fallback::{Failed, from_sync_fn};
 //! use std::sync::atomic::{AtomicU32, Ordering};
 //! use std::sync::Arc;
 //! use std::time::Duration;
@@ -71,13 +67,13 @@
 //! });
 //!
 //! let stack = Resilience::builder()
-//!     .fallback(FallbackLayer::builder(from_sync_fn(|_: Failed<u32, String>| Ok("cached".into()))).build()?)
-//!     .total_timeout(TimeoutLayer::new(Duration::from_secs(2))?)
-//!     .retry(RetryLayer::builder().max_attempts(3).build()?)
-//!     .circuit_breaker(CircuitBreakerLayer::builder().name("items").build()?)
-//!     .bulkhead(BulkheadLayer::builder().max_concurrent(32).build()?)
-//!     .attempt_timeout(TimeoutLayer::new(Duration::from_millis(250))?)
-//!     .build();
+//!     .fallback(from_sync_fn(|_: Failed<u32, String>| Ok("cached".into())))
+//!     .total_timeout(Duration::from_secs(2))
+//!     .retry(|retry| retry.max_attempts(3))
+//!     .circuit_breaker(|breaker| breaker.name("items"))
+//!     .bulkhead(|bulkhead| bulkhead.max_concurrent(32))
+//!     .attempt_timeout(Duration::from_millis(250))
+//!     .build()?;
 //! let svc = stack.layer(flaky);
 //!
 //! for id in 0..5 {

@@ -2063,7 +2063,8 @@ async fn preset_slots_run_in_the_documented_order_whatever_the_setter_order() {
         .repeat_slot(tag("repeat"))
         .rate_limit_slot(tag("rate limit"))
         .total_timeout_slot(tag("total timeout"))
-        .build();
+        .build()
+        .unwrap();
     let svc = stack.layer(service_fn(|x: u32| async move { Ok::<_, BoxError>(x + 1) }));
     assert_eq!(svc.oneshot(41).await.unwrap(), 42);
     assert_eq!(
@@ -2084,10 +2085,11 @@ async fn preset_slots_run_in_the_documented_order_whatever_the_setter_order() {
 async fn an_empty_preset_is_the_service_itself() {
     let svc = Resilience::builder()
         .build()
+        .unwrap()
         .layer(service_fn(|x: u32| async move { Ok::<_, BoxError>(x * 2) }));
     assert_eq!(svc.oneshot(21).await.unwrap(), 42);
     let svc = ServiceBuilder::new()
-        .resilience(Resilience::builder().build())
+        .resilience(Resilience::builder().build().unwrap())
         .service(service_fn(|x: u32| async move {
             Err::<u32, BoxError>(format!("no {x}").into())
         }));
@@ -2108,14 +2110,15 @@ async fn the_rate_limit_slot_sees_every_attempt_but_no_refused_call() {
         .unwrap();
     let bulkhead_handle = bulkhead.handle();
     let stack = Resilience::builder()
-        .retry(RetryLayer::builder().backoff(fixed(10)).build().unwrap())
-        .circuit_breaker(breaker)
+        .repeat_slot(RetryLayer::builder().backoff(fixed(10)).build().unwrap())
+        .circuit_breaker_slot(breaker)
         .rate_limit_slot(MapRequestLayer::new(move |x: u32| {
             counter.fetch_add(1, Ordering::SeqCst);
             x
         }))
-        .bulkhead(bulkhead)
-        .build();
+        .concurrency_slot(bulkhead)
+        .build()
+        .unwrap();
     let (inner, calls) = scripted::<u32>(&[Step::Fail("a"), Step::Fail("b"), Step::Fail("c")]);
     let svc = stack.layer(inner);
 
@@ -2146,15 +2149,16 @@ async fn the_rate_limit_slot_sees_every_attempt_but_no_refused_call() {
 #[tokio::test(start_paused = true)]
 async fn waiting_in_the_bulkhead_does_not_eat_the_attempt_timeout() {
     let stack = Resilience::builder()
-        .bulkhead(
+        .concurrency_slot(
             BulkheadLayer::builder()
                 .max_concurrent(1)
                 .max_queue(1)
                 .build()
                 .unwrap(),
         )
-        .attempt_timeout(TimeoutLayer::new(ms(100)).unwrap())
-        .build();
+        .attempt_timeout_slot(TimeoutLayer::new(ms(100)).unwrap())
+        .build()
+        .unwrap();
     let (inner, calls) = sleeper();
     let svc = stack.layer(inner);
     let start = Instant::now();
@@ -2171,8 +2175,8 @@ async fn waiting_in_the_bulkhead_does_not_eat_the_attempt_timeout() {
 #[tokio::test(start_paused = true)]
 async fn the_total_timeout_bounds_retries_and_backoffs() {
     let stack = Resilience::builder()
-        .total_timeout(TimeoutLayer::new(ms(2_500)).unwrap())
-        .retry(
+        .total_timeout_slot(TimeoutLayer::new(ms(2_500)).unwrap())
+        .repeat_slot(
             RetryLayer::builder()
                 .max_attempts(5)
                 .backoff(fixed(1_000))
@@ -2180,7 +2184,8 @@ async fn the_total_timeout_bounds_retries_and_backoffs() {
                 .build()
                 .unwrap(),
         )
-        .build();
+        .build()
+        .unwrap();
     let (inner, calls) = scripted::<u32>(&[Step::Fail("a"); 5]);
     let start = Instant::now();
     let err = stack.layer(inner).oneshot(1).await.unwrap_err();
@@ -2198,7 +2203,7 @@ async fn the_fallback_sees_the_final_outcome() {
     let handled = Arc::new(AtomicU32::new(0));
     let counter = handled.clone();
     let stack = Resilience::builder()
-        .fallback(
+        .fallback_slot(
             FallbackLayer::builder(from_sync_fn(move |failed: Failed<u32, u16>| {
                 counter.fetch_add(1, Ordering::SeqCst);
                 assert_eq!(failed.outcome.unwrap_err().to_string(), "c");
@@ -2207,8 +2212,9 @@ async fn the_fallback_sees_the_final_outcome() {
             .build()
             .unwrap(),
         )
-        .retry(RetryLayer::builder().backoff(fixed(10)).build().unwrap())
-        .build();
+        .repeat_slot(RetryLayer::builder().backoff(fixed(10)).build().unwrap())
+        .build()
+        .unwrap();
     let (inner, calls) = scripted::<u32>(&[Step::Fail("a"), Step::Fail("b"), Step::Fail("c")]);
     assert_eq!(stack.layer(inner).oneshot(1).await.unwrap(), 999);
     assert_eq!(calls.load(Ordering::SeqCst), 3);
@@ -2219,10 +2225,11 @@ async fn the_fallback_sees_the_final_outcome() {
 async fn slot_setters_take_tower_layers_and_replace_typed_ones() {
     // tower's own layers in the concurrency and attempt-timeout slots.
     let stack = Resilience::builder()
-        .retry(RetryLayer::builder().backoff(fixed(10)).build().unwrap())
+        .repeat_slot(RetryLayer::builder().backoff(fixed(10)).build().unwrap())
         .concurrency_slot(tower::limit::ConcurrencyLimitLayer::new(1))
         .attempt_timeout_slot(tower::timeout::TimeoutLayer::new(ms(100)))
-        .build();
+        .build()
+        .unwrap();
     let calls = Arc::new(AtomicU32::new(0));
     let counter = calls.clone();
     let inner = service_fn(move |_: u32| {
@@ -2241,9 +2248,10 @@ async fn slot_setters_take_tower_layers_and_replace_typed_ones() {
 
     // A slot setter replaces what a typed setter put there.
     let stack = Resilience::builder()
-        .retry(RetryLayer::builder().backoff(fixed(10)).build().unwrap())
+        .repeat_slot(RetryLayer::builder().backoff(fixed(10)).build().unwrap())
         .repeat_slot(tower::layer::util::Identity::new())
-        .build();
+        .build()
+        .unwrap();
     let (inner, calls) = scripted::<u32>(&[Step::Fail("a")]);
     assert_eq!(
         stack.layer(inner).oneshot(1).await.unwrap_err().to_string(),
@@ -2259,13 +2267,14 @@ async fn slot_setters_take_tower_layers_and_replace_typed_ones() {
 #[tokio::test(start_paused = true)]
 async fn service_builder_ext_adds_the_preset_and_each_layer() {
     let preset = Resilience::builder()
-        .fallback(
+        .fallback_slot(
             FallbackLayer::builder(from_sync_fn(|_: Failed<u32, u16>| Ok::<_, BoxError>(999)))
                 .build()
                 .unwrap(),
         )
-        .retry(RetryLayer::builder().backoff(fixed(10)).build().unwrap())
-        .build();
+        .repeat_slot(RetryLayer::builder().backoff(fixed(10)).build().unwrap())
+        .build()
+        .unwrap();
     let (inner, calls) = scripted::<u32>(&[Step::Fail("a"), Step::Code(201)]);
     let svc = ServiceBuilder::new()
         .resilience(preset.clone())

@@ -177,9 +177,10 @@ async fn a_slow_server_is_cut_off_per_attempt_and_retried() {
     )
     .await;
     let client = Resilience::builder()
-        .retry(retry(HttpClassifier::new()))
-        .attempt_timeout(TimeoutLayer::new(Duration::from_secs(1)).unwrap())
+        .repeat_slot(retry(HttpClassifier::new()))
+        .attempt_timeout_slot(TimeoutLayer::new(Duration::from_secs(1)).unwrap())
         .build()
+        .unwrap()
         .layer(reqwest::Client::new());
     let res: Result<reqwest::Response, BoxError> = client.oneshot(get(&server.url("/"))).await;
     assert_eq!(res.unwrap().status(), 200);

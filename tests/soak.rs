@@ -159,17 +159,17 @@ fn soak_under_faults_outage_and_cancellation() {
         .build()
         .unwrap();
     let stack = Resilience::builder()
-        .fallback(
+        .fallback_slot(
             FallbackLayer::builder(from_sync_fn(|_: Failed<u64, u64>| Ok(u64::MAX)))
                 .only_on([ErrorKind::CircuitOpen])
                 .build()
                 .unwrap(),
         )
-        .total_timeout(TimeoutLayer::new(Duration::from_millis(200)).unwrap())
-        .retry(retry)
-        .circuit_breaker(breaker)
-        .bulkhead(bulkhead)
-        .attempt_timeout({
+        .total_timeout_slot(TimeoutLayer::new(Duration::from_millis(200)).unwrap())
+        .repeat_slot(retry)
+        .circuit_breaker_slot(breaker)
+        .concurrency_slot(bulkhead)
+        .attempt_timeout_slot({
             let seen = counts.clone();
             TimeoutLayer::builder()
                 .timeout(Duration::from_millis(10))
@@ -181,7 +181,8 @@ fn soak_under_faults_outage_and_cancellation() {
                 .build()
                 .unwrap()
         })
-        .build();
+        .build()
+        .unwrap();
     // Counts what the chaotic service produced, as its futures finish.
     let below = counts.clone();
     let counted = tower::ServiceBuilder::new()

@@ -86,7 +86,7 @@ async fn every_layer_future_spawns() {
     let chaos = ChaosLayer::<u32, u32>::builder().build().unwrap();
     assert_eq!(spawn_both(chaos.layer(numbers()), || 1).await, (2, 2));
 
-    let preset = Resilience::builder().build();
+    let preset = Resilience::builder().build().unwrap();
     assert_eq!(spawn_both(preset.layer(numbers()), || 1).await, (2, 2));
 }
 

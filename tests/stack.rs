@@ -57,15 +57,15 @@ async fn preset_sequence_of_attempts_rejections_and_fallbacks() {
         .unwrap();
     let handle = breaker.handle();
     let stack = Resilience::builder()
-        .fallback(
+        .fallback_slot(
             FallbackLayer::builder(from_sync_fn(|_: Failed<(), &str>| Ok("stale")))
                 .name("fb")
                 .on_event(listener(&log))
                 .build()
                 .unwrap(),
         )
-        .total_timeout(TimeoutLayer::new(Duration::from_secs(5)).unwrap())
-        .retry(
+        .total_timeout_slot(TimeoutLayer::new(Duration::from_secs(5)).unwrap())
+        .repeat_slot(
             RetryLayer::builder()
                 .name("r")
                 .max_attempts(3)
@@ -80,10 +80,11 @@ async fn preset_sequence_of_attempts_rejections_and_fallbacks() {
                 .build()
                 .unwrap(),
         )
-        .circuit_breaker(breaker)
-        .bulkhead(BulkheadLayer::builder().max_concurrent(2).build().unwrap())
-        .attempt_timeout(TimeoutLayer::new(Duration::from_secs(1)).unwrap())
-        .build();
+        .circuit_breaker_slot(breaker)
+        .concurrency_slot(BulkheadLayer::builder().max_concurrent(2).build().unwrap())
+        .attempt_timeout_slot(TimeoutLayer::new(Duration::from_secs(1)).unwrap())
+        .build()
+        .unwrap();
     let svc = stack.layer(backend);
 
     let mut answers = Vec::new();
@@ -150,8 +151,8 @@ async fn a_hung_attempt_is_cut_off_retried_and_bounded_in_total() {
         }
     });
     let stack = Resilience::builder()
-        .total_timeout(TimeoutLayer::new(Duration::from_millis(2500)).unwrap())
-        .retry(
+        .total_timeout_slot(TimeoutLayer::new(Duration::from_millis(2500)).unwrap())
+        .repeat_slot(
             RetryLayer::builder()
                 .max_attempts(10)
                 .backoff(
@@ -164,8 +165,9 @@ async fn a_hung_attempt_is_cut_off_retried_and_bounded_in_total() {
                 .build()
                 .unwrap(),
         )
-        .attempt_timeout(TimeoutLayer::new(Duration::from_secs(1)).unwrap())
-        .build();
+        .attempt_timeout_slot(TimeoutLayer::new(Duration::from_secs(1)).unwrap())
+        .build()
+        .unwrap();
     let start = tokio::time::Instant::now();
     let err = stack.layer(hung).oneshot(()).await.unwrap_err();
     assert_eq!(ErrorKind::of(&err), ErrorKind::Elapsed);
@@ -182,6 +184,7 @@ async fn a_hung_attempt_is_cut_off_retried_and_bounded_in_total() {
 async fn an_empty_preset_is_the_service_itself() {
     let svc = Resilience::builder()
         .build()
+        .unwrap()
         .layer(service_fn(|x: u32| async move {
             Ok::<_, std::io::Error>(x + 1)
         }));

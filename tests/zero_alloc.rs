@@ -103,23 +103,24 @@ fn full_preset_with_every_part_on() {
         .unwrap();
     let _guard = rt.enter();
     let stack = palisade::Resilience::builder()
-        .fallback(
+        .fallback_slot(
             palisade::fallback::FallbackLayer::builder(palisade::fallback::from_sync_fn(
                 |_: palisade::fallback::Failed<u64, u64>| Ok(0),
             ))
             .build()
             .unwrap(),
         )
-        .total_timeout(TimeoutLayer::new(Duration::from_secs(5)).unwrap())
-        .retry(RetryLayer::builder().build().unwrap())
-        .circuit_breaker(
+        .total_timeout_slot(TimeoutLayer::new(Duration::from_secs(5)).unwrap())
+        .repeat_slot(RetryLayer::builder().build().unwrap())
+        .circuit_breaker_slot(
             palisade::circuit_breaker::CircuitBreakerLayer::builder()
                 .build()
                 .unwrap(),
         )
-        .bulkhead(BulkheadLayer::builder().build().unwrap())
-        .attempt_timeout(TimeoutLayer::new(Duration::from_secs(1)).unwrap())
-        .build();
+        .concurrency_slot(BulkheadLayer::builder().build().unwrap())
+        .attempt_timeout_slot(TimeoutLayer::new(Duration::from_secs(1)).unwrap())
+        .build()
+        .unwrap();
     assert_eq!(allocations_per_10k(stack.layer(bare())), 0);
 }
 

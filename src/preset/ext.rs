@@ -67,12 +67,8 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     ///
     /// ```
     /// use palisade::{Resilience, ServiceBuilderExt};
-    /// use palisade::bulkhead::BulkheadLayer;
-    /// use palisade::circuit_breaker::CircuitBreakerLayer;
     /// use palisade::error::BoxError;
-    /// use palisade::fallback::{Failed, FallbackLayer, from_sync_fn};
-    /// use palisade::retry::RetryLayer;
-    /// use palisade::timeout::TimeoutLayer;
+    /// use palisade::fallback::{Failed, from_sync_fn};
     /// use std::sync::atomic::{AtomicU32, Ordering};
     /// use std::time::Duration;
     /// use tower::{ServiceBuilder, ServiceExt, service_fn};
@@ -82,17 +78,17 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), BoxError> {
     /// let preset = Resilience::builder()
-    ///     .fallback(FallbackLayer::builder(from_sync_fn(|_: Failed<u32, u32>| Ok(0))).build()?)
-    ///     .total_timeout(TimeoutLayer::new(Duration::from_secs(2))?)
-    ///     .retry(RetryLayer::builder().build()?)
-    ///     .circuit_breaker(CircuitBreakerLayer::builder().build()?)
+    ///     .fallback(from_sync_fn(|_: Failed<u32, u32>| Ok(0)))
+    ///     .total_timeout(Duration::from_secs(2))
+    ///     .retry(|retry| retry)
+    ///     .circuit_breaker(|breaker| breaker)
     ///     .rate_limit_slot(tower::util::MapRequestLayer::new(|x: u32| {
     ///         ATTEMPTS.fetch_add(1, Ordering::Relaxed);
     ///         x
     ///     }))
-    ///     .bulkhead(BulkheadLayer::builder().max_concurrent(8).build()?)
-    ///     .attempt_timeout(TimeoutLayer::new(Duration::from_millis(250))?)
-    ///     .build();
+    ///     .bulkhead(|bulkhead| bulkhead.max_concurrent(8))
+    ///     .attempt_timeout(Duration::from_millis(250))
+    ///     .build()?;
     /// let svc = ServiceBuilder::new()
     ///     .resilience(preset)
     ///     .service(service_fn(|x: u32| async move { Ok::<_, BoxError>(x + 1) }));
@@ -103,10 +99,10 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     /// ```
     // The preset's parts are its type: naming them is the point.
     #[allow(clippy::type_complexity)]
-    fn resilience<F, TT, R, CB, RL, CC, AT>(
+    fn resilience<RS, F, TT, R, CB, RL, CC, AT>(
         self,
-        layer: ResilienceLayer<F, TT, R, CB, RL, CC, AT>,
-    ) -> ServiceBuilder<Stack<ResilienceLayer<F, TT, R, CB, RL, CC, AT>, L>>;
+        layer: ResilienceLayer<RS, F, TT, R, CB, RL, CC, AT>,
+    ) -> ServiceBuilder<Stack<ResilienceLayer<RS, F, TT, R, CB, RL, CC, AT>, L>>;
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
@@ -134,10 +130,10 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     ) -> ServiceBuilder<Stack<FallbackLayer<H, C, K>, L>> {
         self.layer(layer)
     }
-    fn resilience<F, TT, R, CB, RL, CC, AT>(
+    fn resilience<RS, F, TT, R, CB, RL, CC, AT>(
         self,
-        layer: ResilienceLayer<F, TT, R, CB, RL, CC, AT>,
-    ) -> ServiceBuilder<Stack<ResilienceLayer<F, TT, R, CB, RL, CC, AT>, L>> {
+        layer: ResilienceLayer<RS, F, TT, R, CB, RL, CC, AT>,
+    ) -> ServiceBuilder<Stack<ResilienceLayer<RS, F, TT, R, CB, RL, CC, AT>, L>> {
         self.layer(layer)
     }
 }

@@ -33,198 +33,395 @@
 //!   again.
 
 mod ext;
+pub mod part;
+mod standard;
 
 pub use self::ext::ServiceBuilderExt;
+#[cfg(feature = "tonic")]
+pub use self::standard::GrpcStack;
+#[cfg(feature = "http")]
+pub use self::standard::HttpStack;
+
+use std::time::Duration;
 
 use tower::Layer;
 use tower::layer::util::Identity;
 
-use crate::bulkhead::BulkheadLayer;
-use crate::circuit_breaker::CircuitBreakerLayer;
-use crate::fallback::FallbackLayer;
-use crate::retry::RetryLayer;
-use crate::timeout::TimeoutLayer;
+use self::part::{Open, Part, Ready, SetTimeout, role};
+use crate::classify::DefaultClassifier;
+use crate::error::ConfigError;
+use crate::fallback::{FallbackBuilder, FallbackLayer};
 
 /// The preset stack: fallback → total timeout → repeat → circuit breaker →
 /// rate limit → concurrency → per-attempt timeout, each slot optional, from
-/// one builder. See the [module docs](self) for why that order.
+/// one builder that gives one classifier to every part that judges
+/// outcomes. See the [module docs](self) for why that order.
+///
+/// Start from [`builder`](Self::builder) (every slot empty), or from a
+/// standard stack for your protocol, [`http`](Self::http) or
+/// [`grpc`](Self::grpc), whose parts are set and can each be adjusted.
 ///
 /// # Examples
 ///
 /// ```
 /// use palisade::Resilience;
-/// use palisade::bulkhead::BulkheadLayer;
-/// use palisade::circuit_breaker::CircuitBreakerLayer;
 /// use palisade::error::BoxError;
-/// use palisade::fallback::{FallbackLayer, from_sync_fn};
-/// use palisade::retry::RetryLayer;
-/// use palisade::timeout::TimeoutLayer;
+/// use palisade::fallback::from_sync_fn;
 /// use std::time::Duration;
 /// use tower::{Layer, ServiceExt, service_fn};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-/// # async fn main() {
+/// # async fn main() -> Result<(), BoxError> {
 /// let stack = Resilience::builder()
-///     .fallback(FallbackLayer::builder(from_sync_fn(|_| Ok("cached"))).build().unwrap())
-///     .total_timeout(TimeoutLayer::new(Duration::from_secs(2)).unwrap())
-///     .retry(RetryLayer::builder().max_attempts(3).build().unwrap())
-///     .circuit_breaker(CircuitBreakerLayer::builder().build().unwrap())
-///     .bulkhead(BulkheadLayer::builder().max_concurrent(64).build().unwrap())
-///     .attempt_timeout(TimeoutLayer::new(Duration::from_millis(300)).unwrap())
-///     .build();
+///     .fallback(from_sync_fn(|_| Ok("cached")))
+///     .total_timeout(Duration::from_secs(2))
+///     .retry(|retry| retry.max_attempts(3))
+///     .circuit_breaker(|breaker| breaker.name("items"))
+///     .bulkhead(|bulkhead| bulkhead.max_concurrent(64))
+///     .attempt_timeout(Duration::from_millis(300))
+///     .build()?;
 ///
 /// let down = service_fn(|_: ()| async { Err::<&str, BoxError>("down".into()) });
-/// assert_eq!(stack.layer(down).oneshot(()).await.unwrap(), "cached");
+/// assert_eq!(stack.layer(down).oneshot(()).await?, "cached");
+/// # Ok(())
 /// # }
 /// ```
 #[derive(Debug, Clone)]
 pub struct Resilience;
 
 impl Resilience {
-    /// Starts a preset with every slot empty; fill the ones you want. An
-    /// empty slot is tower's `Identity` layer: it costs nothing at all.
+    /// Starts a preset with every slot empty and the
+    /// [`DefaultClassifier`] (every `Err` is a failure); fill the slots you
+    /// want. An empty slot is tower's `Identity` layer: it costs nothing
+    /// at all.
     pub fn builder() -> ResilienceBuilder {
         ResilienceBuilder::default()
     }
 }
 
 /// Declares the preset's slots, outermost first, once: the builder, the
-/// layer, a setter per slot and the order in which `layer` nests them all
-/// follow from this list, so a new slot is one line here (and its typed
-/// setters below).
+/// layer, a setter per slot, `build` and the order in which `layer` nests
+/// them all follow from this list, so a new slot is one line here (and its
+/// typed setters below).
 macro_rules! slots {
-    ($($(#[$doc:meta])* $slot:ident: $T:ident, $set:ident;)*) => {
-        /// Builds a [`ResilienceLayer`]; each slot is optional, and each
-        /// part was validated by its own builder. The type records which
-        /// slots are filled, so an empty one leaves no trace in the service.
-        #[derive(Debug, Clone, Default)]
+    ($($(#[$doc:meta])* $slot:ident: $T:ident, $set:ident, $fill:ident, $label:literal;)*) => {
+        /// Builds a [`ResilienceLayer`]: the stack's classifier `C`, and a
+        /// part in each slot (empty, a builder validated by
+        /// [`build`](Self::build), or a layer given whole). The type records
+        /// which slots are filled, so an empty one leaves no trace in the
+        /// service.
+        #[derive(Debug, Clone)]
         #[must_use = "a builder does nothing until `build` is called"]
-        pub struct ResilienceBuilder<$($T = Identity),*> {
+        pub struct ResilienceBuilder<C = DefaultClassifier, $($T = Identity),*> {
+            classifier: C,
             $($slot: $T,)*
         }
 
-        /// The preset stack as one layer; made by [`Resilience::builder`].
+        impl Default for ResilienceBuilder {
+            fn default() -> Self {
+                Self { classifier: DefaultClassifier, $($slot: Identity::new(),)* }
+            }
+        }
+
+        /// The preset stack as one layer; made by [`ResilienceBuilder::build`].
+        /// Each slot's layer can be read back (for its handle, say).
         #[derive(Debug, Clone)]
         pub struct ResilienceLayer<$($T = Identity),*> {
             $($slot: $T,)*
         }
 
-        impl<$($T),*> ResilienceBuilder<$($T),*> {
-            /// Makes the layer.
-            pub fn build(self) -> ResilienceLayer<$($T),*> {
-                ResilienceLayer { $($slot: self.$slot,)* }
+        impl<$($T),*> ResilienceLayer<$($T),*> {
+            $(
+                #[doc = concat!("The layer in the ", $label, " slot.")]
+                pub fn $slot(&self) -> &$T {
+                    &self.$slot
+                }
+            )*
+        }
+
+        impl<C, $($T: Part),*> ResilienceBuilder<C, $($T),*> {
+            /// Validates every part and makes the layer.
+            ///
+            /// # Errors
+            /// The first part whose configuration cannot work, with the
+            /// slot named in the error ([`ConfigError::part`]).
+            // The preset's parts are its type: naming them is the point.
+            #[allow(clippy::type_complexity)]
+            pub fn build(self) -> Result<ResilienceLayer<$($T::Layer),*>, ConfigError> {
+                Ok(ResilienceLayer {
+                    $($slot: self.$slot.build().map_err(|e| e.in_part($label))?,)*
+                })
             }
         }
 
-        slots!(@setters [] [$($(#[$doc])* $slot: $T, $set;)*] [$($T),*]);
+        slots!(@setters [] [$($(#[$doc])* $slot: $T, $set, $fill;)*] [$($T),*]);
     };
     // One setter per slot: the slots before it and after it keep their
     // parts and types, its own takes the new part.
     (@setters [$($done:ident: $DT:ident),*] [] [$($All:ident),*]) => {};
     (@setters
         [$($done:ident: $DT:ident),*]
-        [$(#[$doc:meta])* $slot:ident: $T:ident, $set:ident; $($(#[$rdoc:meta])* $rest:ident: $RT:ident, $rset:ident;)*]
+        [$(#[$doc:meta])* $slot:ident: $T:ident, $set:ident, $fill:ident; $($(#[$rdoc:meta])* $rest:ident: $RT:ident, $rset:ident, $rfill:ident;)*]
         [$($All:ident),*]
     ) => {
-        impl<$($All),*> ResilienceBuilder<$($All),*> {
+        impl<C, $($All),*> ResilienceBuilder<C, $($All),*> {
             $(#[$doc])*
-            pub fn $set<X>(self, layer: X) -> ResilienceBuilder<$($DT,)* X $(, $RT)*> {
+            pub fn $set<X>(self, layer: X) -> ResilienceBuilder<C, $($DT,)* Ready<X> $(, $RT)*> {
+                self.$fill(|_, _| Ready(layer))
+            }
+
+            /// Replaces this slot's part with what `make` returns from the
+            /// old one and the stack's classifier; every other slot keeps
+            /// its part.
+            fn $fill<P>(self, make: impl FnOnce($T, &C) -> P) -> ResilienceBuilder<C, $($DT,)* P $(, $RT)*> {
+                let $slot = make(self.$slot, &self.classifier);
                 ResilienceBuilder {
+                    classifier: self.classifier,
                     $($done: self.$done,)*
-                    $slot: layer,
+                    $slot,
                     $($rest: self.$rest,)*
                 }
             }
         }
         slots!(@setters
             [$($done: $DT,)* $slot: $T]
-            [$($(#[$rdoc])* $rest: $RT, $rset;)*]
+            [$($(#[$rdoc])* $rest: $RT, $rset, $rfill;)*]
             [$($All),*]
         );
     };
 }
 
 slots! {
-    /// Fills the fallback slot, outermost: it answers what fails in the
-    /// end. Any layer fits; [`fallback`](Self::fallback) takes palisade's.
-    fallback: F, fallback_slot;
-    /// Fills the total-timeout slot: it bounds the whole call, retries and
-    /// backoffs included. Any layer fits; see
+    /// Fills the respond slot, outermost, with any layer, given whole: it
+    /// turns the stack's rejections into what the protocol's callers
+    /// expect (the gRPC stack puts
+    /// [`GrpcRejectionLayer`](crate::respond::GrpcRejectionLayer) here).
+    respond: RS, respond_slot, fill_respond, "respond";
+    /// Fills the fallback slot with any layer, given whole: it answers
+    /// what fails in the end. [`fallback`](Self::fallback) takes palisade's.
+    fallback: F, fallback_slot, fill_fallback, "fallback";
+    /// Fills the total-timeout slot with any layer, given whole: it bounds
+    /// the whole call, retries and backoffs included. See
     /// [`total_timeout`](Self::total_timeout).
-    total_timeout: TT, total_timeout_slot;
-    /// Fills the repeat slot: what sends a call more than once (a retry;
-    /// hedging when it comes). Any layer fits; see [`retry`](Self::retry).
-    repeat: R, repeat_slot;
-    /// Fills the circuit-breaker slot. Any layer fits; see
+    total_timeout: TT, total_timeout_slot, fill_total_timeout, "total_timeout";
+    /// Fills the repeat slot with any layer, given whole: what sends a call
+    /// more than once (a retry; hedging when it comes). See
+    /// [`retry`](Self::retry).
+    repeat: R, repeat_slot, fill_repeat, "retry";
+    /// Fills the circuit-breaker slot with any layer, given whole. See
     /// [`circuit_breaker`](Self::circuit_breaker).
-    circuit_breaker: CB, circuit_breaker_slot;
+    circuit_breaker: CB, circuit_breaker_slot, fill_circuit_breaker, "circuit_breaker";
     /// Fills the rate-limit slot, inside the breaker and the repeat: every
     /// attempt spends the rate. Any tower layer fits.
-    rate_limit: RL, rate_limit_slot;
-    /// Fills the concurrency slot: what bounds the calls in flight (a
-    /// bulkhead; an adaptive limit when it comes). Any layer fits; see
-    /// [`bulkhead`](Self::bulkhead).
-    concurrency: CC, concurrency_slot;
-    /// Fills the per-attempt timeout slot, innermost. Any layer fits; see
-    /// [`attempt_timeout`](Self::attempt_timeout).
-    attempt_timeout: AT, attempt_timeout_slot;
+    rate_limit: RL, rate_limit_slot, fill_rate_limit, "rate_limit";
+    /// Fills the concurrency slot with any layer, given whole: what bounds
+    /// the calls in flight (a bulkhead; an adaptive limit when it comes).
+    /// See [`bulkhead`](Self::bulkhead).
+    concurrency: CC, concurrency_slot, fill_concurrency, "bulkhead";
+    /// Fills the per-attempt timeout slot, innermost, with any layer, given
+    /// whole. See [`attempt_timeout`](Self::attempt_timeout).
+    attempt_timeout: AT, attempt_timeout_slot, fill_attempt_timeout, "attempt_timeout";
 }
 
-/// palisade's layers, each in its slot by name.
-impl<F, TT, R, CB, RL, CC, AT> ResilienceBuilder<F, TT, R, CB, RL, CC, AT> {
-    /// The outermost part: answers what fails in the end.
-    pub fn fallback<H, C, K>(
+/// The stack's classifier: given to every part that judges outcomes.
+impl<C, RS, TT, RL, CC, AT> ResilienceBuilder<C, RS, Identity, TT, Identity, Identity, RL, CC, AT> {
+    /// The classifier that every part that judges outcomes gets (the
+    /// retry, the circuit breaker and the fallback; hedging when it
+    /// comes): one decision, in one place, of what a failure is.
+    ///
+    /// Set it before those parts: a part takes the stack's classifier when
+    /// its setter fills the slot, and this method is not there once one of
+    /// them is filled (so no part can be left with another classifier
+    /// unnoticed). A part's own classifier still overrides it:
+    /// `.retry(|retry| retry.classifier(mine))`.
+    ///
+    /// ```
+    /// use palisade::Resilience;
+    /// use palisade::classify::{Outcome, classify_fn};
+    /// use palisade::error::BoxError;
+    /// use tower::{Layer, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// // A service whose answer 503 is a failure, though it comes as `Ok`.
+    /// let busy = classify_fn(|result: &Result<u16, BoxError>| match result {
+    ///     Ok(503) | Err(_) => Outcome::Failure,
+    ///     Ok(_) => Outcome::Success,
+    /// });
+    /// let stack = Resilience::builder()
+    ///     .classifier(busy)
+    ///     .retry(|retry| retry.max_attempts(2).no_budget())
+    ///     .circuit_breaker(|breaker| breaker.name("numbers"))
+    ///     .build()?;
+    /// let svc = stack.layer(service_fn(|_: ()| async { Ok::<u16, BoxError>(503) }));
+    /// assert_eq!(svc.oneshot(()).await?, 503); // retried once, then handed back
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// Too late, once a part that judges outcomes is in:
+    ///
+    /// ```compile_fail
+    /// use palisade::Resilience;
+    /// use palisade::classify::DefaultClassifier;
+    ///
+    /// let late = Resilience::builder()
+    ///     .retry(|retry| retry)
+    ///     .classifier(DefaultClassifier); // no method `classifier` here
+    /// ```
+    pub fn classifier<C2>(
         self,
-        layer: FallbackLayer<H, C, K>,
-    ) -> ResilienceBuilder<FallbackLayer<H, C, K>, TT, R, CB, RL, CC, AT> {
-        self.fallback_slot(layer)
-    }
-
-    /// Bounds the whole call, retries and backoffs included.
-    pub fn total_timeout<M>(
-        self,
-        layer: TimeoutLayer<M>,
-    ) -> ResilienceBuilder<F, TimeoutLayer<M>, R, CB, RL, CC, AT> {
-        self.total_timeout_slot(layer)
-    }
-
-    /// Retries failed attempts (the repeat slot).
-    pub fn retry<C, B, K>(
-        self,
-        layer: RetryLayer<C, B, K>,
-    ) -> ResilienceBuilder<F, TT, RetryLayer<C, B, K>, CB, RL, CC, AT> {
-        self.repeat_slot(layer)
-    }
-
-    /// Stops calling a failing service.
-    pub fn circuit_breaker<C>(
-        self,
-        layer: CircuitBreakerLayer<C>,
-    ) -> ResilienceBuilder<F, TT, R, CircuitBreakerLayer<C>, RL, CC, AT> {
-        self.circuit_breaker_slot(layer)
-    }
-
-    /// Bounds the calls in flight (the concurrency slot), until the
-    /// response head, or with
-    /// [`cover_body`](crate::bulkhead::BulkheadBuilder::cover_body) until
-    /// its body ends.
-    pub fn bulkhead<M>(
-        self,
-        layer: BulkheadLayer<M>,
-    ) -> ResilienceBuilder<F, TT, R, CB, RL, BulkheadLayer<M>, AT> {
-        self.concurrency_slot(layer)
-    }
-
-    /// Bounds each attempt.
-    pub fn attempt_timeout<M>(
-        self,
-        layer: TimeoutLayer<M>,
-    ) -> ResilienceBuilder<F, TT, R, CB, RL, CC, TimeoutLayer<M>> {
-        self.attempt_timeout_slot(layer)
+        classifier: C2,
+    ) -> ResilienceBuilder<C2, RS, Identity, TT, Identity, Identity, RL, CC, AT> {
+        ResilienceBuilder {
+            classifier,
+            respond: self.respond,
+            fallback: self.fallback,
+            total_timeout: self.total_timeout,
+            repeat: self.repeat,
+            circuit_breaker: self.circuit_breaker,
+            rate_limit: self.rate_limit,
+            concurrency: self.concurrency,
+            attempt_timeout: self.attempt_timeout,
+        }
     }
 }
 
-impl<S, F, TT, R, CB, RL, CC, AT> Layer<S> for ResilienceLayer<F, TT, R, CB, RL, CC, AT>
+/// palisade's layers, each in its slot by name, each adjusted through its
+/// own builder.
+impl<C, RS, F, TT, R, CB, RL, CC, AT> ResilienceBuilder<C, RS, F, TT, R, CB, RL, CC, AT> {
+    /// The outermost of palisade's parts: answers what fails in the end,
+    /// from `handler` (see [`FallbackLayer::builder`]), judging failures
+    /// with the stack's classifier.
+    pub fn fallback<H>(
+        self,
+        handler: H,
+    ) -> ResilienceBuilder<C, RS, FallbackBuilder<H, C>, TT, R, CB, RL, CC, AT>
+    where
+        C: Clone,
+    {
+        self.fallback_with(handler, |fallback| fallback)
+    }
+
+    /// [`fallback`](Self::fallback), adjusted by `configure`: say
+    /// `|fallback| fallback.only_on(ErrorKind::CircuitOpen)`.
+    pub fn fallback_with<H, P>(
+        self,
+        handler: H,
+        configure: impl FnOnce(FallbackBuilder<H, C>) -> P,
+    ) -> ResilienceBuilder<C, RS, P, TT, R, CB, RL, CC, AT>
+    where
+        C: Clone,
+    {
+        self.fill_fallback(|_, classifier| {
+            configure(FallbackLayer::builder(handler).classifier(classifier.clone()))
+        })
+    }
+
+    /// Bounds the whole call, retries and backoffs included, to `timeout`.
+    /// The timeout is named `"total"` (its events and its
+    /// [`Elapsed`](crate::error::Elapsed) say so) unless the slot's
+    /// builder was named otherwise.
+    pub fn total_timeout(
+        self,
+        timeout: Duration,
+    ) -> ResilienceBuilder<C, RS, F, <TT as Open<role::TotalTimeout, C>>::Builder, R, CB, RL, CC, AT>
+    where
+        TT: Open<role::TotalTimeout, C>,
+        TT::Builder: SetTimeout,
+    {
+        self.total_timeout_with(|total| total.set_timeout(timeout))
+    }
+
+    /// Adjusts the total timeout through its builder: say
+    /// `|total| total.timeout(Duration::from_secs(5)).cover_body()`.
+    pub fn total_timeout_with<P>(
+        self,
+        configure: impl FnOnce(<TT as Open<role::TotalTimeout, C>>::Builder) -> P,
+    ) -> ResilienceBuilder<C, RS, F, P, R, CB, RL, CC, AT>
+    where
+        TT: Open<role::TotalTimeout, C>,
+    {
+        self.fill_total_timeout(|slot, classifier| configure(slot.open(classifier)))
+    }
+
+    /// Retries failed attempts (the repeat slot), configured by `configure`
+    /// from the slot's builder: a fresh [`RetryBuilder`](crate::retry::RetryBuilder) holding the
+    /// stack's classifier if the slot was empty, or the builder the
+    /// standard stack set, with everything it set.
+    pub fn retry<P>(
+        self,
+        configure: impl FnOnce(<R as Open<role::Retry, C>>::Builder) -> P,
+    ) -> ResilienceBuilder<C, RS, F, TT, P, CB, RL, CC, AT>
+    where
+        R: Open<role::Retry, C>,
+    {
+        self.fill_repeat(|slot, classifier| configure(slot.open(classifier)))
+    }
+
+    /// Stops calling a failing service, configured by `configure` from the
+    /// slot's builder: a fresh [`CircuitBreakerBuilder`](crate::circuit_breaker::CircuitBreakerBuilder) holding the stack's
+    /// classifier if the slot was empty, or the standard stack's.
+    pub fn circuit_breaker<P>(
+        self,
+        configure: impl FnOnce(<CB as Open<role::CircuitBreaker, C>>::Builder) -> P,
+    ) -> ResilienceBuilder<C, RS, F, TT, R, P, RL, CC, AT>
+    where
+        CB: Open<role::CircuitBreaker, C>,
+    {
+        self.fill_circuit_breaker(|slot, classifier| configure(slot.open(classifier)))
+    }
+
+    /// Bounds the calls in flight (the concurrency slot), configured by
+    /// `configure` from the slot's [`BulkheadBuilder`](crate::bulkhead::BulkheadBuilder): until the response
+    /// head, or with [`cover_body`](crate::bulkhead::BulkheadBuilder::cover_body) until its
+    /// body ends.
+    pub fn bulkhead<P>(
+        self,
+        configure: impl FnOnce(<CC as Open<role::Bulkhead, C>>::Builder) -> P,
+    ) -> ResilienceBuilder<C, RS, F, TT, R, CB, RL, P, AT>
+    where
+        CC: Open<role::Bulkhead, C>,
+    {
+        self.fill_concurrency(|slot, classifier| configure(slot.open(classifier)))
+    }
+
+    /// Bounds each attempt to `timeout`. The timeout is named `"attempt"`
+    /// unless the slot's builder was named otherwise.
+    pub fn attempt_timeout(
+        self,
+        timeout: Duration,
+    ) -> ResilienceBuilder<
+        C,
+        RS,
+        F,
+        TT,
+        R,
+        CB,
+        RL,
+        CC,
+        <AT as Open<role::AttemptTimeout, C>>::Builder,
+    >
+    where
+        AT: Open<role::AttemptTimeout, C>,
+        AT::Builder: SetTimeout,
+    {
+        self.attempt_timeout_with(|attempt| attempt.set_timeout(timeout))
+    }
+
+    /// Adjusts the per-attempt timeout through its builder.
+    pub fn attempt_timeout_with<P>(
+        self,
+        configure: impl FnOnce(<AT as Open<role::AttemptTimeout, C>>::Builder) -> P,
+    ) -> ResilienceBuilder<C, RS, F, TT, R, CB, RL, CC, P>
+    where
+        AT: Open<role::AttemptTimeout, C>,
+    {
+        self.fill_attempt_timeout(|slot, classifier| configure(slot.open(classifier)))
+    }
+}
+
+impl<S, RS, F, TT, R, CB, RL, CC, AT> Layer<S> for ResilienceLayer<RS, F, TT, R, CB, RL, CC, AT>
 where
     AT: Layer<S>,
     CC: Layer<AT::Service>,
@@ -233,8 +430,9 @@ where
     R: Layer<CB::Service>,
     TT: Layer<R::Service>,
     F: Layer<TT::Service>,
+    RS: Layer<F::Service>,
 {
-    type Service = F::Service;
+    type Service = RS::Service;
 
     fn layer(&self, inner: S) -> Self::Service {
         let attempted = self.attempt_timeout.layer(inner);
@@ -243,6 +441,7 @@ where
         let broken = self.circuit_breaker.layer(limited);
         let repeated = self.repeat.layer(broken);
         let timed = self.total_timeout.layer(repeated);
-        self.fallback.layer(timed)
+        let fallen_back = self.fallback.layer(timed);
+        self.respond.layer(fallen_back)
     }
 }

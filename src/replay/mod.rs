@@ -124,6 +124,27 @@ impl Replay<reqwest::Request> for ReqwestRequests {
     }
 }
 
+/// `reqwest::Request`s copied as [`ReqwestRequests`] copies them, so that
+/// one HTTP stack (say [`Resilience::http`](crate::Resilience::http))
+/// wraps a hyper client and a `reqwest::Client` alike.
+#[cfg(feature = "reqwest")]
+impl Replay<reqwest::Request> for ReplayBodies {
+    type Request = reqwest::Request;
+    type Source = reqwest::Request;
+
+    fn first(
+        &self,
+        req: reqwest::Request,
+        retryable: bool,
+    ) -> (reqwest::Request, Option<reqwest::Request>) {
+        ReqwestRequests.first(req, retryable)
+    }
+
+    fn only(&self, req: reqwest::Request) -> reqwest::Request {
+        req
+    }
+}
+
 /// A `reqwest::Request` is its own source: copied with `try_clone`.
 #[cfg(feature = "reqwest")]
 impl ReplaySource for reqwest::Request {

@@ -114,21 +114,13 @@ fn bulkheads(c: &mut Criterion) {
 
 fn stacks(c: &mut Criterion) {
     let preset = palisade::Resilience::builder()
-        .total_timeout(palisade::timeout::TimeoutLayer::new(Duration::from_secs(10)).unwrap())
-        .retry(palisade::retry::RetryLayer::builder().build().unwrap())
-        .circuit_breaker(
-            palisade::circuit_breaker::CircuitBreakerLayer::builder()
-                .build()
-                .unwrap(),
-        )
-        .bulkhead(
-            palisade::bulkhead::BulkheadLayer::builder()
-                .max_concurrent(64)
-                .build()
-                .unwrap(),
-        )
-        .attempt_timeout(palisade::timeout::TimeoutLayer::new(Duration::from_secs(1)).unwrap())
-        .build();
+        .total_timeout(Duration::from_secs(10))
+        .retry(|retry| retry)
+        .circuit_breaker(|breaker| breaker)
+        .bulkhead(|bulkhead| bulkhead.max_concurrent(64))
+        .attempt_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
     contend(
         c,
         "contention/full_stack",

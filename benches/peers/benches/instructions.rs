@@ -107,22 +107,14 @@ fn run(stack: &str, calls: u64) {
         ),
         "preset" => drive(
             palisade::Resilience::builder()
-                .fallback(
-                    FallbackLayer::builder(from_sync_fn(|_: Failed<u64, u64>| Ok(0)))
-                        .build()
-                        .unwrap(),
-                )
-                .total_timeout(TimeoutLayer::new(Duration::from_secs(10)).unwrap())
-                .retry(RetryLayer::builder().build().unwrap())
-                .circuit_breaker(CircuitBreakerLayer::builder().build().unwrap())
-                .bulkhead(
-                    BulkheadLayer::builder()
-                        .max_concurrent(100)
-                        .build()
-                        .unwrap(),
-                )
-                .attempt_timeout(TimeoutLayer::new(Duration::from_secs(1)).unwrap())
+                .fallback(from_sync_fn(|_: Failed<u64, u64>| Ok(0)))
+                .total_timeout(Duration::from_secs(10))
+                .retry(|retry| retry)
+                .circuit_breaker(|breaker| breaker)
+                .bulkhead(|bulkhead| bulkhead.max_concurrent(100))
+                .attempt_timeout(Duration::from_secs(1))
                 .build()
+                .unwrap()
                 .layer(bare()),
             calls,
         ),

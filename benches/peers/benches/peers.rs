@@ -210,26 +210,14 @@ fn full_stack(c: &mut Criterion) {
     );
 
     let preset = palisade::Resilience::builder()
-        .fallback(
-            FallbackLayer::builder(from_sync_fn(|_: Failed<u64, u64>| Ok(0)))
-                .build()
-                .unwrap(),
-        )
-        .total_timeout(palisade::timeout::TimeoutLayer::new(Duration::from_secs(10)).unwrap())
-        .retry(palisade::retry::RetryLayer::builder().build().unwrap())
-        .circuit_breaker(
-            palisade::circuit_breaker::CircuitBreakerLayer::builder()
-                .build()
-                .unwrap(),
-        )
-        .bulkhead(
-            palisade::bulkhead::BulkheadLayer::builder()
-                .max_concurrent(100)
-                .build()
-                .unwrap(),
-        )
-        .attempt_timeout(palisade::timeout::TimeoutLayer::new(Duration::from_secs(1)).unwrap())
-        .build();
+        .fallback(from_sync_fn(|_: Failed<u64, u64>| Ok(0)))
+        .total_timeout(Duration::from_secs(10))
+        .retry(|retry| retry)
+        .circuit_breaker(|breaker| breaker)
+        .bulkhead(|bulkhead| bulkhead.max_concurrent(100))
+        .attempt_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
     bench_service(
         &mut group,
         "palisade preset, all six parts",

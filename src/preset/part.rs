@@ -1,0 +1,229 @@
+//! The plumbing of the preset's setters: what a slot holds until
+//! [`build`](super::ResilienceBuilder::build), and how a setter opens it.
+//!
+//! A slot holds a part: `Identity` (empty), one of palisade's builders,
+//! or [`Ready`] (a layer given whole through a `*_slot` setter). A setter
+//! such as [`retry`](super::ResilienceBuilder::retry) opens the slot for its
+//! [`Role`]: an empty slot opens as a fresh builder that already holds the
+//! stack's classifier; a slot that holds a builder (as the standard stacks'
+//! do) opens as that builder, with everything set so far. Nothing here is
+//! needed to use the preset; it is public because the setters' signatures
+//! name it.
+
+use std::time::Duration;
+
+use tower::layer::util::Identity;
+
+use crate::bulkhead::{BulkheadBuilder, BulkheadLayer};
+use crate::circuit_breaker::{CircuitBreakerBuilder, CircuitBreakerLayer};
+use crate::error::ConfigError;
+use crate::fallback::FallbackBuilder;
+use crate::retry::{RetryBuilder, RetryLayer};
+use crate::timeout::{TimeoutBuilder, TimeoutLayer};
+
+/// What a slot holds until the preset is built: its layer, or a builder
+/// that is validated then.
+pub trait Part {
+    /// The layer the part becomes.
+    type Layer;
+
+    /// Validates the part and makes its layer.
+    ///
+    /// # Errors
+    /// The part's own builder's errors.
+    fn build(self) -> Result<Self::Layer, ConfigError>;
+}
+
+/// A layer given whole (through a `*_slot` setter): used as it is.
+#[derive(Debug, Clone)]
+pub struct Ready<L>(pub L);
+
+impl<L> Part for Ready<L> {
+    type Layer = L;
+
+    fn build(self) -> Result<L, ConfigError> {
+        Ok(self.0)
+    }
+}
+
+impl Part for Identity {
+    type Layer = Identity;
+
+    fn build(self) -> Result<Identity, ConfigError> {
+        Ok(self)
+    }
+}
+
+impl<C, B, K> Part for RetryBuilder<C, B, K> {
+    type Layer = RetryLayer<C, B, K>;
+
+    fn build(self) -> Result<Self::Layer, ConfigError> {
+        RetryBuilder::build(self)
+    }
+}
+
+impl<C> Part for CircuitBreakerBuilder<C> {
+    type Layer = CircuitBreakerLayer<C>;
+
+    fn build(self) -> Result<Self::Layer, ConfigError> {
+        CircuitBreakerBuilder::build(self)
+    }
+}
+
+impl<M> Part for BulkheadBuilder<M> {
+    type Layer = BulkheadLayer<M>;
+
+    fn build(self) -> Result<Self::Layer, ConfigError> {
+        BulkheadBuilder::build(self)
+    }
+}
+
+impl<M> Part for TimeoutBuilder<M> {
+    type Layer = TimeoutLayer<M>;
+
+    fn build(self) -> Result<Self::Layer, ConfigError> {
+        TimeoutBuilder::build(self)
+    }
+}
+
+impl<H, C, K> Part for FallbackBuilder<H, C, K> {
+    type Layer = crate::fallback::FallbackLayer<H, C, K>;
+
+    fn build(self) -> Result<Self::Layer, ConfigError> {
+        FallbackBuilder::build(self)
+    }
+}
+
+/// The roles a setter opens a slot for.
+pub mod role {
+    /// The repeat slot, opened by [`retry`](crate::preset::ResilienceBuilder::retry).
+    #[derive(Debug)]
+    pub enum Retry {}
+    /// The circuit-breaker slot.
+    #[derive(Debug)]
+    pub enum CircuitBreaker {}
+    /// The concurrency slot, opened by [`bulkhead`](crate::preset::ResilienceBuilder::bulkhead).
+    #[derive(Debug)]
+    pub enum Bulkhead {}
+    /// The total-timeout slot.
+    #[derive(Debug)]
+    pub enum TotalTimeout {}
+    /// The per-attempt timeout slot.
+    #[derive(Debug)]
+    pub enum AttemptTimeout {}
+}
+
+/// How a slot opens for a setter of role `R` in a stack whose classifier
+/// is `C`: as the builder it holds, or, empty, as a fresh builder given
+/// `C`.
+#[diagnostic::on_unimplemented(
+    message = "this slot holds a layer given whole, which `{Role}`'s setter cannot adjust",
+    label = "filled with a `*_slot` setter (or left empty)",
+    note = "fill the slot with its own setter (`.retry(|retry| ...)`, ...) to adjust it, or replace it whole with its `*_slot` setter"
+)]
+pub trait Open<Role, C> {
+    /// The builder the setter's closure receives.
+    type Builder;
+
+    /// The slot's builder.
+    fn open(self, classifier: &C) -> Self::Builder;
+}
+
+/// Sets a timeout builder's limit, whatever its mode: what the preset's
+/// `total_timeout(duration)` and `attempt_timeout(duration)` call.
+pub trait SetTimeout {
+    /// The builder with its limit set to `timeout`.
+    fn set_timeout(self, timeout: Duration) -> Self;
+}
+
+impl<M> SetTimeout for TimeoutBuilder<M> {
+    fn set_timeout(self, timeout: Duration) -> Self {
+        self.timeout(timeout)
+    }
+}
+
+/// The name of the preset's total timeout: its events and its `Elapsed`
+/// say `"total"`.
+pub const TOTAL_TIMEOUT_NAME: &str = "total";
+/// The name of the preset's per-attempt timeout.
+pub const ATTEMPT_TIMEOUT_NAME: &str = "attempt";
+
+impl<C: Clone> Open<role::Retry, C> for Identity {
+    type Builder = RetryBuilder<C>;
+
+    fn open(self, classifier: &C) -> Self::Builder {
+        RetryLayer::builder().classifier(classifier.clone())
+    }
+}
+
+impl<C, X, B, K> Open<role::Retry, C> for RetryBuilder<X, B, K> {
+    type Builder = Self;
+
+    fn open(self, _: &C) -> Self {
+        self
+    }
+}
+
+impl<C: Clone> Open<role::CircuitBreaker, C> for Identity {
+    type Builder = CircuitBreakerBuilder<C>;
+
+    fn open(self, classifier: &C) -> Self::Builder {
+        CircuitBreakerLayer::builder().classifier(classifier.clone())
+    }
+}
+
+impl<C, X> Open<role::CircuitBreaker, C> for CircuitBreakerBuilder<X> {
+    type Builder = Self;
+
+    fn open(self, _: &C) -> Self {
+        self
+    }
+}
+
+impl<C> Open<role::Bulkhead, C> for Identity {
+    type Builder = BulkheadBuilder;
+
+    fn open(self, _: &C) -> Self::Builder {
+        BulkheadLayer::builder()
+    }
+}
+
+impl<C, M> Open<role::Bulkhead, C> for BulkheadBuilder<M> {
+    type Builder = Self;
+
+    fn open(self, _: &C) -> Self {
+        self
+    }
+}
+
+impl<C> Open<role::TotalTimeout, C> for Identity {
+    type Builder = TimeoutBuilder;
+
+    fn open(self, _: &C) -> Self::Builder {
+        TimeoutLayer::builder().name(TOTAL_TIMEOUT_NAME)
+    }
+}
+
+impl<C, M> Open<role::TotalTimeout, C> for TimeoutBuilder<M> {
+    type Builder = Self;
+
+    fn open(self, _: &C) -> Self {
+        self
+    }
+}
+
+impl<C> Open<role::AttemptTimeout, C> for Identity {
+    type Builder = TimeoutBuilder;
+
+    fn open(self, _: &C) -> Self::Builder {
+        TimeoutLayer::builder().name(ATTEMPT_TIMEOUT_NAME)
+    }
+}
+
+impl<C, M> Open<role::AttemptTimeout, C> for TimeoutBuilder<M> {
+    type Builder = Self;
+
+    fn open(self, _: &C) -> Self {
+        self
+    }
+}

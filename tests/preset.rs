@@ -1,0 +1,251 @@
+//! The preset: one classifier for every part that judges outcomes, and the
+//! standard HTTP stack, against a real hyper server on 127.0.0.1 with
+//! reqwest and hyper's own client. The assertions are on what the server
+//! saw and what each part counted.
+
+#[path = "support/http_server.rs"]
+mod http_server;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use http_server::{Reply, Server};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use palisade::Resilience;
+use palisade::backoff::{Backoff, Jitter};
+use palisade::circuit_breaker::CircuitState;
+use palisade::classify::{DefaultClassifier, HttpClassifier};
+use palisade::error::{BoxError, ErrorKind};
+use palisade::fallback::{Failed, from_sync_fn};
+use palisade::retry::{ReplayBody, ReqwestRequests};
+use tower::{Layer, ServiceExt, service_fn};
+
+fn fixed(ms: u64) -> Backoff {
+    Backoff::constant(Duration::from_millis(ms))
+        .jitter(Jitter::None)
+        .build()
+        .unwrap()
+}
+
+fn get(url: &str) -> reqwest::Request {
+    reqwest::Request::new(reqwest::Method::GET, url.parse().unwrap())
+}
+
+fn post(url: &str) -> reqwest::Request {
+    let mut request = reqwest::Request::new(reqwest::Method::POST, url.parse().unwrap());
+    *request.body_mut() = Some("order".into());
+    request
+}
+
+/// A fallback that counts what it answered, with the status it saw.
+fn counting_fallback(
+    answered: &Arc<AtomicU32>,
+) -> impl Fn(Failed<reqwest::Request, reqwest::Response>) -> Result<reqwest::Response, BoxError>
++ Clone {
+    let answered = answered.clone();
+    move |_failed| {
+        answered.fetch_add(1, Ordering::SeqCst);
+        Ok(reqwest::Response::from(
+            http::Response::builder()
+                .status(200)
+                .body("from the fallback")
+                .unwrap(),
+        ))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_stacks_classifier_reaches_the_retry_the_breaker_and_the_fallback() {
+    let server = Server::start(vec![], Reply::status(503)).await;
+    let answered = Arc::new(AtomicU32::new(0));
+    let stack = Resilience::builder()
+        .classifier(HttpClassifier::new())
+        .fallback(from_sync_fn(counting_fallback(&answered)))
+        .retry(|retry| {
+            retry
+                .requests(ReqwestRequests)
+                .backoff(fixed(10))
+                .no_budget()
+        })
+        .circuit_breaker(|breaker| breaker.name("shared"))
+        .build()
+        .unwrap();
+    let breaker = stack.circuit_breaker().handle();
+    let client = stack.layer(reqwest::Client::new());
+
+    let res = client.oneshot(get(&server.url("/"))).await.unwrap();
+    assert_eq!(res.text().await.unwrap(), "from the fallback");
+    assert_eq!(server.seen().len(), 3, "the retry judged each 503 a failure");
+    assert_eq!(breaker.metrics().failures, 3, "and so did the breaker");
+    assert_eq!(answered.load(Ordering::SeqCst), 1, "and the fallback");
+}
+
+/// The failure the stack's classifier exists to prevent: a part left with
+/// the default classifier takes a 503 for a success.
+#[tokio::test(start_paused = true)]
+async fn without_the_stacks_classifier_a_503_is_a_success_everywhere() {
+    let server = Server::start(vec![], Reply::status(503)).await;
+    let answered = Arc::new(AtomicU32::new(0));
+    let stack = Resilience::builder()
+        .fallback(from_sync_fn(counting_fallback(&answered)))
+        .retry(|retry| retry.requests(ReqwestRequests).backoff(fixed(10)))
+        .circuit_breaker(|breaker| breaker)
+        .build()
+        .unwrap();
+    let breaker = stack.circuit_breaker().handle();
+    let res = stack
+        .layer(reqwest::Client::new())
+        .oneshot(get(&server.url("/")))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(server.seen().len(), 1);
+    assert_eq!(breaker.metrics().failures, 0);
+    assert_eq!(answered.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_parts_own_classifier_overrides_the_stacks() {
+    let server = Server::start(vec![], Reply::status(503)).await;
+    let stack = Resilience::builder()
+        .classifier(HttpClassifier::new())
+        .retry(|retry| {
+            retry
+                .classifier(DefaultClassifier)
+                .requests(ReqwestRequests)
+                .backoff(fixed(10))
+        })
+        .circuit_breaker(|breaker| breaker)
+        .build()
+        .unwrap();
+    let breaker = stack.circuit_breaker().handle();
+    let res = stack
+        .layer(reqwest::Client::new())
+        .oneshot(get(&server.url("/")))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(server.seen().len(), 1, "the retry's own classifier: no retry");
+    assert_eq!(breaker.metrics().failures, 1, "the breaker kept the stack's");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_http_stack_retries_idempotent_reqwest_requests_only() {
+    let server = Server::start(vec![Reply::status(503)], Reply::status(200)).await;
+    let client = Resilience::http()
+        .build()
+        .unwrap()
+        .layer(reqwest::Client::new());
+    let res = client.clone().oneshot(get(&server.url("/"))).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(server.seen().len(), 2);
+
+    server.set_default(Reply::status(503));
+    let res = client.oneshot(post(&server.url("/"))).await.unwrap();
+    assert_eq!(res.status(), 503, "a POST is not sent twice");
+    assert_eq!(server.seen().len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_http_stack_replays_bodies_through_hypers_client() {
+    let server = Server::start(vec![Reply::status(503)], Reply::status(200)).await;
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let hyper: Client<_, ReplayBody<Full<Bytes>>> =
+        Client::builder(TokioExecutor::new()).build(connector);
+    let client = Resilience::http().build().unwrap().layer(hyper);
+    let request = http::Request::put(server.url("/stock"))
+        .body(Full::new(Bytes::from_static(b"12 boxes")))
+        .unwrap();
+    let res = client.oneshot(request).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let _ = res.into_body().collect().await.unwrap();
+    let seen = server.seen();
+    assert_eq!(seen.len(), 2);
+    assert!(seen.iter().all(|s| s.body == b"12 boxes"), "{seen:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_http_stack_has_its_documented_defaults() {
+    let stack = Resilience::http().build().unwrap();
+    assert_eq!(stack.total_timeout().timeout(), Duration::from_secs(30));
+    assert_eq!(stack.attempt_timeout().timeout(), Duration::from_secs(10));
+    assert_eq!(stack.concurrency().handle().max_concurrent(), 1000);
+
+    // Three attempts, each 503 a failure.
+    let server = Server::start(vec![], Reply::status(503)).await;
+    let client = stack.layer(reqwest::Client::new());
+    let res = client.clone().oneshot(get(&server.url("/"))).await.unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(server.seen().len(), 3);
+}
+
+/// The breaker's numbers: a 10% failure rate opens it, once 100 calls
+/// were seen in its 30 s window.
+#[tokio::test(start_paused = true)]
+async fn the_http_stacks_breaker_opens_at_a_tenth_of_a_hundred_calls() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let counter = calls.clone();
+    // Every tenth answer is a 500.
+    let inner = service_fn(move |_: http::Request<ReplayBody<String>>| {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        let status = if n % 10 == 9 { 500 } else { 200 };
+        async move {
+            Ok::<_, BoxError>(
+                http::Response::builder()
+                    .status(status)
+                    .body(String::new())
+                    .unwrap(),
+            )
+        }
+    });
+    let stack = Resilience::http()
+        .retry(|retry| retry.max_attempts(1))
+        .build()
+        .unwrap();
+    let breaker = stack.circuit_breaker().handle();
+    let svc = stack.layer(inner);
+    let request = || http::Request::get("/").body(String::new()).unwrap();
+    for _ in 0..99 {
+        let _ = svc.clone().oneshot(request()).await.unwrap();
+    }
+    assert_eq!(breaker.state(), CircuitState::Closed, "99 calls: too few");
+    let _ = svc.clone().oneshot(request()).await.unwrap();
+    assert_eq!(breaker.state(), CircuitState::Open);
+    let err = svc.clone().oneshot(request()).await.unwrap_err();
+    assert_eq!(ErrorKind::of(&err), ErrorKind::CircuitOpen);
+    assert_eq!(
+        breaker.metrics().open_remaining,
+        Duration::from_secs(5),
+        "open for 5 s"
+    );
+}
+
+#[test]
+fn a_refused_part_is_named_in_the_error() {
+    let err = Resilience::http()
+        .retry(|retry| retry.max_attempts(0))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.part(), Some("retry"));
+    assert_eq!(err.parameter(), "max_attempts");
+    assert!(
+        err.to_string().starts_with("invalid `retry.max_attempts`: "),
+        "{err}"
+    );
+
+    let err = Resilience::builder()
+        .attempt_timeout(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.part(), Some("attempt_timeout"));
+    assert!(
+        err.to_string().starts_with("invalid `attempt_timeout.timeout`: "),
+        "{err}"
+    );
+}
