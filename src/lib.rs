@@ -121,6 +121,8 @@ pub mod cover;
 pub mod error;
 pub mod event;
 pub mod fallback;
+#[cfg(feature = "reqwest-middleware")]
+pub mod middleware;
 pub mod preset;
 pub mod replay;
 pub mod retry;

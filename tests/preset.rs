@@ -45,8 +45,8 @@ fn post(url: &str) -> reqwest::Request {
 /// A fallback that counts what it answered, with the status it saw.
 fn counting_fallback(
     answered: &Arc<AtomicU32>,
-) -> impl Fn(Failed<reqwest::Request, reqwest::Response>) -> Result<reqwest::Response, BoxError>
-+ Clone {
+) -> impl Fn(Failed<reqwest::Request, reqwest::Response>) -> Result<reqwest::Response, BoxError> + Clone
+{
     let answered = answered.clone();
     move |_failed| {
         answered.fetch_add(1, Ordering::SeqCst);
@@ -80,7 +80,11 @@ async fn the_stacks_classifier_reaches_the_retry_the_breaker_and_the_fallback() 
 
     let res = client.oneshot(get(&server.url("/"))).await.unwrap();
     assert_eq!(res.text().await.unwrap(), "from the fallback");
-    assert_eq!(server.seen().len(), 3, "the retry judged each 503 a failure");
+    assert_eq!(
+        server.seen().len(),
+        3,
+        "the retry judged each 503 a failure"
+    );
     assert_eq!(breaker.metrics().failures, 3, "and so did the breaker");
     assert_eq!(answered.load(Ordering::SeqCst), 1, "and the fallback");
 }
@@ -130,8 +134,16 @@ async fn a_parts_own_classifier_overrides_the_stacks() {
         .await
         .unwrap();
     assert_eq!(res.status(), 503);
-    assert_eq!(server.seen().len(), 1, "the retry's own classifier: no retry");
-    assert_eq!(breaker.metrics().failures, 1, "the breaker kept the stack's");
+    assert_eq!(
+        server.seen().len(),
+        1,
+        "the retry's own classifier: no retry"
+    );
+    assert_eq!(
+        breaker.metrics().failures,
+        1,
+        "the breaker kept the stack's"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -235,7 +247,8 @@ fn a_refused_part_is_named_in_the_error() {
     assert_eq!(err.part(), Some("retry"));
     assert_eq!(err.parameter(), "max_attempts");
     assert!(
-        err.to_string().starts_with("invalid `retry.max_attempts`: "),
+        err.to_string()
+            .starts_with("invalid `retry.max_attempts`: "),
         "{err}"
     );
 
@@ -245,7 +258,8 @@ fn a_refused_part_is_named_in_the_error() {
         .unwrap_err();
     assert_eq!(err.part(), Some("attempt_timeout"));
     assert!(
-        err.to_string().starts_with("invalid `attempt_timeout.timeout`: "),
+        err.to_string()
+            .starts_with("invalid `attempt_timeout.timeout`: "),
         "{err}"
     );
 }
