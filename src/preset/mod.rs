@@ -195,7 +195,7 @@ slots! {
     /// Fills the respond slot, outermost, with any layer, given whole: it
     /// turns the stack's rejections into what the protocol's callers
     /// expect (the gRPC stack puts
-    /// [`GrpcRejectionLayer`](crate::respond::GrpcRejectionLayer) here).
+    /// `respond::GrpcRejectionLayer` here).
     respond: RS, respond_slot, fill_respond, "respond";
     /// Fills the fallback slot with any layer, given whole: it answers
     /// what fails in the end. [`fallback`](Self::fallback) takes palisade's.
@@ -322,6 +322,7 @@ impl<C, RS, F, TT, R, CB, RL, CC, AT> ResilienceBuilder<C, RS, F, TT, R, CB, RL,
     /// The timeout is named `"total"` (its events and its
     /// [`Elapsed`](crate::error::Elapsed) say so) unless the slot's
     /// builder was named otherwise.
+    #[allow(clippy::type_complexity)] // the preset's parts are its type
     pub fn total_timeout(
         self,
         timeout: Duration,
@@ -388,6 +389,7 @@ impl<C, RS, F, TT, R, CB, RL, CC, AT> ResilienceBuilder<C, RS, F, TT, R, CB, RL,
 
     /// Bounds each attempt to `timeout`. The timeout is named `"attempt"`
     /// unless the slot's builder was named otherwise.
+    #[allow(clippy::type_complexity)] // the preset's parts are its type
     pub fn attempt_timeout(
         self,
         timeout: Duration,

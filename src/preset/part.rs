@@ -4,7 +4,7 @@
 //! A slot holds a part: `Identity` (empty), one of palisade's builders,
 //! or [`Ready`] (a layer given whole through a `*_slot` setter). A setter
 //! such as [`retry`](super::ResilienceBuilder::retry) opens the slot for its
-//! [`Role`]: an empty slot opens as a fresh builder that already holds the
+//! [`role`]: an empty slot opens as a fresh builder that already holds the
 //! stack's classifier; a slot that holds a builder (as the standard stacks'
 //! do) opens as that builder, with everything set so far. Nothing here is
 //! needed to use the preset; it is public because the setters' signatures

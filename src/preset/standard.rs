@@ -26,33 +26,27 @@ use crate::retry::RetryBuilder;
 #[cfg(feature = "http")]
 use crate::timeout::TimeoutBuilder;
 
-/// The standard HTTP stack before it is built: [`Resilience::http`].
+/// The parts both standard stacks set, over the protocol's classifier `C`.
 #[cfg(feature = "http")]
-pub type HttpStack = ResilienceBuilder<
-    HttpClassifier,
+type Standard<C> = ResilienceBuilder<
+    C,
     Identity,
     Identity,
     TimeoutBuilder,
-    RetryBuilder<HttpClassifier, Backoff, ReplayBodies>,
-    CircuitBreakerBuilder<HttpClassifier>,
+    RetryBuilder<C, Backoff, ReplayBodies>,
+    CircuitBreakerBuilder<C>,
     Identity,
     BulkheadBuilder,
     TimeoutBuilder,
 >;
 
+/// The standard HTTP stack before it is built: [`Resilience::http`].
+#[cfg(feature = "http")]
+pub type HttpStack = Standard<HttpClassifier>;
+
 /// The standard gRPC stack before it is built: [`Resilience::grpc`].
 #[cfg(feature = "tonic")]
-pub type GrpcStack = ResilienceBuilder<
-    crate::classify::GrpcClassifier,
-    Identity,
-    Identity,
-    TimeoutBuilder,
-    RetryBuilder<crate::classify::GrpcClassifier, Backoff, ReplayBodies>,
-    CircuitBreakerBuilder<crate::classify::GrpcClassifier>,
-    Identity,
-    BulkheadBuilder,
-    TimeoutBuilder,
->;
+pub type GrpcStack = Standard<crate::classify::GrpcClassifier>;
 
 /// The standard stacks' numbers, written once: both protocols share them.
 #[cfg(feature = "http")]
@@ -149,19 +143,7 @@ impl Resilience {
 
 /// The parts both standard stacks share, given the protocol's classifier.
 #[cfg(feature = "http")]
-fn standard<C: Clone>(
-    classifier: C,
-) -> ResilienceBuilder<
-    C,
-    Identity,
-    Identity,
-    TimeoutBuilder,
-    RetryBuilder<C, Backoff, ReplayBodies>,
-    CircuitBreakerBuilder<C>,
-    Identity,
-    BulkheadBuilder,
-    TimeoutBuilder,
-> {
+fn standard<C: Clone>(classifier: C) -> Standard<C> {
     Resilience::builder()
         .classifier(classifier)
         .total_timeout(defaults::TOTAL_TIMEOUT)
