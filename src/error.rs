@@ -294,9 +294,11 @@ impl ConfigError {
         self
     }
 
-    /// The preset's part whose parameter was refused (`"retry"`,
-    /// `"attempt_timeout"`, ...), when the error came from
-    /// [`ResilienceBuilder::build`](crate::preset::ResilienceBuilder::build).
+    /// The preset's part whose parameter was refused, when the error came
+    /// from [`ResilienceBuilder::build`](crate::preset::ResilienceBuilder::build):
+    /// one of `"respond"`, `"fallback"`, `"total_timeout"`, `"retry"`,
+    /// `"circuit_breaker"`, `"rate_limit"`, `"bulkhead"` and
+    /// `"attempt_timeout"` (the setters' names).
     pub fn part(&self) -> Option<&'static str> {
         self.part
     }

@@ -143,8 +143,9 @@ macro_rules! slots {
             /// Validates every part and makes the layer.
             ///
             /// # Errors
-            /// The first part whose configuration cannot work, with the
-            /// slot named in the error ([`ConfigError::part`]).
+            /// The first part whose configuration cannot work, the parts
+            /// checked outermost first, with the slot named in the error
+            /// ([`ConfigError::part`]).
             // The preset's parts are its type: naming them is the point.
             #[allow(clippy::type_complexity)]
             pub fn build(self) -> Result<ResilienceLayer<$($T::Layer),*>, ConfigError> {
@@ -228,6 +229,16 @@ impl<C, RS, TT, RL, CC, AT> ResilienceBuilder<C, RS, Identity, TT, Identity, Ide
     /// The classifier that every part that judges outcomes gets (the
     /// retry, the circuit breaker and the fallback; hedging when it
     /// comes): one decision, in one place, of what a failure is.
+    ///
+    /// The classifier must judge what each part sees: the breaker the
+    /// results of the service below it (its own error type), the retry and
+    /// the fallback those of the layers below them (`BoxError`). The
+    /// built-in classifiers are generic over the error; a
+    /// [`classify_fn`](crate::classify::classify_fn) over one error type
+    /// serves only a service whose error is `BoxError`. It sets nothing
+    /// else: the retry still copies requests by `Clone` (a
+    /// `reqwest::Request` needs `.retry(|retry|
+    /// retry.requests(ReqwestRequests))`; the standard stacks set it).
     ///
     /// Set it before those parts: a part takes the stack's classifier when
     /// its setter fills the slot, and this method is not there once one of
