@@ -71,7 +71,10 @@ async fn http_server_demo() -> Result<(), BoxError> {
     let url = |path: &str| format!("http://{addr}{path}");
     let slow = tokio::spawn(client.get(url("/slow")).send());
     until_in_flight(&in_flight).await;
-    show_http("GET /fast while /slow holds the place", client.get(url("/fast")).send().await?);
+    show_http(
+        "GET /fast while /slow holds the place",
+        client.get(url("/fast")).send().await?,
+    );
     show_http("GET /slow", slow.await??);
     show_http("GET /fast", client.get(url("/fast")).send().await?);
     Ok(())
@@ -130,7 +133,10 @@ async fn grpc_server_demo() -> Result<(), BoxError> {
     };
     let slow = tokio::spawn(check(true));
     until_in_flight(&in_flight).await;
-    show_grpc("Check while a slow Check holds the place", check(false).await);
+    show_grpc(
+        "Check while a slow Check holds the place",
+        check(false).await,
+    );
     show_grpc("Check (slow)", slow.await?);
     show_grpc("Check", check(false).await);
     Ok(())

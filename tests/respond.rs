@@ -186,7 +186,11 @@ async fn an_axum_router_behind_an_open_breaker_answers_503() {
     handle.force_open();
     let forced = get("/ok").await;
     assert_eq!(forced.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(retry_after(&forced), None, "held open by hand: no one knows how long");
+    assert_eq!(
+        retry_after(&forced),
+        None,
+        "held open by hand: no one knows how long"
+    );
 
     handle.reset();
     assert_eq!(get("/ok").await.status(), StatusCode::OK);
@@ -200,9 +204,8 @@ async fn other_errors_are_a_bare_500_and_the_busy_wait_is_a_setting() {
         .retry_after_when_busy(Duration::from_millis(2_500))
         .build()
         .unwrap();
-    let failing = service_fn(|_: ()| async {
-        Err::<http::Response<String>, BoxError>("disk full".into())
-    });
+    let failing =
+        service_fn(|_: ()| async { Err::<http::Response<String>, BoxError>("disk full".into()) });
     let res = layer.layer(failing).oneshot(()).await.unwrap();
     assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(res.body(), "", "nothing of the error is told");
@@ -272,7 +275,9 @@ async fn bulkhead_full() -> BoxError {
         .max_queue(0)
         .build()
         .unwrap()
-        .layer(service_fn(|_: ()| std::future::pending::<Result<(), BoxError>>()));
+        .layer(service_fn(|_: ()| {
+            std::future::pending::<Result<(), BoxError>>()
+        }));
     let mut holder = svc.clone();
     holder.ready().await.unwrap();
     let _held = holder.call(());
@@ -283,7 +288,9 @@ async fn bulkhead_full() -> BoxError {
 async fn elapsed() -> BoxError {
     TimeoutLayer::new(Duration::from_secs(1))
         .unwrap()
-        .layer(service_fn(|_: ()| std::future::pending::<Result<(), BoxError>>()))
+        .layer(service_fn(|_: ()| {
+            std::future::pending::<Result<(), BoxError>>()
+        }))
         .oneshot(())
         .await
         .unwrap_err()
@@ -315,8 +322,10 @@ async fn circuit_open(waits: &[Duration]) -> (Vec<BoxError>, BoxError, BoxError)
     let opened = tokio::time::Instant::now();
     let mut open = Vec::new();
     for wait in waits {
-        tokio::time::advance((opened + Duration::from_secs(30) - *wait) - tokio::time::Instant::now())
-            .await;
+        tokio::time::advance(
+            (opened + Duration::from_secs(30) - *wait) - tokio::time::Instant::now(),
+        )
+        .await;
         open.push(svc.clone().oneshot(true).await.unwrap_err());
     }
     tokio::time::advance(Duration::from_secs(30)).await;
@@ -351,11 +360,18 @@ async fn to_response_for_each_rejection_and_the_retry_after_rounding() {
         assert_eq!(retry_after_of(&res), Some(secs), "{wait:?}");
     }
     assert_eq!(
-        half_open.downcast_ref::<CircuitOpen>().unwrap().retry_after(),
+        half_open
+            .downcast_ref::<CircuitOpen>()
+            .unwrap()
+            .retry_after(),
         Duration::ZERO
     );
     let res = to_response::<String>(&*half_open).unwrap();
-    assert_eq!(retry_after_of(&res), Some("1"), "a probe may finish any moment");
+    assert_eq!(
+        retry_after_of(&res),
+        Some("1"),
+        "a probe may finish any moment"
+    );
     let res = to_response::<String>(&*forced).unwrap();
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(retry_after_of(&res), None);
@@ -401,7 +417,11 @@ async fn to_status_for_each_rejection() {
     let status = to_status(&*full).unwrap();
     assert_eq!(status.code(), Code::ResourceExhausted);
     assert_eq!(status.message(), full.to_string());
-    assert!(std::error::Error::source(&status).unwrap().is::<BulkheadFull>());
+    assert!(
+        std::error::Error::source(&status)
+            .unwrap()
+            .is::<BulkheadFull>()
+    );
 
     let late = elapsed().await;
     let status = to_status(&*late).unwrap();
@@ -411,7 +431,11 @@ async fn to_status_for_each_rejection() {
 
     // Found through a chain, as tonic wraps it.
     let wrapped = tonic::Status::from_error(late);
-    assert_eq!(wrapped.code(), Code::Unknown, "what tonic alone makes of it");
+    assert_eq!(
+        wrapped.code(),
+        Code::Unknown,
+        "what tonic alone makes of it"
+    );
     assert_eq!(to_status(&wrapped).unwrap().code(), Code::DeadlineExceeded);
 
     assert!(to_status(&*BoxError::from("connection reset")).is_none());

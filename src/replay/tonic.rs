@@ -104,9 +104,7 @@ where
     type Request = http::Request<tonic::body::Body>;
 
     fn again(&mut self) -> Option<Self::Request> {
-        self.0
-            .again()
-            .map(|req| req.map(tonic::body::Body::new))
+        self.0.again().map(|req| req.map(tonic::body::Body::new))
     }
 }
 

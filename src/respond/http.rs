@@ -71,7 +71,10 @@ pub fn to_response<B: Default>(err: &(dyn StdError + 'static)) -> Option<Respons
     response(err, DEFAULT_RETRY_AFTER_WHEN_BUSY)
 }
 
-fn response<B: Default>(err: &(dyn StdError + 'static), when_busy: Duration) -> Option<Response<B>> {
+fn response<B: Default>(
+    err: &(dyn StdError + 'static),
+    when_busy: Duration,
+) -> Option<Response<B>> {
     let (status, retry_after) = match rejection(err)? {
         Rejection::CircuitOpen(open) => (
             StatusCode::SERVICE_UNAVAILABLE,
