@@ -5,8 +5,9 @@
 //! ```
 //!
 //! (Your own crate needs palisade's `tonic` feature, for `tonic::Status`
-//! classification, and `http`, for replaying request bodies. The example
-//! starts a local tonic-health server so that it runs anywhere.)
+//! classification and `TonicBodies`, which replays request bodies into the
+//! `Channel`. The example starts a local tonic-health server so that it
+//! runs anywhere.)
 //!
 //! The server is still starting when the first call goes out: its
 //! connection is refused, the request never left, and the retry sends it
@@ -21,11 +22,10 @@ use palisade::circuit_breaker::CircuitBreakerLayer;
 use palisade::classify::GrpcClassifier;
 use palisade::error::BoxError;
 use palisade::event::Event;
-use palisade::retry::{ReplayBodies, ReplayBody, RetryLayer};
 use palisade::retry::{RetryEvent, RetryReason};
+use palisade::retry::{RetryLayer, TonicBodies};
 use palisade::timeout::TimeoutLayer;
 use tokio::sync::Notify;
-use tonic::body::Body;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 use tower::ServiceBuilder;
@@ -43,14 +43,13 @@ async fn main() -> Result<(), BoxError> {
 
     // The part to copy: retry Unavailable and connections that failed
     // (honouring grpc-retry-pushback-ms), replaying the request body; stop
-    // calling a failing server; bound each attempt. The Channel takes tonic
-    // bodies, so the replayable body is wrapped back into one below the
-    // retry.
+    // calling a failing server; bound each attempt. `TonicBodies` hands the
+    // Channel the tonic bodies it takes.
     let stack = ServiceBuilder::new()
         .retries(
             RetryLayer::builder()
                 .classifier(GrpcClassifier::new())
-                .requests(ReplayBodies::default())
+                .requests(TonicBodies::default())
                 .on_event(move |event: &Event<'_>| {
                     println!("{event}");
                     if let Some(RetryEvent::Retry {
@@ -69,7 +68,6 @@ async fn main() -> Result<(), BoxError> {
                 .build()?,
         )
         .time_limit(TimeoutLayer::new(Duration::from_secs(2))?)
-        .map_request(|req: http::Request<ReplayBody<Body>>| req.map(Body::new))
         .service(channel);
 
     let mut client = HealthClient::new(stack);

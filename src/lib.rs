@@ -30,6 +30,9 @@
 //! * [`error`]: the rejection types every layer will return, and
 //!   [`ErrorKind::of`](error::ErrorKind::of) to tell them apart.
 //! * [`event`]: the event stream layers report to.
+//! * `respond` (feature `http`; gRPC with `tonic`): rejections as each
+//!   protocol's callers expect them: a tonic `Status` with the right code,
+//!   HTTP 503 with `Retry-After` or 504, for clients and servers.
 //! * [`cover`]: which part of a call a layer covers: up to the response
 //!   head (tower's way, the default), or, for the bulkhead and the timeout
 //!   on `http::Response` bodies, until the body ends.
@@ -96,10 +99,10 @@
 //!
 //! | feature | enables |
 //! |---|---|
-//! | `http` | [`HttpClassifier`](classify::HttpClassifier), `Retry-After` parsing, replayable `http` bodies for the retry |
+//! | `http` | [`HttpClassifier`](classify::HttpClassifier), `Retry-After` parsing, replayable `http` bodies for the retry, `respond::HttpRejectionLayer` (rejections as 503 / 504 responses) |
 //! | `grpc` | [`GrpcClassifier`](classify::GrpcClassifier) over `grpc-status` headers (implies `http`) |
 //! | `reqwest` | classification of `reqwest::Response` / `reqwest::Request` (implies `http`) |
-//! | `tonic` | classification of `tonic::Status` errors and `tonic::Response`s (implies `grpc`) |
+//! | `tonic` | classification of `tonic::Status` errors and `tonic::Response`s, `retry::TonicBodies`, `respond::GrpcRejectionLayer` (rejections as `Status`es) (implies `grpc`) |
 //! | `tracing` | `event::TracingEvents`: the event stream as `tracing` events |
 //! | `metrics` | `event::MetricsEvents`: the event stream as `metrics` counters and gauges |
 //! | `chaos` | `chaos::ChaosLayer`: fault injection for tests |
@@ -125,6 +128,8 @@ pub mod fallback;
 pub mod middleware;
 pub mod preset;
 pub mod replay;
+#[cfg(feature = "http")]
+pub mod respond;
 pub mod retry;
 mod semaphore;
 mod sync;

@@ -13,7 +13,7 @@ use palisade::backoff::{Backoff, Jitter};
 use palisade::circuit_breaker::{CircuitBreakerLayer, CircuitState};
 use palisade::classify::GrpcClassifier;
 use palisade::error::ErrorKind;
-use palisade::retry::{ReplayBodies, ReplayBody, RetryLayer};
+use palisade::retry::{ReplayBodies, ReplayBody, RetryLayer, TonicBodies};
 use tokio::time::Instant;
 use tonic::body::Body;
 use tonic_health::pb::HealthCheckRequest;
@@ -250,6 +250,32 @@ async fn unary_calls_are_retried_with_their_bodies_replayed_and_pushback_honoure
     let status = client.check(check()).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable);
     assert_eq!(server.calls().len(), 4, "one attempt only");
+}
+
+/// `TonicBodies` hands the Channel its own body type: no `map_request`,
+/// and the body the server saw fail is the body it sees again.
+#[tokio::test(start_paused = true)]
+async fn tonic_bodies_feed_a_channel_directly_and_replay_the_body() {
+    let server = TestServer::start().await;
+    let channel = server.channel().await;
+    let retry = RetryLayer::builder()
+        .classifier(GrpcClassifier::new())
+        .requests(TonicBodies::default())
+        .no_budget()
+        .build()
+        .unwrap();
+    let mut client = HealthClient::new(ServiceBuilder::new().layer(retry).service(channel));
+
+    server.fail_next(1, None);
+    let reply = client.check(check()).await.unwrap().into_inner();
+    assert_eq!(
+        reply.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    let calls = server.calls();
+    assert_eq!(calls.len(), 2, "UNAVAILABLE, then the answer");
+    assert!(!calls[0].1.is_empty());
+    assert_eq!(calls[0].1, calls[1].1, "the same request, twice");
 }
 
 #[tokio::test(start_paused = true)]

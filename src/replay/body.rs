@@ -59,10 +59,9 @@ pub const DEFAULT_REPLAY_LIMIT: usize = 64 * 1024;
 ///
 /// The caller's body must be `Unpin` (box it otherwise, for example with
 /// `http_body_util::BodyExt::boxed`). The inner service receives
-/// `http::Request<ReplayBody<B>>`: a tonic `Channel`, which takes
-/// `tonic::body::Body`, needs
-/// `.map_request(|r: http::Request<ReplayBody<_>>| r.map(tonic::body::Body::new))`
-/// below the retry.
+/// `http::Request<ReplayBody<B>>`. A tonic `Channel` takes
+/// `tonic::body::Body`: use [`TonicBodies`](super::TonicBodies) (feature
+/// `tonic`) for it, which wraps each copy.
 ///
 /// # Examples
 ///

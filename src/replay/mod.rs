@@ -2,15 +2,23 @@
 //! (and, later, hedging) copies a request for each attempt.
 //!
 //! [`ByClone`] for any `Clone` request, [`ReqwestRequests`] for
-//! `reqwest::Request` (feature `reqwest`), and [`ReplayBodies`] for
+//! `reqwest::Request` (feature `reqwest`), [`ReplayBodies`] for
 //! `http::Request<B>` with a streamed body, recorded up to a limit and
-//! replayed as hyper and tonic send bodies (feature `http`).
+//! replayed as hyper and tonic send bodies (feature `http`), and
+//! [`TonicBodies`], the same recording handed to a tonic `Channel` as the
+//! `tonic::body::Body` it takes (feature `tonic`).
 
 #[cfg(feature = "http")]
 mod body;
 
 #[cfg(feature = "http")]
 pub use self::body::{DEFAULT_REPLAY_LIMIT, HttpSource, Recording, ReplayBodies, ReplayBody};
+
+#[cfg(feature = "tonic")]
+mod tonic;
+
+#[cfg(feature = "tonic")]
+pub use self::tonic::{TonicBodies, TonicSource};
 
 #[cfg(feature = "reqwest")]
 use std::fmt;
@@ -19,8 +27,9 @@ use std::fmt;
 /// [`ReplaySource`] to make the next ones.
 ///
 /// Built in: [`ByClone`] for any `Clone` request, [`ReqwestRequests`] for
-/// `reqwest::Request` (feature `reqwest`), and [`ReplayBodies`] for
-/// `http::Request<B>` with a streamed body (feature `http`).
+/// `reqwest::Request` (feature `reqwest`), [`ReplayBodies`] for
+/// `http::Request<B>` with a streamed body (feature `http`), and
+/// [`TonicBodies`] for a tonic client's requests (feature `tonic`).
 pub trait Replay<Req> {
     /// What the inner service receives.
     type Request;

@@ -47,7 +47,9 @@
 //! (`try_clone`; feature `reqwest`), [`ReplayBodies`] for `http::Request<B>`
 //! with a streamed body, which it records up to a limit and replays as
 //! hyper and tonic send bodies: an attempt that did not read its body, or
-//! read only part of it, leaves the rest to the next (feature `http`).
+//! read only part of it, leaves the rest to the next (feature `http`);
+//! [`TonicBodies`] (feature `tonic`) for a tonic client over a `Channel`:
+//! the same recording, each copy an `http::Request<tonic::body::Body>`.
 //!
 //! # Streamed answers
 //!
@@ -127,6 +129,8 @@ pub use crate::replay::ReqwestRequests;
 pub use crate::replay::{ByClone, Cloned, Replay, ReplaySource};
 #[cfg(feature = "http")]
 pub use crate::replay::{DEFAULT_REPLAY_LIMIT, HttpSource, Recording, ReplayBodies, ReplayBody};
+#[cfg(feature = "tonic")]
+pub use crate::replay::{TonicBodies, TonicSource};
 
 use std::fmt;
 use std::sync::Arc;
