@@ -4,9 +4,8 @@
 //! cargo run --example tonic
 //! ```
 //!
-//! (Your own crate needs palisade's `tonic` feature, for `tonic::Status`
-//! classification and `TonicBodies`, which replays request bodies into the
-//! `Channel`. The example starts a local tonic-health server so that it
+//! (Your own crate needs palisade's `tonic` feature, for the standard gRPC
+//! stack. The example starts a local tonic-health server so that it
 //! runs anywhere.)
 //!
 //! The server is still starting when the first call goes out: its
@@ -17,18 +16,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade::ServiceBuilderExt;
-use palisade::circuit_breaker::CircuitBreakerLayer;
-use palisade::classify::GrpcClassifier;
+use palisade::Resilience;
 use palisade::error::BoxError;
 use palisade::event::Event;
 use palisade::retry::{RetryEvent, RetryReason};
-use palisade::retry::{RetryLayer, TonicBodies};
-use palisade::timeout::TimeoutLayer;
 use tokio::sync::Notify;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
-use tower::ServiceBuilder;
+use tower::Layer;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), BoxError> {
@@ -41,34 +36,17 @@ async fn main() -> Result<(), BoxError> {
     tokio::spawn(health_server_on(addr, Arc::clone(&start_server)));
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.connect_lazy();
 
-    // The part to copy: retry Unavailable and connections that failed
-    // (honouring grpc-retry-pushback-ms), replaying the request body; stop
-    // calling a failing server; bound each attempt. `TonicBodies` hands the
-    // Channel the tonic bodies it takes.
-    let stack = ServiceBuilder::new()
-        .retries(
-            RetryLayer::builder()
-                .classifier(GrpcClassifier::new())
-                .requests(TonicBodies::default())
-                .on_event(move |event: &Event<'_>| {
-                    println!("{event}");
-                    if let Some(RetryEvent::Retry {
-                        reason: RetryReason::NotSent,
-                        ..
-                    }) = event.kind()
-                    {
-                        start_server.notify_one();
-                    }
-                })
-                .build()?,
-        )
-        .circuit_breaker(
-            CircuitBreakerLayer::builder()
-                .classifier(GrpcClassifier::new())
-                .build()?,
-        )
-        .time_limit(TimeoutLayer::new(Duration::from_secs(2))?)
-        .service(channel);
+    // The part to copy: the standard gRPC stack (retry UNAVAILABLE and
+    // connections that failed, honouring grpc-retry-pushback-ms, replaying
+    // the request body into the Channel; stop calling a failing server;
+    // bound the call and each attempt; the stack's own refusals reach the
+    // caller as the right Status), with each attempt given 2 s and the
+    // retries printed.
+    let stack = Resilience::grpc()
+        .retry(|retry| retry.on_event(start_when_refused(start_server)))
+        .attempt_timeout(Duration::from_secs(2))
+        .build()?
+        .layer(channel);
 
     let mut client = HealthClient::new(stack);
     let reply = client
@@ -78,6 +56,21 @@ async fn main() -> Result<(), BoxError> {
         .await?;
     println!("inventory is {:?}", reply.into_inner().status());
     Ok(())
+}
+
+/// Prints each retry event, and starts the server once an attempt was
+/// refused.
+fn start_when_refused(start_server: Arc<Notify>) -> impl Fn(&Event<'_>) + Send + Sync + 'static {
+    move |event: &Event<'_>| {
+        println!("{event}");
+        if let Some(RetryEvent::Retry {
+            reason: RetryReason::NotSent,
+            ..
+        }) = event.kind()
+        {
+            start_server.notify_one();
+        }
+    }
 }
 
 /// Serves tonic-health on `addr` once told to, with "inventory" serving.

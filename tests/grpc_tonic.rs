@@ -315,3 +315,42 @@ async fn unavailable_answers_open_the_breaker() {
         "nothing reached the server while open"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_grpc_stack_retries_unavailable_replaying_the_body_into_a_channel() {
+    let server = TestServer::start().await;
+    let channel = server.channel().await;
+    let stack = palisade::Resilience::grpc().build().unwrap();
+    let mut client = HealthClient::new(stack.layer(channel));
+
+    server.fail_next(1, None);
+    let reply = client.check(check()).await.unwrap().into_inner();
+    assert_eq!(
+        reply.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    let calls = server.calls();
+    assert_eq!(calls.len(), 2, "UNAVAILABLE, then the answer");
+    assert_eq!(calls[0].1, calls[1].1, "the same request, twice");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_grpc_stacks_refusal_reaches_the_generated_client_as_unavailable() {
+    let server = TestServer::start().await;
+    let channel = server.channel().await;
+    let stack = palisade::Resilience::grpc()
+        .circuit_breaker(|breaker| breaker.name("health"))
+        .build()
+        .unwrap();
+    stack.circuit_breaker().handle().force_open();
+    let mut client = HealthClient::new(stack.layer(channel));
+
+    let status = client.check(check()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert_eq!(
+        palisade::error::ErrorKind::of_dyn(&status),
+        palisade::error::ErrorKind::CircuitOpen
+    );
+    assert!(status.message().contains("health"), "{status:?}");
+    assert!(server.calls().is_empty(), "nothing was sent");
+}

@@ -26,14 +26,15 @@ use crate::retry::RetryBuilder;
 #[cfg(feature = "http")]
 use crate::timeout::TimeoutBuilder;
 
-/// The parts both standard stacks set, over the protocol's classifier `C`.
+/// The parts both standard stacks set, over the protocol's classifier `C`,
+/// its replay `K` and its respond part `RS`.
 #[cfg(feature = "http")]
-type Standard<C> = ResilienceBuilder<
+type Standard<C, K, RS = Identity> = ResilienceBuilder<
     C,
-    Identity,
+    RS,
     Identity,
     TimeoutBuilder,
-    RetryBuilder<C, Backoff, ReplayBodies>,
+    RetryBuilder<C, Backoff, K>,
     CircuitBreakerBuilder<C>,
     Identity,
     BulkheadBuilder,
@@ -42,11 +43,15 @@ type Standard<C> = ResilienceBuilder<
 
 /// The standard HTTP stack before it is built: [`Resilience::http`].
 #[cfg(feature = "http")]
-pub type HttpStack = Standard<HttpClassifier>;
+pub type HttpStack = Standard<HttpClassifier, ReplayBodies>;
 
 /// The standard gRPC stack before it is built: [`Resilience::grpc`].
 #[cfg(feature = "tonic")]
-pub type GrpcStack = Standard<crate::classify::GrpcClassifier>;
+pub type GrpcStack = Standard<
+    crate::classify::GrpcClassifier,
+    crate::replay::TonicBodies,
+    super::part::Ready<crate::respond::GrpcRejectionLayer>,
+>;
 
 /// The standard stacks' numbers, written once: both protocols share them.
 #[cfg(feature = "http")]
@@ -106,20 +111,30 @@ impl Resilience {
     /// # }
     /// ```
     pub fn http() -> HttpStack {
-        standard(HttpClassifier::new())
+        standard(HttpClassifier::new(), ReplayBodies::default())
     }
 }
 
 #[cfg(feature = "tonic")]
 impl Resilience {
     /// The standard stack for a gRPC client over a tonic `Channel`: the
-    /// numbers of [`http`](Self::http), with [`GrpcClassifier`]
-    /// (for the breaker, UNKNOWN, INTERNAL, UNAVAILABLE, DEADLINE_EXCEEDED,
-    /// RESOURCE_EXHAUSTED and DATA_LOSS are failures, read from the
-    /// response head, a `Status`, or the trailers at the end of a stream;
-    /// the retry retries only UNAVAILABLE, as gRPC's retry design A6 does
-    /// by default, and a call whose response head arrived is committed)
-    /// and `grpc-retry-pushback-ms` honoured as the server's hint.
+    /// numbers of [`http`](Self::http), with
+    ///
+    /// * [`GrpcClassifier`]: for the breaker, UNKNOWN, INTERNAL,
+    ///   UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED and DATA_LOSS
+    ///   are failures, read from the response head, a `Status`, or the
+    ///   trailers at the end of a stream; the retry retries only
+    ///   UNAVAILABLE, as gRPC's retry design A6 does by default, and a call
+    ///   whose response head arrived is committed; `grpc-retry-pushback-ms`
+    ///   is the server's hint;
+    /// * [`TonicBodies`](crate::replay::TonicBodies): request bodies
+    ///   recorded up to 64 KiB and replayed as the `tonic::body::Body` a
+    ///   `Channel` takes;
+    /// * [`GrpcRejectionLayer`](crate::respond::GrpcRejectionLayer) in the
+    ///   respond slot: the stack's own rejections reach tonic's generated
+    ///   client as the right `Status` (`CircuitOpen` → UNAVAILABLE,
+    ///   `BulkheadFull` → RESOURCE_EXHAUSTED, `Elapsed` →
+    ///   DEADLINE_EXCEEDED), the rejection kept as its source.
     ///
     /// [`GrpcClassifier`]: crate::classify::GrpcClassifier
     ///
@@ -127,6 +142,7 @@ impl Resilience {
     ///
     /// ```
     /// use palisade::Resilience;
+    /// use tonic_health::pb::health_client::HealthClient;
     /// use tower::Layer;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
@@ -134,28 +150,28 @@ impl Resilience {
     /// let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:50051").connect_lazy();
     /// let stack = Resilience::grpc()
     ///     .circuit_breaker(|breaker| breaker.name("inventory"))
-    ///     .build()?
-    ///     .layer(channel);
-    /// # let _ = stack;
+    ///     .build()?;
+    /// let client = HealthClient::new(stack.layer(channel));
+    /// # let _ = client;
     /// # Ok(())
     /// # }
     /// ```
     pub fn grpc() -> GrpcStack {
-        standard(crate::classify::GrpcClassifier::new())
+        standard(
+            crate::classify::GrpcClassifier::new(),
+            crate::replay::TonicBodies::default(),
+        )
+        .respond_slot(crate::respond::GrpcRejectionLayer::new())
     }
 }
 
 /// The parts both standard stacks share, given the protocol's classifier.
 #[cfg(feature = "http")]
-fn standard<C: Clone>(classifier: C) -> Standard<C> {
+fn standard<C: Clone, K>(classifier: C, replay: K) -> Standard<C, K> {
     Resilience::builder()
         .classifier(classifier)
         .total_timeout(defaults::TOTAL_TIMEOUT)
-        .retry(|retry| {
-            retry
-                .max_attempts(defaults::MAX_ATTEMPTS)
-                .requests(ReplayBodies::default())
-        })
+        .retry(|retry| retry.max_attempts(defaults::MAX_ATTEMPTS).requests(replay))
         .circuit_breaker(|breaker| {
             breaker
                 .time_window(defaults::BREAKER_WINDOW)
