@@ -204,22 +204,32 @@ fn events_are_counted_through_the_metrics_facade() {
     });
     // Call 1: attempts 1 and 2 fail (the breaker opens), attempt 3 is
     // rejected. Call 2: attempt 1 is rejected.
-    assert_eq!(recorder.get("palisade_attempts_total{layer=r}"), 4);
     assert_eq!(
-        recorder.get("palisade_retries_total{layer=r,reason=Failure}"),
+        recorder.get("palisade.retry.attempts{palisade.layer.name=r}"),
+        4
+    );
+    assert_eq!(
+        recorder.get("palisade.retry.retries{palisade.layer.name=r,palisade.retry.reason=failure}"),
         2
     );
     assert_eq!(
-        recorder.get("palisade_calls_rejected_total{by=circuit_breaker,layer=db}"),
+        recorder.get("palisade.circuit_breaker.calls{palisade.circuit_breaker.outcome=rejected,palisade.circuit_breaker.slow=false,palisade.layer.name=db}"),
         2
     );
     assert_eq!(
-        recorder.get("palisade_circuit_transitions_total{from=Closed,layer=db,to=Open}"),
+        recorder.get("palisade.circuit_breaker.transitions{palisade.circuit_breaker.from_state=closed,palisade.circuit_breaker.to_state=open,palisade.layer.name=db}"),
         1
     );
-    assert_eq!(recorder.get("palisade_circuit_state{layer=db}"), 1);
     assert_eq!(
-        recorder.get("palisade_retry_gave_up_total{layer=r,reason=NotRetryable}"),
+        recorder.get("palisade.circuit_breaker.state{palisade.circuit_breaker.state=open,palisade.layer.name=db}"),
+        1
+    );
+    assert_eq!(
+        recorder.get("palisade.circuit_breaker.state{palisade.circuit_breaker.state=closed,palisade.layer.name=db}"),
+        0
+    );
+    assert_eq!(
+        recorder.get("palisade.retry.failed_calls{palisade.layer.name=r,palisade.retry.give_up_reason=not_retryable}"),
         2
     );
 }

@@ -235,10 +235,16 @@ fn metrics_events_allocate_nothing_per_event() {
     });
     // 10 warm-up calls and 10,000 measured, each one attempt and one call
     // finished, each taking and giving back a bulkhead permit.
-    assert_eq!(recorder.get("palisade_attempts_total{layer=r}"), 10_010);
     assert_eq!(
-        recorder.get("palisade_calls_total{layer=db,outcome=Success,slow=false}"),
+        recorder.get("palisade.retry.attempts{palisade.layer.name=r}"),
         10_010
     );
-    assert_eq!(recorder.get("palisade_bulkhead_in_flight{layer=pool}"), 0);
+    assert_eq!(
+        recorder.get("palisade.circuit_breaker.calls{palisade.circuit_breaker.outcome=success,palisade.circuit_breaker.slow=false,palisade.layer.name=db}"),
+        10_010
+    );
+    assert_eq!(
+        recorder.get("palisade.bulkhead.active_calls{palisade.layer.name=pool}"),
+        0
+    );
 }

@@ -1,19 +1,78 @@
+//! Events counted through the [`metrics`](https://docs.rs/metrics) facade
+//! (feature `metrics`): [`MetricsEvents`], and the [`Measure`] each event
+//! kind records.
+//!
+//! # The metrics
+//!
+//! Names and labels follow OpenTelemetry's naming guidance: one namespace
+//! per pattern under `palisade.`, dot-separated, lower case, no `_total`
+//! on counters and no unit in the name (an exporter adds what its format
+//! wants: Prometheus's adds `_total` to counters and turns dots into
+//! underscores, so `palisade.retry.attempts` is scraped as
+//! `palisade_retry_attempts_total`, and the label `palisade.layer.name` as
+//! `palisade_layer_name`; see `examples/metrics.rs`). Every metric has the
+//! label `palisade.layer.name`, the name given to the layer's builder.
+//!
+//! | metric | instrument | unit | labels | meaning |
+//! |---|---|---|---|---|
+//! | `palisade.circuit_breaker.state` | gauge | `1` | `palisade.layer.name`; `palisade.circuit_breaker.state`: `closed` `open` `half_open` `forced_open` `disabled` `metrics_only` | 1 for the state the breaker is in, 0 for the other five; set at each transition (no series before the first) |
+//! | `palisade.circuit_breaker.transitions` | counter | `{transition}` | `palisade.layer.name`; `palisade.circuit_breaker.from_state`: `closed` `open` `half_open` `forced_open` `disabled` `metrics_only`; `palisade.circuit_breaker.to_state`: `closed` `open` `half_open` `forced_open` `disabled` `metrics_only` | state changes |
+//! | `palisade.circuit_breaker.calls` | counter | `{call}` | `palisade.layer.name`; `palisade.circuit_breaker.outcome`: `success` `failure` `ignored` `rejected`; `palisade.circuit_breaker.slow`: `true` `false` | calls the breaker saw finish, as the classifier judged them (`slow`: longer than the slow-call duration), and calls it refused (`rejected`, never slow) |
+//! | `palisade.circuit_breaker.threshold_crossings` | counter | `{crossing}` | `palisade.layer.name`; `palisade.circuit_breaker.rate`: `failure` `slow_call` | times the failure or slow-call rate reached its threshold |
+//! | `palisade.bulkhead.active_calls` | gauge | `{call}` | `palisade.layer.name` | calls holding a permit |
+//! | `palisade.bulkhead.rejected_calls` | counter | `{call}` | `palisade.layer.name`; `palisade.bulkhead.rejection_reason`: `full` `queue_timeout` | calls refused: every permit and queue place taken, or the maximum wait in the queue passed |
+//! | `palisade.retry.attempts` | counter | `{attempt}` | `palisade.layer.name` | attempts sent, first ones included |
+//! | `palisade.retry.retries` | counter | `{retry}` | `palisade.layer.name`; `palisade.retry.reason`: `failure` `timeout` `circuit_open` `bulkhead_full` `not_sent` | retries scheduled, by what the failed attempt came to |
+//! | `palisade.retry.failed_calls` | counter | `{call}` | `palisade.layer.name`; `palisade.retry.give_up_reason`: `max_attempts` `deadline` `server_said_no` `hint_above_cap` `backoff_ended` `not_replayable` `budget_exhausted` `not_retryable` `failure_not_retryable` `request_not_retryable` | failures returned without a further attempt, by why no further attempt was made |
+//! | `palisade.timeout.timed_out_calls` | counter | `{call}` | `palisade.layer.name` | calls cut off |
+//! | `palisade.fallback.answered_calls` | counter | `{call}` | `palisade.layer.name` | failures answered by the fallback |
+//!
+//! **Units.** The units above are OpenTelemetry's (a count of things is
+//! written `{thing}`, a ratio or state flag `1`). `metrics::Unit` has no
+//! such annotations, so each metric is described to the recorder (its
+//! `describe_counter` or `describe_gauge`, with the meaning above as its
+//! help text) with [`Unit::Count`](metrics::Unit::Count), for which the
+//! Prometheus exporter adds no suffix.
+//!
+//! **Cardinality.** Every label is bounded: `palisade.layer.name` takes the
+//! names given in configuration (one per layer), and every other label a
+//! value from the fixed lists above, which are the variants of an enum of
+//! palisade's. No label ever carries a per-request value (no URL, no
+//! status code, no error text). So a breaker has at most 6 state series,
+//! 36 transition series and 8 call series; a retry at most 1 + 5 + 10
+//! series.
+//!
+//! **The retry budget.** A spent budget is counted as
+//! `palisade.retry.failed_calls` with `palisade.retry.give_up_reason` =
+//! `budget_exhausted` (the [`RetryEvent::BudgetExhausted`](crate::retry::RetryEvent::BudgetExhausted)
+//! event that comes just before it records nothing of its own).
+//!
+//! A layer of your own records through the same listener by implementing
+//! [`EventKind::measure`](super::EventKind::measure); the table above is
+//! palisade's, and a test drives every event kind of palisade's through
+//! [`MetricsEvents`] and checks what it records against it.
+
 use std::sync::{Arc, PoisonError, RwLock};
 
-use metrics::{Counter, Gauge, Key, Label};
+use metrics::{Counter, Gauge, Key, KeyName, Label, SharedString, Unit};
 
 use super::{Event, Listener};
 
+/// The label every metric has: the layer's name.
+const LAYER_LABEL: &str = "palisade.layer.name";
+
 /// What one event records through the [`metrics`](https://docs.rs/metrics)
 /// facade: a counter to increase or a gauge to set, with labels besides
-/// the layer's (static, so that recording allocates nothing). Made by an
-/// [`EventKind`](super::EventKind)'s
+/// the layer's (static, so that recording allocates nothing), and the unit
+/// and description given to the recorder when the metric is first
+/// registered. Made by an [`EventKind`](super::EventKind)'s
 /// [`measure`](super::EventKind::measure).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Measure {
     metric: &'static str,
     labels: &'static [(&'static str, &'static str)],
     value: Value,
+    described: Option<(Unit, &'static str)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -32,6 +91,7 @@ impl Measure {
             metric,
             labels,
             value: Value::Increment(1),
+            described: None,
         }
     }
 
@@ -45,7 +105,18 @@ impl Measure {
             metric,
             labels,
             value: Value::Set(value),
+            described: None,
         }
+    }
+
+    /// The metric's unit and meaning, given to the recorder
+    /// (`describe_counter` or `describe_gauge`) when [`MetricsEvents`]
+    /// first registers it: the Prometheus exporter writes them as the
+    /// `# HELP` line and, for a unit other than [`Unit::Count`], a name
+    /// suffix.
+    pub const fn described(mut self, unit: Unit, description: &'static str) -> Self {
+        self.described = Some((unit, description));
+        self
     }
 }
 
@@ -69,29 +140,14 @@ impl Handle {
 }
 
 /// Counts events through the [`metrics`](https://docs.rs/metrics) facade
-/// (feature `metrics`). Every metric has a `layer` label with the layer's
-/// name.
-///
-/// | metric | kind | labels | counts |
-/// |---|---|---|---|
-/// | `palisade_circuit_state` | gauge | `layer` | the breaker's state: 0 closed, 1 open, 2 half-open, 3 forced open, 4 disabled, 5 metrics only |
-/// | `palisade_circuit_transitions_total` | counter | `layer`, `from`, `to` | state changes |
-/// | `palisade_calls_total` | counter | `layer`, `outcome` (`Success`, `Failure`, `Ignored`), `slow` | calls a breaker saw finish |
-/// | `palisade_bulkhead_in_flight` | gauge | `layer` | calls holding a bulkhead permit |
-/// | `palisade_calls_rejected_total` | counter | `layer`, `by` (`circuit_breaker`, `bulkhead`) | calls refused without reaching the service |
-/// | `palisade_rate_exceeded_total` | counter | `layer`, `rate` (`failure`, `slow_call`) | threshold crossings |
-/// | `palisade_attempts_total` | counter | `layer` | attempts sent by a retry layer, first ones included |
-/// | `palisade_retries_total` | counter | `layer`, `reason` | retries scheduled |
-/// | `palisade_retry_budget_exhausted_total` | counter | `layer` | retries refused by the budget |
-/// | `palisade_retry_gave_up_total` | counter | `layer`, `reason` | failures returned without a further retry |
-/// | `palisade_timeouts_total` | counter | `layer` | calls cut off |
-/// | `palisade_fallbacks_total` | counter | `layer` | failures answered by a fallback |
+/// (feature `metrics`): the metrics, their labels and units are in
+/// [the table](self#the-metrics) (`palisade::event::metrics`).
 ///
 /// Each counter and gauge is registered with the recorder once per
 /// listener, at its first event, and kept: later events find it under a
-/// read lock and allocate nothing (the `layer` label shares the layer's
-/// name). So register the listener where the recorder it should report to
-/// is installed. Without a listener nothing is built.
+/// read lock and allocate nothing (the `palisade.layer.name` label shares
+/// the layer's name). So register the listener where the recorder it
+/// should report to is installed. Without a listener nothing is built.
 ///
 /// # Examples
 ///
@@ -129,7 +185,7 @@ impl MetricsEvents {
     #[cold]
     fn register(&self, layer: &Arc<str>, m: Measure) {
         let mut labels = Vec::with_capacity(m.labels.len() + 1);
-        labels.push(Label::new("layer", Arc::clone(layer)));
+        labels.push(Label::new(LAYER_LABEL, Arc::clone(layer)));
         labels.extend(
             m.labels
                 .iter()
@@ -137,9 +193,28 @@ impl MetricsEvents {
         );
         let key = Key::from_parts(m.metric, labels);
         let metadata = metrics::Metadata::new(module_path!(), metrics::Level::INFO, None);
-        let (counter, gauge) = metrics::with_recorder(|recorder| match m.value {
-            Value::Increment(_) => (Some(recorder.register_counter(&key, &metadata)), None),
-            Value::Set(_) => (None, Some(recorder.register_gauge(&key, &metadata))),
+        let (counter, gauge) = metrics::with_recorder(|recorder| {
+            let described = m.described.map(|(unit, description)| {
+                (
+                    KeyName::from_const_str(m.metric),
+                    Some(unit),
+                    SharedString::const_str(description),
+                )
+            });
+            match m.value {
+                Value::Increment(_) => {
+                    if let Some((name, unit, description)) = described {
+                        recorder.describe_counter(name, unit, description);
+                    }
+                    (Some(recorder.register_counter(&key, &metadata)), None)
+                }
+                Value::Set(_) => {
+                    if let Some((name, unit, description)) = described {
+                        recorder.describe_gauge(name, unit, description);
+                    }
+                    (None, Some(recorder.register_gauge(&key, &metadata)))
+                }
+            }
         });
         let handle = Handle {
             layer: Arc::clone(layer),
@@ -174,5 +249,324 @@ impl Listener for MetricsEvents {
             }
             self.register(layer, m);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use metrics::{
+        Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    };
+
+    use super::MetricsEvents;
+    use crate::bulkhead::BulkheadEvent;
+    use crate::circuit_breaker::{BreakerEvent, CircuitState, TransitionReason};
+    use crate::classify::Outcome;
+    use crate::error::ErrorKind;
+    use crate::event::{Event, EventKind, Listener};
+    use crate::fallback::FallbackEvent;
+    use crate::retry::{GiveUpReason, RetryEvent, RetryReason};
+    use crate::timeout::TimeoutEvent;
+
+    /// Label name → the values seen, per metric name.
+    type Seen = BTreeMap<String, BTreeMap<String, BTreeSet<String>>>;
+
+    /// Keeps what was registered and described.
+    #[derive(Default)]
+    struct Catalogue {
+        seen: Mutex<Seen>,
+        kinds: Mutex<BTreeMap<String, &'static str>>,
+        described: Mutex<BTreeMap<String, (Option<Unit>, String)>>,
+    }
+
+    impl Catalogue {
+        fn note(&self, key: &Key, kind: &'static str) {
+            let mut seen = self.seen.lock().unwrap();
+            let labels = seen.entry(key.name().to_string()).or_default();
+            for label in key.labels() {
+                labels
+                    .entry(label.key().to_string())
+                    .or_default()
+                    .insert(label.value().to_string());
+            }
+            self.kinds
+                .lock()
+                .unwrap()
+                .insert(key.name().to_string(), kind);
+        }
+
+        fn describe(&self, name: KeyName, unit: Option<Unit>, text: SharedString) {
+            self.described
+                .lock()
+                .unwrap()
+                .insert(name.as_str().to_string(), (unit, text.to_string()));
+        }
+    }
+
+    impl Recorder for Catalogue {
+        fn describe_counter(&self, name: KeyName, unit: Option<Unit>, text: SharedString) {
+            self.describe(name, unit, text);
+        }
+        fn describe_gauge(&self, name: KeyName, unit: Option<Unit>, text: SharedString) {
+            self.describe(name, unit, text);
+        }
+        fn describe_histogram(&self, name: KeyName, unit: Option<Unit>, text: SharedString) {
+            self.describe(name, unit, text);
+        }
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            self.note(key, "counter");
+            Counter::noop()
+        }
+        fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+            self.note(key, "gauge");
+            Gauge::noop()
+        }
+        fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+            self.note(key, "histogram");
+            Histogram::noop()
+        }
+    }
+
+    const STATES: [CircuitState; 6] = [
+        CircuitState::Closed,
+        CircuitState::Open,
+        CircuitState::HalfOpen,
+        CircuitState::ForcedOpen,
+        CircuitState::Disabled,
+        CircuitState::MetricsOnly,
+    ];
+    const RETRY_REASONS: [RetryReason; 5] = [
+        RetryReason::Failure,
+        RetryReason::Timeout,
+        RetryReason::CircuitOpen,
+        RetryReason::BulkheadFull,
+        RetryReason::NotSent,
+    ];
+    const GIVE_UP_REASONS: [GiveUpReason; 10] = [
+        GiveUpReason::MaxAttempts,
+        GiveUpReason::Deadline,
+        GiveUpReason::ServerSaidNo,
+        GiveUpReason::HintAboveCap,
+        GiveUpReason::BackoffEnded,
+        GiveUpReason::NotReplayable,
+        GiveUpReason::BudgetExhausted,
+        GiveUpReason::NotRetryable,
+        GiveUpReason::FailureNotRetryable,
+        GiveUpReason::RequestNotRetryable,
+    ];
+
+    /// Every event of palisade's, with every value that could change what
+    /// is recorded. The matches below have no wildcard: a new variant
+    /// does not compile until it is added here (and so to the table).
+    fn every_event() -> Vec<Box<dyn EventKind>> {
+        let mut all: Vec<Box<dyn EventKind>> = Vec::new();
+        for from in STATES {
+            for to in STATES {
+                all.push(Box::new(BreakerEvent::StateTransition {
+                    from,
+                    to,
+                    reason: TransitionReason::FailureRate,
+                }));
+            }
+        }
+        all.push(Box::new(BreakerEvent::CallRejected {
+            retry_after: Duration::from_secs(1),
+        }));
+        all.push(Box::new(BreakerEvent::FailureRateExceeded {
+            rate: 0.6,
+            threshold: 0.5,
+        }));
+        all.push(Box::new(BreakerEvent::SlowCallRateExceeded {
+            rate: 0.6,
+            threshold: 0.5,
+        }));
+        for outcome in [Outcome::Success, Outcome::Failure, Outcome::Ignored] {
+            for slow in [false, true] {
+                all.push(Box::new(BreakerEvent::CallFinished { outcome, slow }));
+            }
+        }
+        all.push(Box::new(BulkheadEvent::InFlight { in_flight: 3 }));
+        for timed_out_in_queue in [false, true] {
+            all.push(Box::new(BulkheadEvent::Rejected { timed_out_in_queue }));
+        }
+        all.push(Box::new(RetryEvent::Attempt { attempt: 1 }));
+        for reason in RETRY_REASONS {
+            all.push(Box::new(RetryEvent::Retry {
+                attempt: 1,
+                delay: Duration::ZERO,
+                reason,
+                hinted: false,
+            }));
+        }
+        all.push(Box::new(RetryEvent::BudgetExhausted { attempt: 1 }));
+        for reason in GIVE_UP_REASONS {
+            all.push(Box::new(RetryEvent::GaveUp {
+                attempts: 1,
+                reason,
+            }));
+        }
+        all.push(Box::new(TimeoutEvent::TimedOut {
+            after: Duration::from_secs(1),
+        }));
+        for kind in [
+            None,
+            Some(ErrorKind::CircuitOpen),
+            Some(ErrorKind::BulkheadFull),
+            Some(ErrorKind::Elapsed),
+            Some(ErrorKind::BudgetExhausted),
+            Some(ErrorKind::Inner),
+        ] {
+            all.push(Box::new(FallbackEvent::FellBack { kind }));
+        }
+        all
+    }
+
+    /// Fails to compile when a kind gains a variant or a value that
+    /// `every_event` does not make.
+    #[allow(dead_code)]
+    fn every_variant_is_made(
+        b: BreakerEvent,
+        h: BulkheadEvent,
+        r: RetryEvent,
+        t: TimeoutEvent,
+        f: FallbackEvent,
+        s: CircuitState,
+        o: Outcome,
+        rr: RetryReason,
+        g: GiveUpReason,
+    ) {
+        match b {
+            BreakerEvent::StateTransition { .. }
+            | BreakerEvent::CallRejected { .. }
+            | BreakerEvent::FailureRateExceeded { .. }
+            | BreakerEvent::SlowCallRateExceeded { .. }
+            | BreakerEvent::CallFinished { .. } => {}
+        }
+        match h {
+            BulkheadEvent::InFlight { .. } | BulkheadEvent::Rejected { .. } => {}
+        }
+        match r {
+            RetryEvent::Attempt { .. }
+            | RetryEvent::Retry { .. }
+            | RetryEvent::BudgetExhausted { .. }
+            | RetryEvent::GaveUp { .. } => {}
+        }
+        match t {
+            TimeoutEvent::TimedOut { .. } => {}
+        }
+        match f {
+            FallbackEvent::FellBack { .. } => {}
+        }
+        let _ = (STATES.len(), s as usize);
+        match s {
+            CircuitState::Closed
+            | CircuitState::Open
+            | CircuitState::HalfOpen
+            | CircuitState::ForcedOpen
+            | CircuitState::Disabled
+            | CircuitState::MetricsOnly => {}
+        }
+        match o {
+            Outcome::Success | Outcome::Failure | Outcome::Ignored => {}
+        }
+        match rr {
+            RetryReason::Failure
+            | RetryReason::Timeout
+            | RetryReason::CircuitOpen
+            | RetryReason::BulkheadFull
+            | RetryReason::NotSent => {}
+        }
+        match g {
+            GiveUpReason::MaxAttempts
+            | GiveUpReason::Deadline
+            | GiveUpReason::ServerSaidNo
+            | GiveUpReason::HintAboveCap
+            | GiveUpReason::BackoffEnded
+            | GiveUpReason::NotReplayable
+            | GiveUpReason::BudgetExhausted
+            | GiveUpReason::NotRetryable
+            | GiveUpReason::FailureNotRetryable
+            | GiveUpReason::RequestNotRetryable => {}
+        }
+    }
+
+    /// A row of the module docs' table: instrument, and label → values
+    /// (empty for the layer's name, which comes from configuration).
+    type Row = (String, BTreeMap<String, BTreeSet<String>>);
+
+    /// Reads the table in this file's module docs.
+    fn table() -> BTreeMap<String, Row> {
+        let code = |cell: &str| -> Vec<String> {
+            cell.split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_string)
+                .collect()
+        };
+        let mut rows = BTreeMap::new();
+        for line in include_str!("metrics.rs").lines() {
+            let Some(row) = line.strip_prefix("//! | `palisade.") else {
+                continue;
+            };
+            let cells: Vec<&str> = row.split(" | ").collect();
+            assert_eq!(cells.len(), 5, "{line}");
+            let name = format!("palisade.{}", cells[0].trim_end_matches('`'));
+            let mut labels = BTreeMap::new();
+            for label in cells[3].split("; ") {
+                let (key, values) = label.split_once(": ").unwrap_or((label, ""));
+                let key = code(key).pop().expect("a label name in backquotes");
+                labels.insert(key, code(values).into_iter().collect());
+            }
+            let old = rows.insert(name.clone(), (cells[1].to_string(), labels));
+            assert!(old.is_none(), "{name} is in the table twice");
+        }
+        rows
+    }
+
+    #[test]
+    fn what_is_recorded_is_the_table_and_the_table_is_what_is_recorded() {
+        let recorder = Arc::new(Catalogue::default());
+        let listener = MetricsEvents::new();
+        let layer: Arc<str> = Arc::from("layer-name");
+        metrics::with_local_recorder(&*recorder, || {
+            for kind in every_event() {
+                listener.on_event(&Event::new(&layer, &*kind));
+            }
+        });
+        let seen = recorder.seen.lock().unwrap().clone();
+        let kinds = recorder.kinds.lock().unwrap().clone();
+        let described = recorder.described.lock().unwrap().clone();
+        let table = table();
+        assert_eq!(
+            seen.keys().collect::<Vec<_>>(),
+            table.keys().collect::<Vec<_>>(),
+            "the metrics recorded, and the metrics in the table"
+        );
+        for (name, (instrument, labels)) in &table {
+            assert_eq!(kinds[name], instrument, "{name}'s instrument");
+            let recorded = &seen[name];
+            assert_eq!(
+                recorded.keys().collect::<Vec<_>>(),
+                labels.keys().collect::<Vec<_>>(),
+                "{name}'s labels"
+            );
+            for (key, values) in labels {
+                if key == super::LAYER_LABEL {
+                    assert!(values.is_empty(), "{name}: the layer's name is configured");
+                    assert_eq!(recorded[key], BTreeSet::from(["layer-name".to_string()]));
+                } else {
+                    assert_eq!(&recorded[key], values, "{name}'s {key} values");
+                }
+            }
+            let (unit, text) = described
+                .get(name)
+                .unwrap_or_else(|| panic!("{name} is described"));
+            assert_eq!(*unit, Some(Unit::Count), "{name}'s unit");
+            assert!(!text.is_empty(), "{name}'s description");
+        }
     }
 }
