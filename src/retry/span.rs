@@ -1,0 +1,68 @@
+//! The span each attempt runs in (feature `tracing`); without the
+//! feature, a type of size zero and functions that compile to nothing.
+
+#[cfg(feature = "tracing")]
+pub(crate) type AttemptSpan = tracing::Span;
+
+/// Without the feature there is no span.
+#[cfg(not(feature = "tracing"))]
+#[derive(Debug, Default)]
+pub(crate) struct AttemptSpan;
+
+/// The span of attempt number `attempt` (from 1) of the retry layer named
+/// `name`: `palisade.attempt`, at level `INFO`, target `palisade`, with
+/// `palisade.layer.name`, and either OpenTelemetry's
+/// `http.request.resend_count` (HTTP requests, `http`: set only on a
+/// resend, to the resend's number) or `palisade.attempt.number`. With no
+/// subscriber interested, `tracing` hands back a disabled span without
+/// allocating.
+#[cfg(feature = "tracing")]
+#[inline]
+pub(crate) fn attempt_span(name: &str, attempt: u32, http: bool) -> AttemptSpan {
+    if !http {
+        tracing::info_span!(
+            target: "palisade",
+            "palisade.attempt",
+            palisade.layer.name = name,
+            palisade.attempt.number = attempt,
+        )
+    } else if attempt <= 1 {
+        tracing::info_span!(target: "palisade", "palisade.attempt", palisade.layer.name = name)
+    } else {
+        tracing::info_span!(
+            target: "palisade",
+            "palisade.attempt",
+            palisade.layer.name = name,
+            http.request.resend_count = attempt - 1,
+        )
+    }
+}
+
+#[cfg(not(feature = "tracing"))]
+#[inline(always)]
+pub(crate) fn attempt_span(_name: &str, _attempt: u32, _http: bool) -> AttemptSpan {
+    AttemptSpan
+}
+
+/// Runs `f` inside `span`: what the inner service does in `call` and in
+/// each poll of its future is a child of the attempt.
+#[inline(always)]
+pub(crate) fn in_scope<R>(span: &AttemptSpan, f: impl FnOnce() -> R) -> R {
+    #[cfg(feature = "tracing")]
+    let _entered = span.enter();
+    #[cfg(not(feature = "tracing"))]
+    let _ = span;
+    f()
+}
+
+/// Ends the attempt's span when the attempt ends (not when the call's
+/// future is dropped), so that its duration is the attempt's.
+#[inline(always)]
+pub(crate) fn close(span: &mut AttemptSpan) {
+    #[cfg(feature = "tracing")]
+    {
+        *span = tracing::Span::none();
+    }
+    #[cfg(not(feature = "tracing"))]
+    let _ = span;
+}
