@@ -286,7 +286,11 @@ impl tracing::field::Visit for SpanFields<'_> {
 impl Spans {
     fn named(&self, name: &str) -> Vec<SpanSeen> {
         let log = self.0.lock().unwrap();
-        log.spans.iter().filter(|s| s.name == name).cloned().collect()
+        log.spans
+            .iter()
+            .filter(|s| s.name == name)
+            .cloned()
+            .collect()
     }
 
     fn lifecycle(&self) -> Vec<String> {
@@ -330,7 +334,11 @@ impl tracing::Subscriber for Spans {
     fn exit(&self, id: &tracing::span::Id) {
         let mut log = self.0.lock().unwrap();
         let top = log.stack.pop();
-        assert_eq!(top, Some(id.into_u64()), "spans exit in the order they were entered");
+        assert_eq!(
+            top,
+            Some(id.into_u64()),
+            "spans exit in the order they were entered"
+        );
     }
     fn try_close(&self, id: tracing::span::Id) -> bool {
         self.0
@@ -407,6 +415,7 @@ fn http_retry<K>(requests: K) -> RetryLayer<HttpClassifier, Backoff, K> {
         .classifier(HttpClassifier::new())
         .requests(requests)
         .max_attempts(3)
+        .attempt_spans(true)
         .backoff(
             Backoff::constant(Duration::from_millis(10))
                 .jitter(Jitter::None)
@@ -458,6 +467,7 @@ async fn attempts_of_other_requests_carry_their_number() {
     let retry = RetryLayer::builder()
         .name("jobs")
         .max_attempts(3)
+        .attempt_spans(true)
         .no_budget()
         .build()
         .unwrap();
@@ -474,13 +484,27 @@ async fn attempts_of_other_requests_carry_their_number() {
         })
         .collect();
     assert_eq!(fields, expected);
-    let parents: Vec<_> = spans
-        .named("test.poll")
-        .iter()
-        .map(|c| c.parent)
-        .collect();
+    let parents: Vec<_> = spans.named("test.poll").iter().map(|c| c.parent).collect();
     assert_eq!(
         parents,
         attempts.iter().map(|a| Some(a.id)).collect::<Vec<_>>()
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn attempt_spans_are_off_by_default() {
+    let spans = Spans::default();
+    let _guard = tracing::subscriber::set_default(spans.clone());
+    let retry = RetryLayer::builder()
+        .max_attempts(2)
+        .no_budget()
+        .build()
+        .unwrap();
+    retry
+        .layer(spanning(failing()))
+        .oneshot(())
+        .await
+        .unwrap_err();
+    assert_eq!(spans.named("test.poll").len(), 2, "the subscriber listens");
+    assert!(spans.named("palisade.attempt").is_empty());
 }

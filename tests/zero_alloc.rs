@@ -95,6 +95,20 @@ fn retry_whose_first_attempt_succeeds() {
     assert_eq!(allocations_per_10k(layer.layer(bare())), 0);
 }
 
+/// Attempt spans on, and no subscriber: `tracing` hands back disabled
+/// spans without allocating.
+#[cfg(feature = "tracing")]
+#[test]
+fn retry_with_attempt_spans_and_no_subscriber() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let layer = RetryLayer::builder().attempt_spans(true).build().unwrap();
+    assert_eq!(allocations_per_10k(layer.layer(bare())), 0);
+}
+
 #[test]
 fn full_preset_with_every_part_on() {
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -420,7 +420,8 @@ where
                     *this.attempt += 1;
                     let shared = &retrying.shared;
                     let attempt = *this.attempt;
-                    *this.span = span::attempt_span(&shared.name, attempt, Src::HTTP);
+                    *this.span =
+                        span::attempt_span(shared.attempt_spans, &shared.name, attempt, Src::HTTP);
                     let service = &mut retrying.service;
                     let future = span::in_scope(this.span, || {
                         shared

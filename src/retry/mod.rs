@@ -220,7 +220,7 @@ where
         } else {
             (self.replay.only(req), None, false)
         };
-        let span = span::attempt_span(&shared.name, 1, <K::Source>::HTTP);
+        let span = span::attempt_span(shared.attempt_spans, &shared.name, 1, <K::Source>::HTTP);
         let inner = &mut self.inner;
         let future = span::in_scope(&span, || {
             shared
