@@ -508,3 +508,59 @@ async fn attempt_spans_are_off_by_default() {
     assert_eq!(spans.named("test.poll").len(), 2, "the subscriber listens");
     assert!(spans.named("palisade.attempt").is_empty());
 }
+
+/// What Prometheus scrapes, through `metrics-exporter-prometheus` as
+/// `examples/metrics.rs` sets it up: the names and labels of the table in
+/// `palisade::event::metrics`, dots as underscores, `_total` on counters.
+#[test]
+fn prometheus_scrapes_the_names_of_the_table() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_recommended_naming(true)
+        .build_recorder();
+    let handle = recorder.handle();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        rt.block_on(async {
+            let breaker = CircuitBreakerLayer::builder()
+                .name("db")
+                .count_window(2)
+                .minimum_calls(2)
+                .on_event(MetricsEvents::new())
+                .build()
+                .unwrap();
+            let retry = RetryLayer::builder()
+                .name("r")
+                .max_attempts(3)
+                .no_budget()
+                .on_event(MetricsEvents::new())
+                .build()
+                .unwrap();
+            retry
+                .layer(breaker.layer(failing()))
+                .oneshot(())
+                .await
+                .unwrap_err();
+        })
+    });
+    let text = handle.render();
+    let lines: Vec<&str> = text.lines().collect();
+    for expected in [
+        "# TYPE palisade_retry_attempts_total counter",
+        "palisade_retry_attempts_total{palisade_layer_name=\"r\"} 3",
+        "palisade_retry_retries_total{palisade_layer_name=\"r\",palisade_retry_reason=\"failure\"} 2",
+        "palisade_retry_failed_calls_total{palisade_layer_name=\"r\",palisade_retry_give_up_reason=\"not_retryable\"} 1",
+        "# HELP palisade_circuit_breaker_calls_total Calls the breaker saw finish, as the classifier judged them, and calls it refused",
+        "palisade_circuit_breaker_calls_total{palisade_layer_name=\"db\",palisade_circuit_breaker_outcome=\"failure\",palisade_circuit_breaker_slow=\"false\"} 2",
+        "palisade_circuit_breaker_calls_total{palisade_layer_name=\"db\",palisade_circuit_breaker_outcome=\"rejected\",palisade_circuit_breaker_slow=\"false\"} 1",
+        "palisade_circuit_breaker_transitions_total{palisade_layer_name=\"db\",palisade_circuit_breaker_from_state=\"closed\",palisade_circuit_breaker_to_state=\"open\"} 1",
+        "# TYPE palisade_circuit_breaker_state gauge",
+        "palisade_circuit_breaker_state{palisade_layer_name=\"db\",palisade_circuit_breaker_state=\"open\"} 1",
+        "palisade_circuit_breaker_state{palisade_layer_name=\"db\",palisade_circuit_breaker_state=\"closed\"} 0",
+    ] {
+        assert!(lines.contains(&expected), "missing {expected:?} in:\n{text}");
+    }
+}
