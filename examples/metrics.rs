@@ -76,7 +76,7 @@ async fn main() {
     let pricing = retry.layer(service_fn(move |always_fail: bool| {
         let n = seen.fetch_add(1, Ordering::SeqCst);
         async move {
-            if always_fail || n % 2 == 0 {
+            if always_fail || n.is_multiple_of(2) {
                 Err::<u32, BoxError>("busy".into())
             } else {
                 Ok(42)

@@ -561,6 +561,9 @@ fn prometheus_scrapes_the_names_of_the_table() {
         "palisade_circuit_breaker_state{palisade_layer_name=\"db\",palisade_circuit_breaker_state=\"open\"} 1",
         "palisade_circuit_breaker_state{palisade_layer_name=\"db\",palisade_circuit_breaker_state=\"closed\"} 0",
     ] {
-        assert!(lines.contains(&expected), "missing {expected:?} in:\n{text}");
+        assert!(
+            lines.contains(&expected),
+            "missing {expected:?} in:\n{text}"
+        );
     }
 }
