@@ -1,13 +1,27 @@
-//! The event stream forwarded to `tracing` and to `metrics`.
+//! The event stream forwarded to `tracing` and to `metrics`, and the
+//! retry's attempt spans.
+
+#[path = "support/http_server.rs"]
+mod http_server;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use http_server::{Reply, Server};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use palisade::backoff::{Backoff, Jitter};
 use palisade::circuit_breaker::CircuitBreakerLayer;
+use palisade::classify::HttpClassifier;
 use palisade::error::BoxError;
 use palisade::event::{MetricsEvents, TracingEvents};
-use palisade::retry::RetryLayer;
+use palisade::retry::{ReplayBodies, ReplayBody, ReqwestRequests, RetryLayer};
 use tower::{Layer, ServiceExt, service_fn};
 
 /// A `tracing` subscriber that keeps each event as "LEVEL message field=value ...".
@@ -204,22 +218,352 @@ fn events_are_counted_through_the_metrics_facade() {
     });
     // Call 1: attempts 1 and 2 fail (the breaker opens), attempt 3 is
     // rejected. Call 2: attempt 1 is rejected.
-    assert_eq!(recorder.get("palisade_attempts_total{layer=r}"), 4);
     assert_eq!(
-        recorder.get("palisade_retries_total{layer=r,reason=Failure}"),
+        recorder.get("palisade.retry.attempts{palisade.layer.name=r}"),
+        4
+    );
+    assert_eq!(
+        recorder.get("palisade.retry.retries{palisade.layer.name=r,palisade.retry.reason=failure}"),
         2
     );
     assert_eq!(
-        recorder.get("palisade_calls_rejected_total{by=circuit_breaker,layer=db}"),
+        recorder.get("palisade.circuit_breaker.calls{palisade.circuit_breaker.outcome=rejected,palisade.circuit_breaker.slow=false,palisade.layer.name=db}"),
         2
     );
     assert_eq!(
-        recorder.get("palisade_circuit_transitions_total{from=Closed,layer=db,to=Open}"),
+        recorder.get("palisade.circuit_breaker.transitions{palisade.circuit_breaker.from_state=closed,palisade.circuit_breaker.to_state=open,palisade.layer.name=db}"),
         1
     );
-    assert_eq!(recorder.get("palisade_circuit_state{layer=db}"), 1);
     assert_eq!(
-        recorder.get("palisade_retry_gave_up_total{layer=r,reason=NotRetryable}"),
+        recorder.get("palisade.circuit_breaker.state{palisade.circuit_breaker.state=open,palisade.layer.name=db}"),
+        1
+    );
+    assert_eq!(
+        recorder.get("palisade.circuit_breaker.state{palisade.circuit_breaker.state=closed,palisade.layer.name=db}"),
+        0
+    );
+    assert_eq!(
+        recorder.get("palisade.retry.failed_calls{palisade.layer.name=r,palisade.retry.give_up_reason=not_retryable}"),
         2
     );
+}
+
+/// One span as the subscriber saw it.
+#[derive(Debug, Clone)]
+struct SpanSeen {
+    id: u64,
+    name: &'static str,
+    fields: BTreeMap<String, String>,
+    parent: Option<u64>,
+}
+
+#[derive(Default)]
+struct SpanLog {
+    spans: Vec<SpanSeen>,
+    /// The spans entered, innermost last (the tests run on one thread).
+    stack: Vec<u64>,
+    /// "new N" and "close N", in order.
+    lifecycle: Vec<String>,
+}
+
+/// A `tracing` subscriber that keeps every span with its fields and its
+/// parent (the span entered when it was made).
+#[derive(Clone, Default)]
+struct Spans(Arc<Mutex<SpanLog>>);
+
+struct SpanFields<'a>(&'a mut BTreeMap<String, String>);
+
+impl tracing::field::Visit for SpanFields<'_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.insert(field.name().to_string(), value.to_string());
+    }
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0
+            .insert(field.name().to_string(), format!("{value:?}"));
+    }
+}
+
+impl Spans {
+    fn named(&self, name: &str) -> Vec<SpanSeen> {
+        let log = self.0.lock().unwrap();
+        log.spans
+            .iter()
+            .filter(|s| s.name == name)
+            .cloned()
+            .collect()
+    }
+
+    fn lifecycle(&self) -> Vec<String> {
+        self.0.lock().unwrap().lifecycle.clone()
+    }
+}
+
+impl tracing::Subscriber for Spans {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, attrs: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        let mut log = self.0.lock().unwrap();
+        let id = log.spans.len() as u64 + 1;
+        let parent = if attrs.is_contextual() {
+            log.stack.last().copied()
+        } else {
+            attrs.parent().map(tracing::span::Id::into_u64)
+        };
+        let mut fields = BTreeMap::new();
+        attrs.record(&mut SpanFields(&mut fields));
+        log.spans.push(SpanSeen {
+            id,
+            name: attrs.metadata().name(),
+            fields,
+            parent,
+        });
+        log.lifecycle.push(format!("new {id}"));
+        tracing::span::Id::from_u64(id)
+    }
+    fn record(&self, id: &tracing::span::Id, values: &tracing::span::Record<'_>) {
+        let mut log = self.0.lock().unwrap();
+        let span = &mut log.spans[id.into_u64() as usize - 1];
+        values.record(&mut SpanFields(&mut span.fields));
+    }
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {}
+    fn enter(&self, id: &tracing::span::Id) {
+        self.0.lock().unwrap().stack.push(id.into_u64());
+    }
+    fn exit(&self, id: &tracing::span::Id) {
+        let mut log = self.0.lock().unwrap();
+        let top = log.stack.pop();
+        assert_eq!(
+            top,
+            Some(id.into_u64()),
+            "spans exit in the order they were entered"
+        );
+    }
+    fn try_close(&self, id: tracing::span::Id) -> bool {
+        self.0
+            .lock()
+            .unwrap()
+            .lifecycle
+            .push(format!("close {}", id.into_u64()));
+        true
+    }
+}
+
+/// Wraps a service so that its `call` and the first poll of its future
+/// each make a span (`test.call`, `test.poll`): children of whatever span
+/// is entered at that moment.
+fn spanning<S, Req>(
+    inner: S,
+) -> impl tower::Service<Req, Response = S::Response, Error = S::Error> + Clone
+where
+    S: tower::Service<Req> + Clone + 'static,
+    Req: 'static,
+{
+    tower::service_fn(move |req: Req| {
+        let _call = tracing::info_span!("test.call");
+        let mut inner = inner.clone();
+        async move {
+            let _poll = tracing::info_span!("test.poll");
+            inner.ready().await?.call(req).await
+        }
+    })
+}
+
+/// The attempt spans of a retry named "web" that made two attempts, each
+/// the parent of what the inner service did in `call` and when polled.
+fn assert_two_http_attempts(spans: &Spans) {
+    let attempts = spans.named("palisade.attempt");
+    assert_eq!(attempts.len(), 2, "{attempts:#?}");
+    assert_eq!(
+        attempts[0].fields,
+        BTreeMap::from([("palisade.layer.name".into(), "web".into())]),
+        "the first send has no resend count"
+    );
+    assert_eq!(
+        attempts[1].fields,
+        BTreeMap::from([
+            ("palisade.layer.name".into(), "web".into()),
+            ("http.request.resend_count".into(), "1".into()),
+        ])
+    );
+    for (kind, children) in [
+        ("call", spans.named("test.call")),
+        ("poll", spans.named("test.poll")),
+    ] {
+        let parents: Vec<_> = children.iter().map(|c| c.parent).collect();
+        assert_eq!(
+            parents,
+            [Some(attempts[0].id), Some(attempts[1].id)],
+            "each attempt's {kind} runs in its span"
+        );
+    }
+    // An attempt's span ends with the attempt, before the next begins.
+    let lifecycle = spans.lifecycle();
+    let closed = lifecycle
+        .iter()
+        .position(|l| *l == format!("close {}", attempts[0].id));
+    let opened = lifecycle
+        .iter()
+        .position(|l| *l == format!("new {}", attempts[1].id));
+    assert!(closed.is_some() && closed < opened, "{lifecycle:?}");
+}
+
+fn http_retry<K>(requests: K) -> RetryLayer<HttpClassifier, Backoff, K> {
+    RetryLayer::builder()
+        .name("web")
+        .classifier(HttpClassifier::new())
+        .requests(requests)
+        .max_attempts(3)
+        .attempt_spans(true)
+        .backoff(
+            Backoff::constant(Duration::from_millis(10))
+                .jitter(Jitter::None)
+                .build()
+                .unwrap(),
+        )
+        .no_budget()
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_reqwest_attempt_runs_in_a_span_with_the_resend_count() {
+    let spans = Spans::default();
+    let _guard = tracing::subscriber::set_default(spans.clone());
+    let server = Server::start(vec![Reply::status(503)], Reply::status(200)).await;
+    let svc = http_retry(ReqwestRequests).layer(spanning(reqwest::Client::new()));
+    let req = reqwest::Request::new(reqwest::Method::GET, server.url("/").parse().unwrap());
+    let res = svc.oneshot(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(server.seen().len(), 2);
+    assert_two_http_attempts(&spans);
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_replayed_http_request_attempt_runs_in_a_span_with_the_resend_count() {
+    let spans = Spans::default();
+    let _guard = tracing::subscriber::set_default(spans.clone());
+    let server = Server::start(vec![Reply::status(503)], Reply::status(200)).await;
+    let mut connector = HttpConnector::new();
+    // Under paused time, Nagle's delay would hold a small write back.
+    connector.set_nodelay(true);
+    let client: Client<_, ReplayBody<Full<Bytes>>> =
+        Client::builder(TokioExecutor::new()).build(connector);
+    let svc = http_retry(ReplayBodies::default()).layer(spanning(client));
+    let req = http::Request::put(server.url("/item"))
+        .body(Full::new(Bytes::from_static(b"body")))
+        .unwrap();
+    let res = svc.oneshot(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(server.seen().len(), 2);
+    assert_two_http_attempts(&spans);
+}
+
+#[tokio::test(start_paused = true)]
+async fn attempts_of_other_requests_carry_their_number() {
+    let spans = Spans::default();
+    let _guard = tracing::subscriber::set_default(spans.clone());
+    let retry = RetryLayer::builder()
+        .name("jobs")
+        .max_attempts(3)
+        .attempt_spans(true)
+        .no_budget()
+        .build()
+        .unwrap();
+    let svc = retry.layer(spanning(failing()));
+    svc.oneshot(()).await.unwrap_err();
+    let attempts = spans.named("palisade.attempt");
+    let fields: Vec<_> = attempts.iter().map(|a| a.fields.clone()).collect();
+    let expected: Vec<BTreeMap<String, String>> = (1..=3)
+        .map(|n| {
+            BTreeMap::from([
+                ("palisade.layer.name".into(), "jobs".into()),
+                ("palisade.attempt.number".into(), n.to_string()),
+            ])
+        })
+        .collect();
+    assert_eq!(fields, expected);
+    let parents: Vec<_> = spans.named("test.poll").iter().map(|c| c.parent).collect();
+    assert_eq!(
+        parents,
+        attempts.iter().map(|a| Some(a.id)).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn attempt_spans_are_off_by_default() {
+    let spans = Spans::default();
+    let _guard = tracing::subscriber::set_default(spans.clone());
+    let retry = RetryLayer::builder()
+        .max_attempts(2)
+        .no_budget()
+        .build()
+        .unwrap();
+    retry
+        .layer(spanning(failing()))
+        .oneshot(())
+        .await
+        .unwrap_err();
+    assert_eq!(spans.named("test.poll").len(), 2, "the subscriber listens");
+    assert!(spans.named("palisade.attempt").is_empty());
+}
+
+/// What Prometheus scrapes, through `metrics-exporter-prometheus` as
+/// `examples/metrics.rs` sets it up: the names and labels of the table in
+/// `palisade::event::metrics`, dots as underscores, `_total` on counters.
+#[test]
+fn prometheus_scrapes_the_names_of_the_table() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_recommended_naming(true)
+        .build_recorder();
+    let handle = recorder.handle();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        rt.block_on(async {
+            let breaker = CircuitBreakerLayer::builder()
+                .name("db")
+                .count_window(2)
+                .minimum_calls(2)
+                .on_event(MetricsEvents::new())
+                .build()
+                .unwrap();
+            let retry = RetryLayer::builder()
+                .name("r")
+                .max_attempts(3)
+                .no_budget()
+                .on_event(MetricsEvents::new())
+                .build()
+                .unwrap();
+            retry
+                .layer(breaker.layer(failing()))
+                .oneshot(())
+                .await
+                .unwrap_err();
+        })
+    });
+    let text = handle.render();
+    let lines: Vec<&str> = text.lines().collect();
+    for expected in [
+        "# TYPE palisade_retry_attempts_total counter",
+        "palisade_retry_attempts_total{palisade_layer_name=\"r\"} 3",
+        "palisade_retry_retries_total{palisade_layer_name=\"r\",palisade_retry_reason=\"failure\"} 2",
+        "palisade_retry_failed_calls_total{palisade_layer_name=\"r\",palisade_retry_give_up_reason=\"not_retryable\"} 1",
+        "# HELP palisade_circuit_breaker_calls_total Calls the breaker saw finish, as the classifier judged them, and calls it refused",
+        "palisade_circuit_breaker_calls_total{palisade_layer_name=\"db\",palisade_circuit_breaker_outcome=\"failure\",palisade_circuit_breaker_slow=\"false\"} 2",
+        "palisade_circuit_breaker_calls_total{palisade_layer_name=\"db\",palisade_circuit_breaker_outcome=\"rejected\",palisade_circuit_breaker_slow=\"false\"} 1",
+        "palisade_circuit_breaker_transitions_total{palisade_layer_name=\"db\",palisade_circuit_breaker_from_state=\"closed\",palisade_circuit_breaker_to_state=\"open\"} 1",
+        "# TYPE palisade_circuit_breaker_state gauge",
+        "palisade_circuit_breaker_state{palisade_layer_name=\"db\",palisade_circuit_breaker_state=\"open\"} 1",
+        "palisade_circuit_breaker_state{palisade_layer_name=\"db\",palisade_circuit_breaker_state=\"closed\"} 0",
+    ] {
+        assert!(
+            lines.contains(&expected),
+            "missing {expected:?} in:\n{text}"
+        );
+    }
 }

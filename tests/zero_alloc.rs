@@ -95,6 +95,20 @@ fn retry_whose_first_attempt_succeeds() {
     assert_eq!(allocations_per_10k(layer.layer(bare())), 0);
 }
 
+/// Attempt spans on, and no subscriber: `tracing` hands back disabled
+/// spans without allocating.
+#[cfg(feature = "tracing")]
+#[test]
+fn retry_with_attempt_spans_and_no_subscriber() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let layer = RetryLayer::builder().attempt_spans(true).build().unwrap();
+    assert_eq!(allocations_per_10k(layer.layer(bare())), 0);
+}
+
 #[test]
 fn full_preset_with_every_part_on() {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -236,10 +250,16 @@ fn metrics_events_allocate_nothing_per_event() {
     });
     // 10 warm-up calls and 10,000 measured, each one attempt and one call
     // finished, each taking and giving back a bulkhead permit.
-    assert_eq!(recorder.get("palisade_attempts_total{layer=r}"), 10_010);
     assert_eq!(
-        recorder.get("palisade_calls_total{layer=db,outcome=Success,slow=false}"),
+        recorder.get("palisade.retry.attempts{palisade.layer.name=r}"),
         10_010
     );
-    assert_eq!(recorder.get("palisade_bulkhead_in_flight{layer=pool}"), 0);
+    assert_eq!(
+        recorder.get("palisade.circuit_breaker.calls{palisade.circuit_breaker.outcome=success,palisade.circuit_breaker.slow=false,palisade.layer.name=db}"),
+        10_010
+    );
+    assert_eq!(
+        recorder.get("palisade.bulkhead.active_calls{palisade.layer.name=pool}"),
+        0
+    );
 }

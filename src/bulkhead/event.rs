@@ -56,13 +56,24 @@ impl EventKind for BulkheadEvent {
     #[cfg(feature = "metrics")]
     fn measure(&self, record: &mut dyn FnMut(crate::event::Measure)) {
         use crate::event::Measure;
+        use metrics::Unit;
+        const REJECTED: &str = "palisade.bulkhead.rejected_calls";
+        const REJECTED_HELP: &str = "Calls the bulkhead refused";
+        const REASON: &str = "palisade.bulkhead.rejection_reason";
         record(match *self {
             BulkheadEvent::InFlight { in_flight } => {
-                Measure::set("palisade_bulkhead_in_flight", &[], f64::from(in_flight))
+                Measure::set("palisade.bulkhead.active_calls", &[], f64::from(in_flight))
+                    .described(Unit::Count, "Calls holding a bulkhead permit")
             }
-            BulkheadEvent::Rejected { .. } => {
-                Measure::count("palisade_calls_rejected_total", &[("by", "bulkhead")])
+            BulkheadEvent::Rejected {
+                timed_out_in_queue: false,
+            } => {
+                Measure::count(REJECTED, &[(REASON, "full")]).described(Unit::Count, REJECTED_HELP)
             }
+            BulkheadEvent::Rejected {
+                timed_out_in_queue: true,
+            } => Measure::count(REJECTED, &[(REASON, "queue_timeout")])
+                .described(Unit::Count, REJECTED_HELP),
         });
     }
 }

@@ -62,15 +62,15 @@ impl CircuitState {
         CircuitState::MetricsOnly,
     ];
 
-    /// The state's name, as in labels and logs.
+    /// The state's name, as in the metrics' labels: `half_open`.
     pub const fn as_str(self) -> &'static str {
         match self {
-            CircuitState::Closed => "Closed",
-            CircuitState::Open => "Open",
-            CircuitState::HalfOpen => "HalfOpen",
-            CircuitState::ForcedOpen => "ForcedOpen",
-            CircuitState::Disabled => "Disabled",
-            CircuitState::MetricsOnly => "MetricsOnly",
+            CircuitState::Closed => "closed",
+            CircuitState::Open => "open",
+            CircuitState::HalfOpen => "half_open",
+            CircuitState::ForcedOpen => "forced_open",
+            CircuitState::Disabled => "disabled",
+            CircuitState::MetricsOnly => "metrics_only",
         }
     }
 }
@@ -109,7 +109,22 @@ impl fmt::Display for BreakerEvent {
     }
 }
 
-/// The `from` and `to` labels of every transition, built once.
+/// The `palisade.circuit_breaker.state` label of each state, built once.
+#[cfg(feature = "metrics")]
+static STATES: [[(&str, &str); 1]; 6] = {
+    let mut table = [[("", "")]; 6];
+    let mut state = 0;
+    while state < 6 {
+        table[state] = [(
+            "palisade.circuit_breaker.state",
+            CircuitState::ALL[state].as_str(),
+        )];
+        state += 1;
+    }
+    table
+};
+
+/// The `from_state` and `to_state` labels of every transition, built once.
 #[cfg(feature = "metrics")]
 static TRANSITIONS: [[[(&str, &str); 2]; 6]; 6] = {
     let mut table = [[[("", ""); 2]; 6]; 6];
@@ -118,8 +133,14 @@ static TRANSITIONS: [[[(&str, &str); 2]; 6]; 6] = {
         let mut to = 0;
         while to < 6 {
             table[from][to] = [
-                ("from", CircuitState::ALL[from].as_str()),
-                ("to", CircuitState::ALL[to].as_str()),
+                (
+                    "palisade.circuit_breaker.from_state",
+                    CircuitState::ALL[from].as_str(),
+                ),
+                (
+                    "palisade.circuit_breaker.to_state",
+                    CircuitState::ALL[to].as_str(),
+                ),
             ];
             to += 1;
         }
@@ -127,6 +148,26 @@ static TRANSITIONS: [[[(&str, &str); 2]; 6]; 6] = {
     }
     table
 };
+
+/// The labels of `palisade.circuit_breaker.calls`: a finished call's
+/// outcome and whether it was slow, or a rejection.
+#[cfg(feature = "metrics")]
+const fn call_labels(
+    outcome: Option<Outcome>,
+    slow: bool,
+) -> &'static [(&'static str, &'static str)] {
+    const O: &str = "palisade.circuit_breaker.outcome";
+    const S: &str = "palisade.circuit_breaker.slow";
+    match (outcome, slow) {
+        (Some(Outcome::Success), false) => &[(O, "success"), (S, "false")],
+        (Some(Outcome::Success), true) => &[(O, "success"), (S, "true")],
+        (Some(Outcome::Failure), false) => &[(O, "failure"), (S, "false")],
+        (Some(Outcome::Failure), true) => &[(O, "failure"), (S, "true")],
+        (Some(Outcome::Ignored), false) => &[(O, "ignored"), (S, "false")],
+        (Some(Outcome::Ignored), true) => &[(O, "ignored"), (S, "true")],
+        (None, _) => &[(O, "rejected"), (S, "false")],
+    }
+}
 
 impl EventKind for BreakerEvent {
     fn describe(&self, name: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -162,39 +203,52 @@ impl EventKind for BreakerEvent {
     #[cfg(feature = "metrics")]
     fn measure(&self, record: &mut dyn FnMut(crate::event::Measure)) {
         use crate::event::Measure;
-        if let BreakerEvent::StateTransition { to, .. } = *self {
-            record(Measure::set(
-                "palisade_circuit_state",
-                &[],
-                f64::from(to as u8),
-            ));
+        use metrics::Unit;
+        const CALLS: &str = "palisade.circuit_breaker.calls";
+        const CALLS_HELP: &str =
+            "Calls the breaker saw finish, as the classifier judged them, and calls it refused";
+        const CROSSINGS: &str = "palisade.circuit_breaker.threshold_crossings";
+        const CROSSINGS_HELP: &str = "Times the failure or slow-call rate reached its threshold";
+        match *self {
+            BreakerEvent::StateTransition { from, to, .. } => {
+                // Every state's series, so that each exists from the first
+                // transition on and they sum to 1.
+                for (state, labels) in STATES.iter().enumerate() {
+                    record(
+                        Measure::set(
+                            "palisade.circuit_breaker.state",
+                            labels,
+                            if state == to as usize { 1.0 } else { 0.0 },
+                        )
+                        .described(
+                            Unit::Count,
+                            "1 for the state the circuit breaker is in, 0 for the others",
+                        ),
+                    );
+                }
+                record(
+                    Measure::count(
+                        "palisade.circuit_breaker.transitions",
+                        &TRANSITIONS[from as usize][to as usize],
+                    )
+                    .described(Unit::Count, "Circuit breaker state changes"),
+                );
+            }
+            BreakerEvent::CallFinished { outcome, slow } => record(
+                Measure::count(CALLS, call_labels(Some(outcome), slow))
+                    .described(Unit::Count, CALLS_HELP),
+            ),
+            BreakerEvent::CallRejected { .. } => record(
+                Measure::count(CALLS, call_labels(None, false)).described(Unit::Count, CALLS_HELP),
+            ),
+            BreakerEvent::FailureRateExceeded { .. } => record(
+                Measure::count(CROSSINGS, &[("palisade.circuit_breaker.rate", "failure")])
+                    .described(Unit::Count, CROSSINGS_HELP),
+            ),
+            BreakerEvent::SlowCallRateExceeded { .. } => record(
+                Measure::count(CROSSINGS, &[("palisade.circuit_breaker.rate", "slow_call")])
+                    .described(Unit::Count, CROSSINGS_HELP),
+            ),
         }
-        record(match *self {
-            BreakerEvent::StateTransition { from, to, .. } => Measure::count(
-                "palisade_circuit_transitions_total",
-                &TRANSITIONS[from as usize][to as usize],
-            ),
-            BreakerEvent::CallFinished { outcome, slow } => Measure::count(
-                "palisade_calls_total",
-                match (outcome, slow) {
-                    (Outcome::Success, false) => &[("outcome", "Success"), ("slow", "false")],
-                    (Outcome::Success, true) => &[("outcome", "Success"), ("slow", "true")],
-                    (Outcome::Failure, false) => &[("outcome", "Failure"), ("slow", "false")],
-                    (Outcome::Failure, true) => &[("outcome", "Failure"), ("slow", "true")],
-                    (Outcome::Ignored, false) => &[("outcome", "Ignored"), ("slow", "false")],
-                    (Outcome::Ignored, true) => &[("outcome", "Ignored"), ("slow", "true")],
-                },
-            ),
-            BreakerEvent::CallRejected { .. } => Measure::count(
-                "palisade_calls_rejected_total",
-                &[("by", "circuit_breaker")],
-            ),
-            BreakerEvent::FailureRateExceeded { .. } => {
-                Measure::count("palisade_rate_exceeded_total", &[("rate", "failure")])
-            }
-            BreakerEvent::SlowCallRateExceeded { .. } => {
-                Measure::count("palisade_rate_exceeded_total", &[("rate", "slow_call")])
-            }
-        });
     }
 }

@@ -1,19 +1,79 @@
+//! Events counted through the [`metrics`](https://docs.rs/metrics) facade
+//! (feature `metrics`): [`MetricsEvents`], and the [`Measure`] each event
+//! kind records.
+//!
+//! # The metrics
+//!
+//! Names and labels follow OpenTelemetry's naming guidance: one namespace
+//! per pattern under `palisade.`, dot-separated, lower case, no `_total`
+//! on counters and no unit in the name (an exporter adds what its format
+//! wants: Prometheus's adds `_total` to counters and turns dots into
+//! underscores, so `palisade.retry.attempts` is scraped as
+//! `palisade_retry_attempts_total`, and the label `palisade.layer.name` as
+//! `palisade_layer_name`; see `examples/metrics.rs`). Every metric has the
+//! label `palisade.layer.name`, the name given to the layer's builder.
+//!
+//! | metric | instrument | unit | labels | meaning |
+//! |---|---|---|---|---|
+//! | `palisade.circuit_breaker.state` | gauge | `1` | `palisade.layer.name`; `palisade.circuit_breaker.state`: `closed` `open` `half_open` `forced_open` `disabled` `metrics_only` | 1 for the state the breaker is in, 0 for the other five; set at each transition (no series before the first) |
+//! | `palisade.circuit_breaker.transitions` | counter | `{transition}` | `palisade.layer.name`; `palisade.circuit_breaker.from_state`: `closed` `open` `half_open` `forced_open` `disabled` `metrics_only`; `palisade.circuit_breaker.to_state`: `closed` `open` `half_open` `forced_open` `disabled` `metrics_only` | state changes |
+//! | `palisade.circuit_breaker.calls` | counter | `{call}` | `palisade.layer.name`; `palisade.circuit_breaker.outcome`: `success` `failure` `ignored` `rejected`; `palisade.circuit_breaker.slow`: `true` `false` | calls the breaker saw finish, as the classifier judged them (`slow`: longer than the slow-call duration), and calls it refused (`rejected`, never slow) |
+//! | `palisade.circuit_breaker.threshold_crossings` | counter | `{crossing}` | `palisade.layer.name`; `palisade.circuit_breaker.rate`: `failure` `slow_call` | times the failure or slow-call rate reached its threshold |
+//! | `palisade.bulkhead.active_calls` | gauge | `{call}` | `palisade.layer.name` | calls holding a permit |
+//! | `palisade.bulkhead.rejected_calls` | counter | `{call}` | `palisade.layer.name`; `palisade.bulkhead.rejection_reason`: `full` `queue_timeout` | calls refused: every permit and queue place taken, or the maximum wait in the queue passed |
+//! | `palisade.retry.attempts` | counter | `{attempt}` | `palisade.layer.name` | attempts sent, first ones included |
+//! | `palisade.retry.retries` | counter | `{retry}` | `palisade.layer.name`; `palisade.retry.reason`: `failure` `timeout` `circuit_open` `bulkhead_full` `not_sent` | retries scheduled, by what the failed attempt came to |
+//! | `palisade.retry.failed_calls` | counter | `{call}` | `palisade.layer.name`; `palisade.retry.give_up_reason`: `max_attempts` `deadline` `server_said_no` `hint_above_cap` `backoff_ended` `not_replayable` `budget_exhausted` `not_retryable` `failure_not_retryable` `request_not_retryable` | failures returned without a further attempt, by why no further attempt was made |
+//! | `palisade.timeout.timed_out_calls` | counter | `{call}` | `palisade.layer.name` | calls cut off |
+//! | `palisade.fallback.answered_calls` | counter | `{call}` | `palisade.layer.name` | failures answered by the fallback |
+//!
+//! **Units.** The units above are OpenTelemetry's (a count of things is
+//! written `{thing}`, a ratio or state flag `1`). `metrics::Unit` has no
+//! such annotations, so each metric is described to the recorder (its
+//! `describe_counter` or `describe_gauge`, with the meaning above as its
+//! help text) with [`Unit::Count`], for which the
+//! Prometheus exporter adds no suffix.
+//!
+//! **Cardinality.** Every label is bounded: `palisade.layer.name` takes the
+//! names given in configuration (one per layer), and every other label a
+//! value from the fixed lists above, which are the variants of an enum of
+//! palisade's. No label ever carries a per-request value (no URL, no
+//! status code, no error text). So a breaker has at most 6 state series,
+//! 36 transition series and 8 call series; a retry at most 1 + 5 + 10
+//! series.
+//!
+//! **The retry budget.** A spent budget is counted as
+//! `palisade.retry.failed_calls` with `palisade.retry.give_up_reason` =
+//! `budget_exhausted` (the [`RetryEvent::BudgetExhausted`](crate::retry::RetryEvent::BudgetExhausted)
+//! event that comes just before it records nothing of its own).
+//!
+//! A layer of your own records through the same listener by implementing
+//! [`EventKind::measure`](super::EventKind::measure); the table above is
+//! palisade's, and a test (`tests/observability.rs`) drives every event
+//! kind of palisade's through [`MetricsEvents`] and checks what it records
+//! against it, row by row, label value by label value.
+
 use std::sync::{Arc, PoisonError, RwLock};
 
-use metrics::{Counter, Gauge, Key, Label};
+use metrics::{Counter, Gauge, Key, KeyName, Label, SharedString, Unit};
 
 use super::{Event, Listener};
 
+/// The label every metric has: the layer's name.
+const LAYER_LABEL: &str = "palisade.layer.name";
+
 /// What one event records through the [`metrics`](https://docs.rs/metrics)
 /// facade: a counter to increase or a gauge to set, with labels besides
-/// the layer's (static, so that recording allocates nothing). Made by an
-/// [`EventKind`](super::EventKind)'s
+/// the layer's (static, so that recording allocates nothing), and the unit
+/// and description given to the recorder when the metric is first
+/// registered. Made by an [`EventKind`](super::EventKind)'s
 /// [`measure`](super::EventKind::measure).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Measure {
     metric: &'static str,
     labels: &'static [(&'static str, &'static str)],
     value: Value,
+    described: Option<(Unit, &'static str)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -32,6 +92,7 @@ impl Measure {
             metric,
             labels,
             value: Value::Increment(1),
+            described: None,
         }
     }
 
@@ -45,7 +106,18 @@ impl Measure {
             metric,
             labels,
             value: Value::Set(value),
+            described: None,
         }
+    }
+
+    /// The metric's unit and meaning, given to the recorder
+    /// (`describe_counter` or `describe_gauge`) when [`MetricsEvents`]
+    /// first registers it: the Prometheus exporter writes them as the
+    /// `# HELP` line and, for a unit other than [`Unit::Count`], a name
+    /// suffix.
+    pub const fn described(mut self, unit: Unit, description: &'static str) -> Self {
+        self.described = Some((unit, description));
+        self
     }
 }
 
@@ -69,29 +141,14 @@ impl Handle {
 }
 
 /// Counts events through the [`metrics`](https://docs.rs/metrics) facade
-/// (feature `metrics`). Every metric has a `layer` label with the layer's
-/// name.
-///
-/// | metric | kind | labels | counts |
-/// |---|---|---|---|
-/// | `palisade_circuit_state` | gauge | `layer` | the breaker's state: 0 closed, 1 open, 2 half-open, 3 forced open, 4 disabled, 5 metrics only |
-/// | `palisade_circuit_transitions_total` | counter | `layer`, `from`, `to` | state changes |
-/// | `palisade_calls_total` | counter | `layer`, `outcome` (`Success`, `Failure`, `Ignored`), `slow` | calls a breaker saw finish |
-/// | `palisade_bulkhead_in_flight` | gauge | `layer` | calls holding a bulkhead permit |
-/// | `palisade_calls_rejected_total` | counter | `layer`, `by` (`circuit_breaker`, `bulkhead`) | calls refused without reaching the service |
-/// | `palisade_rate_exceeded_total` | counter | `layer`, `rate` (`failure`, `slow_call`) | threshold crossings |
-/// | `palisade_attempts_total` | counter | `layer` | attempts sent by a retry layer, first ones included |
-/// | `palisade_retries_total` | counter | `layer`, `reason` | retries scheduled |
-/// | `palisade_retry_budget_exhausted_total` | counter | `layer` | retries refused by the budget |
-/// | `palisade_retry_gave_up_total` | counter | `layer`, `reason` | failures returned without a further retry |
-/// | `palisade_timeouts_total` | counter | `layer` | calls cut off |
-/// | `palisade_fallbacks_total` | counter | `layer` | failures answered by a fallback |
+/// (feature `metrics`): the metrics, their labels and units are in
+/// [the table](self#the-metrics) (`palisade::event::metrics`).
 ///
 /// Each counter and gauge is registered with the recorder once per
 /// listener, at its first event, and kept: later events find it under a
-/// read lock and allocate nothing (the `layer` label shares the layer's
-/// name). So register the listener where the recorder it should report to
-/// is installed. Without a listener nothing is built.
+/// read lock and allocate nothing (the `palisade.layer.name` label shares
+/// the layer's name). So register the listener where the recorder it
+/// should report to is installed. Without a listener nothing is built.
 ///
 /// # Examples
 ///
@@ -129,7 +186,7 @@ impl MetricsEvents {
     #[cold]
     fn register(&self, layer: &Arc<str>, m: Measure) {
         let mut labels = Vec::with_capacity(m.labels.len() + 1);
-        labels.push(Label::new("layer", Arc::clone(layer)));
+        labels.push(Label::new(LAYER_LABEL, Arc::clone(layer)));
         labels.extend(
             m.labels
                 .iter()
@@ -137,9 +194,28 @@ impl MetricsEvents {
         );
         let key = Key::from_parts(m.metric, labels);
         let metadata = metrics::Metadata::new(module_path!(), metrics::Level::INFO, None);
-        let (counter, gauge) = metrics::with_recorder(|recorder| match m.value {
-            Value::Increment(_) => (Some(recorder.register_counter(&key, &metadata)), None),
-            Value::Set(_) => (None, Some(recorder.register_gauge(&key, &metadata))),
+        let (counter, gauge) = metrics::with_recorder(|recorder| {
+            let described = m.described.map(|(unit, description)| {
+                (
+                    KeyName::from_const_str(m.metric),
+                    Some(unit),
+                    SharedString::const_str(description),
+                )
+            });
+            match m.value {
+                Value::Increment(_) => {
+                    if let Some((name, unit, description)) = described {
+                        recorder.describe_counter(name, unit, description);
+                    }
+                    (Some(recorder.register_counter(&key, &metadata)), None)
+                }
+                Value::Set(_) => {
+                    if let Some((name, unit, description)) = described {
+                        recorder.describe_gauge(name, unit, description);
+                    }
+                    (None, Some(recorder.register_gauge(&key, &metadata)))
+                }
+            }
         });
         let handle = Handle {
             layer: Arc::clone(layer),

@@ -14,7 +14,8 @@
 //! Forward to a channel if you need to do more.
 //!
 //! Ready-made listeners: [`TracingEvents`] (feature `tracing`) and
-//! [`MetricsEvents`] (feature `metrics`). Each pattern says how its events
+//! [`MetricsEvents`] (feature `metrics`; every metric it records, with its
+//! labels, is in the table of [`event::metrics`](self::metrics)). Each pattern says how its events
 //! are traced and counted, in its own folder: a new pattern adds its kinds
 //! without touching this module or those listeners.
 //!
@@ -46,7 +47,7 @@
 //! ```
 
 #[cfg(feature = "metrics")]
-mod metrics;
+pub mod metrics;
 #[cfg(feature = "tracing")]
 mod tracing;
 

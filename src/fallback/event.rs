@@ -44,9 +44,9 @@ impl EventKind for FallbackEvent {
 
     #[cfg(feature = "metrics")]
     fn measure(&self, record: &mut dyn FnMut(crate::event::Measure)) {
-        record(crate::event::Measure::count(
-            "palisade_fallbacks_total",
-            &[],
-        ));
+        record(
+            crate::event::Measure::count("palisade.fallback.answered_calls", &[])
+                .described(metrics::Unit::Count, "Failures answered by the fallback"),
+        );
     }
 }

@@ -382,6 +382,7 @@ where
 
 impl<B> ReplaySource for HttpSource<B> {
     type Request = http::Request<ReplayBody<B>>;
+    const HTTP: bool = true;
 
     fn again(&mut self) -> Option<Self::Request> {
         let attempt = {

@@ -59,6 +59,16 @@ pub trait ReplaySource {
     /// The copy, as the inner service receives it.
     type Request;
 
+    /// Whether the copies are HTTP requests, each sent again as HTTP
+    /// defines a resend. A retry's attempt spans (feature `tracing`) then
+    /// carry OpenTelemetry's `http.request.resend_count` (on a resend
+    /// only: 1 on the first retry), and otherwise the attempt's number as
+    /// `palisade.attempt.number`. `true` for [`HttpSource`]
+    /// ([`ReplayBodies`]) and `reqwest::Request` ([`ReqwestRequests`]);
+    /// `false` by default, [`Cloned`] ([`ByClone`]) included, which cannot
+    /// tell an `http::Request` from any other `Clone` request.
+    const HTTP: bool = false;
+
     /// Another copy for a retry, or `None` if there can be none.
     fn again(&mut self) -> Option<Self::Request>;
 }
@@ -158,6 +168,7 @@ impl Replay<reqwest::Request> for ReplayBodies {
 #[cfg(feature = "reqwest")]
 impl ReplaySource for reqwest::Request {
     type Request = reqwest::Request;
+    const HTTP: bool = true;
 
     fn again(&mut self) -> Option<reqwest::Request> {
         self.try_clone()

@@ -96,29 +96,53 @@ impl EventKind for RetryEvent {
     #[cfg(feature = "metrics")]
     fn measure(&self, record: &mut dyn FnMut(crate::event::Measure)) {
         use crate::event::Measure;
-        record(match *self {
-            RetryEvent::Attempt { .. } => Measure::count("palisade_attempts_total", &[]),
-            RetryEvent::Retry { reason, .. } => Measure::count(
-                "palisade_retries_total",
-                match reason {
-                    RetryReason::Failure => &[("reason", "Failure")],
-                    RetryReason::Timeout => &[("reason", "Timeout")],
-                    RetryReason::CircuitOpen => &[("reason", "CircuitOpen")],
-                    RetryReason::BulkheadFull => &[("reason", "BulkheadFull")],
-                    RetryReason::NotSent => &[("reason", "NotSent")],
-                },
+        use metrics::Unit;
+        match *self {
+            RetryEvent::Attempt { .. } => {
+                record(Measure::count("palisade.retry.attempts", &[]).described(
+                    Unit::Count,
+                    "Attempts sent by the retry, first ones included",
+                ))
+            }
+            RetryEvent::Retry { reason, .. } => record(
+                Measure::count("palisade.retry.retries", &RETRIED[reason as usize]).described(
+                    Unit::Count,
+                    "Retries scheduled, by what the failed attempt came to",
+                ),
             ),
-            RetryEvent::BudgetExhausted { .. } => {
-                Measure::count("palisade_retry_budget_exhausted_total", &[])
-            }
-            RetryEvent::GaveUp { reason, .. } => {
-                Measure::count("palisade_retry_gave_up_total", &GAVE_UP[reason as usize])
-            }
-        });
+            // Counted by the `GaveUp { BudgetExhausted }` that follows.
+            RetryEvent::BudgetExhausted { .. } => {}
+            RetryEvent::GaveUp { reason, .. } => record(
+                Measure::count("palisade.retry.failed_calls", &GAVE_UP[reason as usize]).described(
+                    Unit::Count,
+                    "Failures returned without a further attempt, by why none was made",
+                ),
+            ),
+        }
     }
 }
 
-/// The `reason` label of each way to give up, built once.
+/// The `palisade.retry.reason` label of each reason to retry, built once.
+#[cfg(feature = "metrics")]
+static RETRIED: [[(&str, &str); 1]; 5] = {
+    const ALL: [RetryReason; 5] = [
+        RetryReason::Failure,
+        RetryReason::Timeout,
+        RetryReason::CircuitOpen,
+        RetryReason::BulkheadFull,
+        RetryReason::NotSent,
+    ];
+    let mut table = [[("", "")]; 5];
+    let mut i = 0;
+    while i < 5 {
+        assert!(ALL[i] as usize == i, "in declaration order");
+        table[i] = [("palisade.retry.reason", ALL[i].as_str())];
+        i += 1;
+    }
+    table
+};
+
+/// The `palisade.retry.give_up_reason` label of each way to give up, built once.
 #[cfg(feature = "metrics")]
 static GAVE_UP: [[(&str, &str); 1]; 10] = {
     const ALL: [GiveUpReason; 10] = [
@@ -137,7 +161,7 @@ static GAVE_UP: [[(&str, &str); 1]; 10] = {
     let mut i = 0;
     while i < 10 {
         assert!(ALL[i] as usize == i, "in declaration order");
-        table[i] = [("reason", ALL[i].as_str())];
+        table[i] = [("palisade.retry.give_up_reason", ALL[i].as_str())];
         i += 1;
     }
     table
@@ -221,36 +245,36 @@ impl fmt::Display for GiveUpReason {
 }
 
 impl RetryReason {
-    /// The reason's name, as in the `reason` label of
-    /// `palisade_retries_total` (its `Display` is the phrase in the
-    /// event's sentence: `Failure` there reads "failed").
+    /// The reason's name, as in the `palisade.retry.reason` label of
+    /// `palisade.retry.retries`: `circuit_open` (its `Display` is the
+    /// phrase in the event's sentence: `Failure` there reads "failed").
     pub const fn as_str(self) -> &'static str {
         match self {
-            RetryReason::Failure => "Failure",
-            RetryReason::Timeout => "Timeout",
-            RetryReason::CircuitOpen => "CircuitOpen",
-            RetryReason::BulkheadFull => "BulkheadFull",
-            RetryReason::NotSent => "NotSent",
+            RetryReason::Failure => "failure",
+            RetryReason::Timeout => "timeout",
+            RetryReason::CircuitOpen => "circuit_open",
+            RetryReason::BulkheadFull => "bulkhead_full",
+            RetryReason::NotSent => "not_sent",
         }
     }
 }
 
 impl GiveUpReason {
-    /// The reason's name, as in the `reason` label of
-    /// `palisade_retry_gave_up_total` (its `Display` is the phrase in the
-    /// event's sentence).
+    /// The reason's name, as in the `palisade.retry.give_up_reason` label
+    /// of `palisade.retry.failed_calls`: `max_attempts` (its `Display` is
+    /// the phrase in the event's sentence).
     pub const fn as_str(self) -> &'static str {
         match self {
-            GiveUpReason::MaxAttempts => "MaxAttempts",
-            GiveUpReason::Deadline => "Deadline",
-            GiveUpReason::ServerSaidNo => "ServerSaidNo",
-            GiveUpReason::HintAboveCap => "HintAboveCap",
-            GiveUpReason::BackoffEnded => "BackoffEnded",
-            GiveUpReason::NotReplayable => "NotReplayable",
-            GiveUpReason::BudgetExhausted => "BudgetExhausted",
-            GiveUpReason::NotRetryable => "NotRetryable",
-            GiveUpReason::FailureNotRetryable => "FailureNotRetryable",
-            GiveUpReason::RequestNotRetryable => "RequestNotRetryable",
+            GiveUpReason::MaxAttempts => "max_attempts",
+            GiveUpReason::Deadline => "deadline",
+            GiveUpReason::ServerSaidNo => "server_said_no",
+            GiveUpReason::HintAboveCap => "hint_above_cap",
+            GiveUpReason::BackoffEnded => "backoff_ended",
+            GiveUpReason::NotReplayable => "not_replayable",
+            GiveUpReason::BudgetExhausted => "budget_exhausted",
+            GiveUpReason::NotRetryable => "not_retryable",
+            GiveUpReason::FailureNotRetryable => "failure_not_retryable",
+            GiveUpReason::RequestNotRetryable => "request_not_retryable",
         }
     }
 }

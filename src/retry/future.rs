@@ -13,6 +13,7 @@ use tower::Service;
 
 use super::event::{GiveUpReason, RetryEvent, RetryReason};
 use super::layer::Shared;
+use super::span::{self, AttemptSpan};
 use crate::BoxError;
 use crate::backoff::{MakeDelays, session_seed};
 use crate::classify::{Classify, DelayHint, Outcome};
@@ -42,6 +43,8 @@ pub(crate) struct Retrying<S, C, B, Src: ReplaySource> {
 pub struct ResponseFuture<F, S, C, B, Src: ReplaySource> {
     #[pin]
     state: State<F>,
+    /// The running attempt's span; disabled between attempts.
+    span: AttemptSpan,
     attempt: u32,
     /// Whether the classifier let the request be sent twice. If not, the
     /// source serves only to send again a request that never left. Kept
@@ -76,9 +79,15 @@ enum State<F> {
 }
 
 impl<F, S, C, B, Src: ReplaySource> ResponseFuture<F, S, C, B, Src> {
-    pub(crate) fn new(future: F, retryable: bool, after: After<S, C, B, Src>) -> Self {
+    pub(crate) fn new(
+        future: F,
+        span: AttemptSpan,
+        retryable: bool,
+        after: After<S, C, B, Src>,
+    ) -> Self {
         Self {
             state: State::Calling { future },
+            span,
             attempt: 1,
             retryable,
             after,
@@ -353,7 +362,8 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Calling { future } => {
-                    let result = ready!(future.poll(cx));
+                    let result = ready!(span::in_scope(this.span, || future.poll(cx)));
+                    span::close(this.span);
                     let retrying = match this.after {
                         After::Retrying(retrying) => retrying,
                         After::Watching(shared) => {
@@ -410,10 +420,15 @@ where
                     *this.attempt += 1;
                     let shared = &retrying.shared;
                     let attempt = *this.attempt;
-                    shared
-                        .listeners
-                        .emit(&shared.name, || RetryEvent::Attempt { attempt });
-                    let future = retrying.service.call(request);
+                    *this.span =
+                        span::attempt_span(shared.attempt_spans, &shared.name, attempt, Src::HTTP);
+                    let service = &mut retrying.service;
+                    let future = span::in_scope(this.span, || {
+                        shared
+                            .listeners
+                            .emit(&shared.name, || RetryEvent::Attempt { attempt });
+                        service.call(request)
+                    });
                     this.state.set(State::Calling { future });
                 }
             }

@@ -117,6 +117,7 @@
 mod event;
 mod future;
 mod layer;
+mod span;
 
 pub use self::event::{GiveUpReason, RetryEvent, RetryReason};
 pub use self::future::ResponseFuture;
@@ -223,9 +224,14 @@ where
         } else {
             (self.replay.only(req), None, false)
         };
-        shared
-            .listeners
-            .emit(&shared.name, || RetryEvent::Attempt { attempt: 1 });
+        let span = span::attempt_span(shared.attempt_spans, &shared.name, 1, <K::Source>::HTTP);
+        let inner = &mut self.inner;
+        let future = span::in_scope(&span, || {
+            shared
+                .listeners
+                .emit(&shared.name, || RetryEvent::Attempt { attempt: 1 });
+            inner.call(first)
+        });
         let retrying = source.map(|source| Retrying {
             // The clone waits for the next attempt; `poll_ready` is driven on
             // it before each one.
@@ -243,6 +249,6 @@ where
             None if !shared.listeners.is_empty() => After::Watching(Arc::clone(shared)),
             None => After::Nothing,
         };
-        ResponseFuture::new(self.inner.call(first), retryable, after)
+        ResponseFuture::new(future, span, retryable, after)
     }
 }

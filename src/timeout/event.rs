@@ -41,6 +41,9 @@ impl EventKind for TimeoutEvent {
 
     #[cfg(feature = "metrics")]
     fn measure(&self, record: &mut dyn FnMut(crate::event::Measure)) {
-        record(crate::event::Measure::count("palisade_timeouts_total", &[]));
+        record(
+            crate::event::Measure::count("palisade.timeout.timed_out_calls", &[])
+                .described(metrics::Unit::Count, "Calls cut off by the timeout"),
+        );
     }
 }
