@@ -193,7 +193,7 @@ async fn half_open_admits_exactly_the_probes_then_closes() {
     let message = third.as_ref().unwrap_err().to_string();
     assert_eq!(
         message,
-        "circuit breaker `backend` is half-open with every probe out; \
+        "circuit breaker \"backend\" is half-open and every probe is out; \
          it may admit a call when one finishes"
     );
     assert_eq!(
@@ -296,6 +296,32 @@ async fn trips_on_slow_call_rate_whatever_the_outcome() {
     assert_eq!((m.calls, m.slow_calls, m.failures), (8, 6, 0));
     let events = h.events.lock().unwrap().join("\n");
     assert!(events.contains("slow-call rate 75.0%"), "{events}");
+}
+
+/// Issue 14, item 6: an open breaker's refusal names it and says when it
+/// may admit calls again; held open by hand, it says so.
+#[tokio::test(start_paused = true)]
+async fn a_refusal_says_which_breaker_and_when() {
+    let (mut h, handle) = harness(builder());
+    h.send_all(&[Reply::Fail; 4]).await;
+    assert_eq!(handle.state(), CircuitState::Open);
+    tokio::time::advance(Duration::from_millis(2_500)).await;
+    let err = h.send(Reply::Ok).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"circuit breaker "backend" is open; it may admit calls again in 7.5s"#
+    );
+    let open = err.downcast_ref::<CircuitOpen>().unwrap();
+    assert_eq!(
+        (open.name(), open.retry_after()),
+        ("backend", Duration::from_millis(7_500))
+    );
+    handle.force_open();
+    let err = h.send(Reply::Ok).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"circuit breaker "backend" is held open by hand"#
+    );
 }
 
 #[tokio::test(start_paused = true)]

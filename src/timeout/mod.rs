@@ -158,8 +158,7 @@ impl<S, M> Timeout<S, M> {
     {
         let started = clock::now();
         let inner = self.inner.call(req);
-        let events = (!self.shared.listeners.is_empty()).then(|| self.shared.clone());
-        ResponseFuture::new(inner, started, self.shared.timeout, events)
+        ResponseFuture::new(inner, started, self.shared.clone())
     }
 }
 
