@@ -117,6 +117,12 @@ impl Outcome {
 /// its verdict is complete: [`JudgesAtHead`] for one that judges at the
 /// response head (one empty `impl`), or [`Settle`] for one that must see
 /// the end of a streamed body.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot classify a service's `Result<{Res}, {E}>`",
+    label = "not `Classify<{Res}, {E}>`",
+    note = "a layer's classifier must judge the results of the service below it: `HttpClassifier` reads `http::Response` and `reqwest::Response`, `GrpcClassifier` gRPC answers and `tonic::Status`, `DefaultClassifier` any `Result`",
+    note = "a classifier of your own implements `palisade::classify::Classify<{Res}, {E}>`, and also `ClassifyRequest<Req>` for the retry and `JudgesAtHead` for the circuit breaker"
+)]
 pub trait Classify<Res, E> {
     /// Judges a finished call.
     fn classify(&self, result: &Result<Res, E>) -> Outcome;

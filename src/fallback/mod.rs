@@ -90,6 +90,12 @@ impl<Req, Res> Failed<Req, Res> {
 }
 
 /// Answers failed calls.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot answer a failed call whose request is `{Req}` and response `{Res}`",
+    label = "not a fallback handler for this service",
+    note = "a handler takes a `palisade::fallback::Failed<{Req}, {Res}>` and answers with a `Result<{Res}, BoxError>`: `from_sync_fn(|failed: Failed<{Req}, {Res}>| ...)` returns it, `from_fn` returns a future of it, `from_service` wraps a `Service<Failed<{Req}, {Res}>, Response = {Res}>`",
+    note = "`{Req}` is the fallback's request; the `Failed` keeps it only with `.keep_request()`"
+)]
 pub trait Handler<Req, Res> {
     /// The handler's answer.
     type Future: Future<Output = Result<Res, BoxError>>;
@@ -144,6 +150,9 @@ pub fn from_service<S>(service: S) -> FromService<S> {
     FromService(service)
 }
 
+// A closure or service of the wrong shape is reported as this trait's
+// message (which says what shape), not as the closure's mismatch.
+#[diagnostic::do_not_recommend]
 impl<F, Req, Res> Handler<Req, Res> for FromSyncFn<F>
 where
     F: Fn(Failed<Req, Res>) -> Result<Res, BoxError>,
@@ -155,6 +164,9 @@ where
     }
 }
 
+// A closure or service of the wrong shape is reported as this trait's
+// message (which says what shape), not as the closure's mismatch.
+#[diagnostic::do_not_recommend]
 impl<F, Fut, Req, Res> Handler<Req, Res> for FromFn<F>
 where
     F: Fn(Failed<Req, Res>) -> Fut,
@@ -192,6 +204,9 @@ where
     }
 }
 
+// A closure or service of the wrong shape is reported as this trait's
+// message (which says what shape), not as the closure's mismatch.
+#[diagnostic::do_not_recommend]
 impl<S, Req, Res> Handler<Req, Res> for FromService<S>
 where
     S: Service<Failed<Req, Res>, Response = Res> + Clone,

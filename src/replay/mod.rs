@@ -21,6 +21,18 @@ use std::fmt;
 /// Built in: [`ByClone`] for any `Clone` request, [`ReqwestRequests`] for
 /// `reqwest::Request` (feature `reqwest`), and [`ReplayBodies`] for
 /// `http::Request<B>` with a streamed body (feature `http`).
+///
+/// The retry's default is [`ByClone`]; a request that is not `Clone` needs
+/// another strategy, set with
+/// [`RetryBuilder::requests`](crate::retry::RetryBuilder::requests).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot copy a `{Req}` for the retry's next attempt",
+    label = "the retry copies each request with `{Self}`",
+    note = "the retry's default, `ByClone`, needs a `Clone` request; choose another with `RetryBuilder::requests`:",
+    note = "for `reqwest::Request`: `.requests(palisade::retry::ReqwestRequests)` (feature `reqwest`)",
+    note = "for `http::Request<B>` whose body is not `Clone` (hyper, tonic, axum bodies): `.requests(palisade::retry::ReplayBodies::default())` (feature `http`)",
+    note = "for a request of your own: derive `Clone`, or implement `palisade::retry::Replay<{Req}>` for a strategy"
+)]
 pub trait Replay<Req> {
     /// What the inner service receives.
     type Request;
@@ -46,6 +58,10 @@ pub trait Replay<Req> {
 }
 
 /// What a retry keeps of a request: it makes each further attempt's copy.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot make copies of a request for the retry",
+    note = "a `Replay` strategy's `Source` makes each further attempt's request: implement `palisade::retry::ReplaySource` for it"
+)]
 pub trait ReplaySource {
     /// The copy, as the inner service receives it.
     type Request;
@@ -61,6 +77,10 @@ pub trait ReplaySource {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ByClone;
 
+// Not recommended in errors: for a request that is not `Clone`, rustc then
+// says that `ByClone` cannot copy it and shows `Replay`'s notes (which name
+// the strategy to choose), rather than only that the request is not `Clone`.
+#[diagnostic::do_not_recommend]
 impl<Req: Clone> Replay<Req> for ByClone {
     type Request = Req;
     type Source = Cloned<Req>;
