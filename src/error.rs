@@ -173,7 +173,10 @@ impl fmt::Display for BulkheadFull {
                 "bulkhead {name:?} is full: {in_flight} in flight, \
                  gave up after waiting {waited:?} in the queue"
             ),
-            (None, 0) => write!(f, "bulkhead {name:?} is full: {in_flight} in flight, no queue"),
+            (None, 0) => write!(
+                f,
+                "bulkhead {name:?} is full: {in_flight} in flight, no queue"
+            ),
             (None, queued) => write!(
                 f,
                 "bulkhead {name:?} is full: {in_flight} in flight, {queued} queued"
@@ -549,11 +552,17 @@ mod tests {
                 r#"bulkhead "inventory" is full: 32 in flight, gave up after waiting 50ms in the queue"#,
             ),
             (
-                Box::new(Elapsed::by_timeout("per-attempt".into(), Duration::from_millis(250))),
+                Box::new(Elapsed::by_timeout(
+                    "per-attempt".into(),
+                    Duration::from_millis(250),
+                )),
                 r#"timeout "per-attempt" elapsed after 250ms"#,
             ),
             (
-                Box::new(Elapsed::retry_deadline("payments".into(), Duration::from_secs(10))),
+                Box::new(Elapsed::retry_deadline(
+                    "payments".into(),
+                    Duration::from_secs(10),
+                )),
                 r#"deadline of retry "payments" elapsed after 10s"#,
             ),
             (

@@ -418,7 +418,8 @@ impl Ticket {
                     if !expired {
                         return Poll::Pending;
                     }
-                    let Ticket::Queued { waiter, .. } = std::mem::replace(self, Ticket::Refused { timed_out: true })
+                    let Ticket::Queued { waiter, .. } =
+                        std::mem::replace(self, Ticket::Refused { timed_out: true })
                     else {
                         unreachable!("matched above")
                     };

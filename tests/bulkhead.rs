@@ -470,7 +470,12 @@ async fn a_refusal_says_which_bulkhead_and_which_limit() {
     );
     let full = at_once.downcast_ref::<BulkheadFull>().unwrap();
     assert_eq!(
-        (full.name(), full.max_concurrent(), full.max_queue(), full.waited()),
+        (
+            full.name(),
+            full.max_concurrent(),
+            full.max_queue(),
+            full.waited()
+        ),
         ("inventory", 2, 1, None)
     );
 

@@ -350,6 +350,81 @@ async fn trips_on_consecutive_failures() {
     assert!(events.contains("too many consecutive failures"), "{events}");
 }
 
+/// Issue 14, item 8: a consecutive-failures trip does not wait for
+/// `minimum_calls` (as Envoy's `consecutive_5xx` and Finagle's
+/// `consecutiveFailures` do not); the rates still do.
+#[tokio::test(start_paused = true)]
+async fn consecutive_failures_trip_before_the_minimum() {
+    let (mut h, handle) = harness(
+        builder()
+            .count_window(100)
+            .minimum_calls(50)
+            .consecutive_failures(3),
+    );
+    h.send_all(&[Reply::Fail, Reply::Fail]).await;
+    assert_eq!(handle.state(), CircuitState::Closed, "100% failed, 2 calls");
+    h.send(Reply::Fail).await.unwrap_err();
+    assert_eq!(handle.state(), CircuitState::Open);
+    let events = h.events.lock().unwrap().join("\n");
+    assert!(events.contains("too many consecutive failures"), "{events}");
+}
+
+/// Issue 14, item 8: an unset `minimum_calls` follows a count window
+/// smaller than its default, and an unset window grows to an explicit
+/// `minimum_calls`; only two explicit settings that contradict each other
+/// are refused.
+#[tokio::test(start_paused = true)]
+async fn defaults_adapt_to_what_was_set() {
+    // A window of 10 calls with the default minimum: judged after 10.
+    let layer = CircuitBreakerLayer::builder()
+        .count_window(10)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(service_fn(|fail: bool| async move {
+        if fail {
+            Err::<(), BoxError>("down".into())
+        } else {
+            Ok(())
+        }
+    }));
+    for _ in 0..9 {
+        let _ = svc.ready().await.unwrap().call(true).await;
+    }
+    assert_eq!(handle.state(), CircuitState::Closed, "9 calls, minimum 10");
+    let _ = svc.ready().await.unwrap().call(true).await;
+    assert_eq!(handle.state(), CircuitState::Open);
+
+    // A minimum above the default window's 100 calls: the window holds it.
+    let layer = CircuitBreakerLayer::builder()
+        .minimum_calls(150)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(service_fn(|fail: bool| async move {
+        if fail {
+            Err::<(), BoxError>("down".into())
+        } else {
+            Ok(())
+        }
+    }));
+    for _ in 0..149 {
+        let _ = svc.ready().await.unwrap().call(true).await;
+    }
+    assert_eq!(handle.state(), CircuitState::Closed);
+    let _ = svc.ready().await.unwrap().call(true).await;
+    assert_eq!(handle.state(), CircuitState::Open, "150 of 150 failed");
+
+    // Both set, and at odds: refused, naming both.
+    let err = CircuitBreakerLayer::builder()
+        .count_window(10)
+        .minimum_calls(11)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.parameter(), "minimum_calls");
+    assert!(err.reason().contains("count_window(10)"), "{err}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn ignored_outcomes_count_neither_way() {
     let (mut h, handle) = harness(builder());

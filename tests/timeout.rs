@@ -246,7 +246,10 @@ async fn elapsed_says_which_timeout_and_which_limit() {
         .build()
         .unwrap();
     let err = layer.layer(sleeper()).oneshot(1_000).await.unwrap_err();
-    assert_eq!(err.to_string(), r#"timeout "per-attempt" elapsed after 250ms"#);
+    assert_eq!(
+        err.to_string(),
+        r#"timeout "per-attempt" elapsed after 250ms"#
+    );
     let elapsed = err.downcast_ref::<Elapsed>().unwrap();
     assert_eq!(elapsed.name(), "per-attempt");
     assert_eq!(elapsed.timeout(), Duration::from_millis(250));

@@ -403,7 +403,11 @@ where
                                 attempts,
                                 reason: GiveUpReason::Deadline,
                             });
-                            return Poll::Ready(Err(Elapsed::retry_deadline(shared.name.clone(), limit).into()));
+                            return Poll::Ready(Err(Elapsed::retry_deadline(
+                                shared.name.clone(),
+                                limit,
+                            )
+                            .into()));
                         }
                     }
                     let request = retrying.next.take().expect("prepared by decide");
