@@ -5,6 +5,75 @@
 //! `reqwest::Request` (feature `reqwest`), and [`ReplayBodies`] for
 //! `http::Request<B>` with a streamed body, recorded up to a limit and
 //! replayed as hyper and tonic send bodies (feature `http`).
+//!
+//! # When the default does not fit
+//!
+//! The retry copies requests with [`ByClone`] unless told otherwise, and
+//! neither `reqwest::Request` nor an `http::Request` with a streamed body is
+//! `Clone`. Where the stack must be a `Service` of such requests (a
+//! function that takes a client, tonic's generated client), the compiler
+//! then says that `ByClone` cannot copy the request, and which
+//! [`requests`](crate::retry::RetryBuilder::requests) setting fixes it. A
+//! `reqwest::Client` under the default retry:
+//!
+//! ```compile_fail,E0277
+//! use palisade::retry::RetryLayer;
+//! use tower::{Layer, Service};
+//!
+//! fn send_with<S: Service<reqwest::Request>>(client: S) { /* ... */ }
+//!
+//! let retry = RetryLayer::builder().build().unwrap();
+//! send_with(retry.layer(reqwest::Client::new()));
+//! // error[E0277]: `ByClone` cannot copy a `reqwest::Request` for the retry's next attempt
+//! // note: for `reqwest::Request`: `.requests(palisade::retry::ReqwestRequests)` (feature `reqwest`)
+//! ```
+//!
+//! and a tonic `Channel`, whose `http::Request<tonic::body::Body>` has a
+//! streamed body:
+//!
+//! ```compile_fail,E0277
+//! use palisade::retry::RetryLayer;
+//! use tonic_health::pb::health_client::HealthClient;
+//! use tower::Layer;
+//!
+//! # async fn f() {
+//! let channel = tonic::transport::Channel::from_static("http://127.0.0.1:50051").connect_lazy();
+//! let retry = RetryLayer::builder().build().unwrap();
+//! let mut client = HealthClient::new(retry.layer(channel));
+//! // error[E0277]: `ByClone` cannot copy a `http::Request<tonic::body::Body>` for the retry's next attempt
+//! // note: for `http::Request<B>` whose body is not `Clone` (...): `.requests(palisade::retry::ReplayBodies::default())`
+//! let _ = client.check(tonic_health::pb::HealthCheckRequest::default()).await;
+//! # }
+//! ```
+//!
+//! The fixes, which compile:
+//!
+//! ```
+//! use palisade::retry::{ReplayBodies, ReplayBody, ReqwestRequests, RetryLayer};
+//! use tonic::body::Body;
+//! use tonic_health::pb::health_client::HealthClient;
+//! use tower::{Layer, Service, ServiceBuilder};
+//!
+//! fn send_with<S: Service<reqwest::Request>>(client: S) {}
+//!
+//! # async fn f() {
+//! let retry = RetryLayer::builder().requests(ReqwestRequests).build().unwrap();
+//! send_with(retry.layer(reqwest::Client::new()));
+//!
+//! let channel = tonic::transport::Channel::from_static("http://127.0.0.1:50051").connect_lazy();
+//! let retry = RetryLayer::builder().requests(ReplayBodies::default()).build().unwrap();
+//! let stack = ServiceBuilder::new()
+//!     .layer(retry)
+//!     .map_request(|req: http::Request<ReplayBody<Body>>| req.map(Body::new))
+//!     .service(channel);
+//! let mut client = HealthClient::new(stack);
+//! # let _ = client.check(tonic_health::pb::HealthCheckRequest::default()).await;
+//! # }
+//! ```
+//!
+//! Called as a method on the retry itself (`svc.oneshot(request)`), the
+//! same mistake is reported by rustc as `Retry<..>: Service<_>` not being
+//! satisfied, without these notes: see `TESTING.md`.
 
 #[cfg(feature = "http")]
 mod body;
