@@ -150,8 +150,9 @@ pub fn from_service<S>(service: S) -> FromService<S> {
     FromService(service)
 }
 
-// A closure or service of the wrong shape is reported as this trait's
-// message (which says what shape), not as the closure's mismatch.
+// Where a handler does not fit, rustc names `Handler` and its notes (the
+// shape a handler must have) rather than the bound below that failed; a
+// closure whose argument type is wrong still gets rustc's own E0631.
 #[diagnostic::do_not_recommend]
 impl<F, Req, Res> Handler<Req, Res> for FromSyncFn<F>
 where
@@ -164,8 +165,9 @@ where
     }
 }
 
-// A closure or service of the wrong shape is reported as this trait's
-// message (which says what shape), not as the closure's mismatch.
+// Where a handler does not fit, rustc names `Handler` and its notes (the
+// shape a handler must have) rather than the bound below that failed; a
+// closure whose argument type is wrong still gets rustc's own E0631.
 #[diagnostic::do_not_recommend]
 impl<F, Fut, Req, Res> Handler<Req, Res> for FromFn<F>
 where
@@ -204,8 +206,9 @@ where
     }
 }
 
-// A closure or service of the wrong shape is reported as this trait's
-// message (which says what shape), not as the closure's mismatch.
+// Where a handler does not fit, rustc names `Handler` and its notes (the
+// shape a handler must have) rather than the bound below that failed; a
+// closure whose argument type is wrong still gets rustc's own E0631.
 #[diagnostic::do_not_recommend]
 impl<S, Req, Res> Handler<Req, Res> for FromService<S>
 where
