@@ -3,7 +3,9 @@
 //! Every layer's `Error` is [`BoxError`], as in tower, so palisade's layers stack
 //! with tower's own and with tonic. The inner service's error passes through
 //! unchanged; each rejection that a layer produces itself is a public type of its
-//! own: [`CircuitOpen`], [`BulkheadFull`], [`Elapsed`] and [`BudgetExhausted`].
+//! own: [`CircuitOpen`], [`BulkheadFull`] and [`Elapsed`]. Each message names
+//! the layer (its `name`) and the limit that was hit, and the same facts
+//! can be read through the type's accessors.
 //! [`ErrorKind::of`] tells which one an error is by its type, never by its text.
 //!
 //! Builders return [`ConfigError`] for a configuration that cannot work.
@@ -21,6 +23,25 @@ pub type BoxError = Box<dyn StdError + Send + Sync>;
 /// Carries the breaker's name and how long until the breaker may let a call
 /// through again: zero when a half-open breaker's probes are all out (one
 /// may finish any moment), [`Duration::MAX`] when it is forced open by hand.
+///
+/// # Examples
+///
+/// ```
+/// use palisade::circuit_breaker::CircuitBreakerLayer;
+/// use palisade::error::{BoxError, CircuitOpen};
+/// use tower::{Layer, ServiceExt, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let breaker = CircuitBreakerLayer::builder().name("payments").build().unwrap();
+/// breaker.handle().force_open();
+/// let svc = breaker.layer(service_fn(|_: ()| async { Ok::<_, BoxError>(()) }));
+/// let err = svc.oneshot(()).await.unwrap_err();
+/// let open = err.downcast_ref::<CircuitOpen>().unwrap();
+/// assert_eq!(open.name(), "payments");
+/// assert_eq!(err.to_string(), r#"circuit breaker "payments" is held open by hand"#);
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CircuitOpen {
     name: Arc<str>,
@@ -37,7 +58,9 @@ impl CircuitOpen {
         &self.name
     }
 
-    /// How long until the breaker may admit a call again.
+    /// How long until the breaker may admit a call again: zero when a
+    /// half-open breaker has every probe out, [`Duration::MAX`] when it is
+    /// held open by hand.
     pub fn retry_after(&self) -> Duration {
         self.retry_after
     }
@@ -45,20 +68,20 @@ impl CircuitOpen {
 
 impl fmt::Display for CircuitOpen {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = &*self.name;
         if self.retry_after == Duration::MAX {
-            write!(f, "circuit breaker `{}` is held open by hand", self.name)
+            write!(f, "circuit breaker {name:?} is held open by hand")
         } else if self.retry_after.is_zero() {
             write!(
                 f,
-                "circuit breaker `{}` is half-open with every probe out; \
-                 it may admit a call when one finishes",
-                self.name
+                "circuit breaker {name:?} is half-open and every probe is out; \
+                 it may admit a call when one finishes"
             )
         } else {
             write!(
                 f,
-                "circuit breaker `{}` is open; it may admit calls again in {:?}",
-                self.name, self.retry_after
+                "circuit breaker {name:?} is open; it may admit calls again in {:?}",
+                self.retry_after
             )
         }
     }
@@ -67,44 +90,191 @@ impl fmt::Display for CircuitOpen {
 impl StdError for CircuitOpen {}
 
 /// A bulkhead refused the call: all its permits were taken and its queue was
-/// full, or the call waited in the queue for longer than allowed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BulkheadFull(pub(crate) ());
+/// full, or the call waited in the queue for its longest wait without
+/// getting a permit.
+///
+/// Carries the bulkhead's name and limits, and how long the call waited,
+/// so that the message says which bulkhead and which limit.
+///
+/// # Examples
+///
+/// ```
+/// use palisade::bulkhead::BulkheadLayer;
+/// use palisade::error::{BoxError, BulkheadFull};
+/// use tower::{Layer, Service, ServiceExt, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let bulkhead = BulkheadLayer::builder().name("inventory").max_concurrent(1).build().unwrap();
+/// let svc = bulkhead.layer(service_fn(|_: ()| async { Ok::<_, BoxError>(()) }));
+/// let mut holder = svc.clone();
+/// holder.ready().await.unwrap(); // holds the only permit
+/// let err = svc.oneshot(()).await.unwrap_err();
+/// let full = err.downcast_ref::<BulkheadFull>().unwrap();
+/// assert_eq!((full.name(), full.max_concurrent(), full.waited()), ("inventory", 1, None));
+/// assert_eq!(err.to_string(), r#"bulkhead "inventory" is full: 1 in flight, no queue"#);
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BulkheadFull {
+    name: Arc<str>,
+    max_concurrent: u32,
+    max_queue: u32,
+    waited: Option<Duration>,
+}
+
+impl BulkheadFull {
+    pub(crate) fn new(
+        name: Arc<str>,
+        max_concurrent: u32,
+        max_queue: u32,
+        waited: Option<Duration>,
+    ) -> Self {
+        Self {
+            name,
+            max_concurrent,
+            max_queue,
+            waited,
+        }
+    }
+
+    /// The name given to the bulkhead that refused the call.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The bulkhead's limit of calls in flight when it refused the call
+    /// (it may have been moved since: see
+    /// [`set_max_concurrent`](crate::bulkhead::BulkheadHandle::set_max_concurrent)).
+    pub fn max_concurrent(&self) -> u32 {
+        self.max_concurrent
+    }
+
+    /// How many calls the bulkhead's queue holds.
+    pub fn max_queue(&self) -> u32 {
+        self.max_queue
+    }
+
+    /// `None` if the call was refused at once (every permit and queue
+    /// place taken); the bulkhead's
+    /// [`max_wait`](crate::bulkhead::BulkheadBuilder::max_wait) if the call
+    /// waited that long in the queue without getting a permit.
+    pub fn waited(&self) -> Option<Duration> {
+        self.waited
+    }
+}
 
 impl fmt::Display for BulkheadFull {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("bulkhead is full")
+        let (name, in_flight) = (&*self.name, self.max_concurrent);
+        match (self.waited, self.max_queue) {
+            (Some(waited), _) => write!(
+                f,
+                "bulkhead {name:?} is full: {in_flight} in flight, \
+                 gave up after waiting {waited:?} in the queue"
+            ),
+            (None, 0) => write!(
+                f,
+                "bulkhead {name:?} is full: {in_flight} in flight, no queue"
+            ),
+            (None, queued) => write!(
+                f,
+                "bulkhead {name:?} is full: {in_flight} in flight, {queued} queued"
+            ),
+        }
     }
 }
 
 impl StdError for BulkheadFull {}
 
-/// A call did not finish within its time limit.
+/// A call did not finish within its time limit: a
+/// [`TimeoutLayer`](crate::timeout::TimeoutLayer)'s, or a retry's
+/// [`deadline`](crate::retry::RetryBuilder::deadline).
+///
+/// Carries the layer's name and the limit.
+///
+/// # Examples
+///
+/// ```
+/// use palisade::error::{BoxError, Elapsed};
+/// use palisade::timeout::TimeoutLayer;
+/// use std::time::Duration;
+/// use tower::{Layer, ServiceExt, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let timeout = TimeoutLayer::builder()
+///     .name("per-attempt")
+///     .timeout(Duration::from_millis(250))
+///     .build()
+///     .unwrap();
+/// let svc = timeout.layer(service_fn(|_: ()| std::future::pending::<Result<(), BoxError>>()));
+/// let err = svc.oneshot(()).await.unwrap_err();
+/// let elapsed = err.downcast_ref::<Elapsed>().unwrap();
+/// assert_eq!((elapsed.name(), elapsed.timeout()), ("per-attempt", Duration::from_millis(250)));
+/// assert_eq!(err.to_string(), r#"timeout "per-attempt" elapsed after 250ms"#);
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Elapsed {
+    name: Arc<str>,
+    timeout: Duration,
+    by: ElapsedBy,
+}
+
+/// Which kind of layer's limit passed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Elapsed(pub(crate) ());
+enum ElapsedBy {
+    Timeout,
+    RetryDeadline,
+}
+
+impl Elapsed {
+    /// A timeout layer's limit passed.
+    pub(crate) fn by_timeout(name: Arc<str>, timeout: Duration) -> Self {
+        Self {
+            name,
+            timeout,
+            by: ElapsedBy::Timeout,
+        }
+    }
+
+    /// A retry's deadline passed before its next attempt could start.
+    pub(crate) fn retry_deadline(name: Arc<str>, deadline: Duration) -> Self {
+        Self {
+            name,
+            timeout: deadline,
+            by: ElapsedBy::RetryDeadline,
+        }
+    }
+
+    /// The name given to the layer whose limit passed.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The limit that passed: the timeout layer's timeout, or the retry's
+    /// deadline.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
 
 impl fmt::Display for Elapsed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("request timed out")
+        let name = &*self.name;
+        match self.by {
+            ElapsedBy::Timeout => write!(f, "timeout {name:?} elapsed after {:?}", self.timeout),
+            ElapsedBy::RetryDeadline => write!(
+                f,
+                "deadline of retry {name:?} elapsed after {:?}",
+                self.timeout
+            ),
+        }
     }
 }
 
 impl StdError for Elapsed {}
-
-/// A retry was wanted but the retry budget had no retries left.
-///
-/// Only returned where there is no inner result to hand back instead; when the
-/// last attempt produced a response or an error, the retry layer returns that.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BudgetExhausted(pub(crate) ());
-
-impl fmt::Display for BudgetExhausted {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("retry budget exhausted")
-    }
-}
-
-impl StdError for BudgetExhausted {}
 
 /// Which kind of error a [`BoxError`] from a palisade stack is.
 ///
@@ -125,8 +295,6 @@ pub enum ErrorKind {
     BulkheadFull,
     /// An [`Elapsed`] timeout.
     Elapsed,
-    /// A [`BudgetExhausted`] rejection.
-    BudgetExhausted,
     /// Any other error: the inner service's own, passed through unchanged.
     Inner,
 }
@@ -154,9 +322,6 @@ impl ErrorKind {
             }
             if e.is::<Elapsed>() {
                 return ErrorKind::Elapsed;
-            }
-            if e.is::<BudgetExhausted>() {
-                return ErrorKind::BudgetExhausted;
             }
             current = e.source();
         }
@@ -201,8 +366,7 @@ impl ErrorKinds {
             ErrorKind::CircuitOpen => 0,
             ErrorKind::BulkheadFull => 1,
             ErrorKind::Elapsed => 2,
-            ErrorKind::BudgetExhausted => 3,
-            ErrorKind::Inner => 4,
+            ErrorKind::Inner => 3,
         }
     }
 
@@ -235,7 +399,6 @@ impl ErrorKinds {
             ErrorKind::CircuitOpen,
             ErrorKind::BulkheadFull,
             ErrorKind::Elapsed,
-            ErrorKind::BudgetExhausted,
             ErrorKind::Inner,
         ]
         .into_iter()
@@ -349,9 +512,14 @@ mod tests {
                 Box::new(CircuitOpen::new("db".into(), Duration::from_secs(1))),
                 ErrorKind::CircuitOpen,
             ),
-            (Box::new(BulkheadFull(())), ErrorKind::BulkheadFull),
-            (Box::new(Elapsed(())), ErrorKind::Elapsed),
-            (Box::new(BudgetExhausted(())), ErrorKind::BudgetExhausted),
+            (
+                Box::new(BulkheadFull::new("db".into(), 4, 0, None)),
+                ErrorKind::BulkheadFull,
+            ),
+            (
+                Box::new(Elapsed::by_timeout("db".into(), Duration::from_secs(1))),
+                ErrorKind::Elapsed,
+            ),
             ("circuit breaker is open".into(), ErrorKind::Inner),
         ];
         for (err, kind) in cases {
@@ -362,26 +530,86 @@ mod tests {
 
     #[test]
     fn kind_is_found_through_the_source_chain() {
-        let inner: BoxError = Box::new(Elapsed(()));
+        let inner: BoxError = Box::new(Elapsed::by_timeout("t".into(), Duration::from_secs(1)));
         let err: BoxError = Box::new(Wrapper(Box::new(Wrapper(inner))));
         assert_eq!(ErrorKind::of(&err), ErrorKind::Elapsed);
     }
 
+    /// Issue 14, item 6: every rejection says which layer and which
+    /// limit, in one quoting style.
     #[test]
-    fn messages_name_what_happened() {
+    fn messages_name_the_layer_and_the_limit() {
         let open = CircuitOpen::new("payments".into(), Duration::from_millis(1500));
         assert_eq!(open.name(), "payments");
         assert_eq!(open.retry_after(), Duration::from_millis(1500));
-        assert!(open.to_string().contains("payments"));
-        let forced = CircuitOpen::new("payments".into(), Duration::MAX);
-        assert_eq!(
-            forced.to_string(),
-            "circuit breaker `payments` is held open by hand"
-        );
-        let cfg = ConfigError::new("max_attempts", "must be at least 1");
-        assert_eq!(
-            cfg.to_string(),
-            "invalid `max_attempts`: must be at least 1"
-        );
+        let cases: Vec<(Box<dyn StdError>, &str)> = vec![
+            (
+                Box::new(open),
+                r#"circuit breaker "payments" is open; it may admit calls again in 1.5s"#,
+            ),
+            (
+                Box::new(CircuitOpen::new("payments".into(), Duration::ZERO)),
+                r#"circuit breaker "payments" is half-open and every probe is out; it may admit a call when one finishes"#,
+            ),
+            (
+                Box::new(CircuitOpen::new("payments".into(), Duration::MAX)),
+                r#"circuit breaker "payments" is held open by hand"#,
+            ),
+            (
+                Box::new(BulkheadFull::new("inventory".into(), 32, 16, None)),
+                r#"bulkhead "inventory" is full: 32 in flight, 16 queued"#,
+            ),
+            (
+                Box::new(BulkheadFull::new("inventory".into(), 32, 0, None)),
+                r#"bulkhead "inventory" is full: 32 in flight, no queue"#,
+            ),
+            (
+                Box::new(BulkheadFull::new(
+                    "inventory".into(),
+                    32,
+                    16,
+                    Some(Duration::from_millis(50)),
+                )),
+                r#"bulkhead "inventory" is full: 32 in flight, gave up after waiting 50ms in the queue"#,
+            ),
+            (
+                Box::new(Elapsed::by_timeout(
+                    "per-attempt".into(),
+                    Duration::from_millis(250),
+                )),
+                r#"timeout "per-attempt" elapsed after 250ms"#,
+            ),
+            (
+                Box::new(Elapsed::retry_deadline(
+                    "payments".into(),
+                    Duration::from_secs(10),
+                )),
+                r#"deadline of retry "payments" elapsed after 10s"#,
+            ),
+            (
+                Box::new(ConfigError::new("max_attempts", "must be at least 1")),
+                "invalid `max_attempts`: must be at least 1",
+            ),
+        ];
+        for (err, message) in cases {
+            assert_eq!(err.to_string(), message);
+        }
+    }
+
+    #[test]
+    fn accessors_give_the_limits() {
+        let full = BulkheadFull::new("inventory".into(), 32, 16, Some(Duration::from_millis(50)));
+        assert_eq!(full.name(), "inventory");
+        assert_eq!((full.max_concurrent(), full.max_queue()), (32, 16));
+        assert_eq!(full.waited(), Some(Duration::from_millis(50)));
+        let elapsed = Elapsed::retry_deadline("payments".into(), Duration::from_secs(10));
+        assert_eq!(elapsed.name(), "payments");
+        assert_eq!(elapsed.timeout(), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_name_is_quoted_as_written_or_escaped() {
+        let err = Elapsed::by_timeout("say \"hi\"".into(), Duration::from_secs(1));
+        assert_eq!(err.to_string(), r#"timeout "say \"hi\"" elapsed after 1s"#);
     }
 }

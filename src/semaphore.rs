@@ -361,7 +361,8 @@ pub(crate) enum Ticket {
         waiter: WaiterRef,
         deadline: Option<Pin<Box<Sleep>>>,
     },
-    Refused,
+    /// Refused: at once (`timed_out: false`), or after the maximum wait.
+    Refused { timed_out: bool },
 }
 
 impl Ticket {
@@ -374,7 +375,7 @@ impl Ticket {
         sem: &Semaphore,
         cx: &mut Context<'_>,
     ) -> Poll<Admission> {
-        if matches!(self, Ticket::Refused) {
+        if matches!(self, Ticket::Refused { .. }) {
             *self = Ticket::Idle;
         }
         if matches!(self, Ticket::Idle) && sem.try_acquire() {
@@ -388,14 +389,15 @@ impl Ticket {
         loop {
             match self {
                 Ticket::Held => return Poll::Ready(Admission::Held),
-                Ticket::Refused => return Poll::Ready(Admission::Full),
+                Ticket::Refused { timed_out: false } => return Poll::Ready(Admission::Full),
+                Ticket::Refused { timed_out: true } => return Poll::Ready(Admission::TimedOut),
                 Ticket::Idle => match sem.acquire() {
                     Acquire::Permit => {
                         *self = Ticket::Held;
                         return Poll::Ready(Admission::Permit);
                     }
                     Acquire::Full => {
-                        *self = Ticket::Refused;
+                        *self = Ticket::Refused { timed_out: false };
                         return Poll::Ready(Admission::Full);
                     }
                     Acquire::Queued(waiter) => {
@@ -416,7 +418,8 @@ impl Ticket {
                     if !expired {
                         return Poll::Pending;
                     }
-                    let Ticket::Queued { waiter, .. } = std::mem::replace(self, Ticket::Refused)
+                    let Ticket::Queued { waiter, .. } =
+                        std::mem::replace(self, Ticket::Refused { timed_out: true })
                     else {
                         unreachable!("matched above")
                     };
@@ -450,7 +453,17 @@ impl Ticket {
     /// Whether the last attempt was refused.
     #[inline]
     pub(crate) fn is_refused(&self) -> bool {
-        matches!(self, Ticket::Refused)
+        matches!(self, Ticket::Refused { .. })
+    }
+
+    /// Whether the last attempt was refused after the maximum wait in the
+    /// queue (`Some(true)`), at once (`Some(false)`), or not at all.
+    #[inline]
+    pub(crate) fn refused_after_wait(&self) -> Option<bool> {
+        match self {
+            Ticket::Refused { timed_out } => Some(*timed_out),
+            _ => None,
+        }
     }
 
     /// Gives back what the ticket holds: a permit, or a queue place.
@@ -475,7 +488,7 @@ impl Ticket {
                 sem.cancel(&waiter);
                 false
             }
-            Ticket::Idle | Ticket::Refused => false,
+            Ticket::Idle | Ticket::Refused { .. } => false,
         }
     }
 }

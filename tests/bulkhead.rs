@@ -444,3 +444,58 @@ async fn the_limit_moves_while_calls_run() {
         "a refused limit changes nothing"
     );
 }
+
+/// Issue 14, item 6: a refusal names the bulkhead and its limits, and one
+/// that waited says for how long; the same facts through the accessors.
+#[tokio::test(start_paused = true)]
+async fn a_refusal_says_which_bulkhead_and_which_limit() {
+    let (svc, handle, _) = setup(
+        BulkheadLayer::builder()
+            .name("inventory")
+            .max_concurrent(2)
+            .max_queue(1)
+            .max_wait(Duration::from_millis(50)),
+    );
+    let running: Vec<_> = (0..2)
+        .map(|id| tokio::spawn(svc.clone().oneshot((id, 1_000))))
+        .collect();
+    let queued = tokio::spawn(svc.clone().oneshot((2, 0)));
+    tokio::task::yield_now().await;
+    assert_eq!((handle.in_flight(), handle.queued()), (2, 1));
+
+    let at_once = svc.clone().oneshot((3, 0)).await.unwrap_err();
+    assert_eq!(
+        at_once.to_string(),
+        r#"bulkhead "inventory" is full: 2 in flight, 1 queued"#
+    );
+    let full = at_once.downcast_ref::<BulkheadFull>().unwrap();
+    assert_eq!(
+        (
+            full.name(),
+            full.max_concurrent(),
+            full.max_queue(),
+            full.waited()
+        ),
+        ("inventory", 2, 1, None)
+    );
+
+    let waited = queued.await.unwrap().unwrap_err();
+    assert_eq!(
+        waited.to_string(),
+        r#"bulkhead "inventory" is full: 2 in flight, gave up after waiting 50ms in the queue"#
+    );
+    let full = waited.downcast_ref::<BulkheadFull>().unwrap();
+    assert_eq!(full.waited(), Some(Duration::from_millis(50)));
+
+    // The limit as it is when the call is refused (the queue is free
+    // again, so this one waits its turn in it first).
+    handle.set_max_concurrent(1).unwrap();
+    let err = svc.clone().oneshot((4, 0)).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"bulkhead "inventory" is full: 1 in flight, gave up after waiting 50ms in the queue"#
+    );
+    for t in running {
+        t.await.unwrap().unwrap();
+    }
+}

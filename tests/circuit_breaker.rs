@@ -193,7 +193,7 @@ async fn half_open_admits_exactly_the_probes_then_closes() {
     let message = third.as_ref().unwrap_err().to_string();
     assert_eq!(
         message,
-        "circuit breaker `backend` is half-open with every probe out; \
+        "circuit breaker \"backend\" is half-open and every probe is out; \
          it may admit a call when one finishes"
     );
     assert_eq!(
@@ -298,6 +298,32 @@ async fn trips_on_slow_call_rate_whatever_the_outcome() {
     assert!(events.contains("slow-call rate 75.0%"), "{events}");
 }
 
+/// Issue 14, item 6: an open breaker's refusal names it and says when it
+/// may admit calls again; held open by hand, it says so.
+#[tokio::test(start_paused = true)]
+async fn a_refusal_says_which_breaker_and_when() {
+    let (mut h, handle) = harness(builder());
+    h.send_all(&[Reply::Fail; 4]).await;
+    assert_eq!(handle.state(), CircuitState::Open);
+    tokio::time::advance(Duration::from_millis(2_500)).await;
+    let err = h.send(Reply::Ok).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"circuit breaker "backend" is open; it may admit calls again in 7.5s"#
+    );
+    let open = err.downcast_ref::<CircuitOpen>().unwrap();
+    assert_eq!(
+        (open.name(), open.retry_after()),
+        ("backend", Duration::from_millis(7_500))
+    );
+    handle.force_open();
+    let err = h.send(Reply::Ok).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"circuit breaker "backend" is held open by hand"#
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn trips_on_consecutive_failures() {
     let (mut h, handle) = harness(
@@ -322,6 +348,81 @@ async fn trips_on_consecutive_failures() {
     assert_eq!(handle.state(), CircuitState::Open);
     let events = h.events.lock().unwrap().join("\n");
     assert!(events.contains("too many consecutive failures"), "{events}");
+}
+
+/// Issue 14, item 8: a consecutive-failures trip does not wait for
+/// `minimum_calls` (as Envoy's `consecutive_5xx` and Finagle's
+/// `consecutiveFailures` do not); the rates still do.
+#[tokio::test(start_paused = true)]
+async fn consecutive_failures_trip_before_the_minimum() {
+    let (mut h, handle) = harness(
+        builder()
+            .count_window(100)
+            .minimum_calls(50)
+            .consecutive_failures(3),
+    );
+    h.send_all(&[Reply::Fail, Reply::Fail]).await;
+    assert_eq!(handle.state(), CircuitState::Closed, "100% failed, 2 calls");
+    h.send(Reply::Fail).await.unwrap_err();
+    assert_eq!(handle.state(), CircuitState::Open);
+    let events = h.events.lock().unwrap().join("\n");
+    assert!(events.contains("too many consecutive failures"), "{events}");
+}
+
+/// Issue 14, item 8: an unset `minimum_calls` follows a count window
+/// smaller than its default, and an unset window grows to an explicit
+/// `minimum_calls`; only two explicit settings that contradict each other
+/// are refused.
+#[tokio::test(start_paused = true)]
+async fn defaults_adapt_to_what_was_set() {
+    // A window of 10 calls with the default minimum: judged after 10.
+    let layer = CircuitBreakerLayer::builder()
+        .count_window(10)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(service_fn(|fail: bool| async move {
+        if fail {
+            Err::<(), BoxError>("down".into())
+        } else {
+            Ok(())
+        }
+    }));
+    for _ in 0..9 {
+        let _ = svc.ready().await.unwrap().call(true).await;
+    }
+    assert_eq!(handle.state(), CircuitState::Closed, "9 calls, minimum 10");
+    let _ = svc.ready().await.unwrap().call(true).await;
+    assert_eq!(handle.state(), CircuitState::Open);
+
+    // A minimum above the default window's 100 calls: the window holds it.
+    let layer = CircuitBreakerLayer::builder()
+        .minimum_calls(150)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(service_fn(|fail: bool| async move {
+        if fail {
+            Err::<(), BoxError>("down".into())
+        } else {
+            Ok(())
+        }
+    }));
+    for _ in 0..149 {
+        let _ = svc.ready().await.unwrap().call(true).await;
+    }
+    assert_eq!(handle.state(), CircuitState::Closed);
+    let _ = svc.ready().await.unwrap().call(true).await;
+    assert_eq!(handle.state(), CircuitState::Open, "150 of 150 failed");
+
+    // Both set, and at odds: refused, naming both.
+    let err = CircuitBreakerLayer::builder()
+        .count_window(10)
+        .minimum_calls(11)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.parameter(), "minimum_calls");
+    assert!(err.reason().contains("count_window(10)"), "{err}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -130,9 +130,10 @@ impl Model {
                 self.consecutive = if failed { self.consecutive + 1 } else { 0 };
                 let calls = self.window.len() as f64;
                 let failures = self.window.iter().filter(|f| **f).count() as f64;
-                if calls >= f64::from(p.minimum)
-                    && (failures / calls >= p.threshold
-                        || p.consecutive.is_some_and(|c| self.consecutive >= c))
+                // The rate waits for the minimum; failures in a row do not
+                // (issue 14, item 8).
+                if (calls >= f64::from(p.minimum) && failures / calls >= p.threshold)
+                    || p.consecutive.is_some_and(|c| self.consecutive >= c)
                 {
                     self.open();
                 }

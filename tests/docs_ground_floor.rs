@@ -230,8 +230,8 @@ fn error_kinds_is_a_set_of_kinds() {
         ErrorKinds::from([Elapsed, Elapsed, Elapsed]).iter().count(),
         1
     );
-    let all = ErrorKinds::from([CircuitOpen, BulkheadFull, Elapsed, BudgetExhausted, Inner]);
-    assert_eq!(all.iter().count(), 5);
+    let all = ErrorKinds::from([CircuitOpen, BulkheadFull, Elapsed, Inner]);
+    assert_eq!(all.iter().count(), 4);
 
     // From<ErrorKind>, FromIterator, and const construction.
     assert_eq!(ErrorKinds::from(Elapsed), ErrorKinds::NONE.with(Elapsed));
@@ -290,17 +290,15 @@ async fn error_kind_of_tells_real_rejections_apart() {
     assert!(ErrorKind::CircuitOpen.is_rejection());
     assert!(ErrorKind::BulkheadFull.is_rejection());
     assert!(ErrorKind::Elapsed.is_rejection());
-    assert!(ErrorKind::BudgetExhausted.is_rejection());
     assert!(!ErrorKind::Inner.is_rejection());
 }
 
 #[test]
-fn retry_on_refuses_inner_and_budget_exhausted() {
+fn retry_on_refuses_inner() {
     for bad in [
         ErrorKinds::from(ErrorKind::Inner),
-        ErrorKinds::from(ErrorKind::BudgetExhausted),
         ErrorKinds::from([ErrorKind::Elapsed, ErrorKind::Inner]),
-        ErrorKinds::from([ErrorKind::CircuitOpen, ErrorKind::BudgetExhausted]),
+        ErrorKinds::from([ErrorKind::CircuitOpen, ErrorKind::Inner]),
     ] {
         let err = RetryLayer::builder().retry_on(bad).build().unwrap_err();
         assert_eq!(err.parameter(), "retry_on", "{err}");

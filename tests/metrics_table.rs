@@ -164,7 +164,6 @@ fn every_event() -> Vec<Box<dyn EventKind>> {
         Some(ErrorKind::CircuitOpen),
         Some(ErrorKind::BulkheadFull),
         Some(ErrorKind::Elapsed),
-        Some(ErrorKind::BudgetExhausted),
         Some(ErrorKind::Inner),
     ] {
         all.push(Box::new(FallbackEvent::FellBack { kind }));

@@ -236,3 +236,29 @@ async fn a_deadline_runs_from_its_own_call_whatever_ran_before() {
     let answer = svc.ready().await.unwrap().call(()).await;
     assert_eq!(answer.unwrap(), "done");
 }
+
+/// Issue 14, item 6: the error names the timeout layer and its limit.
+#[tokio::test(start_paused = true)]
+async fn elapsed_says_which_timeout_and_which_limit() {
+    let layer = TimeoutLayer::builder()
+        .name("per-attempt")
+        .timeout(Duration::from_millis(250))
+        .build()
+        .unwrap();
+    let err = layer.layer(sleeper()).oneshot(1_000).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"timeout "per-attempt" elapsed after 250ms"#
+    );
+    let elapsed = err.downcast_ref::<Elapsed>().unwrap();
+    assert_eq!(elapsed.name(), "per-attempt");
+    assert_eq!(elapsed.timeout(), Duration::from_millis(250));
+    // Unnamed, it carries the builder's default name.
+    let err = TimeoutLayer::new(LIMIT)
+        .unwrap()
+        .layer(sleeper())
+        .oneshot(1_000)
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), r#"timeout "timeout" elapsed after 100ms"#);
+}

@@ -50,6 +50,9 @@ pub struct ResponseFuture<F, M = Head> {
     #[pin]
     inner: Option<F>,
     permit: Option<Permit>,
+    /// Boxed, and only for a refused call: the future of an admitted call
+    /// stays one pointer bigger, not the size of the whole rejection.
+    rejection: Option<Box<BulkheadFull>>,
     _mode: PhantomData<fn() -> M>,
 }
 
@@ -58,17 +61,30 @@ impl<F, M> ResponseFuture<F, M> {
         Self {
             inner: Some(inner),
             permit: Some(permit),
+            rejection: None,
             _mode: PhantomData,
         }
     }
 
-    pub(crate) fn rejected() -> Self {
+    pub(crate) fn rejected(rejection: BulkheadFull) -> Self {
         Self {
             inner: None,
             permit: None,
+            rejection: Some(Box::new(rejection)),
             _mode: PhantomData,
         }
     }
+}
+
+/// The refused call's error, boxed already.
+///
+/// # Panics
+/// When polled again after it returned the error.
+#[cold]
+fn rejection(rejection: &mut Option<Box<BulkheadFull>>) -> BoxError {
+    rejection
+        .take()
+        .expect("bulkhead::ResponseFuture polled after completion")
 }
 
 impl<F, M> fmt::Debug for ResponseFuture<F, M> {
@@ -98,7 +114,7 @@ where
                 *this.permit = None;
                 Poll::Ready(result.map_err(Into::into))
             }
-            None => Poll::Ready(Err(BulkheadFull(()).into())),
+            None => Poll::Ready(Err(rejection(this.rejection))),
         }
     }
 }
@@ -125,7 +141,7 @@ where
                     Err(err) => Err(err.into()),
                 })
             }
-            None => Poll::Ready(Err(BulkheadFull(()).into())),
+            None => Poll::Ready(Err(rejection(this.rejection))),
         }
     }
 }

@@ -7,7 +7,7 @@ use tower::Layer;
 
 use super::{Bulkhead, BulkheadHandle};
 use crate::cover::{self, Head};
-use crate::error::ConfigError;
+use crate::error::{BulkheadFull, ConfigError};
 use crate::event::Listeners;
 use crate::semaphore::Semaphore;
 use crate::validate;
@@ -23,6 +23,18 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The error of a refused call: the bulkhead's name and limits, and how
+    /// long the call waited if it did.
+    #[cold]
+    pub(crate) fn rejection(&self, after_wait: bool) -> BulkheadFull {
+        BulkheadFull::new(
+            self.name.clone(),
+            self.semaphore.limit(),
+            self.max_queue,
+            if after_wait { self.max_wait } else { None },
+        )
+    }
+
     /// Tells listeners how many calls are in flight now.
     #[inline]
     pub(crate) fn report_in_flight(&self) {

@@ -234,12 +234,11 @@ impl<S, M> Bulkhead<S, M> {
             let permit = Permit::taken(self.slot.shared.clone());
             return ResponseFuture::called(self.inner.call(req), permit);
         }
-        assert!(
-            self.slot.ticket.is_refused(),
-            "Bulkhead::call without a successful poll_ready"
-        );
+        let Some(after_wait) = self.slot.ticket.refused_after_wait() else {
+            panic!("Bulkhead::call without a successful poll_ready");
+        };
         self.slot.ticket = Ticket::Idle;
-        ResponseFuture::rejected()
+        ResponseFuture::rejected(self.slot.shared.rejection(after_wait))
     }
 }
 

@@ -50,8 +50,8 @@ pub const MAX_HALF_OPEN_CALLS: u32 = 1000;
 /// | setting | default |
 /// |---|---|
 /// | [`name`](Self::name) | `"circuit-breaker"` |
-/// | window | [`count_window(100)`](Self::count_window) |
-/// | [`minimum_calls`](Self::minimum_calls) | 20 |
+/// | window | [`count_window(100)`](Self::count_window), or as many calls as an explicit [`minimum_calls`](Self::minimum_calls) if that is more |
+/// | [`minimum_calls`](Self::minimum_calls) | 20, or the size of an explicit count window smaller than that; 20 for a time window |
 /// | [`failure_rate_threshold`](Self::failure_rate_threshold) | 0.5 |
 /// | [`slow_call_duration`](Self::slow_call_duration) | none: no call is slow, and the clock is not read |
 /// | [`slow_call_rate_threshold`](Self::slow_call_rate_threshold) | 1.0 |
@@ -61,6 +61,14 @@ pub const MAX_HALF_OPEN_CALLS: u32 = 1000;
 /// | [`half_open_calls`](Self::half_open_calls) | 5 |
 /// | [`max_half_open_duration`](Self::max_half_open_duration) | 60 s |
 /// | [`classifier`](Self::classifier) | [`DefaultClassifier`]: every `Err` is a failure |
+///
+/// A default gives way to what was set: `count_window(10)` alone judges
+/// after 10 calls, `minimum_calls(150)` alone gets a count window of 150.
+/// Only two settings given explicitly that contradict each other (a
+/// minimum above the count window) are refused by `build()`. A time window
+/// holds as many calls as come in its length, so its default minimum stays
+/// 20: below that, one failure of a few calls on a quiet service would be a
+/// failure rate of 50% or more. Set `minimum_calls` to suit the traffic.
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct CircuitBreakerBuilder<C = DefaultClassifier> {
     settings: Settings,
@@ -70,12 +78,14 @@ pub struct CircuitBreakerBuilder<C = DefaultClassifier> {
 /// The settings that do not change the builder's type.
 struct Settings {
     name: Arc<str>,
-    window: WindowConfig,
+    /// `None`: not set, the default (which follows `minimum_calls`).
+    window: Option<WindowConfig>,
     failure_rate_threshold: f64,
     slow_call_rate_threshold: f64,
     slow_call_duration: Option<Duration>,
     consecutive_failures: Option<u32>,
-    minimum_calls: u32,
+    /// `None`: not set, the default (which follows the window).
+    minimum_calls: Option<u32>,
     wait_duration: Duration,
     wait_backoff: Option<Backoff>,
     half_open_calls: u32,
@@ -83,6 +93,11 @@ struct Settings {
     seed: Option<u64>,
     listeners: Listeners,
 }
+
+/// The count window when none is set.
+const DEFAULT_COUNT_WINDOW: u32 = 100;
+/// The minimum number of calls when none is set.
+const DEFAULT_MINIMUM_CALLS: u32 = 20;
 
 impl<C: fmt::Debug> fmt::Debug for CircuitBreakerBuilder<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -117,12 +132,12 @@ impl CircuitBreakerBuilder {
         Self {
             settings: Settings {
                 name: Arc::from("circuit-breaker"),
-                window: WindowConfig::Count(100),
+                window: None,
                 failure_rate_threshold: 0.5,
                 slow_call_rate_threshold: 1.0,
                 slow_call_duration: None,
                 consecutive_failures: None,
-                minimum_calls: 20,
+                minimum_calls: None,
                 wait_duration: Duration::from_secs(30),
                 wait_backoff: None,
                 half_open_calls: 5,
@@ -144,7 +159,7 @@ impl<C> CircuitBreakerBuilder<C> {
 
     /// Judge the last `calls` calls (1 to 1,000,000).
     pub fn count_window(mut self, calls: u32) -> Self {
-        self.settings.window = WindowConfig::Count(calls);
+        self.settings.window = Some(WindowConfig::Count(calls));
         self
     }
 
@@ -157,17 +172,17 @@ impl<C> CircuitBreakerBuilder<C> {
         } else {
             1000
         };
-        self.settings.window = WindowConfig::Time {
+        self.settings.window = Some(WindowConfig::Time {
             length,
             buckets: u32::try_from(buckets).unwrap_or(u32::MAX),
-        };
+        });
         self
     }
 
     /// Judge the calls of the last `length`, kept in `buckets` buckets (1 to
     /// 10,000, each at least 1 ms long).
     pub fn time_window_buckets(mut self, length: Duration, buckets: u32) -> Self {
-        self.settings.window = WindowConfig::Time { length, buckets };
+        self.settings.window = Some(WindowConfig::Time { length, buckets });
         self
     }
 
@@ -192,17 +207,21 @@ impl<C> CircuitBreakerBuilder<C> {
         self
     }
 
-    /// Trip after this many failures in a row (at least 1), once the window
-    /// holds [`minimum_calls`](Self::minimum_calls).
+    /// Trip after this many failures in a row (at least 1), however few
+    /// calls the window holds: unlike the rates, this trip does not wait
+    /// for [`minimum_calls`](Self::minimum_calls) (as Envoy's
+    /// `consecutive_5xx` and Finagle's `consecutiveFailures` do not).
     pub fn consecutive_failures(mut self, failures: u32) -> Self {
         self.settings.consecutive_failures = Some(failures);
         self
     }
 
-    /// No trip condition is judged before the window holds this many calls
-    /// (at least 1; for a count window, at most its size).
+    /// Neither rate is judged before the window holds this many calls (at
+    /// least 1; for a count window set with
+    /// [`count_window`](Self::count_window), at most its size). See the
+    /// [defaults](Self#default) for what it is when not set.
     pub fn minimum_calls(mut self, calls: u32) -> Self {
-        self.settings.minimum_calls = calls;
+        self.settings.minimum_calls = Some(calls);
         self
     }
 
@@ -262,11 +281,19 @@ impl<C> CircuitBreakerBuilder<C> {
     /// A [`ConfigError`] naming the first setting out of range: a window of
     /// zero calls or zero length, too many or too short buckets, a threshold
     /// outside `(0, 1]` or NaN, a zero slow-call or wait duration, zero
-    /// consecutive failures, a minimum of zero calls or more calls than a
-    /// count window holds, zero or more than 1000 half-open calls, a zero
+    /// consecutive failures, a minimum of zero calls or more calls than an
+    /// explicit count window holds (or than the longest count window, with
+    /// the default window), zero or more than 1000 half-open calls, a zero
     /// maximum half-open duration.
     pub fn build(self) -> Result<CircuitBreakerLayer<C>, ConfigError> {
-        let window = self.validate_window()?;
+        // An explicit window is judged on its own first, so that its own
+        // error is the one reported.
+        if let Some(window) = self.settings.window {
+            check_window(window)?;
+        }
+        let (window, minimum_calls) = self.settings.window_and_minimum()?;
+        check_window(window)?;
+        let window = make_window(window);
         let s = self.settings;
         for (parameter, value) in [
             ("failure_rate_threshold", s.failure_rate_threshold),
@@ -285,20 +312,6 @@ impl<C> CircuitBreakerBuilder<C> {
                 "must be at least 1",
             ));
         }
-        if s.minimum_calls == 0 {
-            return Err(ConfigError::new("minimum_calls", "must be at least 1"));
-        }
-        if let WindowConfig::Count(size) = s.window
-            && s.minimum_calls > size
-        {
-            return Err(ConfigError::new(
-                "minimum_calls",
-                format!(
-                    "{} is more than the count window holds ({size}); the breaker could never trip",
-                    s.minimum_calls
-                ),
-            ));
-        }
         validate::within(
             "half_open_calls",
             s.half_open_calls,
@@ -310,7 +323,7 @@ impl<C> CircuitBreakerBuilder<C> {
             slow_call_rate_threshold: s.slow_call_rate_threshold,
             slow_call_duration: s.slow_call_duration,
             consecutive_failures: s.consecutive_failures,
-            minimum_calls: s.minimum_calls,
+            minimum_calls,
             wait_duration: s.wait_duration,
             wait_backoff: s.wait_backoff,
             half_open_calls: s.half_open_calls,
@@ -322,39 +335,89 @@ impl<C> CircuitBreakerBuilder<C> {
             self.classifier,
         ))
     }
+}
 
-    fn validate_window(&self) -> Result<Window, ConfigError> {
-        match self.settings.window {
-            WindowConfig::Count(size) => {
-                if !(1..=MAX_COUNT_WINDOW).contains(&size) {
-                    return Err(ConfigError::new(
-                        "count_window",
-                        format!("must hold from 1 to {MAX_COUNT_WINDOW} calls, got {size}"),
-                    ));
-                }
-                Ok(Window::Count(CountWindow::new(size as usize)))
+impl Settings {
+    /// The window and the minimum number of calls, each an explicit setting
+    /// or a default that follows the other.
+    fn window_and_minimum(&self) -> Result<(WindowConfig, u32), ConfigError> {
+        if self.minimum_calls == Some(0) {
+            return Err(ConfigError::new("minimum_calls", "must be at least 1"));
+        }
+        Ok(match (self.window, self.minimum_calls) {
+            (Some(WindowConfig::Count(size)), Some(minimum)) if minimum > size => {
+                return Err(ConfigError::new(
+                    "minimum_calls",
+                    format!(
+                        "{minimum} is more than count_window({size}) holds; the rates could \
+                         never be judged (set a larger window, or leave one of them unset)"
+                    ),
+                ));
             }
-            WindowConfig::Time { length, buckets } => {
-                validate::positive("time_window", length)?;
-                if !(1..=MAX_TIME_BUCKETS).contains(&buckets) {
-                    return Err(ConfigError::new(
-                        "time_window",
-                        format!("must have from 1 to {MAX_TIME_BUCKETS} buckets, got {buckets}"),
-                    ));
-                }
-                let width = length / buckets;
-                if width < Duration::from_millis(1) {
-                    return Err(ConfigError::new(
-                        "time_window",
-                        format!("buckets of {width:?} are shorter than 1 ms; use fewer buckets"),
-                    ));
-                }
-                // Within 584 years: the window's length is.
-                Ok(Window::Time(TimeWindow::new(
-                    buckets as usize,
-                    nanos(width),
-                )))
+            (Some(window), Some(minimum)) => (window, minimum),
+            (Some(WindowConfig::Count(size)), None) => {
+                (WindowConfig::Count(size), DEFAULT_MINIMUM_CALLS.min(size))
             }
+            (Some(window), None) => (window, DEFAULT_MINIMUM_CALLS),
+            (None, Some(minimum)) if minimum > MAX_COUNT_WINDOW => {
+                return Err(ConfigError::new(
+                    "minimum_calls",
+                    format!(
+                        "{minimum} is more than the longest count window holds \
+                         ({MAX_COUNT_WINDOW}); use a time window"
+                    ),
+                ));
+            }
+            (None, Some(minimum)) => (
+                WindowConfig::Count(DEFAULT_COUNT_WINDOW.max(minimum)),
+                minimum,
+            ),
+            (None, None) => (
+                WindowConfig::Count(DEFAULT_COUNT_WINDOW),
+                DEFAULT_MINIMUM_CALLS,
+            ),
+        })
+    }
+}
+
+/// Refuses a window that cannot work.
+fn check_window(window: WindowConfig) -> Result<(), ConfigError> {
+    match window {
+        WindowConfig::Count(size) => {
+            if !(1..=MAX_COUNT_WINDOW).contains(&size) {
+                return Err(ConfigError::new(
+                    "count_window",
+                    format!("must hold from 1 to {MAX_COUNT_WINDOW} calls, got {size}"),
+                ));
+            }
+        }
+        WindowConfig::Time { length, buckets } => {
+            validate::positive("time_window", length)?;
+            if !(1..=MAX_TIME_BUCKETS).contains(&buckets) {
+                return Err(ConfigError::new(
+                    "time_window",
+                    format!("must have from 1 to {MAX_TIME_BUCKETS} buckets, got {buckets}"),
+                ));
+            }
+            let width = length / buckets;
+            if width < Duration::from_millis(1) {
+                return Err(ConfigError::new(
+                    "time_window",
+                    format!("buckets of {width:?} are shorter than 1 ms; use fewer buckets"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Makes a window that [`check_window`] accepted.
+fn make_window(window: WindowConfig) -> Window {
+    match window {
+        WindowConfig::Count(size) => Window::Count(CountWindow::new(size as usize)),
+        // Within 584 years: the window's length is.
+        WindowConfig::Time { length, buckets } => {
+            Window::Time(TimeWindow::new(buckets as usize, nanos(length / buckets)))
         }
     }
 }

@@ -5,12 +5,13 @@
 //!
 //! * **Closed**: calls go through; their outcomes (from the shared
 //!   [`Classify`](crate::classify::Classify)er) fill a sliding window.
-//!   Once the window holds [`minimum_calls`](CircuitBreakerBuilder::minimum_calls),
-//!   the breaker trips to Open when any of these holds:
-//!   the failure rate reaches [`failure_rate_threshold`](CircuitBreakerBuilder::failure_rate_threshold);
-//!   the slow-call rate (calls longer than [`slow_call_duration`](CircuitBreakerBuilder::slow_call_duration),
+//!   The breaker trips to Open when, once the window holds
+//!   [`minimum_calls`](CircuitBreakerBuilder::minimum_calls),
+//!   the failure rate reaches [`failure_rate_threshold`](CircuitBreakerBuilder::failure_rate_threshold)
+//!   or the slow-call rate (calls longer than [`slow_call_duration`](CircuitBreakerBuilder::slow_call_duration),
 //!   whatever their outcome) reaches [`slow_call_rate_threshold`](CircuitBreakerBuilder::slow_call_rate_threshold);
-//!   the last [`consecutive_failures`](CircuitBreakerBuilder::consecutive_failures) calls all failed.
+//!   or, however few calls the window holds, when the last
+//!   [`consecutive_failures`](CircuitBreakerBuilder::consecutive_failures) calls all failed.
 //!   An [`Ignored`](crate::classify::Outcome::Ignored) outcome counts neither way.
 //! * **Open**: every call fails at once with [`CircuitOpen`],
 //!   which says how long until the breaker may admit a call again; the inner

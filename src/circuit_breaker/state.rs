@@ -291,8 +291,21 @@ impl Core {
     #[inline(never)]
     fn evaluate(&self, word: StateWord, now_nanos: u64) {
         let config = &self.config;
+        let consecutive = config
+            .consecutive_failures
+            .is_some_and(|n| self.consecutive_failures.load(Relaxed) >= n);
         let totals = self.window.totals(now_nanos);
         if totals.calls < u64::from(config.minimum_calls) {
+            // A rate over too few calls says little; n failures in a row
+            // say what they say however few calls there were (Envoy's
+            // `consecutive_5xx`, Finagle's `consecutiveFailures`).
+            if consecutive && !word.is(CircuitState::MetricsOnly) && self.load() == word {
+                self.transition(
+                    word,
+                    CircuitState::Open,
+                    TransitionReason::ConsecutiveFailures,
+                );
+            }
             return;
         }
         let calls = totals.calls as f64;
@@ -300,9 +313,6 @@ impl Core {
         let slow_rate = totals.slow as f64 / calls;
         let failure_exceeded = failure_rate >= config.failure_rate_threshold;
         let slow_exceeded = slow_rate >= config.slow_call_rate_threshold;
-        let consecutive = config
-            .consecutive_failures
-            .is_some_and(|n| self.consecutive_failures.load(Relaxed) >= n);
         if word.is(CircuitState::MetricsOnly) {
             self.edge(FAILURE_EXCEEDED, failure_exceeded, failure_rate);
             self.edge(SLOW_EXCEEDED, slow_exceeded, slow_rate);

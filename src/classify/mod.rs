@@ -32,6 +32,79 @@
 //!
 //! Server delay hints are parsed by the functions in [`hint`]; a hint larger
 //! than the cap the caller gives is discarded, never obeyed blindly.
+//!
+//! # A classifier of your own
+//!
+//! It implements [`Classify`] for the results it judges, and says the rest
+//! in empty `impl`s: [`ClassifyRequest`] for the retry (which requests may
+//! be sent twice; the default says all), [`JudgesAtHead`] for the circuit
+//! breaker (its verdict is complete at the response head). Without them,
+//! the compiler names the missing trait and the `impl` to add:
+//!
+//! ```compile_fail,E0277
+//! use palisade::circuit_breaker::CircuitBreakerLayer;
+//! use palisade::classify::{Classify, Outcome};
+//! use palisade::error::BoxError;
+//! use tower::{Layer, Service, service_fn};
+//!
+//! #[derive(Clone)]
+//! struct Mine;
+//! impl<Res, E> Classify<Res, E> for Mine {
+//!     fn classify(&self, r: &Result<Res, E>) -> Outcome {
+//!         if r.is_ok() { Outcome::Success } else { Outcome::Failure }
+//!     }
+//! }
+//!
+//! fn serve<S: Service<u32>>(svc: S) { /* ... */ }
+//!
+//! let breaker = CircuitBreakerLayer::builder().classifier(Mine).build().unwrap();
+//! serve(breaker.layer(service_fn(|n: u32| async move { Ok::<_, BoxError>(n) })));
+//! // error[E0277]: `Mine` does not say when its verdict is complete, which the circuit breaker needs
+//! // note: for a classifier that judges at the response head, add `impl palisade::classify::JudgesAtHead for Mine {}`; ...
+//! ```
+//!
+//! ```compile_fail,E0277
+//! # use palisade::classify::{Classify, Outcome};
+//! # use palisade::error::BoxError;
+//! # use tower::{Layer, Service, service_fn};
+//! # #[derive(Clone)]
+//! # struct Mine;
+//! # impl<Res, E> Classify<Res, E> for Mine {
+//! #     fn classify(&self, r: &Result<Res, E>) -> Outcome { Outcome::Success }
+//! # }
+//! # fn serve<S: Service<u32>>(svc: S) {}
+//! use palisade::retry::RetryLayer;
+//!
+//! let retry = RetryLayer::builder().classifier(Mine).build().unwrap();
+//! serve(retry.layer(service_fn(|n: u32| async move { Ok::<_, BoxError>(n) })));
+//! // error[E0277]: `Mine` does not say whether a `u32` may be sent twice
+//! // note: to retry every request, add `impl<Req> palisade::classify::ClassifyRequest<Req> for Mine {}`
+//! ```
+//!
+//! With both `impl`s, it compiles:
+//!
+//! ```
+//! # use palisade::circuit_breaker::CircuitBreakerLayer;
+//! # use palisade::classify::{Classify, Outcome};
+//! # use palisade::error::BoxError;
+//! # use palisade::retry::RetryLayer;
+//! # use tower::{Layer, Service, service_fn};
+//! # #[derive(Clone)]
+//! # struct Mine;
+//! # impl<Res, E> Classify<Res, E> for Mine {
+//! #     fn classify(&self, r: &Result<Res, E>) -> Outcome { Outcome::Success }
+//! # }
+//! # fn serve<S: Service<u32>>(svc: S) {}
+//! use palisade::classify::{ClassifyRequest, JudgesAtHead};
+//!
+//! impl JudgesAtHead for Mine {}
+//! impl<Req> ClassifyRequest<Req> for Mine {}
+//!
+//! let inner = service_fn(|n: u32| async move { Ok::<_, BoxError>(n) });
+//! let breaker = CircuitBreakerLayer::builder().classifier(Mine).build().unwrap();
+//! let retry = RetryLayer::builder().classifier(Mine).build().unwrap();
+//! serve(retry.layer(breaker.layer(inner)));
+//! ```
 
 pub mod hint;
 
@@ -117,6 +190,12 @@ impl Outcome {
 /// its verdict is complete: [`JudgesAtHead`] for one that judges at the
 /// response head (one empty `impl`), or [`Settle`] for one that must see
 /// the end of a streamed body.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot classify a service's `Result<{Res}, {E}>`",
+    label = "not `Classify<{Res}, {E}>`",
+    note = "a layer's classifier must judge the results of the service below it: `HttpClassifier` reads `http::Response` and `reqwest::Response`, `GrpcClassifier` gRPC answers and `tonic::Status`, `DefaultClassifier` any `Result`",
+    note = "a classifier of your own implements `palisade::classify::Classify<{Res}, {E}>`, and also `ClassifyRequest<Req>` for the retry and `JudgesAtHead` for the circuit breaker"
+)]
 pub trait Classify<Res, E> {
     /// Judges a finished call.
     fn classify(&self, result: &Result<Res, E>) -> Outcome;

@@ -58,6 +58,10 @@ impl<H, C, K: fmt::Debug> fmt::Debug for FallbackLayer<H, C, K> {
 }
 
 /// Whether a fallback keeps each request for its handler.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot keep a `{Req}` for the fallback's handler",
+    note = "`keep_request()` clones each request, so it needs `{Req}: Clone`; without it the handler's `Failed::request` is `None` and any request type works"
+)]
 pub trait KeepRequest<Req>: Copy {
     /// The request to keep, if any.
     fn keep(&self, req: &Req) -> Option<Req>;
@@ -78,6 +82,7 @@ impl<Req> KeepRequest<Req> for DropRequest {
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl<Req: Clone> KeepRequest<Req> for CloneRequest {
     #[inline]
     fn keep(&self, req: &Req) -> Option<Req> {

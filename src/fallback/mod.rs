@@ -90,6 +90,12 @@ impl<Req, Res> Failed<Req, Res> {
 }
 
 /// Answers failed calls.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot answer a failed call whose request is `{Req}` and response `{Res}`",
+    label = "not a fallback handler for this service",
+    note = "a handler takes a `palisade::fallback::Failed<{Req}, {Res}>` and answers with a `Result<{Res}, BoxError>`: `from_sync_fn(|failed: Failed<{Req}, {Res}>| ...)` returns it, `from_fn` returns a future of it, `from_service` wraps a `Service<Failed<{Req}, {Res}>, Response = {Res}>`",
+    note = "`{Req}` is the fallback's request; the `Failed` keeps it only with `.keep_request()`"
+)]
 pub trait Handler<Req, Res> {
     /// The handler's answer.
     type Future: Future<Output = Result<Res, BoxError>>;
@@ -144,6 +150,10 @@ pub fn from_service<S>(service: S) -> FromService<S> {
     FromService(service)
 }
 
+// Where a handler does not fit, rustc names `Handler` and its notes (the
+// shape a handler must have) rather than the bound below that failed; a
+// closure whose argument type is wrong still gets rustc's own E0631.
+#[diagnostic::do_not_recommend]
 impl<F, Req, Res> Handler<Req, Res> for FromSyncFn<F>
 where
     F: Fn(Failed<Req, Res>) -> Result<Res, BoxError>,
@@ -155,6 +165,10 @@ where
     }
 }
 
+// Where a handler does not fit, rustc names `Handler` and its notes (the
+// shape a handler must have) rather than the bound below that failed; a
+// closure whose argument type is wrong still gets rustc's own E0631.
+#[diagnostic::do_not_recommend]
 impl<F, Fut, Req, Res> Handler<Req, Res> for FromFn<F>
 where
     F: Fn(Failed<Req, Res>) -> Fut,
@@ -192,6 +206,10 @@ where
     }
 }
 
+// Where a handler does not fit, rustc names `Handler` and its notes (the
+// shape a handler must have) rather than the bound below that failed; a
+// closure whose argument type is wrong still gets rustc's own E0631.
+#[diagnostic::do_not_recommend]
 impl<S, Req, Res> Handler<Req, Res> for FromService<S>
 where
     S: Service<Failed<Req, Res>, Response = Res> + Clone,

@@ -7,6 +7,70 @@
 //! replayed as hyper and tonic send bodies (feature `http`), and
 //! [`TonicBodies`], the same recording handed to a tonic `Channel` as the
 //! `tonic::body::Body` it takes (feature `tonic`).
+//!
+//! # When the default does not fit
+//!
+//! The retry copies requests with [`ByClone`] unless told otherwise, and
+//! neither `reqwest::Request` nor an `http::Request` with a streamed body is
+//! `Clone`. Where the stack must be a `Service` of such requests (a
+//! function that takes a client, tonic's generated client), the compiler
+//! then says that `ByClone` cannot copy the request, and which
+//! [`requests`](crate::retry::RetryBuilder::requests) setting fixes it. A
+//! `reqwest::Client` under the default retry:
+//!
+//! ```compile_fail,E0277
+//! use palisade::retry::RetryLayer;
+//! use tower::{Layer, Service};
+//!
+//! fn send_with<S: Service<reqwest::Request>>(client: S) { /* ... */ }
+//!
+//! let retry = RetryLayer::builder().build().unwrap();
+//! send_with(retry.layer(reqwest::Client::new()));
+//! // error[E0277]: `ByClone` cannot copy a `reqwest::Request` for the retry's next attempt
+//! // note: for `reqwest::Request`: `.requests(palisade::retry::ReqwestRequests)` (feature `reqwest`)
+//! ```
+//!
+//! and a tonic `Channel`, whose `http::Request<tonic::body::Body>` has a
+//! streamed body:
+//!
+//! ```compile_fail,E0277
+//! use palisade::retry::RetryLayer;
+//! use tonic_health::pb::health_client::HealthClient;
+//! use tower::Layer;
+//!
+//! # async fn f() {
+//! let channel = tonic::transport::Channel::from_static("http://127.0.0.1:50051").connect_lazy();
+//! let retry = RetryLayer::builder().build().unwrap();
+//! let mut client = HealthClient::new(retry.layer(channel));
+//! // error[E0277]: `ByClone` cannot copy a `http::Request<tonic::body::Body>` for the retry's next attempt
+//! // note: for a tonic `Channel`: `.requests(palisade::retry::TonicBodies::default())` (feature `tonic`)
+//! let _ = client.check(tonic_health::pb::HealthCheckRequest::default()).await;
+//! # }
+//! ```
+//!
+//! The fixes, which compile:
+//!
+//! ```
+//! use palisade::retry::{ReqwestRequests, RetryLayer, TonicBodies};
+//! use tonic_health::pb::health_client::HealthClient;
+//! use tower::{Layer, Service};
+//!
+//! fn send_with<S: Service<reqwest::Request>>(client: S) {}
+//!
+//! # async fn f() {
+//! let retry = RetryLayer::builder().requests(ReqwestRequests).build().unwrap();
+//! send_with(retry.layer(reqwest::Client::new()));
+//!
+//! let channel = tonic::transport::Channel::from_static("http://127.0.0.1:50051").connect_lazy();
+//! let retry = RetryLayer::builder().requests(TonicBodies::default()).build().unwrap();
+//! let mut client = HealthClient::new(retry.layer(channel));
+//! # let _ = client.check(tonic_health::pb::HealthCheckRequest::default()).await;
+//! # }
+//! ```
+//!
+//! Called as a method on the retry itself (`svc.oneshot(request)`), the
+//! same mistake is reported by rustc as `Retry<..>: Service<_>` not being
+//! satisfied, without these notes: see `TESTING.md`.
 
 #[cfg(feature = "http")]
 mod body;
@@ -30,6 +94,20 @@ use std::fmt;
 /// `reqwest::Request` (feature `reqwest`), [`ReplayBodies`] for
 /// `http::Request<B>` with a streamed body (feature `http`), and
 /// [`TonicBodies`] for a tonic client's requests (feature `tonic`).
+///
+/// The retry's default is [`ByClone`]; a request that is not `Clone` needs
+/// another strategy, set with
+/// [`RetryBuilder::requests`](crate::retry::RetryBuilder::requests).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot copy a `{Req}` for the retry's next attempt",
+    label = "the retry copies each request with `{Self}`",
+    note = "the retry's default, `ByClone`, needs a `Clone` request; choose another with `RetryBuilder::requests`:",
+    note = "for `reqwest::Request`: `.requests(palisade::retry::ReqwestRequests)` (feature `reqwest`)",
+    note = "for `http::Request<B>` whose body is not `Clone` (hyper, axum bodies): `.requests(palisade::retry::ReplayBodies::default())` (feature `http`)",
+    note = "for a tonic `Channel`: `.requests(palisade::retry::TonicBodies::default())` (feature `tonic`)",
+    note = "or start from a standard stack: `Resilience::http()`, `Resilience::grpc()`",
+    note = "for a request of your own: derive `Clone`, or implement `palisade::retry::Replay<{Req}>` for a strategy"
+)]
 pub trait Replay<Req> {
     /// What the inner service receives.
     type Request;
@@ -55,6 +133,10 @@ pub trait Replay<Req> {
 }
 
 /// What a retry keeps of a request: it makes each further attempt's copy.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot make copies of a request for the retry",
+    note = "a `Replay` strategy's `Source` makes each further attempt's request: implement `palisade::retry::ReplaySource` for it"
+)]
 pub trait ReplaySource {
     /// The copy, as the inner service receives it.
     type Request;
@@ -80,6 +162,10 @@ pub trait ReplaySource {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ByClone;
 
+// Not recommended in errors: for a request that is not `Clone`, rustc then
+// says that `ByClone` cannot copy it and shows `Replay`'s notes (which name
+// the strategy to choose), rather than only that the request is not `Clone`.
+#[diagnostic::do_not_recommend]
 impl<Req: Clone> Replay<Req> for ByClone {
     type Request = Req;
     type Source = Cloned<Req>;

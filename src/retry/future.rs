@@ -413,7 +413,11 @@ where
                                 attempts,
                                 reason: GiveUpReason::Deadline,
                             });
-                            return Poll::Ready(Err(Elapsed(()).into()));
+                            return Poll::Ready(Err(Elapsed::retry_deadline(
+                                shared.name.clone(),
+                                limit,
+                            )
+                            .into()));
                         }
                     }
                     let request = retrying.next.take().expect("prepared by decide");

@@ -292,8 +292,7 @@ impl<C, B, K> RetryBuilder<C, B, K> {
     ///   backoff's delay.
     ///
     /// A refusal never reached the server, so it is retried whatever the
-    /// request. `build()` refuses [`Inner`](ErrorKind::Inner) and
-    /// [`BudgetExhausted`](ErrorKind::BudgetExhausted).
+    /// request. `build()` refuses [`Inner`](ErrorKind::Inner).
     ///
     /// ```
     /// use palisade::error::{ErrorKind, ErrorKinds};
@@ -370,15 +369,11 @@ impl<C, B, K> RetryBuilder<C, B, K> {
     pub fn build(self) -> Result<RetryLayer<C, B, K>, ConfigError> {
         let s = self.settings;
         validate::within("max_attempts", s.max_attempts, 1..=MAX_ATTEMPTS)?;
-        for kind in [ErrorKind::Inner, ErrorKind::BudgetExhausted] {
-            if s.retry_on.contains(kind) {
-                return Err(ConfigError::new(
-                    "retry_on",
-                    format!(
-                        "{kind:?} is not a refusal by a layer below; the classifier judges the inner service's errors"
-                    ),
-                ));
-            }
+        if s.retry_on.contains(ErrorKind::Inner) {
+            return Err(ConfigError::new(
+                "retry_on",
+                "Inner is not a refusal by a layer below; the classifier judges the inner service's errors",
+            ));
         }
         validate::positive("max_hint", s.max_hint)?;
         if let Some(deadline) = s.deadline {

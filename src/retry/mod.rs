@@ -31,14 +31,25 @@
 //!   breaker or a full bulkhead below when those are retried;
 //! * the [`RetryBudget`] is spent: retries are at most a share of recent
 //!   requests plus a small reserve, so that an outage is not multiplied by
-//!   the number of attempts (the last result is returned, and a
-//!   [`RetryEvent::BudgetExhausted`] event says why);
+//!   the number of attempts (see [When the budget is spent](#when-the-budget-is-spent));
 //! * the next attempt would start past the [`deadline`](RetryBuilder::deadline);
 //! * the failure is a rejection the layer is set not to retry: by default
 //!   [`CircuitOpen`](crate::error::CircuitOpen) and
 //!   [`BulkheadFull`](crate::error::BulkheadFull) are returned at once, and
 //!   [`Elapsed`](crate::error::Elapsed) (a per-attempt timeout below) is
 //!   retried.
+//!
+//! # When the budget is spent
+//!
+//! A call whose retry the budget refuses gets its last attempt's answer,
+//! exactly as the inner service gave it: the `Ok` response (a 503, say) or
+//! the `Err`. There is no error of the retry's own for it: the server's
+//! answer tells the caller more (its status, its `Retry-After`) than "no
+//! budget" would, and a fallback or a caller that judges it sees what it
+//! would have seen without the retry. Why no retry followed is told to the
+//! listeners: a [`RetryEvent::BudgetExhausted`] event, then
+//! [`RetryEvent::GaveUp`] with [`GiveUpReason::BudgetExhausted`] (counted by
+//! `MetricsEvents` and logged by `TracingEvents` under that reason).
 //!
 //! # Requests
 //!

@@ -20,8 +20,9 @@ use crate::error::Elapsed;
 /// as this far away.
 const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
 
-/// One call's deadline: its start, its limit, and the timer, armed only
-/// when something must wait for it.
+/// One call's deadline: its start, its layer (for the limit, the name an
+/// [`Elapsed`] carries and the listeners), and the timer, armed only when
+/// something must wait for it.
 ///
 /// Not generic, so that its polling is compiled once, not for every stack.
 pub(crate) struct Timer {
@@ -30,9 +31,10 @@ pub(crate) struct Timer {
     /// wrapping it) a hundred bytes bigger.
     sleep: Option<Pin<Box<Sleep>>>,
     started: Instant,
-    timeout: Duration,
-    /// Present only when someone listens for the timeout event.
-    events: Option<Arc<Shared>>,
+    /// The layer's settings, shared: an `Arc` clone per call (no
+    /// allocation), so that a call that times out can say which layer and
+    /// which limit without copying either. `None` once handed on.
+    shared: Option<Arc<Shared>>,
 }
 
 impl Timer {
@@ -42,18 +44,25 @@ impl Timer {
         Timer {
             sleep: self.sleep.take(),
             started: self.started,
-            timeout: self.timeout,
-            events: self.events.take(),
+            shared: self.shared.take(),
         }
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        self.shared.as_ref().map(|shared| shared.timeout)
     }
 
     /// `Ready` with [`Elapsed`] once the deadline has passed; arms the timer
     /// on first use.
     pub(crate) fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> Poll<BoxError> {
+        let Some(shared) = &self.shared else {
+            // Handed on to the body: the future that held it is done.
+            return Poll::Pending;
+        };
         let sleep = self.sleep.get_or_insert_with(|| {
             let deadline = self
                 .started
-                .checked_add(self.timeout)
+                .checked_add(shared.timeout)
                 .unwrap_or_else(|| self.started + FAR_FUTURE);
             Box::pin(sleep_until(deadline))
         });
@@ -71,14 +80,12 @@ impl Timer {
         if fired.is_pending() {
             return Poll::Pending;
         }
-        if let Some(shared) = &self.events {
-            shared
-                .listeners
-                .emit(&shared.name, || TimeoutEvent::TimedOut {
-                    after: shared.timeout,
-                });
-        }
-        Poll::Ready(Elapsed(()).into())
+        shared
+            .listeners
+            .emit(&shared.name, || TimeoutEvent::TimedOut {
+                after: shared.timeout,
+            });
+        Poll::Ready(Elapsed::by_timeout(shared.name.clone(), shared.timeout).into())
     }
 }
 
@@ -86,7 +93,7 @@ impl fmt::Debug for Timer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Timer")
             .field("started", &self.started)
-            .field("timeout", &self.timeout)
+            .field("timeout", &self.timeout())
             .field("armed", &self.sleep.is_some())
             .finish()
     }
@@ -109,19 +116,13 @@ pub struct ResponseFuture<F, M = Head> {
 }
 
 impl<F, M> ResponseFuture<F, M> {
-    pub(crate) fn new(
-        inner: F,
-        started: Instant,
-        timeout: Duration,
-        events: Option<Arc<Shared>>,
-    ) -> Self {
+    pub(crate) fn new(inner: F, started: Instant, shared: Arc<Shared>) -> Self {
         Self {
             inner,
             timer: Timer {
                 sleep: None,
                 started,
-                timeout,
-                events,
+                shared: Some(shared),
             },
             _mode: PhantomData,
         }
@@ -132,7 +133,7 @@ impl<F, M> fmt::Debug for ResponseFuture<F, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
             .field("started", &self.timer.started)
-            .field("timeout", &self.timer.timeout)
+            .field("timeout", &self.timer.timeout())
             .field("armed", &self.timer.sleep.is_some())
             .finish()
     }

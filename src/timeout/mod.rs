@@ -22,7 +22,9 @@
 //! per-attempt timeout each read it). The timer itself is created only if
 //! the inner future returns `Pending` on its first poll, with its deadline
 //! measured from the call: a call that completes at once never touches
-//! tokio's timer wheel, and allocates nothing. The timer is polled even
+//! tokio's timer wheel, and allocates nothing. The future holds its
+//! layer's shared settings (an `Arc` clone, an atomic add), so that an
+//! [`Elapsed`](crate::error::Elapsed) can name the layer. The timer is polled even
 //! when the inner future has used up the task's cooperative budget, as
 //! `tokio::time::timeout` does.
 //!
@@ -158,8 +160,7 @@ impl<S, M> Timeout<S, M> {
     {
         let started = clock::now();
         let inner = self.inner.call(req);
-        let events = (!self.shared.listeners.is_empty()).then(|| self.shared.clone());
-        ResponseFuture::new(inner, started, self.shared.timeout, events)
+        ResponseFuture::new(inner, started, self.shared.clone())
     }
 }
 
