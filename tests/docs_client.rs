@@ -447,7 +447,6 @@ async fn the_presets_timeouts_are_named_total_and_attempt_in_their_events() {
 /// CHANGELOG: "so their events and rejections say which one fired". The
 /// caller holding the `Elapsed` should be able to tell which one it was.
 #[tokio::test(start_paused = true)]
-#[ignore = "defect: Elapsed carries no name (Display \"request timed out\", Debug \"Elapsed(())\"), though the docs say it names \"total\"/\"attempt\""]
 async fn the_presets_elapsed_says_which_timeout_fired() {
     let server = Server::start(vec![], Reply::status(200).after(Duration::from_secs(5))).await;
     let stack = Resilience::builder()
