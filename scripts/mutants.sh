@@ -27,6 +27,9 @@ modules=(
   "http|src/classify/http.rs|--lib --test retry"
   "grpc|src/classify/grpc.rs|--lib --test retry --test grpc_eos"
   "hint|src/classify/hint.rs|--lib --test retry"
+  "respond|src/respond/mod.rs src/respond/grpc.rs src/respond/http.rs|--lib --test respond --test grpc_tonic"
+  "middleware|src/middleware.rs|--test reqwest_middleware"
+  "preset|src/preset/mod.rs src/preset/part.rs src/preset/standard.rs|--lib --test preset --test stack --test grpc_tonic --test docs_client"
 )
 
 # The modules asked for, in the order asked; all of them by default.
