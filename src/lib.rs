@@ -99,11 +99,12 @@
 //!
 //! | feature | enables |
 //! |---|---|
-//! | `http` | [`HttpClassifier`](classify::HttpClassifier), `Retry-After` parsing, replayable `http` bodies for the retry, `respond::HttpRejectionLayer` (rejections as 503 / 504 responses) |
+//! | `http` | [`HttpClassifier`](classify::HttpClassifier), `Retry-After` parsing, replayable `http` bodies for the retry, `Resilience::http()`, `respond::HttpRejectionLayer` (rejections as 503 / 504 responses) |
 //! | `grpc` | [`GrpcClassifier`](classify::GrpcClassifier) over `grpc-status` headers (implies `http`) |
 //! | `reqwest` | classification of `reqwest::Response` / `reqwest::Request` (implies `http`) |
-//! | `tonic` | classification of `tonic::Status` errors and `tonic::Response`s, `retry::TonicBodies`, `respond::GrpcRejectionLayer` (rejections as `Status`es) (implies `grpc`) |
-//! | `tracing` | `event::TracingEvents`: the event stream as `tracing` events |
+//! | `tonic` | classification of `tonic::Status` errors and `tonic::Response`s, `retry::TonicBodies`, `respond::GrpcRejectionLayer` (rejections as `Status`es), `Resilience::grpc()` (implies `grpc`) |
+//! | `reqwest-middleware` | `middleware::StackMiddleware`: a stack as a `reqwest_middleware::Middleware` (implies `reqwest`) |
+//! | `tracing` | `event::TracingEvents`: the event stream as `tracing` events; `RetryBuilder::attempt_spans` |
 //! | `metrics` | `event::MetricsEvents`: the event stream as `metrics` counters and gauges |
 //! | `chaos` | `chaos::ChaosLayer`: fault injection for tests |
 
