@@ -120,6 +120,10 @@ async fn one_breaker_serves_every_request_of_the_client_and_its_refusal_is_found
     let reqwest_middleware::Error::Middleware(err) = err else {
         panic!("a rejection is the middleware's error");
     };
+    assert!(
+        err.to_string().starts_with("circuit breaker \"circuit-breaker\" is open"),
+        "the rejection's own message: {err}"
+    );
     let stack_error = err.downcast_ref::<StackError>().unwrap();
     assert_eq!(
         ErrorKind::of_dyn(stack_error.get_ref()),
@@ -205,4 +209,65 @@ async fn a_middleware_error_from_below_comes_back_unchanged() {
     };
     assert!(err.downcast_ref::<NotAllowed>().is_some(), "{err:?}");
     assert_eq!(server.seen().len(), 0);
+}
+
+/// A middleware below that fails as a connection that was refused would,
+/// counting its calls.
+#[derive(Clone, Default)]
+struct RefusedBelow(Arc<AtomicU32>);
+
+#[async_trait::async_trait]
+impl Middleware for RefusedBelow {
+    async fn handle(
+        &self,
+        _: reqwest::Request,
+        _: &mut Extensions,
+        _: Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        Err(reqwest_middleware::Error::Middleware(anyhow::Error::new(
+            refused,
+        )))
+    }
+}
+
+/// The stack judges a middleware's error by what it holds: a refused
+/// connection below is retried even for a POST, and a fallback reads the
+/// error's own message.
+#[tokio::test(start_paused = true)]
+async fn a_middlewares_error_is_judged_by_what_it_holds() {
+    let below = RefusedBelow::default();
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(StackMiddleware::new(Resilience::http().build().unwrap()))
+        .with(below.clone())
+        .build();
+    let err = client
+        .post("http://127.0.0.1:1/")
+        .body("x")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(below.0.load(Ordering::SeqCst), 3, "never sent: retried");
+    assert!(matches!(err, reqwest_middleware::Error::Middleware(_)));
+
+    let seen = Arc::new(Mutex::new(String::new()));
+    let record = seen.clone();
+    let stack = Resilience::http()
+        .retry(|retry| retry.max_attempts(1))
+        .fallback(palisade::fallback::from_sync_fn(
+            move |failed: palisade::fallback::Failed<reqwest::Request, reqwest::Response>| {
+                *record.lock().unwrap() = failed.outcome.unwrap_err().to_string();
+                Ok(reqwest::Response::from(http::Response::new("fallback")))
+            },
+        ))
+        .build()
+        .unwrap();
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(StackMiddleware::new(stack))
+        .with(Refuses)
+        .build();
+    let response = client.get("http://127.0.0.1:1/").send().await.unwrap();
+    assert_eq!(response.text().await.unwrap(), "fallback");
+    assert_eq!(*seen.lock().unwrap(), "not allowed");
 }
