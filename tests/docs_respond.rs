@@ -112,7 +112,7 @@ impl fmt::Display for Mine {
 
 impl StdError for Mine {}
 
-/// The rejection a failing call through `layer` gets.
+/// The `Elapsed` of a timeout named "per-attempt" (250 ms).
 async fn elapsed_error() -> BoxError {
     let timeout = TimeoutLayer::builder()
         .name("per-attempt")
@@ -122,6 +122,7 @@ async fn elapsed_error() -> BoxError {
     timeout.layer(scripted()).oneshot(HANG).await.unwrap_err()
 }
 
+/// The `BulkheadFull` of a bulkhead named "inventory" of one place.
 async fn bulkhead_full_error() -> BoxError {
     let bulkhead = BulkheadLayer::builder()
         .name("inventory")
@@ -2815,4 +2816,186 @@ async fn metrics_count_retries_of_a_refused_connection_as_not_sent() {
         ),
         Some(1)
     );
+}
+
+/// A transition made by hand.
+type Step = fn(&palisade::circuit_breaker::CircuitBreakerHandle);
+
+#[tokio::test]
+async fn metrics_follow_transitions_made_by_hand() {
+    let recorder = Recorder::default();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let breaker = CircuitBreakerLayer::builder()
+        .name("manual")
+        .on_event(MetricsEvents::new())
+        .build()
+        .unwrap();
+    let handle = breaker.handle();
+    let state = "palisade.circuit_breaker.state";
+    let transitions = "palisade.circuit_breaker.transitions";
+    let steps: [(Step, &str, &str); 4] = [
+        (|h| h.force_open(), "closed", "forced_open"),
+        (|h| h.disable(), "forced_open", "disabled"),
+        (|h| h.metrics_only(), "disabled", "metrics_only"),
+        (|h| h.reset(), "metrics_only", "closed"),
+    ];
+    for (step, from, to) in steps {
+        step(&handle);
+        assert_eq!(handle.state().as_str(), to);
+        assert_eq!(
+            recorder.gauge(state, &[(LAYER, "manual"), (state, to)]),
+            Some(1.0),
+            "{from} -> {to}"
+        );
+        assert_eq!(
+            recorder.gauge(state, &[(LAYER, "manual"), (state, from)]),
+            Some(0.0),
+            "{from} -> {to}"
+        );
+        assert_eq!(
+            recorder.counter(
+                transitions,
+                &[
+                    (LAYER, "manual"),
+                    ("palisade.circuit_breaker.from_state", from),
+                    ("palisade.circuit_breaker.to_state", to),
+                ]
+            ),
+            Some(1),
+            "{from} -> {to}"
+        );
+    }
+    assert_eq!(recorder.series_of(state).len(), 6);
+}
+
+#[tokio::test]
+async fn retry_after_when_busy_below_a_second_is_rounded_up_to_1() {
+    let err = bulkhead_full_error().await;
+    let layer = HttpRejectionLayer::builder()
+        .retry_after_when_busy(Duration::from_millis(1))
+        .build()
+        .unwrap();
+    let res = layer.to_response::<String>(&*err).unwrap();
+    assert_eq!(retry_after(&res), Some("1"));
+}
+
+/// A layer of our own's event, counted through `MetricsEvents`.
+#[derive(Debug)]
+struct CacheHit;
+
+impl palisade::event::EventKind for CacheHit {
+    fn describe(&self, name: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cache `{name}`: hit")
+    }
+
+    fn measure(&self, record: &mut dyn FnMut(palisade::event::metrics::Measure)) {
+        use palisade::event::metrics::Measure;
+        record(
+            Measure::count("myapp.cache.hits", &[("myapp.cache.tier", "l1")])
+                .described(metrics::Unit::Count, "cache hits"),
+        );
+        record(
+            Measure::set("myapp.cache.size", &[], 512.0)
+                .described(metrics::Unit::Bytes, "bytes cached"),
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_layer_of_your_own_records_through_metrics_events_with_its_unit_and_help() {
+    use palisade::event::Listener;
+    let recorder = Recorder::default();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let listener = MetricsEvents::new();
+    let name: Arc<str> = Arc::from("cache");
+    listener.on_event(&Event::new(&name, &CacheHit));
+    listener.on_event(&Event::new(&name, &CacheHit));
+    assert_eq!(
+        recorder.counter(
+            "myapp.cache.hits",
+            &[(LAYER, "cache"), ("myapp.cache.tier", "l1")]
+        ),
+        Some(2)
+    );
+    assert_eq!(
+        recorder.gauge("myapp.cache.size", &[(LAYER, "cache")]),
+        Some(512.0)
+    );
+    let described = recorder.0.lock().unwrap().described.clone();
+    assert_eq!(
+        described.get("myapp.cache.hits"),
+        Some(&(Some(metrics::Unit::Count), "cache hits".to_string()))
+    );
+    assert_eq!(
+        described.get("myapp.cache.size"),
+        Some(&(Some(metrics::Unit::Bytes), "bytes cached".to_string()))
+    );
+}
+
+#[tokio::test]
+async fn prometheus_writes_a_measures_help_and_a_suffix_for_a_unit_other_than_count() {
+    use palisade::event::Listener;
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_recommended_naming(true)
+        .build_recorder();
+    let handle = prometheus.handle();
+    let _guard = metrics::set_default_local_recorder(&prometheus);
+    let name: Arc<str> = Arc::from("cache");
+    MetricsEvents::new().on_event(&Event::new(&name, &CacheHit));
+    let text = handle.render();
+    assert!(
+        text.contains("# HELP myapp_cache_hits_total cache hits"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# HELP myapp_cache_size_bytes bytes cached"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"myapp_cache_size_bytes{palisade_layer_name="cache"} 512"#),
+        "{text}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timeout_that_cuts_a_body_says_which_timeout_too() {
+    use http_body_util::{BodyExt, Full};
+    let layer = TimeoutLayer::builder()
+        .name("body")
+        .timeout(Duration::from_millis(100))
+        .cover_body()
+        .build()
+        .unwrap();
+    let svc = layer.layer(service_fn(|_: ()| async {
+        Ok::<_, BoxError>(http::Response::new(Full::new(&b"hello"[..])))
+    }));
+    let response = svc.oneshot(()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let err = response.into_body().collect().await.unwrap_err();
+    assert_eq!(ErrorKind::of(&err), ErrorKind::Elapsed);
+    assert_eq!(err.to_string(), r#"timeout "body" elapsed after 100ms"#);
+    assert_eq!(
+        to_status(&*err).unwrap().code(),
+        tonic::Code::DeadlineExceeded
+    );
+}
+
+#[tokio::test]
+async fn a_tonic_clients_own_transport_error_passes_the_layer_unchanged() {
+    let addr = http_server::closed_port().await;
+    let bare = HealthClient::new(channel_to(addr))
+        .check(check("inventory", false))
+        .await
+        .unwrap_err();
+    let layered = HealthClient::new(
+        ServiceBuilder::new()
+            .layer(GrpcRejectionLayer::new())
+            .service(channel_to(addr)),
+    )
+    .check(check("inventory", false))
+    .await
+    .unwrap_err();
+    assert_eq!(layered.code(), bare.code());
+    assert_eq!(layered.message(), bare.message());
+    assert_eq!(ErrorKind::of_dyn(&layered), ErrorKind::Inner);
 }
