@@ -23,6 +23,12 @@ pub type BoxError = Box<dyn StdError + Send + Sync>;
 /// Carries the breaker's name and how long until the breaker may let a call
 /// through again: zero when a half-open breaker's probes are all out (one
 /// may finish any moment), [`Duration::MAX`] when it is forced open by hand.
+/// Its message is one of
+///
+/// * `circuit breaker "payments" is open; it may admit calls again in 1.5s`
+/// * `circuit breaker "payments" is half-open and every probe is out; it
+///   may admit a call when one finishes`
+/// * `circuit breaker "payments" is held open by hand`
 ///
 /// # Examples
 ///

@@ -27,11 +27,21 @@
 //! | `palisade.timeout.timed_out_calls` | counter | `{call}` | `palisade.layer.name` | calls cut off |
 //! | `palisade.fallback.answered_calls` | counter | `{call}` | `palisade.layer.name` | failures answered by the fallback |
 //!
+//! **Label values.** Each label's values are the variants of an enum of
+//! palisade's, in snake case, and that enum's docs say when each applies:
+//! [`CircuitState`](crate::circuit_breaker::CircuitState) for the breaker's
+//! states, [`RetryReason`](crate::retry::RetryReason) for
+//! `palisade.retry.reason` and [`GiveUpReason`](crate::retry::GiveUpReason)
+//! for `palisade.retry.give_up_reason` (`not_retryable`: a rejection by a
+//! layer below that `retry_on` does not hold; `failure_not_retryable`: a
+//! failure the classifier does not retry; `request_not_retryable`: a
+//! request that may not be sent twice and may have reached the server).
+//!
 //! **Units.** The units above are OpenTelemetry's (a count of things is
 //! written `{thing}`, a ratio or state flag `1`). `metrics::Unit` has no
 //! such annotations, so each metric is described to the recorder (its
-//! `describe_counter` or `describe_gauge`, with the meaning above as its
-//! help text) with [`Unit::Count`], for which the
+//! `describe_counter` or `describe_gauge`, with a sentence saying the
+//! meaning above as its help text) with [`Unit::Count`], for which the
 //! Prometheus exporter adds no suffix.
 //!
 //! **Cardinality.** Every label is bounded: `palisade.layer.name` takes the

@@ -148,7 +148,10 @@ pub trait ReplaySource {
     /// `palisade.attempt.number`. `true` for [`HttpSource`]
     /// ([`ReplayBodies`]) and `reqwest::Request` ([`ReqwestRequests`]);
     /// `false` by default, [`Cloned`] ([`ByClone`]) included, which cannot
-    /// tell an `http::Request` from any other `Clone` request.
+    /// tell an `http::Request` from any other `Clone` request, and
+    /// `TonicSource` ([`TonicBodies`]): a gRPC call is an RPC, whose
+    /// attempts OpenTelemetry's RPC conventions number rather than count as
+    /// HTTP resends.
     const HTTP: bool = false;
 
     /// Another copy for a retry, or `None` if there can be none.

@@ -53,7 +53,8 @@ impl<M> fmt::Debug for TimeoutLayer<M> {
 }
 
 impl TimeoutLayer {
-    /// A timeout of `timeout` per call, with no name and no listener.
+    /// A timeout of `timeout` per call, named `"timeout"` (its events and
+    /// its [`Elapsed`](crate::error::Elapsed) say so), with no listener.
     ///
     /// # Errors
     /// A zero or unrepresentable (longer than about 584 years) timeout.
