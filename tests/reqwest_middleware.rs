@@ -121,7 +121,8 @@ async fn one_breaker_serves_every_request_of_the_client_and_its_refusal_is_found
         panic!("a rejection is the middleware's error");
     };
     assert!(
-        err.to_string().starts_with("circuit breaker \"circuit-breaker\" is open"),
+        err.to_string()
+            .starts_with("circuit breaker \"circuit-breaker\" is open"),
         "the rejection's own message: {err}"
     );
     let stack_error = err.downcast_ref::<StackError>().unwrap();

@@ -69,6 +69,30 @@ pub const MAX_HALF_OPEN_CALLS: u32 = 1000;
 /// holds as many calls as come in its length, so its default minimum stays
 /// 20: below that, one failure of a few calls on a quiet service would be a
 /// failure rate of 50% or more. Set `minimum_calls` to suit the traffic.
+///
+/// ```
+/// use palisade::circuit_breaker::{CircuitBreakerLayer, CircuitState};
+/// use palisade::error::BoxError;
+/// use tower::{Layer, ServiceExt, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// // The default minimum (20) gives way to a count window of 10.
+/// assert!(CircuitBreakerLayer::builder().count_window(10).build().is_ok());
+/// // Only settings given explicitly that contradict each other are refused.
+/// let contradiction = CircuitBreakerLayer::builder().count_window(10).minimum_calls(20).build();
+/// assert_eq!(contradiction.unwrap_err().parameter(), "minimum_calls");
+///
+/// // Three failures in a row trip the breaker, though the minimum is 20.
+/// let breaker = CircuitBreakerLayer::builder().consecutive_failures(3).build().unwrap();
+/// let handle = breaker.handle();
+/// let svc = breaker.layer(service_fn(|_: ()| async { Err::<(), BoxError>("down".into()) }));
+/// for _ in 0..3 {
+///     let _ = svc.clone().oneshot(()).await;
+/// }
+/// assert_eq!(handle.state(), CircuitState::Open);
+/// # }
+/// ```
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct CircuitBreakerBuilder<C = DefaultClassifier> {
     settings: Settings,
