@@ -653,3 +653,68 @@ async fn other_errors_pass_through_unchanged() {
     assert_eq!(layered.message(), bare.message());
     assert_eq!(ErrorKind::of_dyn(&layered), ErrorKind::Inner);
 }
+
+/// A service whose first `poll_ready` fails with the error it holds.
+#[derive(Debug)]
+struct RefusesOnce(Option<BoxError>);
+
+impl Service<()> for RefusesOnce {
+    type Response = http::Response<String>;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<http::Response<String>, BoxError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(self.0.take().map_or(Ok(()), Err))
+    }
+
+    fn call(&mut self, _: ()) -> Self::Future {
+        std::future::ready(Ok(http::Response::new(String::new())))
+    }
+}
+
+/// What `{:?}` shows of each service and future: the inner service, the
+/// setting, a refusal from `poll_ready` held for the call, and whether the
+/// call went through or answers that refusal.
+#[tokio::test(start_paused = true)]
+async fn debug_shows_the_inner_service_the_settings_and_the_state() {
+    let mut grpc = GrpcRejectionLayer::new().layer(RefusesOnce(None));
+    assert_eq!(
+        format!("{grpc:?}"),
+        "GrpcRejection { inner: RefusesOnce(None), refused: None }"
+    );
+    let future = grpc.call(());
+    assert_eq!(
+        format!("{future:?}"),
+        r#"ResponseFuture { state: "called" }"#
+    );
+
+    let mut grpc = GrpcRejectionLayer::new().layer(RefusesOnce(Some(bulkhead_full().await)));
+    poll_fn(|cx| grpc.poll_ready(cx)).await.unwrap();
+    let shown = format!("{grpc:?}");
+    assert!(shown.contains("refused: Some(Status {"), "{shown}");
+    let future = grpc.call(());
+    assert_eq!(
+        format!("{future:?}"),
+        r#"ResponseFuture { state: "refused" }"#
+    );
+
+    let mut http = HttpRejectionLayer::new().layer(RefusesOnce(None));
+    assert_eq!(
+        format!("{http:?}"),
+        "HttpRejection { inner: RefusesOnce(None), retry_after_when_busy: 1s, refused: None }"
+    );
+    let future = http.call(());
+    assert_eq!(
+        format!("{future:?}"),
+        r#"ResponseFuture { state: "called" }"#
+    );
+
+    let mut http = HttpRejectionLayer::new().layer(RefusesOnce(Some(bulkhead_full().await)));
+    poll_fn(|cx| http.poll_ready(cx)).await.unwrap();
+    assert!(format!("{http:?}").contains("refused: Some("));
+    let future = http.call(());
+    assert_eq!(
+        format!("{future:?}"),
+        r#"ResponseFuture { state: "refused" }"#
+    );
+}
