@@ -48,29 +48,39 @@ impl fmt::Debug for Permit {
 #[pin_project]
 pub struct ResponseFuture<F, M = Head> {
     #[pin]
-    inner: Option<F>,
+    state: State<F>,
     permit: Option<Permit>,
-    /// Boxed, and only for a refused call: the future of an admitted call
-    /// stays one pointer bigger, not the size of the whole rejection.
-    rejection: Option<Box<BulkheadFull>>,
     _mode: PhantomData<fn() -> M>,
+}
+
+/// The inner call, or the refusal in its place: the rejection is boxed,
+/// so a refused call's future is no bigger than an admitted one's.
+#[pin_project(project = StateProj)]
+enum State<F> {
+    Called {
+        #[pin]
+        inner: F,
+    },
+    Refused {
+        rejection: Option<Box<BulkheadFull>>,
+    },
 }
 
 impl<F, M> ResponseFuture<F, M> {
     pub(crate) fn called(inner: F, permit: Permit) -> Self {
         Self {
-            inner: Some(inner),
+            state: State::Called { inner },
             permit: Some(permit),
-            rejection: None,
             _mode: PhantomData,
         }
     }
 
     pub(crate) fn rejected(rejection: BulkheadFull) -> Self {
         Self {
-            inner: None,
+            state: State::Refused {
+                rejection: Some(Box::new(rejection)),
+            },
             permit: None,
-            rejection: Some(Box::new(rejection)),
             _mode: PhantomData,
         }
     }
@@ -90,7 +100,7 @@ fn rejection(rejection: &mut Option<Box<BulkheadFull>>) -> BoxError {
 impl<F, M> fmt::Debug for ResponseFuture<F, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
-            .field("rejected", &self.inner.is_none())
+            .field("rejected", &matches!(self.state, State::Refused { .. }))
             .field("permit", &self.permit)
             .finish()
     }
@@ -106,15 +116,15 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        match this.inner.as_pin_mut() {
-            Some(inner) => {
+        match this.state.project() {
+            StateProj::Called { inner } => {
                 let result = ready!(inner.poll(cx));
                 // The call is over: free the place at once, not when the
                 // caller gets round to dropping this future.
                 *this.permit = None;
                 Poll::Ready(result.map_err(Into::into))
             }
-            None => Poll::Ready(Err(rejection(this.rejection))),
+            StateProj::Refused { rejection: refused } => Poll::Ready(Err(rejection(refused))),
         }
     }
 }
@@ -130,8 +140,8 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        match this.inner.as_pin_mut() {
-            Some(inner) => {
+        match this.state.project() {
+            StateProj::Called { inner } => {
                 let result = ready!(inner.poll(cx));
                 // The head is here: the permit moves to the body, or, if the
                 // call failed, is given back now.
@@ -141,7 +151,7 @@ where
                     Err(err) => Err(err.into()),
                 })
             }
-            None => Poll::Ready(Err(rejection(this.rejection))),
+            StateProj::Refused { rejection: refused } => Poll::Ready(Err(rejection(refused))),
         }
     }
 }
