@@ -263,3 +263,96 @@ fn a_refused_part_is_named_in_the_error() {
         "{err}"
     );
 }
+
+/// The stack's listener hears every one of palisade's parts, whether it
+/// was registered before or after them; a part's own listener still hears
+/// its part; a layer given whole keeps only its own listeners.
+#[tokio::test(start_paused = true)]
+async fn one_listener_hears_every_part_of_the_stack() {
+    use palisade::bulkhead::BulkheadEvent;
+    use palisade::circuit_breaker::BreakerEvent;
+    use palisade::event::Event;
+    use palisade::retry::RetryEvent;
+    use palisade::timeout::{TimeoutEvent, TimeoutLayer};
+    use std::sync::Mutex;
+
+    let server = Server::start(
+        vec![
+            Reply::status(503),
+            Reply::status(200).after(Duration::from_secs(5)),
+        ],
+        Reply::status(200),
+    )
+    .await;
+    let heard = Arc::new(Mutex::new(Vec::<String>::new()));
+    let log = heard.clone();
+    let own = Arc::new(AtomicU32::new(0));
+    let counter = own.clone();
+    let stack = Resilience::http()
+        .on_event(move |event: &Event<'_>| {
+            let what = if event.kind::<RetryEvent>().is_some() {
+                "retry"
+            } else if event.kind::<BreakerEvent>().is_some() {
+                "breaker"
+            } else if event.kind::<BulkheadEvent>().is_some() {
+                "bulkhead"
+            } else if event.kind::<TimeoutEvent>().is_some() {
+                "timeout"
+            } else {
+                "other"
+            };
+            log.lock().unwrap().push(format!("{what} {}", event.name()));
+        })
+        .retry(|retry| {
+            retry.backoff(fixed(10)).on_event(move |_: &Event<'_>| {
+                counter.fetch_add(1, Ordering::SeqCst);
+            })
+        })
+        .circuit_breaker(|breaker| breaker.name("orders").count_window(2))
+        .total_timeout_slot(
+            TimeoutLayer::builder()
+                .name("whole")
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+        )
+        .attempt_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let client = stack.layer(reqwest::Client::new());
+
+    // 503, then an answer too slow for the attempt's second: a retry, a
+    // timeout, two failures in the breaker's window of two (it opens).
+    let res = client.clone().oneshot(get(&server.url("/"))).await;
+    let heard = heard.lock().unwrap().clone();
+    let has = |entry: &str| heard.iter().any(|h| h == entry);
+    assert!(has("retry retry"), "{heard:?} ({res:?})");
+    assert!(has("bulkhead bulkhead"), "{heard:?}");
+    assert!(has("timeout attempt"), "{heard:?}");
+    assert!(has("breaker orders"), "{heard:?}");
+    assert!(
+        !heard.iter().any(|h| h.ends_with(" whole")),
+        "a layer given whole keeps its own: {heard:?}"
+    );
+    assert!(
+        own.load(Ordering::SeqCst) > 0,
+        "the part's own listener too"
+    );
+}
+
+/// The standard stack's numbers are defaults, and give way as the
+/// breaker's own defaults do: a count window set alone judges after as
+/// many calls as it holds.
+#[test]
+fn the_standard_stacks_defaults_give_way_to_what_is_set() {
+    let stack = Resilience::http()
+        .circuit_breaker(|breaker| breaker.count_window(10))
+        .build();
+    assert!(stack.is_ok(), "{:?}", stack.err());
+    // Two explicit settings that contradict each other are still refused.
+    let err = Resilience::http()
+        .circuit_breaker(|breaker| breaker.count_window(10).minimum_calls(20))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.part(), Some("circuit_breaker"));
+}

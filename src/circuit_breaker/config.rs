@@ -110,6 +110,8 @@ struct Settings {
     consecutive_failures: Option<u32>,
     /// `None`: not set, the default (which follows the window).
     minimum_calls: Option<u32>,
+    /// The minimum when none is set (the standard stacks set their own).
+    default_minimum_calls: u32,
     wait_duration: Duration,
     wait_backoff: Option<Backoff>,
     half_open_calls: u32,
@@ -162,6 +164,7 @@ impl CircuitBreakerBuilder {
                 slow_call_duration: None,
                 consecutive_failures: None,
                 minimum_calls: None,
+                default_minimum_calls: DEFAULT_MINIMUM_CALLS,
                 wait_duration: Duration::from_secs(30),
                 wait_backoff: None,
                 half_open_calls: 5,
@@ -246,6 +249,14 @@ impl<C> CircuitBreakerBuilder<C> {
     /// [defaults](Self#default) for what it is when not set.
     pub fn minimum_calls(mut self, calls: u32) -> Self {
         self.settings.minimum_calls = Some(calls);
+        self
+    }
+
+    /// The minimum used while [`minimum_calls`](Self::minimum_calls) is
+    /// not set: a default of the standard stacks, which gives way to a
+    /// smaller count window as the breaker's own default does.
+    pub(crate) fn minimum_calls_by_default(mut self, calls: u32) -> Self {
+        self.settings.default_minimum_calls = calls;
         self
     }
 
@@ -379,10 +390,11 @@ impl Settings {
                 ));
             }
             (Some(window), Some(minimum)) => (window, minimum),
-            (Some(WindowConfig::Count(size)), None) => {
-                (WindowConfig::Count(size), DEFAULT_MINIMUM_CALLS.min(size))
-            }
-            (Some(window), None) => (window, DEFAULT_MINIMUM_CALLS),
+            (Some(WindowConfig::Count(size)), None) => (
+                WindowConfig::Count(size),
+                self.default_minimum_calls.min(size),
+            ),
+            (Some(window), None) => (window, self.default_minimum_calls),
             (None, Some(minimum)) if minimum > MAX_COUNT_WINDOW => {
                 return Err(ConfigError::new(
                     "minimum_calls",
@@ -397,8 +409,8 @@ impl Settings {
                 minimum,
             ),
             (None, None) => (
-                WindowConfig::Count(DEFAULT_COUNT_WINDOW),
-                DEFAULT_MINIMUM_CALLS,
+                WindowConfig::Count(DEFAULT_COUNT_WINDOW.max(self.default_minimum_calls)),
+                self.default_minimum_calls,
             ),
         })
     }

@@ -169,6 +169,16 @@ macro_rules! name_and_listeners {
             self$(.$at)?.listeners.push(std::sync::Arc::new(listener));
             self
         }
+
+        /// Registers a listener shared with other layers (the preset's
+        /// stack-wide listeners).
+        pub(crate) fn add_listener(
+            mut self,
+            listener: std::sync::Arc<dyn crate::event::Listener>,
+        ) -> Self {
+            self$(.$at)?.listeners.push(listener);
+            self
+        }
     };
 }
 pub(crate) use name_and_listeners;
@@ -192,6 +202,11 @@ impl Listeners {
 
     pub(crate) fn push(&mut self, listener: Arc<dyn Listener>) {
         self.listeners.push(listener);
+    }
+
+    /// The listeners, each shared.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<dyn Listener>> {
+        self.listeners.iter()
     }
 
     /// Builds the event only if someone listens: `what` happened in the

@@ -50,6 +50,7 @@ use tower::layer::util::Identity;
 use self::part::{Open, Part, Ready, SetTimeout, role};
 use crate::classify::DefaultClassifier;
 use crate::error::ConfigError;
+use crate::event::{Listener, Listeners};
 use crate::fallback::{FallbackBuilder, FallbackLayer};
 
 /// The preset stack: fallback → total timeout → repeat → circuit breaker →
@@ -114,12 +115,17 @@ macro_rules! slots {
         #[must_use = "a builder does nothing until `build` is called"]
         pub struct ResilienceBuilder<C = DefaultClassifier, $($T = Identity),*> {
             classifier: C,
+            listeners: Listeners,
             $($slot: $T,)*
         }
 
         impl Default for ResilienceBuilder {
             fn default() -> Self {
-                Self { classifier: DefaultClassifier, $($slot: Identity::new(),)* }
+                Self {
+                    classifier: DefaultClassifier,
+                    listeners: Listeners::default(),
+                    $($slot: Identity::new(),)*
+                }
             }
         }
 
@@ -149,8 +155,13 @@ macro_rules! slots {
             // The preset's parts are its type: naming them is the point.
             #[allow(clippy::type_complexity)]
             pub fn build(self) -> Result<ResilienceLayer<$($T::Layer),*>, ConfigError> {
+                let listeners = self.listeners;
                 Ok(ResilienceLayer {
-                    $($slot: self.$slot.build().map_err(|e| e.in_part($label))?,)*
+                    $($slot: listeners
+                        .iter()
+                        .fold(self.$slot, |part, listener| part.listen(listener))
+                        .build()
+                        .map_err(|e| e.in_part($label))?,)*
                 })
             }
         }
@@ -178,6 +189,7 @@ macro_rules! slots {
                 let $slot = make(self.$slot, &self.classifier);
                 ResilienceBuilder {
                     classifier: self.classifier,
+                    listeners: self.listeners,
                     $($done: self.$done,)*
                     $slot,
                     $($rest: self.$rest,)*
@@ -286,6 +298,7 @@ impl<C, RS, TT, RL, CC, AT> ResilienceBuilder<C, RS, Identity, TT, Identity, Ide
     ) -> ResilienceBuilder<C2, RS, Identity, TT, Identity, Identity, RL, CC, AT> {
         ResilienceBuilder {
             classifier,
+            listeners: self.listeners,
             respond: self.respond,
             fallback: self.fallback,
             total_timeout: self.total_timeout,
@@ -301,6 +314,41 @@ impl<C, RS, TT, RL, CC, AT> ResilienceBuilder<C, RS, Identity, TT, Identity, Ide
 /// palisade's layers, each in its slot by name, each adjusted through its
 /// own builder.
 impl<C, RS, F, TT, R, CB, RL, CC, AT> ResilienceBuilder<C, RS, F, TT, R, CB, RL, CC, AT> {
+    /// Registers `listener` on every one of palisade's parts in the stack,
+    /// the ones set before this call and after it alike (it is applied
+    /// when the stack is built): one event stream for the whole stack, each
+    /// event still carrying its layer's name. A layer given whole through a
+    /// `*_slot` setter keeps its own listeners.
+    ///
+    /// ```
+    /// use palisade::Resilience;
+    /// use palisade::error::BoxError;
+    /// use palisade::event::Event;
+    /// use std::sync::{Arc, Mutex};
+    /// use tower::{Layer, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let log = seen.clone();
+    /// let stack = Resilience::builder()
+    ///     .on_event(move |event: &Event<'_>| log.lock().unwrap().push(event.name().to_string()))
+    ///     .retry(|retry| retry.name("orders"))
+    ///     .bulkhead(|bulkhead| bulkhead.name("pool"))
+    ///     .build()?;
+    /// let svc = stack.layer(service_fn(|_: ()| async { Ok::<_, BoxError>(()) }));
+    /// svc.oneshot(()).await?;
+    /// let seen = seen.lock().unwrap();
+    /// assert!(seen.iter().any(|name| name == "orders"));
+    /// assert!(seen.iter().any(|name| name == "pool"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn on_event(mut self, listener: impl Listener) -> Self {
+        self.listeners.push(std::sync::Arc::new(listener));
+        self
+    }
+
     /// The outermost of palisade's parts: answers what fails in the end,
     /// from `handler` (see [`FallbackLayer::builder`]), judging failures
     /// with the stack's classifier.

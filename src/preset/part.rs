@@ -10,6 +10,7 @@
 //! needed to use the preset; it is public because the setters' signatures
 //! name it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tower::layer::util::Identity;
@@ -17,6 +18,7 @@ use tower::layer::util::Identity;
 use crate::bulkhead::{BulkheadBuilder, BulkheadLayer};
 use crate::circuit_breaker::{CircuitBreakerBuilder, CircuitBreakerLayer};
 use crate::error::ConfigError;
+use crate::event::Listener;
 use crate::fallback::FallbackBuilder;
 use crate::retry::{RetryBuilder, RetryLayer};
 use crate::timeout::{TimeoutBuilder, TimeoutLayer};
@@ -32,6 +34,17 @@ pub trait Part {
     /// # Errors
     /// The part's own builder's errors.
     fn build(self) -> Result<Self::Layer, ConfigError>;
+
+    /// The part with `listener` registered too, if it is one of palisade's
+    /// builders; a layer given whole, or an empty slot, is left as it is.
+    #[must_use]
+    fn listen(self, listener: &Arc<dyn Listener>) -> Self
+    where
+        Self: Sized,
+    {
+        let _ = listener;
+        self
+    }
 }
 
 /// A layer given whole (through a `*_slot` setter): used as it is.
@@ -60,6 +73,10 @@ impl<C, B, K> Part for RetryBuilder<C, B, K> {
     fn build(self) -> Result<Self::Layer, ConfigError> {
         RetryBuilder::build(self)
     }
+
+    fn listen(self, listener: &Arc<dyn Listener>) -> Self {
+        self.add_listener(Arc::clone(listener))
+    }
 }
 
 impl<C> Part for CircuitBreakerBuilder<C> {
@@ -67,6 +84,10 @@ impl<C> Part for CircuitBreakerBuilder<C> {
 
     fn build(self) -> Result<Self::Layer, ConfigError> {
         CircuitBreakerBuilder::build(self)
+    }
+
+    fn listen(self, listener: &Arc<dyn Listener>) -> Self {
+        self.add_listener(Arc::clone(listener))
     }
 }
 
@@ -76,6 +97,10 @@ impl<M> Part for BulkheadBuilder<M> {
     fn build(self) -> Result<Self::Layer, ConfigError> {
         BulkheadBuilder::build(self)
     }
+
+    fn listen(self, listener: &Arc<dyn Listener>) -> Self {
+        self.add_listener(Arc::clone(listener))
+    }
 }
 
 impl<M> Part for TimeoutBuilder<M> {
@@ -84,6 +109,10 @@ impl<M> Part for TimeoutBuilder<M> {
     fn build(self) -> Result<Self::Layer, ConfigError> {
         TimeoutBuilder::build(self)
     }
+
+    fn listen(self, listener: &Arc<dyn Listener>) -> Self {
+        self.add_listener(Arc::clone(listener))
+    }
 }
 
 impl<H, C, K> Part for FallbackBuilder<H, C, K> {
@@ -91,6 +120,10 @@ impl<H, C, K> Part for FallbackBuilder<H, C, K> {
 
     fn build(self) -> Result<Self::Layer, ConfigError> {
         FallbackBuilder::build(self)
+    }
+
+    fn listen(self, listener: &Arc<dyn Listener>) -> Self {
+        self.add_listener(Arc::clone(listener))
     }
 }
 

@@ -81,7 +81,7 @@ impl Resilience {
     /// | total timeout | 30 s, named `"total"` | bounds what a caller waits in all, backoffs included (.NET's 30 s) |
     /// | retry | 3 attempts, exponential backoff from 100 ms ×2 up to 10 s with full jitter, `Retry-After` honoured up to 30 s, the default retry budget (20% of the last 10 s of requests plus 10 a second) | with 10 s per attempt and 30 s in all, a fourth attempt could not finish anyway (.NET retries three times, which its own total timeout cuts short the same way); full jitter spreads a herd of clients (AWS's measurements, `cargo run --example jitter`); the budget keeps an outage from multiplying the load |
     /// | request replay | [`ReplayBodies`]: an `http::Request` body is recorded up to 64 KiB and replayed, a `reqwest::Request` copied with `try_clone` | a retry must send the same bytes; a larger or uncopyable body is sent once |
-    /// | circuit breaker | a 30 s time window, open at a 10% failure rate once 100 calls were seen, for 5 s, then up to 5 probes at once | .NET's numbers: an HTTP downstream failing one call in ten is unwell, and 100 calls keep a few failures of a quiet client from opening it |
+    /// | circuit breaker | a 30 s time window, open at a 10% failure rate once 100 calls were seen (a default: a count window smaller than 100 set in its place judges after as many calls as it holds), for 5 s, then up to 5 probes at once | .NET's numbers: an HTTP downstream failing one call in ten is unwell, and 100 calls keep a few failures of a quiet client from opening it |
     /// | bulkhead | 1000 calls in flight, no queue | .NET's concurrency limit: a ceiling that a healthy client never meets, and that stops a stalled downstream from holding an unbounded number of calls |
     /// | attempt timeout | 10 s, named `"attempt"` | .NET's 10 s: one hung attempt is cut off and retried within the total |
     ///
@@ -176,7 +176,7 @@ fn standard<C: Clone, K>(classifier: C, replay: K) -> Standard<C, K> {
             breaker
                 .time_window(defaults::BREAKER_WINDOW)
                 .failure_rate_threshold(defaults::BREAKER_FAILURE_RATE)
-                .minimum_calls(defaults::BREAKER_MINIMUM_CALLS)
+                .minimum_calls_by_default(defaults::BREAKER_MINIMUM_CALLS)
                 .wait_duration(defaults::BREAKER_WAIT)
         })
         .bulkhead(|bulkhead| {
