@@ -3,7 +3,7 @@
 //! Every layer's `Error` is [`BoxError`], as in tower, so palisade's layers stack
 //! with tower's own and with tonic. The inner service's error passes through
 //! unchanged; each rejection that a layer produces itself is a public type of its
-//! own: [`CircuitOpen`], [`BulkheadFull`] and [`Elapsed`]. Each message names
+//! own: [`CircuitOpen`], [`BulkheadFull`], [`RateLimited`] and [`Elapsed`]. Each message names
 //! the layer (its `name`) and the limit that was hit, and the same facts
 //! can be read through the type's accessors.
 //! [`ErrorKind::of`] tells which one an error is by its type, never by its text.
@@ -193,6 +193,121 @@ impl fmt::Display for BulkheadFull {
 
 impl StdError for BulkheadFull {}
 
+/// A rate limiter refused the call: its cost would take the limiter over
+/// its rate (or, in the waiting mode, would wait longer than the maximum),
+/// or it is above the limiter's burst and can never pass.
+///
+/// Carries the limiter's name and rate, and how long until the call's cost
+/// would conform: [`Duration::MAX`] for a cost above the burst. Its message
+/// is one of
+///
+/// * `rate limiter "api" is over its rate of 100 per 1s (burst 10); retry
+///   after 35ms`
+/// * `rate limiter "api" cannot admit a call of cost 20: its burst is 10`
+///
+/// # Examples
+///
+/// ```
+/// use palisade::error::{BoxError, RateLimited};
+/// use palisade::rate_limit::RateLimitLayer;
+/// use std::time::Duration;
+/// use tower::{Layer, ServiceExt, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let limiter = RateLimitLayer::builder()
+///     .name("api")
+///     .rate(100, Duration::from_secs(1))
+///     .burst(10)
+///     .cost(|cells: &u32| *cells)
+///     .build()
+///     .unwrap();
+/// let svc = limiter.layer(service_fn(|_: u32| async { Ok::<_, BoxError>(()) }));
+/// let err = svc.oneshot(20).await.unwrap_err();
+/// let limited = err.downcast_ref::<RateLimited>().unwrap();
+/// assert_eq!((limited.name(), limited.retry_after()), ("api", Duration::MAX));
+/// assert_eq!(err.to_string(), r#"rate limiter "api" cannot admit a call of cost 20: its burst is 10"#);
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimited {
+    name: Arc<str>,
+    count: u32,
+    per: Duration,
+    burst: u32,
+    cost: u32,
+    retry_after: Duration,
+}
+
+impl RateLimited {
+    pub(crate) fn new(
+        name: Arc<str>,
+        count: u32,
+        per: Duration,
+        burst: u32,
+        cost: u32,
+        retry_after: Duration,
+    ) -> Self {
+        Self {
+            name,
+            count,
+            per,
+            burst,
+            cost,
+            retry_after,
+        }
+    }
+
+    /// The name given to the rate limiter that refused the call.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How long until the refused call's cost would conform, if no other
+    /// call takes the cells first; [`Duration::MAX`] if its cost is above
+    /// the burst, and it never will.
+    pub fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+
+    /// The refused call's cost, in cells.
+    pub fn cost(&self) -> u32 {
+        self.cost
+    }
+
+    /// The limiter's burst: the most cells admitted at once.
+    pub fn burst(&self) -> u32 {
+        self.burst
+    }
+
+    /// The limiter's rate: `count` calls per `per`.
+    pub fn rate(&self) -> (u32, Duration) {
+        (self.count, self.per)
+    }
+}
+
+impl fmt::Display for RateLimited {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (name, burst) = (&*self.name, self.burst);
+        if self.retry_after == Duration::MAX {
+            write!(
+                f,
+                "rate limiter {name:?} cannot admit a call of cost {}: its burst is {burst}",
+                self.cost
+            )
+        } else {
+            write!(
+                f,
+                "rate limiter {name:?} is over its rate of {} per {:?} (burst {burst}); \
+                 retry after {:?}",
+                self.count, self.per, self.retry_after
+            )
+        }
+    }
+}
+
+impl StdError for RateLimited {}
+
 /// A call did not finish within its time limit: a
 /// [`TimeoutLayer`](crate::timeout::TimeoutLayer)'s, or a retry's
 /// [`deadline`](crate::retry::RetryBuilder::deadline).
@@ -299,6 +414,8 @@ pub enum ErrorKind {
     CircuitOpen,
     /// A [`BulkheadFull`] rejection.
     BulkheadFull,
+    /// A [`RateLimited`] rejection.
+    RateLimited,
     /// An [`Elapsed`] timeout.
     Elapsed,
     /// Any other error: the inner service's own, passed through unchanged.
@@ -325,6 +442,9 @@ impl ErrorKind {
             }
             if e.is::<BulkheadFull>() {
                 return ErrorKind::BulkheadFull;
+            }
+            if e.is::<RateLimited>() {
+                return ErrorKind::RateLimited;
             }
             if e.is::<Elapsed>() {
                 return ErrorKind::Elapsed;
@@ -373,6 +493,7 @@ impl ErrorKinds {
             ErrorKind::BulkheadFull => 1,
             ErrorKind::Elapsed => 2,
             ErrorKind::Inner => 3,
+            ErrorKind::RateLimited => 4,
         }
     }
 
@@ -404,6 +525,7 @@ impl ErrorKinds {
         [
             ErrorKind::CircuitOpen,
             ErrorKind::BulkheadFull,
+            ErrorKind::RateLimited,
             ErrorKind::Elapsed,
             ErrorKind::Inner,
         ]
@@ -521,6 +643,17 @@ mod tests {
             (
                 Box::new(BulkheadFull::new("db".into(), 4, 0, None)),
                 ErrorKind::BulkheadFull,
+            ),
+            (
+                Box::new(RateLimited::new(
+                    "db".into(),
+                    100,
+                    Duration::from_secs(1),
+                    10,
+                    1,
+                    Duration::from_millis(35),
+                )),
+                ErrorKind::RateLimited,
             ),
             (
                 Box::new(Elapsed::by_timeout("db".into(), Duration::from_secs(1))),

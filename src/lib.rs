@@ -128,6 +128,7 @@ pub mod fallback;
 #[cfg(feature = "reqwest-middleware")]
 pub mod middleware;
 pub mod preset;
+pub mod rate_limit;
 pub mod replay;
 #[cfg(feature = "http")]
 pub mod respond;
