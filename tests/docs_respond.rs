@@ -2478,6 +2478,7 @@ fn label_values_are_snake_case_through_as_str() {
         (RetryReason::CircuitOpen, "circuit_open"),
         (RetryReason::BulkheadFull, "bulkhead_full"),
         (RetryReason::NotSent, "not_sent"),
+        (RetryReason::RateLimited, "rate_limited"),
     ];
     for (reason, name) in reasons {
         assert_eq!(reason.as_str(), name);

@@ -17,6 +17,7 @@ use palisade::error::ErrorKind;
 use palisade::event::MetricsEvents;
 use palisade::event::{Event, EventKind, Listener};
 use palisade::fallback::FallbackEvent;
+use palisade::rate_limit::RateLimitEvent;
 use palisade::retry::{GiveUpReason, RetryEvent, RetryReason};
 use palisade::timeout::TimeoutEvent;
 
@@ -87,12 +88,13 @@ const STATES: [CircuitState; 6] = [
     CircuitState::Disabled,
     CircuitState::MetricsOnly,
 ];
-const RETRY_REASONS: [RetryReason; 5] = [
+const RETRY_REASONS: [RetryReason; 6] = [
     RetryReason::Failure,
     RetryReason::Timeout,
     RetryReason::CircuitOpen,
     RetryReason::BulkheadFull,
     RetryReason::NotSent,
+    RetryReason::RateLimited,
 ];
 const GIVE_UP_REASONS: [GiveUpReason; 10] = [
     GiveUpReason::MaxAttempts,
@@ -140,6 +142,12 @@ fn every_event() -> Vec<Box<dyn EventKind>> {
     for timed_out_in_queue in [false, true] {
         all.push(Box::new(BulkheadEvent::Rejected { timed_out_in_queue }));
     }
+    for retry_after in [Duration::from_millis(35), Duration::MAX] {
+        all.push(Box::new(RateLimitEvent::Rejected { retry_after }));
+    }
+    all.push(Box::new(RateLimitEvent::Waited {
+        wait: Duration::from_millis(35),
+    }));
     all.push(Box::new(RetryEvent::Attempt { attempt: 1 }));
     for reason in RETRY_REASONS {
         all.push(Box::new(RetryEvent::Retry {
@@ -163,6 +171,7 @@ fn every_event() -> Vec<Box<dyn EventKind>> {
         None,
         Some(ErrorKind::CircuitOpen),
         Some(ErrorKind::BulkheadFull),
+        Some(ErrorKind::RateLimited),
         Some(ErrorKind::Elapsed),
         Some(ErrorKind::Inner),
     ] {

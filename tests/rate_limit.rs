@@ -315,3 +315,51 @@ fn build_refuses_a_limiter_without_a_rate_and_bad_settings() {
         .unwrap_err();
     assert_eq!(err.parameter(), "max_wait");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_told_to_retry_rate_limited_waits_its_retry_after() {
+    use palisade::backoff::{Backoff, Jitter};
+    use palisade::retry::RetryLayer;
+
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
+    let seen = arrivals.clone();
+    let start = Instant::now();
+    let limiter = RateLimitLayer::builder()
+        .rate(2, Duration::from_secs(1)) // every 500 ms
+        .burst(1)
+        .build()
+        .unwrap();
+    let backoff = Backoff::exponential(Duration::from_millis(10))
+        .jitter(Jitter::None)
+        .build()
+        .unwrap();
+    let limited = limiter.layer(service_fn(move |n: u32| {
+        seen.lock().unwrap().push(start.elapsed());
+        async move { Ok::<_, BoxError>(n) }
+    }));
+    // Not retried by default.
+    limited.clone().oneshot(0).await.unwrap();
+    let plain = RetryLayer::builder()
+        .backoff(backoff.clone())
+        .build()
+        .unwrap()
+        .layer(limited.clone());
+    let err = plain.oneshot(1).await.unwrap_err();
+    assert_eq!(ErrorKind::of(&err), ErrorKind::RateLimited);
+    assert_eq!(start.elapsed(), Duration::ZERO);
+
+    let retrying = RetryLayer::builder()
+        .backoff(backoff)
+        .retry_on([ErrorKind::Elapsed, ErrorKind::RateLimited])
+        .no_budget()
+        .build()
+        .unwrap()
+        .layer(limited);
+    assert_eq!(retrying.oneshot(2).await.unwrap(), 2);
+    // Refused at 0 with retry_after 500 ms: retried then, not after the
+    // backoff's 10 ms.
+    assert_eq!(
+        *arrivals.lock().unwrap(),
+        [Duration::ZERO, Duration::from_millis(500)]
+    );
+}

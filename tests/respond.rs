@@ -25,6 +25,7 @@ use palisade::bulkhead::{BulkheadHandle, BulkheadLayer};
 use palisade::circuit_breaker::{CircuitBreakerLayer, CircuitState};
 use palisade::classify::{GrpcClassifier, HttpClassifier};
 use palisade::error::{BoxError, BulkheadFull, CircuitOpen, Elapsed, ErrorKind};
+use palisade::rate_limit::RateLimitLayer;
 use palisade::respond::{GrpcRejectionLayer, HttpRejectionLayer, to_response, to_status};
 use palisade::timeout::TimeoutLayer;
 use tokio::sync::{Notify, Semaphore};
@@ -717,4 +718,67 @@ async fn debug_shows_the_inner_service_the_settings_and_the_state() {
         format!("{future:?}"),
         r#"ResponseFuture { state: "refused" }"#
     );
+}
+
+// --------------------------------------------------------- rate limiter ---
+
+#[tokio::test(start_paused = true)]
+async fn an_axum_router_over_its_rate_answers_429_with_retry_after() {
+    let limiter = RateLimitLayer::builder()
+        .name("api")
+        .rate(2, Duration::from_secs(3)) // one call every 1.5 s
+        .burst(1)
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route("/", get(|| async { "hello" }))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HttpRejectionLayer::new())
+                .layer(limiter),
+        );
+    let addr = serve(app).await;
+    let client = reqwest_client();
+    let first = without_time_passing(client.get(format!("http://{addr}/")).send())
+        .await
+        .unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let second = without_time_passing(client.get(format!("http://{addr}/")).send())
+        .await
+        .unwrap();
+    assert_eq!(second.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(retry_after(&second), Some("2"), "1.5 s, rounded up");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rate_limited_call_is_resource_exhausted_with_a_pushback() {
+    let limiter = RateLimitLayer::builder()
+        .rate(1, Duration::from_millis(1500))
+        .build()
+        .unwrap();
+    let svc = limiter.layer(service_fn(|_: ()| async { Ok::<_, BoxError>(()) }));
+    svc.clone().oneshot(()).await.unwrap();
+    let err = svc.oneshot(()).await.unwrap_err();
+    let status = to_status(&*err).unwrap();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert_eq!(
+        status.metadata().get("grpc-retry-pushback-ms").unwrap(),
+        "1500"
+    );
+    assert_eq!(ErrorKind::of_dyn(&status), ErrorKind::RateLimited);
+    let res = to_response::<String>(&*err).unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(res.headers()["retry-after"], "2");
+
+    let costly = RateLimitLayer::builder()
+        .rate(1, Duration::from_secs(1))
+        .cost(|_: &()| 2)
+        .build()
+        .unwrap()
+        .layer(service_fn(|_: ()| async { Ok::<_, BoxError>(()) }));
+    let err = costly.oneshot(()).await.unwrap_err();
+    let res = to_response::<String>(&*err).unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(res.headers().get("retry-after").is_none(), "no wait lets it through");
+    assert!(to_status(&*err).unwrap().metadata().get("grpc-retry-pushback-ms").is_none());
 }

@@ -21,8 +21,10 @@
 //! | `palisade.circuit_breaker.threshold_crossings` | counter | `{crossing}` | `palisade.layer.name`; `palisade.circuit_breaker.rate`: `failure` `slow_call` | times the failure or slow-call rate reached its threshold |
 //! | `palisade.bulkhead.active_calls` | gauge | `{call}` | `palisade.layer.name` | calls holding a permit |
 //! | `palisade.bulkhead.rejected_calls` | counter | `{call}` | `palisade.layer.name`; `palisade.bulkhead.rejection_reason`: `full` `queue_timeout` | calls refused: every permit and queue place taken, or the maximum wait in the queue passed |
+//! | `palisade.rate_limiter.rejected_calls` | counter | `{call}` | `palisade.layer.name`; `palisade.rate_limiter.rejection_reason`: `over_rate` `cost_above_burst` | calls refused: over the rate (or, waiting, over the maximum wait), or costing more than the burst |
+//! | `palisade.rate_limiter.delayed_calls` | counter | `{call}` | `palisade.layer.name` | calls admitted after a wait (the waiting mode) |
 //! | `palisade.retry.attempts` | counter | `{attempt}` | `palisade.layer.name` | attempts sent, first ones included |
-//! | `palisade.retry.retries` | counter | `{retry}` | `palisade.layer.name`; `palisade.retry.reason`: `failure` `timeout` `circuit_open` `bulkhead_full` `not_sent` | retries scheduled, by what the failed attempt came to |
+//! | `palisade.retry.retries` | counter | `{retry}` | `palisade.layer.name`; `palisade.retry.reason`: `failure` `timeout` `circuit_open` `bulkhead_full` `not_sent` `rate_limited` | retries scheduled, by what the failed attempt came to |
 //! | `palisade.retry.failed_calls` | counter | `{call}` | `palisade.layer.name`; `palisade.retry.give_up_reason`: `max_attempts` `deadline` `server_said_no` `hint_above_cap` `backoff_ended` `not_replayable` `budget_exhausted` `not_retryable` `failure_not_retryable` `request_not_retryable` | failures returned without a further attempt, by why no further attempt was made |
 //! | `palisade.timeout.timed_out_calls` | counter | `{call}` | `palisade.layer.name` | calls cut off |
 //! | `palisade.fallback.answered_calls` | counter | `{call}` | `palisade.layer.name` | failures answered by the fallback |
@@ -49,7 +51,7 @@
 //! value from the fixed lists above, which are the variants of an enum of
 //! palisade's. No label ever carries a per-request value (no URL, no
 //! status code, no error text). So a breaker has at most 6 state series,
-//! 36 transition series and 8 call series; a retry at most 1 + 5 + 10
+//! 36 transition series and 8 call series; a retry at most 1 + 6 + 10
 //! series.
 //!
 //! **The retry budget.** A spent budget is counted as

@@ -25,7 +25,7 @@ const PUSHBACK: &str = "grpc-retry-pushback-ms";
 /// The `Status` a gRPC caller should see for a palisade rejection in
 /// `err`'s chain, or `None` if there is none.
 ///
-/// `CircuitOpen` becomes `UNAVAILABLE`, `BulkheadFull`
+/// `CircuitOpen` becomes `UNAVAILABLE`, `BulkheadFull` and `RateLimited`
 /// `RESOURCE_EXHAUSTED`, `Elapsed` `DEADLINE_EXCEEDED`. The message is the
 /// rejection's `Display`, and the rejection is the status's
 /// [`source`](StdError::source), so
@@ -34,7 +34,8 @@ const PUSHBACK: &str = "grpc-retry-pushback-ms";
 /// open by hand, nor a half-open one waiting for its probes) adds
 /// `grpc-retry-pushback-ms`: that wait in milliseconds, rounded up, and at
 /// most `i32::MAX` (about 24 days), the most every gRPC implementation
-/// reads.
+/// reads. A rate limiter's rejection adds it the same way, from its
+/// `retry_after` (none for a cost above the burst).
 ///
 /// # Examples
 ///
@@ -73,6 +74,15 @@ pub fn to_status(err: &(dyn StdError + 'static)) -> Option<Status> {
             status
         }
         Rejection::BulkheadFull(full) => status_of(Code::ResourceExhausted, full),
+        Rejection::RateLimited(limited) => {
+            let mut status = status_of(Code::ResourceExhausted, limited);
+            if let Some(ms) = pushback_ms(limited.retry_after()) {
+                status
+                    .metadata_mut()
+                    .insert(PUSHBACK, MetadataValue::from(ms));
+            }
+            status
+        }
         Rejection::Elapsed(elapsed) => status_of(Code::DeadlineExceeded, elapsed),
     })
 }

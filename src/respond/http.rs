@@ -38,6 +38,10 @@ const LONGEST_RETRY_AFTER_WHEN_BUSY: Duration = Duration::from_secs(86_400);
 /// - `BulkheadFull`: 503, with `Retry-After: 1`
 ///   ([`DEFAULT_RETRY_AFTER_WHEN_BUSY`]; [`HttpRejectionLayer`] can be told
 ///   otherwise).
+/// - `RateLimited`: 429 Too Many Requests, with `Retry-After` set to the
+///   limiter's `retry_after` in whole seconds, rounded up and at least 1;
+///   without it for a call whose cost is above the limiter's burst, which
+///   no wait lets through.
 /// - `Elapsed`: 504 Gateway Timeout.
 ///
 /// For a server whose errors go through a `HandleErrorLayer` of your own:
@@ -84,6 +88,10 @@ fn response<B: Default>(
             StatusCode::SERVICE_UNAVAILABLE,
             (!when_busy.is_zero()).then(|| whole_seconds(when_busy)),
         ),
+        Rejection::RateLimited(limited) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            breaker_retry_after(limited.retry_after()),
+        ),
         Rejection::Elapsed(_) => (StatusCode::GATEWAY_TIMEOUT, None),
     };
     let mut res = Response::new(B::default());
@@ -95,7 +103,8 @@ fn response<B: Default>(
     Some(res)
 }
 
-/// A breaker's wait as `Retry-After` seconds: none when held open by hand.
+/// A breaker's or a limiter's wait as `Retry-After` seconds: none when it
+/// has no end (a breaker held open by hand, a cost above the burst).
 fn breaker_retry_after(wait: Duration) -> Option<u64> {
     (wait != Duration::MAX).then(|| whole_seconds(wait))
 }

@@ -1,8 +1,8 @@
 //! Rejections as each protocol's callers expect them: a tonic `Status`
-//! with the right code, an HTTP 503 or 504 with `Retry-After`.
+//! with the right code, an HTTP 503, 429 or 504 with `Retry-After`.
 //!
 //! A palisade layer refuses a call with an error of its own
-//! ([`CircuitOpen`], [`BulkheadFull`], [`Elapsed`]). Left as it is, that
+//! ([`CircuitOpen`], [`BulkheadFull`], [`RateLimited`], [`Elapsed`]). Left as it is, that
 //! error reaches a gRPC caller as `UNKNOWN`, and an HTTP server cannot
 //! answer it at all (axum refuses a layer whose error is not
 //! `Infallible`). This module turns each rejection into the answer the
@@ -12,6 +12,7 @@
 //! |---|---|---|
 //! | [`CircuitOpen`] | `UNAVAILABLE`, with `grpc-retry-pushback-ms` when the breaker says when it may admit calls again | 503, with `Retry-After` in whole seconds (rounded up, at least 1), none when forced open |
 //! | [`BulkheadFull`] | `RESOURCE_EXHAUSTED` | 503, with `Retry-After` (1 s by default, see [`retry_after_when_busy`](HttpRejectionBuilder::retry_after_when_busy)) |
+//! | [`RateLimited`] | `RESOURCE_EXHAUSTED`, with `grpc-retry-pushback-ms`: when the call's cost would conform | 429, with `Retry-After` in whole seconds (rounded up, at least 1), none for a cost above the burst |
 //! | [`Elapsed`] | `DEADLINE_EXCEEDED` | 504 |
 //!
 //! A rejection is found anywhere in the error's chain of
@@ -57,6 +58,7 @@
 //!
 //! [`CircuitOpen`]: crate::error::CircuitOpen
 //! [`BulkheadFull`]: crate::error::BulkheadFull
+//! [`RateLimited`]: crate::error::RateLimited
 //! [`Elapsed`]: crate::error::Elapsed
 //! [`ErrorKind::of_dyn`]: crate::error::ErrorKind::of_dyn
 
@@ -73,7 +75,7 @@ pub use self::http::{
 
 use std::error::Error as StdError;
 
-use crate::error::{BulkheadFull, CircuitOpen, Elapsed, ErrorKind};
+use crate::error::{BulkheadFull, CircuitOpen, Elapsed, ErrorKind, RateLimited};
 
 /// A palisade rejection found in an error's chain.
 // gRPC reads every rejection (for its message); HTTP only the breaker's.
@@ -82,6 +84,7 @@ use crate::error::{BulkheadFull, CircuitOpen, Elapsed, ErrorKind};
 enum Rejection<'a> {
     CircuitOpen(&'a CircuitOpen),
     BulkheadFull(&'a BulkheadFull),
+    RateLimited(&'a RateLimited),
     Elapsed(&'a Elapsed),
 }
 
@@ -90,6 +93,7 @@ fn rejection<'a>(err: &'a (dyn StdError + 'static)) -> Option<Rejection<'a>> {
     match ErrorKind::of_dyn(err) {
         ErrorKind::CircuitOpen => find(err).map(Rejection::CircuitOpen),
         ErrorKind::BulkheadFull => find(err).map(Rejection::BulkheadFull),
+        ErrorKind::RateLimited => find(err).map(Rejection::RateLimited),
         ErrorKind::Elapsed => find(err).map(Rejection::Elapsed),
         // Other rejections have no protocol answer of their own: they pass
         // through as any error would.

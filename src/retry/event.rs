@@ -124,17 +124,18 @@ impl EventKind for RetryEvent {
 
 /// The `palisade.retry.reason` label of each reason to retry, built once.
 #[cfg(feature = "metrics")]
-static RETRIED: [[(&str, &str); 1]; 5] = {
-    const ALL: [RetryReason; 5] = [
+static RETRIED: [[(&str, &str); 1]; 6] = {
+    const ALL: [RetryReason; 6] = [
         RetryReason::Failure,
         RetryReason::Timeout,
         RetryReason::CircuitOpen,
         RetryReason::BulkheadFull,
         RetryReason::NotSent,
+        RetryReason::RateLimited,
     ];
-    let mut table = [[("", "")]; 5];
+    let mut table = [[("", "")]; 6];
     let mut i = 0;
-    while i < 5 {
+    while i < 6 {
         assert!(ALL[i] as usize == i, "in declaration order");
         table[i] = [("palisade.retry.reason", ALL[i].as_str())];
         i += 1;
@@ -182,6 +183,8 @@ pub enum RetryReason {
     /// The connection failed before the request left: it is sent again
     /// whatever its method.
     NotSent,
+    /// A rate limiter below refused it.
+    RateLimited,
 }
 
 impl fmt::Display for RetryReason {
@@ -192,6 +195,7 @@ impl fmt::Display for RetryReason {
             RetryReason::CircuitOpen => "was refused by an open circuit",
             RetryReason::BulkheadFull => "was refused by a full bulkhead",
             RetryReason::NotSent => "never reached the server",
+            RetryReason::RateLimited => "was refused by a rate limiter",
         })
     }
 }
@@ -255,6 +259,7 @@ impl RetryReason {
             RetryReason::CircuitOpen => "circuit_open",
             RetryReason::BulkheadFull => "bulkhead_full",
             RetryReason::NotSent => "not_sent",
+            RetryReason::RateLimited => "rate_limited",
         }
     }
 }

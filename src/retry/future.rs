@@ -17,7 +17,7 @@ use super::span::{self, AttemptSpan};
 use crate::BoxError;
 use crate::backoff::{MakeDelays, session_seed};
 use crate::classify::{Classify, DelayHint, Outcome};
-use crate::error::{CircuitOpen, Elapsed, ErrorKind};
+use crate::error::{CircuitOpen, Elapsed, ErrorKind, RateLimited};
 use crate::replay::ReplaySource;
 
 /// The delays of one call's backoff: boxed, so that the future need not
@@ -138,6 +138,7 @@ where
         Some(ErrorKind::Elapsed) => (RetryReason::Timeout, true),
         Some(ErrorKind::CircuitOpen) => (RetryReason::CircuitOpen, false),
         Some(ErrorKind::BulkheadFull) => (RetryReason::BulkheadFull, false),
+        Some(ErrorKind::RateLimited) => (RetryReason::RateLimited, false),
         Some(_) => return Err(GiveUpReason::NotRetryable),
         None if shared.classifier.is_not_sent(result) => (RetryReason::NotSent, false),
         None if shared.classifier.is_retryable_failure(result) => (RetryReason::Failure, true),
@@ -250,15 +251,21 @@ where
             Ok(reason) => reason,
             Err(give_up) => return self.give_up(attempt, give_up),
         };
-        // An open breaker below says when it may admit calls again: a hint
-        // of its own, and a floor under the backoff.
-        let breaker_wait = match reason {
-            RetryReason::CircuitOpen => result
+        // An open breaker or a rate limiter below says when it may admit the
+        // call: a hint of its own, and a floor under the backoff.
+        let rejection = || {
+            result
                 .as_ref()
                 .err()
                 .and_then(|e| (e as &dyn Any).downcast_ref::<BoxError>())
+        };
+        let breaker_wait = match reason {
+            RetryReason::CircuitOpen => rejection()
                 .and_then(|e| e.downcast_ref::<CircuitOpen>())
                 .map(CircuitOpen::retry_after),
+            RetryReason::RateLimited => rejection()
+                .and_then(|e| e.downcast_ref::<RateLimited>())
+                .map(RateLimited::retry_after),
             _ => None,
         };
         let hint = match breaker_wait {

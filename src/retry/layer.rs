@@ -234,8 +234,9 @@ impl<C, B, K> RetryBuilder<C, B, K> {
     /// says the same), and coming back after a shorter backoff would be
     /// rude. [`shorten_long_hints`](Self::shorten_long_hints) waits the cap
     /// instead. The same holds for the `retry_after` of an open breaker
-    /// below, when [`retry_on`](Self::retry_on) holds
-    /// [`CircuitOpen`](ErrorKind::CircuitOpen).
+    /// or a rate limiter below, when [`retry_on`](Self::retry_on) holds
+    /// [`CircuitOpen`](ErrorKind::CircuitOpen) or
+    /// [`RateLimited`](ErrorKind::RateLimited).
     pub fn max_hint(mut self, cap: Duration) -> Self {
         self.settings.max_hint = cap;
         self
@@ -290,6 +291,10 @@ impl<C, B, K> RetryBuilder<C, B, K> {
     ///   nobody calls.
     /// * [`BulkheadFull`](ErrorKind::BulkheadFull): retried after the
     ///   backoff's delay.
+    /// * [`RateLimited`](ErrorKind::RateLimited): as `CircuitOpen`, retried
+    ///   after the backoff's delay or the limiter's `retry_after`,
+    ///   whichever is longer; a call costing more than the limiter's burst
+    ///   (whose `retry_after` has no end) ends the retries.
     ///
     /// A refusal never reached the server, so it is retried whatever the
     /// request. `build()` refuses [`Inner`](ErrorKind::Inner).

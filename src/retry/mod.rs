@@ -34,8 +34,9 @@
 //!   the number of attempts (see [When the budget is spent](#when-the-budget-is-spent));
 //! * the next attempt would start past the [`deadline`](RetryBuilder::deadline);
 //! * the failure is a rejection the layer is set not to retry: by default
-//!   [`CircuitOpen`](crate::error::CircuitOpen) and
-//!   [`BulkheadFull`](crate::error::BulkheadFull) are returned at once, and
+//!   [`CircuitOpen`](crate::error::CircuitOpen),
+//!   [`BulkheadFull`](crate::error::BulkheadFull) and
+//!   [`RateLimited`](crate::error::RateLimited) are returned at once, and
 //!   [`Elapsed`](crate::error::Elapsed) (a per-attempt timeout below) is
 //!   retried.
 //!
