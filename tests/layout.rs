@@ -16,6 +16,7 @@ const PATTERNS: &[&str] = &[
     "bulkhead",
     "fallback",
     "chaos",
+    "rate_limit",
 ];
 
 /// Above the patterns: they may name any of them.

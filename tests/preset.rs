@@ -356,3 +356,47 @@ fn the_standard_stacks_defaults_give_way_to_what_is_set() {
         .unwrap_err();
     assert_eq!(err.part(), Some("circuit_breaker"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_rate_limit_slot_takes_a_typed_setter_and_the_stacks_listener() {
+    use palisade::event::Event;
+    use palisade::rate_limit::RateLimitEvent;
+    use std::sync::Mutex;
+
+    let server = Server::start(vec![], Reply::status(200)).await;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let stack = Resilience::builder()
+        .rate_limit(|limit| limit.name("api").rate(1, Duration::from_secs(1)))
+        .on_event(move |e: &Event<'_>| {
+            if let Some(what) = e.kind::<RateLimitEvent>() {
+                log.lock().unwrap().push((e.name().to_string(), *what));
+            }
+        })
+        .build()
+        .unwrap();
+    let svc = stack.layer(reqwest::Client::new());
+    let res = svc.clone().oneshot(get(&server.url("/"))).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let err = svc.oneshot(get(&server.url("/"))).await.unwrap_err();
+    assert_eq!(ErrorKind::of(&err), ErrorKind::RateLimited);
+    assert_eq!(server.seen().len(), 1);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [(
+            "api".to_string(),
+            RateLimitEvent::Rejected {
+                retry_after: Duration::from_secs(1)
+            }
+        )]
+    );
+}
+
+#[test]
+fn a_rate_limit_without_a_rate_is_a_config_error_naming_rate() {
+    let err = Resilience::builder()
+        .rate_limit(|limit| limit.burst(5))
+        .build()
+        .unwrap_err();
+    assert_eq!((err.part(), err.parameter()), (Some("rate_limit"), "rate"));
+}

@@ -224,8 +224,9 @@ slots! {
     /// Fills the circuit-breaker slot with any layer, given whole. See
     /// [`circuit_breaker`](Self::circuit_breaker).
     circuit_breaker: CB, circuit_breaker_slot, fill_circuit_breaker, "circuit_breaker";
-    /// Fills the rate-limit slot, inside the breaker and the repeat: every
-    /// attempt spends the rate. Any tower layer fits.
+    /// Fills the rate-limit slot, inside the breaker and the repeat, with
+    /// any layer, given whole: every attempt spends the rate. See
+    /// [`rate_limit`](Self::rate_limit).
     rate_limit: RL, rate_limit_slot, fill_rate_limit, "rate_limit";
     /// Fills the concurrency slot with any layer, given whole: what bounds
     /// the calls in flight (a bulkhead; an adaptive limit when it comes).
@@ -430,6 +431,22 @@ impl<C, RS, F, TT, R, CB, RL, CC, AT> ResilienceBuilder<C, RS, F, TT, R, CB, RL,
         CB: Open<role::CircuitBreaker, C>,
     {
         self.fill_circuit_breaker(|slot, classifier| configure(slot.open(classifier)))
+    }
+
+    /// Bounds the rate of attempts (the rate-limit slot), configured by
+    /// `configure` from the slot's
+    /// [`RateLimitBuilder`](crate::rate_limit::RateLimitBuilder), which has
+    /// no rate until one is set: `.rate_limit(|limit| limit.rate(100,
+    /// Duration::from_secs(1)))`. Inside the breaker, so a call the breaker
+    /// rejects spends nothing, and inside the retry, so every attempt does.
+    pub fn rate_limit<P>(
+        self,
+        configure: impl FnOnce(<RL as Open<role::RateLimit, C>>::Builder) -> P,
+    ) -> ResilienceBuilder<C, RS, F, TT, R, CB, P, CC, AT>
+    where
+        RL: Open<role::RateLimit, C>,
+    {
+        self.fill_rate_limit(|slot, classifier| configure(slot.open(classifier)))
     }
 
     /// Bounds the calls in flight (the concurrency slot), configured by

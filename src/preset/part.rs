@@ -20,6 +20,7 @@ use crate::circuit_breaker::{CircuitBreakerBuilder, CircuitBreakerLayer};
 use crate::error::ConfigError;
 use crate::event::Listener;
 use crate::fallback::FallbackBuilder;
+use crate::rate_limit::{RateLimitBuilder, RateLimitLayer};
 use crate::retry::{RetryBuilder, RetryLayer};
 use crate::timeout::{TimeoutBuilder, TimeoutLayer};
 
@@ -103,6 +104,18 @@ impl<M> Part for BulkheadBuilder<M> {
     }
 }
 
+impl<X> Part for RateLimitBuilder<X> {
+    type Layer = RateLimitLayer<X>;
+
+    fn build(self) -> Result<Self::Layer, ConfigError> {
+        RateLimitBuilder::build(self)
+    }
+
+    fn listen(self, listener: &Arc<dyn Listener>) -> Self {
+        self.add_listener(Arc::clone(listener))
+    }
+}
+
 impl<M> Part for TimeoutBuilder<M> {
     type Layer = TimeoutLayer<M>;
 
@@ -138,6 +151,9 @@ pub mod role {
     /// The concurrency slot, opened by [`bulkhead`](crate::preset::ResilienceBuilder::bulkhead).
     #[derive(Debug)]
     pub enum Bulkhead {}
+    /// The rate-limit slot, opened by [`rate_limit`](crate::preset::ResilienceBuilder::rate_limit).
+    #[derive(Debug)]
+    pub enum RateLimit {}
     /// The total-timeout slot.
     #[derive(Debug)]
     pub enum TotalTimeout {}
@@ -222,6 +238,22 @@ impl<C> Open<role::Bulkhead, C> for Identity {
 }
 
 impl<C, M> Open<role::Bulkhead, C> for BulkheadBuilder<M> {
+    type Builder = Self;
+
+    fn open(self, _: &C) -> Self {
+        self
+    }
+}
+
+impl<C> Open<role::RateLimit, C> for Identity {
+    type Builder = RateLimitBuilder;
+
+    fn open(self, _: &C) -> Self::Builder {
+        RateLimitLayer::builder()
+    }
+}
+
+impl<C, X> Open<role::RateLimit, C> for RateLimitBuilder<X> {
     type Builder = Self;
 
     fn open(self, _: &C) -> Self {
