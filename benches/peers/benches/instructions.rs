@@ -6,8 +6,8 @@
 //! ```
 //!
 //! drives `<calls>` calls through one stack (`bare`, `breaker`, `bulkhead`,
-//! `retry`, `retry-no-budget`, `timeout`, `preset`, `fallback`, `tower-retry`,
-//! `tower-timeout`) in a current-thread runtime and exits. The script runs
+//! `rate-limit`, `retry`, `retry-no-budget`, `timeout`, `preset`, `fallback`,
+//! `tower-retry`, `tower-timeout`, `tower-rate-limit`, `governor`) in a current-thread runtime and exits. The script runs
 //! it with 0 and with N calls under valgrind; the difference over N is the
 //! cost of one call. Run without arguments (as `cargo bench` does), it
 //! drives each stack briefly and exits, so that it stays buildable and
@@ -90,6 +90,14 @@ fn run(stack: &str, calls: u64) {
                 .layer(bare()),
             calls,
         ),
+        "rate-limit" => drive(
+            palisade::rate_limit::RateLimitLayer::builder()
+                .rate(1_000_000_000, Duration::from_secs(1))
+                .build()
+                .unwrap()
+                .layer(bare()),
+            calls,
+        ),
         "retry" => drive(RetryLayer::builder().build().unwrap().layer(bare()), calls),
         "retry-no-budget" => drive(
             RetryLayer::builder()
@@ -129,6 +137,24 @@ fn run(stack: &str, calls: u64) {
             tower::retry::RetryLayer::new(NeverRetry).layer(bare()),
             calls,
         ),
+        "tower-rate-limit" => drive(
+            tower::limit::RateLimitLayer::new(u64::MAX, Duration::from_secs(1)).layer(bare()),
+            calls,
+        ),
+        // governor's direct limiter checked before the bare call: the same
+        // work as palisade's limiter, without a service around it.
+        "governor" => {
+            let limiter = governor::RateLimiter::direct(governor::Quota::per_second(
+                std::num::NonZeroU32::new(1_000_000_000).unwrap(),
+            ));
+            drive(
+                service_fn(move |n: u64| {
+                    limiter.check().expect("room");
+                    std::future::ready(Ok::<_, BoxError>(n))
+                }),
+                calls,
+            )
+        }
         "tower-timeout" => drive(
             tower::timeout::TimeoutLayer::new(Duration::from_secs(10)).layer(bare()),
             calls,
@@ -141,6 +167,7 @@ const STACKS: &[&str] = &[
     "bare",
     "breaker",
     "bulkhead",
+    "rate-limit",
     "retry",
     "retry-no-budget",
     "timeout",
@@ -148,6 +175,8 @@ const STACKS: &[&str] = &[
     "fallback",
     "tower-retry",
     "tower-timeout",
+    "tower-rate-limit",
+    "governor",
 ];
 
 fn main() {

@@ -270,11 +270,41 @@ fn full_stack(c: &mut Criterion) {
     group.finish();
 }
 
+/// A limiter that always has room (a rate of one call per nanosecond, a
+/// burst of a second's worth): the cost of the decision, not of a refusal.
+fn rate_limit(c: &mut Criterion) {
+    use std::num::NonZeroU32;
+
+    let mut group = c.benchmark_group("rate_limit_with_room");
+    bench_service(&mut group, "bare", bare());
+    let palisade = palisade::rate_limit::RateLimitLayer::builder()
+        .rate(1_000_000_000, Duration::from_secs(1))
+        .build()
+        .unwrap();
+    bench_service(&mut group, "palisade", palisade.layer(bare()));
+    // Tower's limiter is per service (each clone has its own window), so
+    // it is driven as one service, never cloned.
+    bench_service(
+        &mut group,
+        "tower 0.5 RateLimit",
+        tower::limit::RateLimitLayer::new(u64::MAX, Duration::from_secs(1)).layer(bare()),
+    );
+    let governor = governor::RateLimiter::direct(governor::Quota::per_second(
+        NonZeroU32::new(1_000_000_000).unwrap(),
+    ));
+    let mut inner = bare();
+    bench_future(&mut group, "governor 0.10 check(), then the call", move |n| {
+        governor.check().expect("room");
+        inner.call(n)
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = peers;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = circuit_breaker, timeout, bulkhead, retry, full_stack
+    targets = circuit_breaker, timeout, bulkhead, rate_limit, retry, full_stack
 }
 criterion_main!(peers);
