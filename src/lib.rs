@@ -15,6 +15,9 @@
 //! * [`timeout`]: a per-call time limit whose timer costs nothing for calls
 //!   that finish at once.
 //! * [`bulkhead`]: at most N calls in flight, with a bounded FIFO queue.
+//! * [`rate_limit`]: at most N calls per period (GCRA, one atomic), with a
+//!   burst and weighted requests, rejecting at once or waiting up to a
+//!   maximum; one limiter shared by every clone.
 //! * [`fallback`]: answer failures from a closure or another service.
 //! * [`Resilience`]: all of them in the recommended order, and
 //!   [`ServiceBuilderExt`] to add them one by one.

@@ -53,8 +53,10 @@ where
     state: State<S, Req>,
 }
 
-/// The rejection is boxed, so a refused call's future is no bigger than an
-/// admitted one's.
+/// The waiting and refused states are boxed (allocated only off the happy
+/// path), so the future of a call admitted at once is its inner future and
+/// a tag: a future as big as a `Sleep` cost the happy path more in copies
+/// than the whole decision.
 #[pin_project(project = StateProj)]
 enum State<S: Service<Req>, Req> {
     Called {
@@ -62,16 +64,22 @@ enum State<S: Service<Req>, Req> {
         inner: S::Future,
     },
     Waiting {
-        #[pin]
-        sleep: Sleep,
-        service: S,
-        request: Option<Req>,
-        /// `Some` until the wait is over: the cells are then spent.
-        reservation: Option<Reservation>,
+        waiting: Pin<Box<Waiting<S, Req>>>,
     },
     Refused {
         rejection: Option<Box<RateLimited>>,
     },
+}
+
+/// A call waiting for its turn.
+#[pin_project(project = WaitingProj)]
+struct Waiting<S, Req> {
+    #[pin]
+    sleep: Sleep,
+    service: S,
+    request: Option<Req>,
+    /// `Some` until the wait is over: the cells are then spent.
+    reservation: Option<Reservation>,
 }
 
 impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
@@ -89,10 +97,12 @@ impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
     ) -> Self {
         Self {
             state: State::Waiting {
-                sleep: tokio::time::sleep_until(until),
-                service,
-                request: Some(request),
-                reservation: Some(reservation),
+                waiting: Box::pin(Waiting {
+                    sleep: tokio::time::sleep_until(until),
+                    service,
+                    request: Some(request),
+                    reservation: Some(reservation),
+                }),
             },
         }
     }
@@ -148,12 +158,13 @@ where
                 StateProj::Refused { rejection: refused } => {
                     return Poll::Ready(Err(rejection(refused)));
                 }
-                StateProj::Waiting {
-                    sleep,
-                    service,
-                    request,
-                    reservation,
-                } => {
+                StateProj::Waiting { waiting } => {
+                    let WaitingProj {
+                        sleep,
+                        service,
+                        request,
+                        reservation,
+                    } = waiting.as_mut().project();
                     if reservation.is_some() {
                         ready!(sleep.poll(cx));
                         reservation.take().map(Reservation::spend);

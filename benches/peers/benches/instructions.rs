@@ -137,10 +137,19 @@ fn run(stack: &str, calls: u64) {
             tower::retry::RetryLayer::new(NeverRetry).layer(bare()),
             calls,
         ),
-        "tower-rate-limit" => drive(
-            tower::limit::RateLimitLayer::new(u64::MAX, Duration::from_secs(1)).layer(bare()),
-            calls,
-        ),
+        "tower-rate-limit" => {
+            // Tower's limiter makes its timer when it is made: it needs a
+            // runtime then (its timer is never polled, as it never limits).
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .expect("a runtime");
+            let _entered = rt.enter();
+            drive(
+                tower::limit::RateLimitLayer::new(u64::MAX, Duration::from_secs(1)).layer(bare()),
+                calls,
+            )
+        }
         // governor's direct limiter checked before the bare call: the same
         // work as palisade's limiter, without a service around it.
         "governor" => {

@@ -283,12 +283,14 @@ fn rate_limit(c: &mut Criterion) {
         .unwrap();
     bench_service(&mut group, "palisade", palisade.layer(bare()));
     // Tower's limiter is per service (each clone has its own window), so
-    // it is driven as one service, never cloned.
-    bench_service(
-        &mut group,
-        "tower 0.5 RateLimit",
-        tower::limit::RateLimitLayer::new(u64::MAX, Duration::from_secs(1)).layer(bare()),
-    );
+    // it is driven as one service, never cloned; it makes its timer when it
+    // is made, which needs a runtime.
+    let rt = runtime();
+    let tower = {
+        let _entered = rt.enter();
+        tower::limit::RateLimitLayer::new(u64::MAX, Duration::from_secs(1)).layer(bare())
+    };
+    bench_service(&mut group, "tower 0.5 RateLimit", tower);
     let governor = governor::RateLimiter::direct(governor::Quota::per_second(
         NonZeroU32::new(1_000_000_000).unwrap(),
     ));
