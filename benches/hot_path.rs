@@ -108,7 +108,11 @@ fn other_layers(c: &mut Criterion) {
         .rate(1_000_000_000, Duration::from_secs(1))
         .build()
         .unwrap();
-    bench(&mut group, "rate limit, with room", limiter.layer(bare_clone()));
+    bench(
+        &mut group,
+        "rate limit, with room",
+        limiter.layer(bare_clone()),
+    );
     let retry = RetryLayer::builder().build().unwrap();
     bench(&mut group, "retry", retry.layer(bare_clone()));
     let fallback = FallbackLayer::builder(from_sync_fn(|_: Failed<u64, u64>| Ok(0)))

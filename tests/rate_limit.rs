@@ -29,7 +29,9 @@ async fn a_burst_then_rejection_with_the_exact_retry_after() {
         .rate(100, Duration::from_secs(1)) // every 10 ms
         .burst(10)
         .on_event(move |e: &Event<'_>| {
-            seen.lock().unwrap().push(*e.kind::<RateLimitEvent>().unwrap());
+            seen.lock()
+                .unwrap()
+                .push(*e.kind::<RateLimitEvent>().unwrap());
         })
         .build()
         .unwrap();
@@ -49,7 +51,10 @@ async fn a_burst_then_rejection_with_the_exact_retry_after() {
     assert_eq!(limited(&err).retry_after(), Duration::from_millis(7));
     tokio::time::advance(Duration::from_millis(7)).await;
     assert_eq!(svc.clone().oneshot(11).await.unwrap(), 11);
-    assert!(svc.clone().oneshot(12).await.is_err(), "one cell came back, and went");
+    assert!(
+        svc.clone().oneshot(12).await.is_err(),
+        "one cell came back, and went"
+    );
     assert_eq!(
         *events.lock().unwrap(),
         [
@@ -102,7 +107,10 @@ async fn the_rate_holds_over_a_long_run_within_one_cell_of_the_bound() {
         tokio::time::advance(Duration::from_millis(1)).await;
     }
     let bound = burst + (start.elapsed().as_nanos() / interval.as_nanos()) as u64;
-    assert!(admitted + 1 >= bound, "{admitted} admitted, bound {bound}: the rate is held, not undershot");
+    assert!(
+        admitted + 1 >= bound,
+        "{admitted} admitted, bound {bound}: the rate is held, not undershot"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -118,7 +126,11 @@ async fn a_request_costs_what_the_closure_says_and_above_the_burst_never_passes(
     let svc = layer.layer(echo());
     assert_eq!(svc.clone().oneshot(6).await.unwrap(), 6);
     assert_eq!(svc.clone().oneshot(4).await.unwrap(), 4);
-    assert_eq!(svc.clone().oneshot(0).await.unwrap(), 0, "a cost of 0 is free");
+    assert_eq!(
+        svc.clone().oneshot(0).await.unwrap(),
+        0,
+        "a cost of 0 is free"
+    );
     let before = Instant::now();
     let err = svc.clone().oneshot(11).await.unwrap_err();
     assert_eq!(before.elapsed(), Duration::ZERO, "never waited for");
@@ -142,7 +154,9 @@ async fn waiting_calls_are_served_in_the_order_they_were_made() {
         .burst(1)
         .max_wait(Duration::from_millis(450))
         .on_event(move |e: &Event<'_>| {
-            seen.lock().unwrap().push(*e.kind::<RateLimitEvent>().unwrap());
+            seen.lock()
+                .unwrap()
+                .push(*e.kind::<RateLimitEvent>().unwrap());
         })
         .build()
         .unwrap();
@@ -169,7 +183,13 @@ async fn waiting_calls_are_served_in_the_order_they_were_made() {
     let ms = Duration::from_millis;
     assert_eq!(
         *order.lock().unwrap(),
-        [(0, ms(0)), (1, ms(100)), (2, ms(200)), (3, ms(300)), (4, ms(400))]
+        [
+            (0, ms(0)),
+            (1, ms(100)),
+            (2, ms(200)),
+            (3, ms(300)),
+            (4, ms(400))
+        ]
     );
     let waits: Vec<_> = events.lock().unwrap().clone();
     assert_eq!(waits.len(), 5, "{waits:?}");
@@ -228,7 +248,11 @@ async fn a_cancelled_waiting_call_gives_its_cells_back_if_it_reserved_last() {
     assert!(second.await.unwrap_err().is_cancelled());
     assert!(first.await.unwrap_err().is_cancelled());
     svc.clone().oneshot(3).await.unwrap();
-    assert_eq!(start.elapsed(), Duration::from_millis(100), "the rate is as if they never came");
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_millis(100),
+        "the rate is as if they never came"
+    );
 
     // A waiter dropped with another behind it keeps its cells spent: the
     // one behind is still due when it was told, not earlier.
@@ -279,7 +303,10 @@ async fn clones_on_many_threads_never_pass_more_than_the_bound() {
     let admitted = admitted.load(SeqCst);
     let bound = burst + (elapsed.as_nanos() / interval.as_nanos()) as u64;
     assert!(admitted >= burst, "{admitted}");
-    assert!(admitted <= bound, "{admitted} admitted in {elapsed:?}, bound {bound}");
+    assert!(
+        admitted <= bound,
+        "{admitted} admitted in {elapsed:?}, bound {bound}"
+    );
 }
 
 #[test]
@@ -290,7 +317,10 @@ fn build_refuses_a_limiter_without_a_rate_and_bad_settings() {
         .rate(0, Duration::from_secs(1))
         .build()
         .unwrap_err();
-    assert_eq!(err.to_string(), "invalid `rate`: must be from 1 to 4294967295, got 0");
+    assert_eq!(
+        err.to_string(),
+        "invalid `rate`: must be from 1 to 4294967295, got 0"
+    );
     let err = RateLimitLayer::builder()
         .rate(10, Duration::from_nanos(5))
         .build()
@@ -340,7 +370,7 @@ async fn a_retry_told_to_retry_rate_limited_waits_its_retry_after() {
     // Not retried by default.
     limited.clone().oneshot(0).await.unwrap();
     let plain = RetryLayer::builder()
-        .backoff(backoff.clone())
+        .backoff(backoff)
         .build()
         .unwrap()
         .layer(limited.clone());

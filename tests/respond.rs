@@ -730,13 +730,11 @@ async fn an_axum_router_over_its_rate_answers_429_with_retry_after() {
         .burst(1)
         .build()
         .unwrap();
-    let app = Router::new()
-        .route("/", get(|| async { "hello" }))
-        .layer(
-            ServiceBuilder::new()
-                .layer(HttpRejectionLayer::new())
-                .layer(limiter),
-        );
+    let app = Router::new().route("/", get(|| async { "hello" })).layer(
+        ServiceBuilder::new()
+            .layer(HttpRejectionLayer::new())
+            .layer(limiter),
+    );
     let addr = serve(app).await;
     let client = reqwest_client();
     let first = without_time_passing(client.get(format!("http://{addr}/")).send())
@@ -779,6 +777,15 @@ async fn a_rate_limited_call_is_resource_exhausted_with_a_pushback() {
     let err = costly.oneshot(()).await.unwrap_err();
     let res = to_response::<String>(&*err).unwrap();
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert!(res.headers().get("retry-after").is_none(), "no wait lets it through");
-    assert!(to_status(&*err).unwrap().metadata().get("grpc-retry-pushback-ms").is_none());
+    assert!(
+        res.headers().get("retry-after").is_none(),
+        "no wait lets it through"
+    );
+    assert!(
+        to_status(&*err)
+            .unwrap()
+            .metadata()
+            .get("grpc-retry-pushback-ms")
+            .is_none()
+    );
 }

@@ -68,10 +68,8 @@ impl EventKind for RateLimitEvent {
                 retry_after: Duration::MAX,
             } => Measure::count(REJECTED, &[(REASON, "cost_above_burst")])
                 .described(Unit::Count, REJECTED_HELP),
-            RateLimitEvent::Rejected { .. } => {
-                Measure::count(REJECTED, &[(REASON, "over_rate")])
-                    .described(Unit::Count, REJECTED_HELP)
-            }
+            RateLimitEvent::Rejected { .. } => Measure::count(REJECTED, &[(REASON, "over_rate")])
+                .described(Unit::Count, REJECTED_HELP),
             RateLimitEvent::Waited { .. } => {
                 Measure::count("palisade.rate_limiter.delayed_calls", &[])
                     .described(Unit::Count, "Calls the rate limiter admitted after a wait")

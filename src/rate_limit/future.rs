@@ -167,7 +167,9 @@ where
                     } = waiting.as_mut().project();
                     if reservation.is_some() {
                         ready!(sleep.poll(cx));
-                        reservation.take().map(Reservation::spend);
+                        if let Some(reservation) = reservation.take() {
+                            reservation.spend();
+                        }
                     }
                     // Readied now, as tower's `Oneshot` does: the readiness
                     // the caller saw before the wait may be gone.

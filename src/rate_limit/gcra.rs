@@ -119,20 +119,41 @@ mod tests {
     fn a_burst_then_one_cell_per_interval() {
         let gcra = Gcra::new(10, 3);
         for _ in 0..3 {
-            assert!(matches!(gcra.acquire(0, 1, 0), Decision::Admit { wait: 0, .. }));
+            assert!(matches!(
+                gcra.acquire(0, 1, 0),
+                Decision::Admit { wait: 0, .. }
+            ));
         }
         assert_eq!(gcra.acquire(0, 1, 0), Decision::Reject { retry_after: 10 });
         assert_eq!(gcra.acquire(7, 1, 0), Decision::Reject { retry_after: 3 });
-        assert!(matches!(gcra.acquire(10, 1, 0), Decision::Admit { wait: 0, .. }));
+        assert!(matches!(
+            gcra.acquire(10, 1, 0),
+            Decision::Admit { wait: 0, .. }
+        ));
         assert_eq!(gcra.acquire(10, 4, 0), Decision::Never);
         assert_eq!(gcra.acquire(10, 2, 0), Decision::Reject { retry_after: 20 });
         // Waiting: reserved in order, each due one interval after the last.
-        assert_eq!(gcra.acquire(10, 1, 100), Decision::Admit { wait: 10, tat: 50 });
-        assert_eq!(gcra.acquire(10, 1, 100), Decision::Admit { wait: 20, tat: 60 });
-        assert_eq!(gcra.acquire(10, 1, 15), Decision::Reject { retry_after: 30 });
+        assert_eq!(
+            gcra.acquire(10, 1, 100),
+            Decision::Admit { wait: 10, tat: 50 }
+        );
+        assert_eq!(
+            gcra.acquire(10, 1, 100),
+            Decision::Admit { wait: 20, tat: 60 }
+        );
+        assert_eq!(
+            gcra.acquire(10, 1, 15),
+            Decision::Reject { retry_after: 30 }
+        );
         assert!(gcra.give_back(60, 1));
-        assert!(!gcra.give_back(60, 1), "the TAT moved: nothing to give back");
-        assert_eq!(gcra.acquire(10, 1, 100), Decision::Admit { wait: 20, tat: 60 });
+        assert!(
+            !gcra.give_back(60, 1),
+            "the TAT moved: nothing to give back"
+        );
+        assert_eq!(
+            gcra.acquire(10, 1, 100),
+            Decision::Admit { wait: 20, tat: 60 }
+        );
     }
 }
 

@@ -295,10 +295,14 @@ fn rate_limit(c: &mut Criterion) {
         NonZeroU32::new(1_000_000_000).unwrap(),
     ));
     let mut inner = bare();
-    bench_future(&mut group, "governor 0.10 check(), then the call", move |n| {
-        governor.check().expect("room");
-        inner.call(n)
-    });
+    bench_future(
+        &mut group,
+        "governor 0.10 check(), then the call",
+        move |n| {
+            governor.check().expect("room");
+            inner.call(n)
+        },
+    );
     group.finish();
 }
 
