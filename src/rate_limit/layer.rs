@@ -200,6 +200,35 @@ impl<C> RateLimitBuilder<C> {
     /// waiting calls go in the order they were made; a call that would
     /// wait longer is rejected at once, without waiting and without
     /// reserving anything.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use palisade::error::{BoxError, ErrorKind};
+    /// use palisade::rate_limit::RateLimitLayer;
+    /// use std::time::Duration;
+    /// use tokio::time::Instant;
+    /// use tower::{Layer, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let limiter = RateLimitLayer::builder()
+    ///     .rate(10, Duration::from_secs(1))
+    ///     .burst(1)
+    ///     .max_wait(Duration::from_millis(150))
+    ///     .build()
+    ///     .unwrap();
+    /// let svc = limiter.layer(service_fn(|n: u32| async move { Ok::<_, BoxError>(n) }));
+    /// let start = Instant::now();
+    /// let first = svc.clone().oneshot(1); // due at once
+    /// let second = svc.clone().oneshot(2); // reserves the cell due at 100 ms
+    /// let third = svc.clone().oneshot(3); // would wait 200 ms: rejected now
+    /// let (first, second, third) = tokio::join!(first, second, third);
+    /// assert_eq!((first.unwrap(), second.unwrap()), (1, 2));
+    /// assert_eq!(ErrorKind::of(&third.unwrap_err()), ErrorKind::RateLimited);
+    /// assert_eq!(start.elapsed(), Duration::from_millis(100));
+    /// # }
+    /// ```
     pub fn max_wait(mut self, wait: Duration) -> Self {
         self.max_wait = Some(wait);
         self
