@@ -80,41 +80,12 @@ impl Recorder for Catalogue {
     }
 }
 
-const STATES: [CircuitState; 6] = [
-    CircuitState::Closed,
-    CircuitState::Open,
-    CircuitState::HalfOpen,
-    CircuitState::ForcedOpen,
-    CircuitState::Disabled,
-    CircuitState::MetricsOnly,
-];
-const RETRY_REASONS: [RetryReason; 6] = [
-    RetryReason::Failure,
-    RetryReason::Timeout,
-    RetryReason::CircuitOpen,
-    RetryReason::BulkheadFull,
-    RetryReason::NotSent,
-    RetryReason::RateLimited,
-];
-const GIVE_UP_REASONS: [GiveUpReason; 10] = [
-    GiveUpReason::MaxAttempts,
-    GiveUpReason::Deadline,
-    GiveUpReason::ServerSaidNo,
-    GiveUpReason::HintAboveCap,
-    GiveUpReason::BackoffEnded,
-    GiveUpReason::NotReplayable,
-    GiveUpReason::BudgetExhausted,
-    GiveUpReason::NotRetryable,
-    GiveUpReason::FailureNotRetryable,
-    GiveUpReason::RequestNotRetryable,
-];
-
 /// Every event of palisade's, with every value that could change what
 /// is recorded.
 fn every_event() -> Vec<Box<dyn EventKind>> {
     let mut all: Vec<Box<dyn EventKind>> = Vec::new();
-    for from in STATES {
-        for to in STATES {
+    for from in CircuitState::ALL {
+        for to in CircuitState::ALL {
             all.push(Box::new(BreakerEvent::StateTransition {
                 from,
                 to,
@@ -149,7 +120,7 @@ fn every_event() -> Vec<Box<dyn EventKind>> {
         wait: Duration::from_millis(35),
     }));
     all.push(Box::new(RetryEvent::Attempt { attempt: 1 }));
-    for reason in RETRY_REASONS {
+    for reason in RetryReason::ALL {
         all.push(Box::new(RetryEvent::Retry {
             attempt: 1,
             delay: Duration::ZERO,
@@ -158,7 +129,7 @@ fn every_event() -> Vec<Box<dyn EventKind>> {
         }));
     }
     all.push(Box::new(RetryEvent::BudgetExhausted { attempt: 1 }));
-    for reason in GIVE_UP_REASONS {
+    for reason in GiveUpReason::ALL {
         all.push(Box::new(RetryEvent::GaveUp {
             attempts: 1,
             reason,

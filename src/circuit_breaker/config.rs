@@ -255,6 +255,7 @@ impl<C> CircuitBreakerBuilder<C> {
     /// The minimum used while [`minimum_calls`](Self::minimum_calls) is
     /// not set: a default of the standard stacks, which gives way to a
     /// smaller count window as the breaker's own default does.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))] // the standard stacks need `http`
     pub(crate) fn minimum_calls_by_default(mut self, calls: u32) -> Self {
         self.settings.default_minimum_calls = calls;
         self

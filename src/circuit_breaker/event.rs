@@ -53,7 +53,7 @@ pub enum BreakerEvent {
 
 impl CircuitState {
     /// Every state, in the order of their numbers.
-    pub(super) const ALL: [CircuitState; 6] = [
+    pub const ALL: [CircuitState; 6] = [
         CircuitState::Closed,
         CircuitState::Open,
         CircuitState::HalfOpen,

@@ -124,20 +124,11 @@ impl EventKind for RetryEvent {
 
 /// The `palisade.retry.reason` label of each reason to retry, built once.
 #[cfg(feature = "metrics")]
-static RETRIED: [[(&str, &str); 1]; 6] = {
-    const ALL: [RetryReason; 6] = [
-        RetryReason::Failure,
-        RetryReason::Timeout,
-        RetryReason::CircuitOpen,
-        RetryReason::BulkheadFull,
-        RetryReason::NotSent,
-        RetryReason::RateLimited,
-    ];
-    let mut table = [[("", "")]; 6];
+static RETRIED: [[(&str, &str); 1]; RetryReason::ALL.len()] = {
+    let mut table = [[("", "")]; RetryReason::ALL.len()];
     let mut i = 0;
-    while i < 6 {
-        assert!(ALL[i] as usize == i, "in declaration order");
-        table[i] = [("palisade.retry.reason", ALL[i].as_str())];
+    while i < table.len() {
+        table[i] = [("palisade.retry.reason", RetryReason::ALL[i].as_str())];
         i += 1;
     }
     table
@@ -145,27 +136,34 @@ static RETRIED: [[(&str, &str); 1]; 6] = {
 
 /// The `palisade.retry.give_up_reason` label of each way to give up, built once.
 #[cfg(feature = "metrics")]
-static GAVE_UP: [[(&str, &str); 1]; 10] = {
-    const ALL: [GiveUpReason; 10] = [
-        GiveUpReason::MaxAttempts,
-        GiveUpReason::Deadline,
-        GiveUpReason::ServerSaidNo,
-        GiveUpReason::HintAboveCap,
-        GiveUpReason::BackoffEnded,
-        GiveUpReason::NotReplayable,
-        GiveUpReason::BudgetExhausted,
-        GiveUpReason::NotRetryable,
-        GiveUpReason::FailureNotRetryable,
-        GiveUpReason::RequestNotRetryable,
-    ];
-    let mut table = [[("", "")]; 10];
+static GAVE_UP: [[(&str, &str); 1]; GiveUpReason::ALL.len()] = {
+    let mut table = [[("", "")]; GiveUpReason::ALL.len()];
     let mut i = 0;
-    while i < 10 {
-        assert!(ALL[i] as usize == i, "in declaration order");
-        table[i] = [("palisade.retry.give_up_reason", ALL[i].as_str())];
+    while i < table.len() {
+        table[i] = [(
+            "palisade.retry.give_up_reason",
+            GiveUpReason::ALL[i].as_str(),
+        )];
         i += 1;
     }
     table
+};
+
+// The label tables are indexed by `reason as usize`: each `ALL` lists its
+// variants in declaration order, and ends with the last one.
+const _: () = {
+    let mut i = 0;
+    while i < RetryReason::ALL.len() {
+        assert!(RetryReason::ALL[i] as usize == i, "in declaration order");
+        i += 1;
+    }
+    assert!(RetryReason::RateLimited as usize + 1 == RetryReason::ALL.len());
+    let mut i = 0;
+    while i < GiveUpReason::ALL.len() {
+        assert!(GiveUpReason::ALL[i] as usize == i, "in declaration order");
+        i += 1;
+    }
+    assert!(GiveUpReason::RequestNotRetryable as usize + 1 == GiveUpReason::ALL.len());
 };
 
 /// What a failed attempt came to, in a [`RetryEvent::Retry`].
@@ -249,6 +247,16 @@ impl fmt::Display for GiveUpReason {
 }
 
 impl RetryReason {
+    /// Every variant, in declaration order.
+    pub const ALL: [RetryReason; 6] = [
+        RetryReason::Failure,
+        RetryReason::Timeout,
+        RetryReason::CircuitOpen,
+        RetryReason::BulkheadFull,
+        RetryReason::NotSent,
+        RetryReason::RateLimited,
+    ];
+
     /// The reason's name, as in the `palisade.retry.reason` label of
     /// `palisade.retry.retries`: `circuit_open` (its `Display` is the
     /// phrase in the event's sentence: `Failure` there reads "failed").
@@ -265,6 +273,20 @@ impl RetryReason {
 }
 
 impl GiveUpReason {
+    /// Every variant, in declaration order.
+    pub const ALL: [GiveUpReason; 10] = [
+        GiveUpReason::MaxAttempts,
+        GiveUpReason::Deadline,
+        GiveUpReason::ServerSaidNo,
+        GiveUpReason::HintAboveCap,
+        GiveUpReason::BackoffEnded,
+        GiveUpReason::NotReplayable,
+        GiveUpReason::BudgetExhausted,
+        GiveUpReason::NotRetryable,
+        GiveUpReason::FailureNotRetryable,
+        GiveUpReason::RequestNotRetryable,
+    ];
+
     /// The reason's name, as in the `palisade.retry.give_up_reason` label
     /// of `palisade.retry.failed_calls`: `max_attempts` (its `Display` is
     /// the phrase in the event's sentence).
