@@ -16,7 +16,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 use tower::{Layer, Service};
 
-use super::{Rejection, rejection};
+use super::{Answer, Failed, Rejection, rejection};
 use crate::error::BoxError;
 
 /// The metadata key of gRPC's server pushback (A6).
@@ -285,15 +285,10 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let state = match self.refused.take() {
-            Some(status) => State::Refused {
-                status: Some(status),
-            },
-            None => State::Called {
-                future: self.inner.call(req),
-            },
-        };
-        ResponseFuture { state }
+        let inner = &mut self.inner;
+        ResponseFuture {
+            answer: Answer::new(&mut self.refused, || inner.call(req)),
+        }
     }
 }
 
@@ -301,28 +296,13 @@ where
 #[pin_project]
 pub struct ResponseFuture<F> {
     #[pin]
-    state: State<F>,
-}
-
-#[pin_project(project = StateProj)]
-enum State<F> {
-    Called {
-        #[pin]
-        future: F,
-    },
-    Refused {
-        status: Option<Status>,
-    },
+    answer: Answer<F, Status>,
 }
 
 impl<F> fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match self.state {
-            State::Called { .. } => "called",
-            State::Refused { .. } => "refused",
-        };
         f.debug_struct("ResponseFuture")
-            .field("state", &state)
+            .field("state", &self.answer.state())
             .finish()
     }
 }
@@ -335,16 +315,12 @@ where
     type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            StateProj::Called { future } => match ready!(future.poll(cx)) {
-                Ok(res) => Poll::Ready(Ok(res)),
-                Err(err) => Poll::Ready(Err(to_status_or_same(err.into()))),
-            },
-            StateProj::Refused { status } => {
-                let status = status.take().expect("polled after completion");
-                Poll::Ready(Err(Box::new(status)))
-            }
-        }
+        Poll::Ready(
+            ready!(self.project().answer.poll_answer(cx)).map_err(|failed| match failed {
+                Failed::Inner(err) => to_status_or_same(err),
+                Failed::Held(status) => Box::new(status) as BoxError,
+            }),
+        )
     }
 }
 

@@ -15,7 +15,7 @@ use http::{HeaderValue, Response, StatusCode, header::RETRY_AFTER};
 use pin_project::pin_project;
 use tower::{Layer, Service};
 
-use super::{Rejection, rejection};
+use super::{Answer, Failed, Rejection, rejection};
 use crate::error::{BoxError, ConfigError};
 
 /// How long a client is asked to wait after a full bulkhead, unless the
@@ -338,14 +338,9 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let state = match self.refused.take() {
-            Some(err) => State::Refused { err: Some(err) },
-            None => State::Called {
-                future: self.inner.call(req),
-            },
-        };
+        let inner = &mut self.inner;
         ResponseFuture {
-            state,
+            answer: Answer::new(&mut self.refused, || inner.call(req)),
             retry_after_when_busy: self.retry_after_when_busy,
         }
     }
@@ -355,29 +350,14 @@ where
 #[pin_project]
 pub struct ResponseFuture<F> {
     #[pin]
-    state: State<F>,
+    answer: Answer<F, BoxError>,
     retry_after_when_busy: Duration,
-}
-
-#[pin_project(project = StateProj)]
-enum State<F> {
-    Called {
-        #[pin]
-        future: F,
-    },
-    Refused {
-        err: Option<BoxError>,
-    },
 }
 
 impl<F> fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match self.state {
-            State::Called { .. } => "called",
-            State::Refused { .. } => "refused",
-        };
         f.debug_struct("ResponseFuture")
-            .field("state", &state)
+            .field("state", &self.answer.state())
             .finish()
     }
 }
@@ -392,12 +372,9 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let err = match this.state.project() {
-            StateProj::Called { future } => match ready!(future.poll(cx)) {
-                Ok(res) => return Poll::Ready(Ok(res)),
-                Err(err) => err.into(),
-            },
-            StateProj::Refused { err } => err.take().expect("polled after completion"),
+        let err = match ready!(this.answer.poll_answer(cx)) {
+            Ok(res) => return Poll::Ready(Ok(res)),
+            Err(Failed::Inner(err) | Failed::Held(err)) => err,
         };
         let res = response(&*err, *this.retry_after_when_busy).unwrap_or_else(internal_error);
         Poll::Ready(Ok(res))

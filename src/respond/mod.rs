@@ -74,8 +74,74 @@ pub use self::http::{
 };
 
 use std::error::Error as StdError;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
-use crate::error::{BulkheadFull, CircuitOpen, Elapsed, ErrorKind, RateLimited};
+use pin_project::pin_project;
+
+use crate::error::{BoxError, BulkheadFull, CircuitOpen, Elapsed, ErrorKind, RateLimited};
+
+/// What both layers' futures hold: the inner call, or the refusal the
+/// inner `poll_ready` returned, held by the service for this call (tonic's
+/// generated client and an `Infallible` server can only be answered from
+/// a call, not from `poll_ready`).
+#[pin_project(project = AnswerProj)]
+enum Answer<F, R> {
+    Called {
+        #[pin]
+        future: F,
+    },
+    Refused {
+        refusal: Option<R>,
+    },
+}
+
+/// How a call that did not succeed failed.
+enum Failed<R> {
+    /// The inner call's error.
+    Inner(BoxError),
+    /// The refusal held from `poll_ready`.
+    Held(R),
+}
+
+impl<F, R> Answer<F, R> {
+    /// The refusal `held` from `poll_ready` if there is one (taken: it
+    /// answers this call only), or else the inner call.
+    fn new(held: &mut Option<R>, call: impl FnOnce() -> F) -> Self {
+        match held.take() {
+            Some(refusal) => Answer::Refused {
+                refusal: Some(refusal),
+            },
+            None => Answer::Called { future: call() },
+        }
+    }
+
+    /// `"called"` or `"refused"`, for `Debug`.
+    fn state(&self) -> &'static str {
+        match self {
+            Answer::Called { .. } => "called",
+            Answer::Refused { .. } => "refused",
+        }
+    }
+}
+
+impl<F, R, T, E> Answer<F, R>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    fn poll_answer(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T, Failed<R>>> {
+        Poll::Ready(match self.project() {
+            AnswerProj::Called { future } => {
+                ready!(future.poll(cx)).map_err(|err| Failed::Inner(err.into()))
+            }
+            AnswerProj::Refused { refusal } => Err(Failed::Held(
+                refusal.take().expect("polled after completion"),
+            )),
+        })
+    }
+}
 
 /// A palisade rejection found in an error's chain.
 // gRPC reads every rejection (for its message); HTTP only the breaker's.
