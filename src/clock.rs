@@ -42,6 +42,11 @@ impl Epoch {
         nanos(at.saturating_duration_since(self.0))
     }
 
+    /// The instant `nanos` after the epoch.
+    pub(crate) fn instant_at(&self, nanos: u64) -> Instant {
+        self.0 + Duration::from_nanos(nanos)
+    }
+
     /// Now, in nanoseconds since the epoch.
     #[inline]
     pub(crate) fn nanos_now(&self) -> u64 {

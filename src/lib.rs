@@ -136,6 +136,7 @@ pub mod replay;
 #[cfg(feature = "http")]
 pub mod respond;
 pub mod retry;
+mod registry;
 mod semaphore;
 mod sync;
 pub mod timeout;

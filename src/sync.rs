@@ -4,11 +4,11 @@
 //! `loom_` tests (see .ci/run); in every normal build they are std's.
 
 #[cfg(palisade_loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize};
 #[cfg(palisade_loom)]
 pub(crate) use loom::sync::{Arc, Mutex, MutexGuard};
 #[cfg(not(palisade_loom))]
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64};
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize};
 #[cfg(not(palisade_loom))]
 pub(crate) use std::sync::{Arc, Mutex, MutexGuard};
 

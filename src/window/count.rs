@@ -30,6 +30,11 @@ impl<const N: usize> CountWindow<N> {
         }
     }
 
+    /// An empty window of the same size.
+    pub(crate) fn fresh(&self) -> Self {
+        Self::new(self.slots.len())
+    }
+
     /// Puts `code` in slot `index`; returns what the slot held.
     #[inline]
     fn replace(&self, index: usize, code: Code) -> Code {

@@ -44,6 +44,11 @@ impl<const N: usize> TimeWindow<N> {
         }
     }
 
+    /// An empty window of the same buckets.
+    pub(crate) fn fresh(&self) -> Self {
+        Self::new(self.buckets.len(), self.width_nanos)
+    }
+
     fn epoch_at(&self, now_nanos: u64) -> u64 {
         now_nanos / self.width_nanos + 1
     }

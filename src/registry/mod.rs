@@ -1,0 +1,826 @@
+//! Bounded keyed instances: one instance of a layer per key, in a registry
+//! that never holds more than its maximum (DESIGN §3, keyed instances).
+//!
+//! The ground floor of [`keyed`](crate::keyed): the registry knows nothing
+//! of breakers, bulkheads or limiters. Each of those says, through
+//! [`Instance`], how to make a fresh copy of itself for a key, whether
+//! anything besides the registry still holds it (a call in flight, a
+//! handle), and whether its state is back to that of a fresh copy (so
+//! that dropping it changes nothing).
+//!
+//! # Layout
+//!
+//! The keys are spread over a power of two of shards by their hash (a
+//! per-registry random SipHash key, so that nobody outside can aim keys at
+//! one shard). Each shard is a hash table of slot indexes
+//! ([`hashbrown::HashTable`]: a key taken from a request is looked up by a
+//! borrowed form, [`Lookup`], and an owned key is built only when an
+//! instance is made), a slab of slots, and a list of its slots from most
+//! to least recently used, threaded through the slab by index. A lookup
+//! takes its shard's lock (never a global one), moves the slot to the
+//! front of its list and clones the instance (an `Arc`). The count of
+//! instances is one atomic shared by the shards, raised by a
+//! compare-and-swap only below the maximum: it is exact, never above it.
+//!
+//! # What may go
+//!
+//! An instance in use (anything besides the registry holds it) never goes:
+//! replacing it while a call holds it would let two instances of one key
+//! count the same limit. One that is not in use goes when
+//!
+//! * it is fresh: its state is that of a new instance, so nothing is lost;
+//! * it is idle: unused for longer than the idle timeout, if one is set;
+//! * room is needed for a new key, it is the least recently used that can
+//!   go, and the policy allows it.
+//!
+//! With an idle timeout, idle instances are looked for at the least
+//! recently used end of a shard, a few at a time: when a key is added, and
+//! every 64th lookup of the shard. When room is needed, the instances
+//! nearest that end are looked at for one that is idle or fresh, and only
+//! then (if the policy allows) the least recently used goes: that of the
+//! new key's shard first, then of another shard. It is a sharded LRU, as in
+//! LevelDB's cache, not a global one.
+
+mod ejection;
+
+pub(crate) use self::ejection::Ejection;
+
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::hash::{BuildHasher, Hash};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::*;
+use std::time::Duration;
+
+use hashbrown::HashTable;
+use tokio::time::Instant;
+
+use crate::clock::{self, Epoch};
+use crate::sync::{AtomicUsize, CachePadded, Mutex, MutexGuard};
+
+/// A layer of which a [keyed](crate::keyed) layer makes one instance per
+/// key: palisade's [`CircuitBreakerLayer`](crate::circuit_breaker::CircuitBreakerLayer),
+/// [`BulkheadLayer`](crate::bulkhead::BulkheadLayer) and
+/// [`RateLimitLayer`](crate::rate_limit::RateLimitLayer), or a layer of
+/// your own whose state lives behind one `Arc`.
+///
+/// The layer given to [`KeyedLayer::builder`](crate::keyed::KeyedLayer::builder)
+/// is the template: each key gets a [`fork`](Self::fork) of it, with the
+/// same settings and a state of its own.
+///
+/// # Examples
+///
+/// A layer of your own, counting the calls of each key:
+///
+/// ```
+/// use palisade::keyed::{Fork, Instance, KeyedLayer};
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use tokio::time::Instant;
+///
+/// #[derive(Clone, Default)]
+/// struct CountLayer(Arc<AtomicU64>);
+///
+/// impl Instance for CountLayer {
+///     type Snapshot = u64;
+///
+///     fn fork(&self, _: &Fork) -> Self {
+///         Self::default()
+///     }
+///     fn in_use(&self) -> bool {
+///         // Every service and future made from it holds a clone.
+///         Arc::strong_count(&self.0) > 1
+///     }
+///     fn is_fresh(&self, _: Instant) -> bool {
+///         self.0.load(Ordering::Relaxed) == 0
+///     }
+///     fn snapshot(&self) -> u64 {
+///         self.0.load(Ordering::Relaxed)
+///     }
+/// }
+///
+/// let keyed = KeyedLayer::builder(CountLayer::default())
+///     .key(|tenant: &String| tenant.clone())
+///     .build()
+///     .unwrap();
+/// # let _ = keyed;
+/// ```
+pub trait Instance: Clone + Send + Sync + 'static {
+    /// What a [listing](crate::keyed::KeyedHandle::instances) shows of one
+    /// instance's state.
+    type Snapshot: fmt::Debug + Clone + Send + Sync + 'static;
+
+    /// A new instance with this one's settings and a fresh state, for the
+    /// key in `fork`.
+    fn fork(&self, fork: &Fork) -> Self;
+
+    /// Whether anything besides the registry holds this instance: a
+    /// service or future made from it, a response body that holds a
+    /// permit, a handle.
+    ///
+    /// An instance in use is never dropped from the registry. Answering
+    /// `false` while something holds it lets the registry replace it, and
+    /// two instances of one key then count the same limit; answering
+    /// `true` for ever keeps it (and its place) for ever.
+    fn in_use(&self) -> bool;
+
+    /// Whether its state at `now` is that of a new instance, so that
+    /// dropping it and making a new one later changes nothing. Such an
+    /// instance may go whenever it is not in use.
+    fn is_fresh(&self, now: Instant) -> bool;
+
+    /// Its state, for a listing.
+    fn snapshot(&self) -> Self::Snapshot;
+}
+
+/// What a keyed layer tells a new instance: the key it is for. Given to
+/// [`Instance::fork`].
+#[derive(Debug, Clone)]
+pub struct Fork {
+    key: Arc<str>,
+    ejection: Option<Arc<Ejection>>,
+}
+
+impl Fork {
+    pub(crate) fn new(key: Arc<str>, ejection: Option<Arc<Ejection>>) -> Self {
+        Self { key, ejection }
+    }
+
+    /// The key, as it displays: events and rejections of the instance
+    /// carry it.
+    pub fn key(&self) -> &Arc<str> {
+        &self.key
+    }
+
+    /// The keyed set's shared cap on ejected breakers, if it has one.
+    pub(crate) fn ejection(&self) -> Option<&Arc<Ejection>> {
+        self.ejection.as_ref()
+    }
+}
+
+/// A key, or a borrowed form of one, that a registry of keys `K` can look
+/// up: a key taken from a request without building an owned key (the host
+/// and port of a URI, a header's value), which is built only when an
+/// instance is made for it.
+///
+/// Every key is its own lookup. Two lookups of one key must hash the same
+/// (the registry hashes only lookups, and keeps the hash of the one that
+/// made the instance).
+pub trait Lookup<K>: Hash {
+    /// Whether this is a lookup of `key`.
+    fn matches(&self, key: &K) -> bool;
+
+    /// The owned key.
+    fn to_key(&self) -> K;
+}
+
+impl<K: Hash + Eq + Clone> Lookup<K> for K {
+    #[inline]
+    fn matches(&self, key: &K) -> bool {
+        self == key
+    }
+
+    fn to_key(&self) -> K {
+        self.clone()
+    }
+}
+
+/// Why an instance left a registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Eviction {
+    /// Its state was that of a new instance: nothing was lost.
+    Fresh,
+    /// Unused for longer than the idle timeout.
+    Idle,
+    /// The registry was full, and it was the least recently used instance
+    /// that could go.
+    LeastRecentlyUsed,
+}
+
+impl Eviction {
+    /// Every reason, in declaration order.
+    pub const ALL: [Eviction; 3] = [
+        Eviction::Fresh,
+        Eviction::Idle,
+        Eviction::LeastRecentlyUsed,
+    ];
+
+    /// The reason in snake case, as a metric label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Eviction::Fresh => "fresh",
+            Eviction::Idle => "idle",
+            Eviction::LeastRecentlyUsed => "least_recently_used",
+        }
+    }
+}
+
+impl fmt::Display for Eviction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Eviction::Fresh => "its state was fresh",
+            Eviction::Idle => "it was idle",
+            Eviction::LeastRecentlyUsed => "it was the least recently used, and room was needed",
+        })
+    }
+}
+
+/// What a lookup did, besides finding the instance; reported after the
+/// shard's lock is let go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// An instance was made for the key.
+    Created,
+    /// An instance left.
+    Evicted(Eviction),
+}
+
+/// Every instance is in use (or, unless the policy allows evicting the
+/// least recently used, none is idle or fresh): no room for a new key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Full;
+
+/// The slot index that means "none".
+const NIL: u32 = u32::MAX;
+
+/// How many slots, from the least recently used end, one search for an
+/// instance that may go looks at.
+const SCAN: usize = 16;
+
+/// How many instances one lookup evicts at most, besides the one it needs.
+const SWEEP: usize = 2;
+
+/// Every how many lookups of a shard its idle instances are looked for.
+const SWEEP_EVERY: u32 = 64;
+
+/// One instance and its key.
+struct Entry<K, V> {
+    key: K,
+    /// The key as it displays, made once.
+    label: Arc<str>,
+    value: V,
+    /// When it was last looked up, in nanoseconds since the registry's
+    /// epoch; kept only with an idle timeout.
+    last_used: u64,
+}
+
+struct Slot<K, V> {
+    entry: Option<Entry<K, V>>,
+    hash: u64,
+    /// Towards the most recently used end; `NIL` at it.
+    prev: u32,
+    /// Towards the least recently used end (or, for a free slot, the next
+    /// free one); `NIL` at it.
+    next: u32,
+}
+
+/// One shard: a table of slot indexes, the slots, and the recency list.
+struct Shard<K, V> {
+    table: HashTable<u32>,
+    slots: Vec<Slot<K, V>>,
+    free: u32,
+    /// The most recently used slot.
+    head: u32,
+    /// The least recently used slot.
+    tail: u32,
+    lookups: u32,
+}
+
+impl<K, V> Shard<K, V> {
+    fn new() -> Self {
+        Self {
+            table: HashTable::new(),
+            slots: Vec::new(),
+            free: NIL,
+            head: NIL,
+            tail: NIL,
+            lookups: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    #[inline]
+    fn find<Q: Lookup<K> + ?Sized>(&self, hash: u64, q: &Q) -> Option<u32> {
+        let slots = &self.slots;
+        self.table
+            .find(hash, |&i| {
+                slots[i as usize]
+                    .entry
+                    .as_ref()
+                    .is_some_and(|e| q.matches(&e.key))
+            })
+            .copied()
+    }
+
+    fn unlink(&mut self, i: u32) {
+        let (prev, next) = {
+            let slot = &self.slots[i as usize];
+            (slot.prev, slot.next)
+        };
+        match prev {
+            NIL => self.head = next,
+            p => self.slots[p as usize].next = next,
+        }
+        match next {
+            NIL => self.tail = prev,
+            n => self.slots[n as usize].prev = prev,
+        }
+    }
+
+    fn push_front(&mut self, i: u32) {
+        let old = self.head;
+        {
+            let slot = &mut self.slots[i as usize];
+            slot.prev = NIL;
+            slot.next = old;
+        }
+        match old {
+            NIL => self.tail = i,
+            o => self.slots[o as usize].prev = i,
+        }
+        self.head = i;
+    }
+
+    /// Moves slot `i` to the most recently used end.
+    #[inline]
+    fn touch(&mut self, i: u32) {
+        if self.head != i {
+            self.unlink(i);
+            self.push_front(i);
+        }
+    }
+
+    fn insert(&mut self, hash: u64, entry: Entry<K, V>) -> u32 {
+        let slot = Slot {
+            entry: Some(entry),
+            hash,
+            prev: NIL,
+            next: NIL,
+        };
+        let i = match self.free {
+            NIL => {
+                let i = u32::try_from(self.slots.len()).expect("at most 2^32 - 1 keys per shard");
+                self.slots.push(slot);
+                i
+            }
+            f => {
+                self.free = self.slots[f as usize].next;
+                self.slots[f as usize] = slot;
+                f
+            }
+        };
+        let slots = &self.slots;
+        self.table
+            .insert_unique(hash, i, |&j| slots[j as usize].hash);
+        self.push_front(i);
+        i
+    }
+
+    /// Takes slot `i` out, and returns its entry.
+    fn remove(&mut self, i: u32) -> Entry<K, V> {
+        let hash = self.slots[i as usize].hash;
+        match self.table.find_entry(hash, |&j| j == i) {
+            Ok(found) => {
+                found.remove();
+            }
+            Err(_) => unreachable!("a live slot is in the table"),
+        }
+        self.unlink(i);
+        let slot = &mut self.slots[i as usize];
+        let entry = slot.entry.take().expect("a live slot holds an entry");
+        slot.next = self.free;
+        self.free = i;
+        entry
+    }
+}
+
+/// What left under a lock, reported once it is let go (a listener may take
+/// time, or call back in). The instances themselves are dropped under the
+/// lock, as they leave, so that no more than the maximum are ever alive.
+struct Evicted {
+    labels: [Option<(Arc<str>, Eviction)>; SWEEP + 1],
+    len: usize,
+}
+
+impl Evicted {
+    fn new() -> Self {
+        Self {
+            labels: std::array::from_fn(|_| None),
+            len: 0,
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        self.len < self.labels.len()
+    }
+
+    fn push(&mut self, label: Arc<str>, why: Eviction) {
+        self.labels[self.len] = Some((label, why));
+        self.len += 1;
+    }
+
+    fn report(self, report: &mut impl FnMut(&Arc<str>, Change)) {
+        for (label, why) in self.labels.into_iter().flatten() {
+            report(&label, Change::Evicted(why));
+        }
+    }
+}
+
+/// A bounded map from keys to instances; see the [module docs](self).
+pub(crate) struct Registry<K, V> {
+    shards: Box<[CachePadded<Mutex<Shard<K, V>>>]>,
+    hasher: RandomState,
+    len: CachePadded<AtomicUsize>,
+    max: usize,
+    /// The idle timeout, in nanoseconds.
+    idle: Option<u64>,
+    evict_lru: bool,
+    epoch: Epoch,
+}
+
+impl<K, V> fmt::Debug for Registry<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("len", &self.len.0.load(Relaxed))
+            .field("max", &self.max)
+            .field("shards", &self.shards.len())
+            .field("idle", &self.idle.map(Duration::from_nanos))
+            .field("evict_lru", &self.evict_lru)
+            .finish()
+    }
+}
+
+impl<K, V> Registry<K, V>
+where
+    K: fmt::Display,
+    V: Instance,
+{
+    /// A registry of at most `max` instances (at least 1), over `shards`
+    /// shards (a power of two). Instances unused for `idle` go; when full,
+    /// the least recently used instance goes if `evict_lru`.
+    pub(crate) fn new(max: usize, shards: usize, idle: Option<Duration>, evict_lru: bool) -> Self {
+        assert!(max >= 1 && shards.is_power_of_two());
+        Self {
+            shards: (0..shards)
+                .map(|_| CachePadded(Mutex::new(Shard::new())))
+                .collect(),
+            hasher: RandomState::new(),
+            len: CachePadded(AtomicUsize::new(0)),
+            max,
+            idle: idle.map(clock::nanos),
+            evict_lru,
+            epoch: Epoch::now(),
+        }
+    }
+
+    /// How many shards suit a registry of `max` keys on this machine: four
+    /// per core, as a power of two, and never more than there are keys.
+    pub(crate) fn shards_for(max: usize) -> usize {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        (4 * cores).min(max).max(1).next_power_of_two().min(256)
+    }
+
+    /// The instances held.
+    pub(crate) fn len(&self) -> usize {
+        self.len.0.load(Relaxed)
+    }
+
+    /// The most instances held.
+    pub(crate) fn max(&self) -> usize {
+        self.max
+    }
+
+    #[inline]
+    fn shard_of(&self, hash: u64) -> &Mutex<Shard<K, V>> {
+        // The table uses the hash's low bits and its top seven; the shard
+        // takes bits from the middle.
+        &self.shards[(hash >> 32) as usize & (self.shards.len() - 1)].0
+    }
+
+    #[inline]
+    fn lock(shard: &Mutex<Shard<K, V>>) -> MutexGuard<'_, Shard<K, V>> {
+        // Every update leaves the shard consistent before it can panic
+        // (an instance's code runs outside the lock): a poisoned lock
+        // holds a usable shard.
+        shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    #[inline]
+    fn nanos(&self, now: Instant) -> u64 {
+        self.epoch.nanos_at(now)
+    }
+
+    /// The instance of `q`'s key, made by `create` (with the key as it
+    /// displays) if there is none; `Err(Full)` if there is none and no
+    /// room for one. Every instance made or evicted is reported to
+    /// `report` once the lock is let go.
+    #[inline]
+    pub(crate) fn get_or_create<Q>(
+        &self,
+        q: &Q,
+        create: impl FnOnce(&Arc<str>) -> V,
+        report: &mut impl FnMut(&Arc<str>, Change),
+    ) -> Result<V, Full>
+    where
+        Q: Lookup<K> + ?Sized,
+    {
+        let hash = self.hasher.hash_one(q);
+        let shard = self.shard_of(hash);
+        let mut guard = Self::lock(shard);
+        if let Some(i) = guard.find(hash, q) {
+            guard.touch(i);
+            let Some(idle) = self.idle else {
+                return Ok(Self::value(&guard, i));
+            };
+            let now = clock::now();
+            let nanos = self.nanos(now);
+            if let Some(entry) = &mut guard.slots[i as usize].entry {
+                entry.last_used = nanos;
+            }
+            let value = Self::value(&guard, i);
+            guard.lookups = guard.lookups.wrapping_add(1);
+            if guard.lookups % SWEEP_EVERY == 0 {
+                let mut evicted = Evicted::new();
+                self.sweep(&mut guard, now, idle, &mut evicted);
+                drop(guard);
+                evicted.report(report);
+            }
+            return Ok(value);
+        }
+        self.create(guard, shard, hash, q, create, report)
+    }
+
+    #[inline]
+    fn value(shard: &Shard<K, V>, i: u32) -> V {
+        shard.slots[i as usize]
+            .entry
+            .as_ref()
+            .expect("a found slot holds an entry")
+            .value
+            .clone()
+    }
+
+    /// The miss: makes room if need be, then the instance.
+    #[cold]
+    #[inline(never)]
+    fn create<'a, Q>(
+        &'a self,
+        mut guard: MutexGuard<'a, Shard<K, V>>,
+        shard: &'a Mutex<Shard<K, V>>,
+        hash: u64,
+        q: &Q,
+        create: impl FnOnce(&Arc<str>) -> V,
+        report: &mut impl FnMut(&Arc<str>, Change),
+    ) -> Result<V, Full>
+    where
+        Q: Lookup<K> + ?Sized,
+    {
+        let now = clock::now();
+        let mut evicted = Evicted::new();
+        // Idle instances of this shard go first, a few at a time, room
+        // needed or not.
+        if let Some(idle) = self.idle {
+            self.sweep(&mut guard, now, idle, &mut evicted);
+        }
+        let mut elsewhere_tried = false;
+        loop {
+            if self.reserve() {
+                break;
+            }
+            // Full: free a place in this shard...
+            if evicted.has_room() && self.free_one(&mut guard, now, &mut evicted) {
+                continue;
+            }
+            // ...or, once, in another (never holding two locks).
+            if elsewhere_tried {
+                drop(guard);
+                evicted.report(report);
+                return Err(Full);
+            }
+            elsewhere_tried = true;
+            drop(guard);
+            self.free_elsewhere(shard, now, report);
+            guard = Self::lock(shard);
+            // Another caller may have made this key's instance meanwhile.
+            if let Some(i) = guard.find(hash, q) {
+                guard.touch(i);
+                let value = Self::value(&guard, i);
+                drop(guard);
+                evicted.report(report);
+                return Ok(value);
+            }
+        }
+        // A place is reserved.
+        let key = q.to_key();
+        let label: Arc<str> = Arc::from(key.to_string());
+        let value = create(&label);
+        let last_used = if self.idle.is_some() {
+            self.nanos(now)
+        } else {
+            0
+        };
+        guard.insert(
+            hash,
+            Entry {
+                key,
+                label: label.clone(),
+                value: value.clone(),
+                last_used,
+            },
+        );
+        drop(guard);
+        evicted.report(report);
+        report(&label, Change::Created);
+        Ok(value)
+    }
+
+    /// Takes a place below the maximum, if there is one.
+    #[inline]
+    fn reserve(&self) -> bool {
+        self.len
+            .0
+            .fetch_update(AcqRel, Acquire, |n| (n < self.max).then_some(n + 1))
+            .is_ok()
+    }
+
+    /// Takes slot `i` out of `shard`, drops its instance and gives its
+    /// place back.
+    fn take(&self, shard: &mut Shard<K, V>, i: u32, why: Eviction, evicted: &mut Evicted) {
+        let entry = shard.remove(i);
+        let label = entry.label.clone();
+        drop(entry);
+        self.len.0.fetch_sub(1, AcqRel);
+        evicted.push(label, why);
+    }
+
+    /// Whether `entry`'s instance may go at `now`, and why: idle, fresh,
+    /// or (if `lru`) because room is needed.
+    fn may_go(&self, entry: &Entry<K, V>, now: Instant, lru: bool) -> Option<Eviction> {
+        if entry.value.in_use() {
+            return None;
+        }
+        if let Some(idle) = self.idle
+            && self.nanos(now).saturating_sub(entry.last_used) > idle
+        {
+            return Some(Eviction::Idle);
+        }
+        if entry.value.is_fresh(now) {
+            return Some(Eviction::Fresh);
+        }
+        lru.then_some(Eviction::LeastRecentlyUsed)
+    }
+
+    /// Evicts up to `SWEEP` idle instances from the least recently used end
+    /// of `shard`, stopping at the first used within the idle timeout
+    /// (every one before it was used more recently still). Instances in use
+    /// are passed over and moved to the front: they are being used.
+    fn sweep(&self, shard: &mut Shard<K, V>, now: Instant, idle: u64, evicted: &mut Evicted) {
+        let now_nanos = self.nanos(now);
+        let mut i = shard.tail;
+        for _ in 0..SCAN {
+            if i == NIL || !evicted.has_room() || evicted.len >= SWEEP {
+                return;
+            }
+            let prev = shard.slots[i as usize].prev;
+            let entry = shard.slots[i as usize].entry.as_ref().expect("live");
+            if entry.value.in_use() {
+                shard.touch(i);
+            } else if now_nanos.saturating_sub(entry.last_used) > idle {
+                self.take(shard, i, Eviction::Idle, evicted);
+            } else {
+                return;
+            }
+            i = prev;
+        }
+    }
+
+    /// Evicts one instance of `shard` to make room: among the least
+    /// recently used, the first that is idle or fresh, else (if the policy
+    /// allows) the least recently used one not in use. Instances in use
+    /// are moved to the front.
+    fn free_one(&self, shard: &mut Shard<K, V>, now: Instant, evicted: &mut Evicted) -> bool {
+        let mut lru = None;
+        let mut i = shard.tail;
+        for _ in 0..SCAN {
+            if i == NIL {
+                break;
+            }
+            let prev = shard.slots[i as usize].prev;
+            let entry = shard.slots[i as usize].entry.as_ref().expect("live");
+            match self.may_go(entry, now, false) {
+                Some(why) => {
+                    self.take(shard, i, why, evicted);
+                    return true;
+                }
+                None if entry.value.in_use() => shard.touch(i),
+                None if lru.is_none() && self.evict_lru => lru = Some(i),
+                None => {}
+            }
+            i = prev;
+        }
+        match lru {
+            Some(i) => {
+                self.take(shard, i, Eviction::LeastRecentlyUsed, evicted);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Frees one place in a shard other than `own`, if an instance there
+    /// may go, and reports it.
+    #[cold]
+    fn free_elsewhere(
+        &self,
+        own: &Mutex<Shard<K, V>>,
+        now: Instant,
+        report: &mut impl FnMut(&Arc<str>, Change),
+    ) {
+        // Start at a shard that depends on the time, so that shards are
+        // drawn from evenly.
+        let n = self.shards.len();
+        let start = (self.nanos(now) as usize) & (n - 1);
+        for step in 0..n {
+            let shard = &self.shards[(start + step) & (n - 1)].0;
+            if std::ptr::eq(shard, own) {
+                continue;
+            }
+            let mut guard = Self::lock(shard);
+            if guard.len() == 0 {
+                continue;
+            }
+            let mut evicted = Evicted::new();
+            let freed = self.free_one(&mut guard, now, &mut evicted);
+            drop(guard);
+            evicted.report(report);
+            if freed {
+                return;
+            }
+        }
+    }
+
+    /// The instance of `q`'s key, if there is one; neither made nor moved
+    /// in the recency list.
+    pub(crate) fn get<Q: Lookup<K> + ?Sized>(&self, q: &Q) -> Option<V> {
+        let hash = self.hasher.hash_one(q);
+        let guard = Self::lock(self.shard_of(hash));
+        guard.find(hash, q).map(|i| Self::value(&guard, i))
+    }
+
+    /// Every key with its instance, shard by shard (each shard as it was
+    /// when its turn came).
+    pub(crate) fn entries(&self) -> Vec<(K, V)>
+    where
+        K: Clone,
+    {
+        let mut all = Vec::with_capacity(self.len());
+        for shard in self.shards.iter() {
+            let guard = Self::lock(&shard.0);
+            all.extend(
+                guard
+                    .slots
+                    .iter()
+                    .filter_map(|slot| slot.entry.as_ref())
+                    .map(|e| (e.key.clone(), e.value.clone())),
+            );
+        }
+        all
+    }
+
+    /// Evicts every instance not in use that is idle or fresh, wherever it
+    /// is in the recency lists. Returns how many went.
+    pub(crate) fn evict_idle(&self, report: &mut impl FnMut(&Arc<str>, Change)) -> usize {
+        let now = clock::now();
+        let mut total = 0;
+        for shard in self.shards.iter() {
+            let mut gone = Vec::new();
+            {
+                let mut guard = Self::lock(&shard.0);
+                let mut i = guard.tail;
+                while i != NIL {
+                    let prev = guard.slots[i as usize].prev;
+                    let entry = guard.slots[i as usize].entry.as_ref().expect("live");
+                    if let Some(why) = self.may_go(entry, now, false) {
+                        let entry = guard.remove(i);
+                        gone.push((entry.label.clone(), why));
+                        drop(entry);
+                        self.len.0.fetch_sub(1, AcqRel);
+                    }
+                    i = prev;
+                }
+            }
+            total += gone.len();
+            for (label, why) in gone {
+                report(&label, Change::Evicted(why));
+            }
+        }
+        total
+    }
+}
+
+#[cfg(all(test, not(palisade_loom)))]
+mod tests;
