@@ -3,7 +3,7 @@
 //! Every layer's `Error` is [`BoxError`], as in tower, so palisade's layers stack
 //! with tower's own and with tonic. The inner service's error passes through
 //! unchanged; each rejection that a layer produces itself is a public type of its
-//! own: [`CircuitOpen`], [`BulkheadFull`], [`RateLimited`] and [`Elapsed`]. Each message names
+//! own: [`CircuitOpen`], [`BulkheadFull`], [`RateLimited`], [`TooManyKeys`] and [`Elapsed`]. Each message names
 //! the layer (its `name`) and the limit that was hit, and the same facts
 //! can be read through the type's accessors.
 //! [`ErrorKind::of`] tells which one an error is by its type, never by its text.
@@ -17,6 +17,25 @@ use std::time::Duration;
 
 /// The error type of every palisade layer: any error, boxed, as in tower.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// Which layer refused a call: its name, and the key of the instance
+/// when the layer is one of a [keyed](crate::keyed) layer's instances.
+/// Displays as `"name"` or `"name" for key "key"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Who {
+    name: Arc<str>,
+    key: Option<Arc<str>>,
+}
+
+impl fmt::Display for Who {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", &*self.name)?;
+        match &self.key {
+            Some(key) => write!(f, " for key {:?}", &**key),
+            None => Ok(()),
+        }
+    }
+}
 
 /// A circuit breaker refused the call without sending it to the inner service.
 ///
@@ -50,18 +69,29 @@ pub type BoxError = Box<dyn StdError + Send + Sync>;
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CircuitOpen {
-    name: Arc<str>,
+    who: Who,
     retry_after: Duration,
 }
 
 impl CircuitOpen {
-    pub(crate) fn new(name: Arc<str>, retry_after: Duration) -> Self {
-        Self { name, retry_after }
+    pub(crate) fn new(name: Arc<str>, key: Option<Arc<str>>, retry_after: Duration) -> Self {
+        Self {
+            who: Who { name, key },
+            retry_after,
+        }
     }
 
     /// The name given to the breaker that refused the call.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.who.name
+    }
+
+    /// The key of the breaker that refused the call, when it is one of a
+    /// [keyed](crate::keyed) layer's breakers (one per host, say); the
+    /// message then names it: `circuit breaker "hosts" for key
+    /// "10.0.0.7:8080" is open; ...`.
+    pub fn key(&self) -> Option<&str> {
+        self.who.key.as_deref()
     }
 
     /// How long until the breaker may admit a call again: zero when a
@@ -74,19 +104,19 @@ impl CircuitOpen {
 
 impl fmt::Display for CircuitOpen {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = &*self.name;
+        let who = &self.who;
         if self.retry_after == Duration::MAX {
-            write!(f, "circuit breaker {name:?} is held open by hand")
+            write!(f, "circuit breaker {who} is held open by hand")
         } else if self.retry_after.is_zero() {
             write!(
                 f,
-                "circuit breaker {name:?} is half-open and every probe is out; \
+                "circuit breaker {who} is half-open and every probe is out; \
                  it may admit a call when one finishes"
             )
         } else {
             write!(
                 f,
-                "circuit breaker {name:?} is open; it may admit calls again in {:?}",
+                "circuit breaker {who} is open; it may admit calls again in {:?}",
                 self.retry_after
             )
         }
@@ -123,7 +153,7 @@ impl StdError for CircuitOpen {}
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BulkheadFull {
-    name: Arc<str>,
+    who: Who,
     max_concurrent: u32,
     max_queue: u32,
     waited: Option<Duration>,
@@ -132,12 +162,13 @@ pub struct BulkheadFull {
 impl BulkheadFull {
     pub(crate) fn new(
         name: Arc<str>,
+        key: Option<Arc<str>>,
         max_concurrent: u32,
         max_queue: u32,
         waited: Option<Duration>,
     ) -> Self {
         Self {
-            name,
+            who: Who { name, key },
             max_concurrent,
             max_queue,
             waited,
@@ -146,7 +177,13 @@ impl BulkheadFull {
 
     /// The name given to the bulkhead that refused the call.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.who.name
+    }
+
+    /// The key of the bulkhead that refused the call, when it is one of a
+    /// [keyed](crate::keyed) layer's bulkheads; the message then names it.
+    pub fn key(&self) -> Option<&str> {
+        self.who.key.as_deref()
     }
 
     /// The bulkhead's limit of calls in flight when it refused the call
@@ -172,20 +209,17 @@ impl BulkheadFull {
 
 impl fmt::Display for BulkheadFull {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (name, in_flight) = (&*self.name, self.max_concurrent);
+        let (who, in_flight) = (&self.who, self.max_concurrent);
         match (self.waited, self.max_queue) {
             (Some(waited), _) => write!(
                 f,
-                "bulkhead {name:?} is full: {in_flight} in flight, \
+                "bulkhead {who} is full: {in_flight} in flight, \
                  gave up after waiting {waited:?} in the queue"
             ),
-            (None, 0) => write!(
-                f,
-                "bulkhead {name:?} is full: {in_flight} in flight, no queue"
-            ),
+            (None, 0) => write!(f, "bulkhead {who} is full: {in_flight} in flight, no queue"),
             (None, queued) => write!(
                 f,
-                "bulkhead {name:?} is full: {in_flight} in flight, {queued} queued"
+                "bulkhead {who} is full: {in_flight} in flight, {queued} queued"
             ),
         }
     }
@@ -231,7 +265,7 @@ impl StdError for BulkheadFull {}
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimited {
-    name: Arc<str>,
+    who: Who,
     count: u32,
     per: Duration,
     burst: u32,
@@ -242,6 +276,7 @@ pub struct RateLimited {
 impl RateLimited {
     pub(crate) fn new(
         name: Arc<str>,
+        key: Option<Arc<str>>,
         count: u32,
         per: Duration,
         burst: u32,
@@ -249,7 +284,7 @@ impl RateLimited {
         retry_after: Duration,
     ) -> Self {
         Self {
-            name,
+            who: Who { name, key },
             count,
             per,
             burst,
@@ -260,7 +295,14 @@ impl RateLimited {
 
     /// The name given to the rate limiter that refused the call.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.who.name
+    }
+
+    /// The key of the limiter that refused the call, when it is one of a
+    /// [keyed](crate::keyed) layer's limiters (one per tenant, say); the
+    /// message then names it.
+    pub fn key(&self) -> Option<&str> {
+        self.who.key.as_deref()
     }
 
     /// How long until the refused call's cost would conform, if no other
@@ -288,17 +330,17 @@ impl RateLimited {
 
 impl fmt::Display for RateLimited {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (name, burst) = (&*self.name, self.burst);
+        let (who, burst) = (&self.who, self.burst);
         if self.retry_after == Duration::MAX {
             write!(
                 f,
-                "rate limiter {name:?} cannot admit a call of cost {}: its burst is {burst}",
+                "rate limiter {who} cannot admit a call of cost {}: its burst is {burst}",
                 self.cost
             )
         } else {
             write!(
                 f,
-                "rate limiter {name:?} is over its rate of {} per {:?} (burst {burst}); \
+                "rate limiter {who} is over its rate of {} per {:?} (burst {burst}); \
                  retry after {:?}",
                 self.count, self.per, self.retry_after
             )
@@ -307,6 +349,89 @@ impl fmt::Display for RateLimited {
 }
 
 impl StdError for RateLimited {}
+
+/// A [keyed](crate::keyed) layer refused the call: the request's key has
+/// no instance yet, the layer holds its maximum number of keys, and none of
+/// their instances may go (each is in use, or, unless the layer evicts the
+/// least recently used, neither fresh nor idle). Made only when the layer's
+/// [`when_full`](crate::keyed::KeyedBuilder::when_full) policy is
+/// [`Reject`](crate::keyed::WhenFull::Reject), or when every instance is in
+/// use.
+///
+/// Its message: `keyed layer "tenants" holds its maximum of 2 keys and none
+/// can go; no instance for key "c"`.
+///
+/// # Examples
+///
+/// ```
+/// use palisade::error::{BoxError, ErrorKind, TooManyKeys};
+/// use palisade::keyed::{KeyedLayer, WhenFull};
+/// use palisade::rate_limit::RateLimitLayer;
+/// use std::time::Duration;
+/// use tower::{Layer, ServiceExt, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let per_tenant = RateLimitLayer::builder().rate(1, Duration::from_secs(60)).build().unwrap();
+/// let keyed = KeyedLayer::builder(per_tenant)
+///     .name("tenants")
+///     .key(|tenant: &&'static str| *tenant)
+///     .max_keys(2)
+///     .when_full(WhenFull::Reject)
+///     .build()
+///     .unwrap();
+/// let svc = keyed.layer(service_fn(|_: &str| async { Ok::<_, BoxError>(()) }));
+/// svc.clone().oneshot("a").await.unwrap();
+/// svc.clone().oneshot("b").await.unwrap();
+/// let err = svc.oneshot("c").await.unwrap_err();
+/// assert_eq!(ErrorKind::of(&err), ErrorKind::TooManyKeys);
+/// let refused = err.downcast_ref::<TooManyKeys>().unwrap();
+/// assert_eq!((refused.name(), refused.key(), refused.max_keys()), ("tenants", "c", 2));
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TooManyKeys {
+    name: Arc<str>,
+    key: Arc<str>,
+    max_keys: usize,
+}
+
+impl TooManyKeys {
+    pub(crate) fn new(name: Arc<str>, key: Arc<str>, max_keys: usize) -> Self {
+        Self {
+            name,
+            key,
+            max_keys,
+        }
+    }
+
+    /// The name given to the keyed layer that refused the call.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The request's key, as it displays.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The most keys the layer holds.
+    pub fn max_keys(&self) -> usize {
+        self.max_keys
+    }
+}
+
+impl fmt::Display for TooManyKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "keyed layer {:?} holds its maximum of {} keys and none can go; no instance for key {:?}",
+            &*self.name, self.max_keys, &*self.key
+        )
+    }
+}
+
+impl StdError for TooManyKeys {}
 
 /// A call did not finish within its time limit: a
 /// [`TimeoutLayer`](crate::timeout::TimeoutLayer)'s, or a retry's
@@ -416,6 +541,8 @@ pub enum ErrorKind {
     BulkheadFull,
     /// A [`RateLimited`] rejection.
     RateLimited,
+    /// A [`TooManyKeys`] rejection.
+    TooManyKeys,
     /// An [`Elapsed`] timeout.
     Elapsed,
     /// Any other error: the inner service's own, passed through unchanged.
@@ -445,6 +572,9 @@ impl ErrorKind {
             }
             if e.is::<RateLimited>() {
                 return ErrorKind::RateLimited;
+            }
+            if e.is::<TooManyKeys>() {
+                return ErrorKind::TooManyKeys;
             }
             if e.is::<Elapsed>() {
                 return ErrorKind::Elapsed;
@@ -494,6 +624,7 @@ impl ErrorKinds {
             ErrorKind::Elapsed => 2,
             ErrorKind::Inner => 3,
             ErrorKind::RateLimited => 4,
+            ErrorKind::TooManyKeys => 5,
         }
     }
 
@@ -526,6 +657,7 @@ impl ErrorKinds {
             ErrorKind::CircuitOpen,
             ErrorKind::BulkheadFull,
             ErrorKind::RateLimited,
+            ErrorKind::TooManyKeys,
             ErrorKind::Elapsed,
             ErrorKind::Inner,
         ]
@@ -637,16 +769,17 @@ mod tests {
     fn kinds_are_told_apart_by_type() {
         let cases: Vec<(BoxError, ErrorKind)> = vec![
             (
-                Box::new(CircuitOpen::new("db".into(), Duration::from_secs(1))),
+                Box::new(CircuitOpen::new("db".into(), None, Duration::from_secs(1))),
                 ErrorKind::CircuitOpen,
             ),
             (
-                Box::new(BulkheadFull::new("db".into(), 4, 0, None)),
+                Box::new(BulkheadFull::new("db".into(), None, 4, 0, None)),
                 ErrorKind::BulkheadFull,
             ),
             (
                 Box::new(RateLimited::new(
                     "db".into(),
+                    None,
                     100,
                     Duration::from_secs(1),
                     10,
@@ -654,6 +787,10 @@ mod tests {
                     Duration::from_millis(35),
                 )),
                 ErrorKind::RateLimited,
+            ),
+            (
+                Box::new(TooManyKeys::new("db".into(), "k".into(), 10)),
+                ErrorKind::TooManyKeys,
             ),
             (
                 Box::new(Elapsed::by_timeout("db".into(), Duration::from_secs(1))),
@@ -678,7 +815,7 @@ mod tests {
     /// limit, in one quoting style.
     #[test]
     fn messages_name_the_layer_and_the_limit() {
-        let open = CircuitOpen::new("payments".into(), Duration::from_millis(1500));
+        let open = CircuitOpen::new("payments".into(), None, Duration::from_millis(1500));
         assert_eq!(open.name(), "payments");
         assert_eq!(open.retry_after(), Duration::from_millis(1500));
         let cases: Vec<(Box<dyn StdError>, &str)> = vec![
@@ -687,24 +824,25 @@ mod tests {
                 r#"circuit breaker "payments" is open; it may admit calls again in 1.5s"#,
             ),
             (
-                Box::new(CircuitOpen::new("payments".into(), Duration::ZERO)),
+                Box::new(CircuitOpen::new("payments".into(), None, Duration::ZERO)),
                 r#"circuit breaker "payments" is half-open and every probe is out; it may admit a call when one finishes"#,
             ),
             (
-                Box::new(CircuitOpen::new("payments".into(), Duration::MAX)),
+                Box::new(CircuitOpen::new("payments".into(), None, Duration::MAX)),
                 r#"circuit breaker "payments" is held open by hand"#,
             ),
             (
-                Box::new(BulkheadFull::new("inventory".into(), 32, 16, None)),
+                Box::new(BulkheadFull::new("inventory".into(), None, 32, 16, None)),
                 r#"bulkhead "inventory" is full: 32 in flight, 16 queued"#,
             ),
             (
-                Box::new(BulkheadFull::new("inventory".into(), 32, 0, None)),
+                Box::new(BulkheadFull::new("inventory".into(), None, 32, 0, None)),
                 r#"bulkhead "inventory" is full: 32 in flight, no queue"#,
             ),
             (
                 Box::new(BulkheadFull::new(
                     "inventory".into(),
+                    None,
                     32,
                     16,
                     Some(Duration::from_millis(50)),
@@ -726,6 +864,10 @@ mod tests {
                 r#"deadline of retry "payments" elapsed after 10s"#,
             ),
             (
+                Box::new(TooManyKeys::new("tenants".into(), "c".into(), 2)),
+                r#"keyed layer "tenants" holds its maximum of 2 keys and none can go; no instance for key "c""#,
+            ),
+            (
                 Box::new(ConfigError::new("max_attempts", "must be at least 1")),
                 "invalid `max_attempts`: must be at least 1",
             ),
@@ -735,9 +877,43 @@ mod tests {
         }
     }
 
+    /// Issue 15: a keyed layer's instance names its key in its rejections.
+    #[test]
+    fn a_keyed_instance_names_its_key() {
+        let key = || Some(Arc::from("10.0.0.7:8080"));
+        let open = CircuitOpen::new("hosts".into(), key(), Duration::from_secs(2));
+        assert_eq!((open.name(), open.key()), ("hosts", Some("10.0.0.7:8080")));
+        assert_eq!(
+            open.to_string(),
+            r#"circuit breaker "hosts" for key "10.0.0.7:8080" is open; it may admit calls again in 2s"#
+        );
+        let full = BulkheadFull::new("hosts".into(), key(), 4, 0, None);
+        assert_eq!(full.key(), Some("10.0.0.7:8080"));
+        assert_eq!(
+            full.to_string(),
+            r#"bulkhead "hosts" for key "10.0.0.7:8080" is full: 4 in flight, no queue"#
+        );
+        let limited = RateLimited::new(
+            "tenants".into(),
+            Some(Arc::from("acme")),
+            10,
+            Duration::from_secs(1),
+            10,
+            1,
+            Duration::from_millis(100),
+        );
+        assert_eq!(limited.key(), Some("acme"));
+        assert_eq!(
+            limited.to_string(),
+            r#"rate limiter "tenants" for key "acme" is over its rate of 10 per 1s (burst 10); retry after 100ms"#
+        );
+        let plain = CircuitOpen::new("db".into(), None, Duration::MAX);
+        assert_eq!(plain.key(), None);
+    }
+
     #[test]
     fn accessors_give_the_limits() {
-        let full = BulkheadFull::new("inventory".into(), 32, 16, Some(Duration::from_millis(50)));
+        let full = BulkheadFull::new("inventory".into(), None, 32, 16, Some(Duration::from_millis(50)));
         assert_eq!(full.name(), "inventory");
         assert_eq!((full.max_concurrent(), full.max_queue()), (32, 16));
         assert_eq!(full.waited(), Some(Duration::from_millis(50)));

@@ -128,6 +128,7 @@ pub mod cover;
 pub mod error;
 pub mod event;
 pub mod fallback;
+pub mod keyed;
 #[cfg(feature = "reqwest-middleware")]
 pub mod middleware;
 pub mod preset;

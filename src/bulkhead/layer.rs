@@ -5,10 +5,13 @@ use std::time::Duration;
 
 use tower::Layer;
 
+use tokio::time::Instant;
+
 use super::{Bulkhead, BulkheadHandle};
 use crate::cover::{self, Head};
 use crate::error::{BulkheadFull, ConfigError};
 use crate::event::Listeners;
+use crate::registry::{Fork, Instance};
 use crate::semaphore::Semaphore;
 use crate::validate;
 
@@ -16,6 +19,8 @@ use crate::validate;
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) name: Arc<str>,
+    /// The limit it was made with (a handle may move it since).
+    pub(crate) configured: u32,
     pub(crate) max_queue: u32,
     pub(crate) max_wait: Option<Duration>,
     pub(crate) semaphore: Semaphore,
@@ -29,6 +34,7 @@ impl Shared {
     pub(crate) fn rejection(&self, after_wait: bool) -> BulkheadFull {
         BulkheadFull::new(
             self.name.clone(),
+            self.listeners.key().cloned(),
             self.semaphore.limit(),
             self.max_queue,
             if after_wait { self.max_wait } else { None },
@@ -93,6 +99,73 @@ impl<M> BulkheadLayer<M> {
     /// A handle to read this bulkhead's counts.
     pub fn handle(&self) -> BulkheadHandle {
         BulkheadHandle::new(self.shared.clone())
+    }
+}
+
+/// A snapshot of a bulkhead, from [`BulkheadLayer::metrics`] (and, for
+/// each key of a [keyed](crate::keyed) layer, from its handle's
+/// [`instances`](crate::keyed::KeyedHandle::instances)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BulkheadMetrics {
+    /// Calls holding a permit.
+    pub in_flight: u32,
+    /// Calls waiting in the queue.
+    pub queued: u32,
+    /// The most calls in flight at once.
+    pub max_concurrent: u32,
+}
+
+impl<M> BulkheadLayer<M> {
+    /// A snapshot of the bulkhead's counts now.
+    pub fn metrics(&self) -> BulkheadMetrics {
+        let semaphore = &self.shared.semaphore;
+        BulkheadMetrics {
+            in_flight: semaphore.in_use(),
+            queued: semaphore.queued(),
+            max_concurrent: semaphore.limit(),
+        }
+    }
+}
+
+/// A [keyed](crate::keyed) layer makes one bulkhead per key from this one.
+impl<M: 'static> Instance for BulkheadLayer<M> {
+    type Snapshot = BulkheadMetrics;
+
+    /// A bulkhead with this one's limits (its limit as it is now, if a
+    /// handle moved it) and listeners, and no call in flight.
+    fn fork(&self, fork: &Fork) -> Self {
+        let shared = &self.shared;
+        let limit = shared.semaphore.limit();
+        Self {
+            shared: Arc::new(Shared {
+                name: shared.name.clone(),
+                configured: limit,
+                max_queue: shared.max_queue,
+                max_wait: shared.max_wait,
+                semaphore: Semaphore::new(limit, shared.max_queue, shared.max_wait),
+                listeners: shared.listeners.for_key(fork.key().clone()),
+            }),
+            _mode: PhantomData,
+        }
+    }
+
+    /// Services, permits (in a future or a body) and queued calls hold the
+    /// bulkhead.
+    fn in_use(&self) -> bool {
+        Arc::strong_count(&self.shared) > 1
+    }
+
+    /// No call in flight or queued, and the limit it was made with.
+    fn is_fresh(&self, _: Instant) -> bool {
+        let semaphore = &self.shared.semaphore;
+        semaphore.in_use() == 0
+            && semaphore.queued() == 0
+            && semaphore.limit() == self.shared.configured
+    }
+
+    fn snapshot(&self) -> BulkheadMetrics {
+        self.metrics()
     }
 }
 
@@ -254,6 +327,7 @@ impl<M> BulkheadBuilder<M> {
         Ok(BulkheadLayer {
             shared: Arc::new(Shared {
                 name: self.name,
+                configured: self.max_concurrent,
                 max_queue: self.max_queue,
                 max_wait: self.max_wait,
                 semaphore: Semaphore::new(self.max_concurrent, self.max_queue, self.max_wait),

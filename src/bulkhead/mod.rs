@@ -90,7 +90,7 @@ mod layer;
 pub use self::body::ResponseBody;
 pub use self::event::BulkheadEvent;
 pub use self::future::ResponseFuture;
-pub use self::layer::{BulkheadBuilder, BulkheadLayer, MAX_BULKHEAD_PERMITS};
+pub use self::layer::{BulkheadBuilder, BulkheadLayer, BulkheadMetrics, MAX_BULKHEAD_PERMITS};
 
 use std::fmt;
 use std::marker::PhantomData;

@@ -10,6 +10,7 @@ use crate::classify::DefaultClassifier;
 use crate::clock::nanos;
 use crate::error::ConfigError;
 use crate::event::Listeners;
+use crate::registry::Ejection;
 use crate::validate;
 use crate::window::{CountWindow, TimeWindow};
 
@@ -118,6 +119,7 @@ struct Settings {
     max_half_open_duration: Duration,
     seed: Option<u64>,
     listeners: Listeners,
+    eject_when_open: bool,
 }
 
 /// The count window when none is set.
@@ -171,6 +173,7 @@ impl CircuitBreakerBuilder {
                 max_half_open_duration: Duration::from_secs(60),
                 seed: None,
                 listeners: Listeners::default(),
+                eject_when_open: false,
             },
             classifier: DefaultClassifier,
         }
@@ -297,6 +300,49 @@ impl<C> CircuitBreakerBuilder<C> {
         self
     }
 
+    /// While open, the breaker's services report `Pending` from
+    /// `poll_ready` instead of answering calls with
+    /// [`CircuitOpen`](crate::error::CircuitOpen), so that a load balancer
+    /// over endpoints (tower's `balance::p2c::Balance`) skips this one and
+    /// picks another; they are woken when the open wait ends (the next
+    /// caller then takes a probe), or the breaker is set by hand. A
+    /// half-open breaker whose probes are all out stays ejected until one
+    /// finishes, or the stay ends.
+    ///
+    /// Use it only where something above picks among several services:
+    /// alone, a caller of an ejected breaker waits (bounded by a timeout
+    /// above) instead of failing at once. For a set of endpoints, make
+    /// the breakers with a [keyed](crate::keyed) layer and cap how many
+    /// are out at once with its
+    /// [`max_ejection_percent`](crate::keyed::KeyedBuilder::max_ejection_percent);
+    /// a breaker alone is a set of one, always ejected when open. A
+    /// breaker past its set's cap answers with `CircuitOpen` as usual.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use palisade::circuit_breaker::CircuitBreakerLayer;
+    /// use palisade::error::BoxError;
+    /// use std::task::{Context, Poll, Waker};
+    /// use tower::{Layer, Service, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let breaker = CircuitBreakerLayer::builder().eject_when_open().build().unwrap();
+    /// let mut endpoint = breaker.layer(service_fn(|_: ()| async { Ok::<_, BoxError>(()) }));
+    /// let mut cx = Context::from_waker(Waker::noop());
+    /// assert!(endpoint.poll_ready(&mut cx).is_ready());
+    /// breaker.handle().force_open();
+    /// assert!(endpoint.poll_ready(&mut cx).is_pending(), "ejected: pick another endpoint");
+    /// breaker.handle().reset();
+    /// assert!(endpoint.poll_ready(&mut cx).is_ready());
+    /// # }
+    /// ```
+    pub fn eject_when_open(mut self) -> Self {
+        self.settings.eject_when_open = true;
+        self
+    }
+
     /// Seeds the randomness of [`wait_backoff`](Self::wait_backoff)'s jitter.
     pub fn seed(mut self, seed: u64) -> Self {
         self.settings.seed = Some(seed);
@@ -366,10 +412,12 @@ impl<C> CircuitBreakerBuilder<C> {
             max_half_open_duration: s.max_half_open_duration,
             seed: s.seed,
         };
-        Ok(CircuitBreakerLayer::from_parts(
-            Core::new(config, window, s.listeners),
-            self.classifier,
-        ))
+        let mut core = Core::new(config, window, s.listeners);
+        if s.eject_when_open {
+            // Alone, a breaker is a set of one: always ejected when open.
+            core = core.ejecting(Arc::new(Ejection::new(100)));
+        }
+        Ok(CircuitBreakerLayer::from_parts(core, self.classifier))
     }
 }
 

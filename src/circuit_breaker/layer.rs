@@ -3,10 +3,13 @@ use std::sync::Arc;
 
 use tower::Layer;
 
-use super::CircuitBreaker;
+use tokio::time::Instant;
+
 use super::config::CircuitBreakerBuilder;
 use super::handle::CircuitBreakerHandle;
 use super::state::Core;
+use super::{CircuitBreaker, CircuitMetrics};
+use crate::registry::{Ejection, Fork, Instance};
 
 /// What a breaker's services and futures share: the state machine and the
 /// classifier, behind one `Arc`.
@@ -65,6 +68,45 @@ impl<C> CircuitBreakerLayer<C> {
         C: Send + Sync + 'static,
     {
         CircuitBreakerHandle::new(self.shared.clone())
+    }
+}
+
+/// A [keyed](crate::keyed) layer makes one breaker per key from this one.
+impl<C> Instance for CircuitBreakerLayer<C>
+where
+    C: Clone + Send + Sync + 'static,
+{
+    type Snapshot = CircuitMetrics;
+
+    /// A closed breaker with an empty window, this one's settings,
+    /// classifier and listeners; one of the keyed set's ejecting breakers
+    /// if this one ejects when open.
+    fn fork(&self, fork: &Fork) -> Self {
+        let core = &self.shared.core;
+        let mut fresh = core.fresh(core.listeners.for_key(fork.key().clone()));
+        if core.eject.is_some() {
+            let set = fork
+                .ejection()
+                .cloned()
+                .unwrap_or_else(|| Arc::new(Ejection::new(100)));
+            fresh = fresh.ejecting(set);
+        }
+        Self::from_parts(fresh, self.shared.classifier.clone())
+    }
+
+    /// Services, calls in flight (and bodies judged at their end) and
+    /// handles hold the breaker.
+    fn in_use(&self) -> bool {
+        Arc::strong_count(&self.shared) > 1
+    }
+
+    /// Closed, with an empty window and no failure in a row.
+    fn is_fresh(&self, now: Instant) -> bool {
+        self.shared.core.is_fresh(now)
+    }
+
+    fn snapshot(&self) -> CircuitMetrics {
+        self.shared.core.metrics()
     }
 }
 

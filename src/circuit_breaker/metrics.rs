@@ -53,6 +53,7 @@ impl Core {
             } else {
                 0
             },
+            ejected: self.eject.as_ref().is_some_and(|e| e.is_ejected()),
         }
     }
 }

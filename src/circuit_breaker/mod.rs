@@ -122,6 +122,7 @@
 //! ```
 
 mod config;
+mod eject;
 mod event;
 mod future;
 mod handle;
@@ -140,10 +141,13 @@ pub use self::handle::CircuitBreakerHandle;
 pub use self::layer::CircuitBreakerLayer;
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::time::Sleep;
 use tower::Service;
 
 use self::layer::Shared;
@@ -234,6 +238,9 @@ pub struct CircuitMetrics {
     pub open_remaining: Duration,
     /// While half-open: probes admitted and not yet finished.
     pub probes_in_flight: u32,
+    /// Whether the breaker is ejected from its load balancer now (see
+    /// [`eject_when_open`](CircuitBreakerBuilder::eject_when_open)).
+    pub ejected: bool,
 }
 
 /// What `poll_ready` decided for the next `call`. The common case, a closed
@@ -248,6 +255,9 @@ enum Ready<C> {
 enum RareReady<C> {
     Probe(CallGuard<C>),
     Rejected(CircuitOpen),
+    /// Ejected from a load balancer: `poll_ready` is parked, with a timer
+    /// for the end of the open wait (none when held open by hand).
+    Parked(Option<Pin<Box<Sleep>>>),
 }
 
 /// A service guarded by a circuit breaker; see the [module docs](self).
@@ -313,7 +323,9 @@ impl<S, C> CircuitBreaker<S, C> {
     fn must_decide(&self) -> bool {
         match &self.ready {
             Ready::Undecided => true,
-            Ready::Rare(rare) if matches!(**rare, RareReady::Rejected(_)) => true,
+            Ready::Rare(rare) if matches!(**rare, RareReady::Rejected(_) | RareReady::Parked(_)) => {
+                true
+            }
             _ => self.is_stale(),
         }
     }
@@ -326,7 +338,7 @@ impl<S, C> CircuitBreaker<S, C> {
             Ready::Admitted(admission) => self.shared.core.load() != admission.0,
             Ready::Rare(rare) => match &**rare {
                 RareReady::Probe(guard) => self.shared.core.load() != guard.admission.0,
-                RareReady::Rejected(_) => false,
+                RareReady::Rejected(_) | RareReady::Parked(_) => false,
             },
             Ready::Undecided => false,
         }
@@ -334,6 +346,59 @@ impl<S, C> CircuitBreaker<S, C> {
 
     fn is_rejected(&self) -> bool {
         matches!(&self.ready, Ready::Rare(rare) if matches!(**rare, RareReady::Rejected(_)))
+    }
+
+    /// For a breaker that ejects itself: parks the caller while the
+    /// breaker is ejected and would refuse a call, until the open wait
+    /// ends or a transition (or a probe given back) wakes it.
+    #[cold]
+    fn poll_ejected(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let core = &self.shared.core;
+        let Some(eject) = &core.eject else {
+            return Poll::Ready(());
+        };
+        loop {
+            if core.ejected_until().is_none() {
+                break;
+            }
+            eject.register(cx.waker());
+            // Looked at again once registered: a transition between the
+            // first look and the registration woke nobody.
+            let Some(until) = core.ejected_until() else {
+                break;
+            };
+            let timer = match std::mem::replace(&mut self.ready, Ready::Undecided) {
+                Ready::Rare(rare) => match *rare {
+                    RareReady::Parked(timer) => timer,
+                    _ => None,
+                },
+                _ => None,
+            };
+            let Some(until) = until else {
+                // Held open by hand: only a transition ends it.
+                self.ready = Ready::Rare(Box::new(RareReady::Parked(None)));
+                return Poll::Pending;
+            };
+            let deadline = core.instant_at(until);
+            let mut timer = match timer {
+                Some(mut timer) => {
+                    if timer.deadline() != deadline {
+                        timer.as_mut().reset(deadline);
+                    }
+                    timer
+                }
+                None => Box::pin(tokio::time::sleep_until(deadline)),
+            };
+            let fired = timer.as_mut().poll(cx).is_ready();
+            self.ready = Ready::Rare(Box::new(RareReady::Parked(Some(timer))));
+            if !fired {
+                return Poll::Pending;
+            }
+        }
+        if matches!(&self.ready, Ready::Rare(rare) if matches!(**rare, RareReady::Parked(_))) {
+            self.ready = Ready::Undecided;
+        }
+        Poll::Ready(())
     }
 }
 
@@ -365,6 +430,9 @@ where
     type Future = ResponseFuture<S::Future, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if self.shared.core.eject.is_some() && self.poll_ejected(cx).is_pending() {
+            return Poll::Pending;
+        }
         if self.must_decide() {
             // A stale probe's guard is dropped here, which gives its permit
             // back (to a stay that has already ended: a no-op).
@@ -389,6 +457,9 @@ where
             Ready::Rare(rare) => match *rare {
                 RareReady::Probe(guard) => Some(guard),
                 RareReady::Rejected(open) => return ResponseFuture::rejected(open),
+                RareReady::Parked(_) => {
+                    panic!("CircuitBreaker::call without a successful poll_ready")
+                }
             },
             Ready::Undecided => panic!("CircuitBreaker::call without a successful poll_ready"),
         };

@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::config::Config;
+use super::eject::Eject;
 use super::window::{Sample, Window};
 use super::word::{Gate, Probes, StateWord};
 use super::{BreakerEvent, CircuitState, TransitionReason};
@@ -70,6 +71,9 @@ pub(crate) struct Core {
     transitions: Mutex<TransitionState>,
     pub(super) epoch: Epoch,
     pub(crate) listeners: Listeners,
+    /// Set for a breaker that ejects itself from a load balancer while it
+    /// is open.
+    pub(super) eject: Option<Eject>,
 }
 
 impl Core {
@@ -87,7 +91,63 @@ impl Core {
             transitions: Mutex::new(TransitionState::default()),
             epoch: Epoch::now(),
             listeners,
+            eject: None,
         }
+    }
+
+    /// The same breaker, ejecting itself from a load balancer while open,
+    /// as one of `set`.
+    pub(crate) fn ejecting(mut self, set: Arc<crate::registry::Ejection>) -> Self {
+        self.eject = Some(Eject::new(set));
+        self
+    }
+
+    /// A breaker with this one's settings and listeners (`listeners`, if
+    /// given), an empty window, closed.
+    pub(crate) fn fresh(&self, listeners: Listeners) -> Self {
+        Self::new(self.config.clone(), self.window.fresh(), listeners)
+    }
+
+    /// Whether the breaker is as a new one: closed, with an empty window
+    /// and no failure in a row.
+    pub(crate) fn is_fresh(&self, now: Instant) -> bool {
+        self.load().is(CircuitState::Closed)
+            && self.consecutive_failures.load(Relaxed) == 0
+            && self.window.totals(self.epoch.nanos_at(now)).calls == 0
+    }
+
+    /// For a breaker that is ejected: whether a call now would be refused,
+    /// and until when, without taking a probe or counting a refusal.
+    /// `Some(Some(at))`: until `at` (nanoseconds since the epoch) at the
+    /// latest; `Some(None)`: until a transition (held open by hand);
+    /// `None`: not ejected, or a call may be admitted (or refused all the
+    /// same, by a breaker past its set's cap).
+    pub(crate) fn ejected_until(&self) -> Option<Option<u64>> {
+        let eject = self.eject.as_ref()?;
+        if !eject.is_ejected() {
+            return None;
+        }
+        let word = self.load();
+        match word.state() {
+            CircuitState::ForcedOpen => Some(None),
+            CircuitState::Open => {
+                let until = self.open_until.load(Acquire);
+                (self.epoch.nanos_now() < until).then_some(Some(until))
+            }
+            CircuitState::HalfOpen => {
+                let until = self.open_until.load(Acquire);
+                let probes = self.probes();
+                let full = probes.belongs_to(word) && probes.admitted >= self.config.half_open_calls;
+                drop(probes);
+                (full && self.epoch.nanos_now() < until).then_some(Some(until))
+            }
+            _ => None,
+        }
+    }
+
+    /// The instant `nanos` after the epoch.
+    pub(crate) fn instant_at(&self, nanos: u64) -> Instant {
+        self.epoch.instant_at(nanos)
     }
 
     pub(crate) fn name(&self) -> &Arc<str> {
@@ -171,7 +231,11 @@ impl Core {
             .emit(&self.config.name, || BreakerEvent::CallRejected {
                 retry_after,
             });
-        CircuitOpen::new(self.config.name.clone(), retry_after)
+        CircuitOpen::new(
+            self.config.name.clone(),
+            self.listeners.key().cloned(),
+            retry_after,
+        )
     }
 
     pub(super) fn probes(&self) -> MutexGuard<'_, Probes> {
@@ -198,6 +262,11 @@ impl Core {
         let mut probes = self.probes();
         if probes.belongs_to(admission.0) && probes.admitted > probes.finished {
             probes.admitted -= 1;
+            drop(probes);
+            // A parked caller may take the permit.
+            if let Some(eject) = &self.eject {
+                eject.wake_all();
+            }
         }
     }
 
@@ -425,10 +494,28 @@ impl Core {
             }
             CircuitState::ForcedOpen | CircuitState::Disabled => {}
         }
+        if let Some(eject) = &self.eject {
+            let ejects = |state| {
+                matches!(
+                    state,
+                    CircuitState::Open | CircuitState::HalfOpen | CircuitState::ForcedOpen
+                )
+            };
+            match (ejects(current.state()), ejects(to)) {
+                (false, true) => eject.enter(),
+                (true, false) => eject.leave(),
+                _ => {}
+            }
+        }
         // Open for the new state's calls before any can be admitted.
         self.gate.0.open(next.generation());
         self.state.0.store(next.0, Release);
         drop(guard);
+        // Parked callers look again: the breaker may admit them now, or is
+        // no longer ejected (and answers them at once).
+        if let Some(eject) = &self.eject {
+            eject.wake_all();
+        }
         self.listeners
             .emit(&self.config.name, || BreakerEvent::StateTransition {
                 from: current.state(),

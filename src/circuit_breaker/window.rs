@@ -84,6 +84,14 @@ impl Window {
             Window::Time(w) => w.clear(),
         }
     }
+
+    /// An empty window of the same kind and size.
+    pub(crate) fn fresh(&self) -> Self {
+        match self {
+            Window::Count(w) => Window::Count(w.fresh()),
+            Window::Time(w) => Window::Time(w.fresh()),
+        }
+    }
 }
 
 #[cfg(all(test, not(palisade_loom)))]

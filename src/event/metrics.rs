@@ -24,7 +24,7 @@
 //! | `palisade.rate_limiter.rejected_calls` | counter | `{call}` | `palisade.layer.name`; `palisade.rate_limiter.rejection_reason`: `over_rate` `cost_above_burst` | calls refused: over the rate (or, waiting, over the maximum wait), or costing more than the burst |
 //! | `palisade.rate_limiter.delayed_calls` | counter | `{call}` | `palisade.layer.name` | calls admitted after a wait (the waiting mode) |
 //! | `palisade.retry.attempts` | counter | `{attempt}` | `palisade.layer.name` | attempts sent, first ones included |
-//! | `palisade.retry.retries` | counter | `{retry}` | `palisade.layer.name`; `palisade.retry.reason`: `failure` `timeout` `circuit_open` `bulkhead_full` `not_sent` `rate_limited` | retries scheduled, by what the failed attempt came to |
+//! | `palisade.retry.retries` | counter | `{retry}` | `palisade.layer.name`; `palisade.retry.reason`: `failure` `timeout` `circuit_open` `bulkhead_full` `not_sent` `rate_limited` `too_many_keys` | retries scheduled, by what the failed attempt came to |
 //! | `palisade.retry.failed_calls` | counter | `{call}` | `palisade.layer.name`; `palisade.retry.give_up_reason`: `max_attempts` `deadline` `server_said_no` `hint_above_cap` `backoff_ended` `not_replayable` `budget_exhausted` `not_retryable` `failure_not_retryable` `request_not_retryable` | failures returned without a further attempt, by why no further attempt was made |
 //! | `palisade.timeout.timed_out_calls` | counter | `{call}` | `palisade.layer.name` | calls cut off |
 //! | `palisade.fallback.answered_calls` | counter | `{call}` | `palisade.layer.name` | failures answered by the fallback |
@@ -51,7 +51,7 @@
 //! value from the fixed lists above, which are the variants of an enum of
 //! palisade's. No label ever carries a per-request value (no URL, no
 //! status code, no error text). So a breaker has at most 6 state series,
-//! 36 transition series and 8 call series; a retry at most 1 + 6 + 10
+//! 36 transition series and 8 call series; a retry at most 1 + 7 + 10
 //! series.
 //!
 //! **The retry budget.** A spent budget is counted as
@@ -73,6 +73,12 @@ use super::{Event, Listener};
 
 /// The label every metric has: the layer's name.
 const LAYER_LABEL: &str = "palisade.layer.name";
+
+/// The label of a keyed instance's key, with [`MetricsEvents::key_label`].
+const KEY_LABEL: &str = "palisade.key";
+
+/// The key label's value for a key the mapping leaves out.
+const OTHER_KEY: &str = "other";
 
 /// What one event records through the [`metrics`](https://docs.rs/metrics)
 /// facade: a counter to increase or a gauge to set, with labels besides
@@ -138,6 +144,7 @@ impl Measure {
 #[derive(Debug)]
 struct Handle {
     layer: Arc<str>,
+    key: Option<SharedString>,
     metric: &'static str,
     labels: &'static [(&'static str, &'static str)],
     counter: Option<Counter>,
@@ -145,12 +152,16 @@ struct Handle {
 }
 
 impl Handle {
-    fn is(&self, layer: &Arc<str>, m: &Measure) -> bool {
+    fn is(&self, layer: &Arc<str>, key: Option<&SharedString>, m: &Measure) -> bool {
         Arc::ptr_eq(&self.layer, layer)
             && std::ptr::eq(self.metric, m.metric)
             && std::ptr::eq(self.labels, m.labels)
+            && self.key.as_ref() == key
     }
 }
+
+/// Maps a keyed instance's key to its label value.
+type KeyLabel = dyn Fn(&str) -> Option<SharedString> + Send + Sync;
 
 /// Counts events through the [`metrics`](https://docs.rs/metrics) facade
 /// (feature `metrics`): the metrics, their labels and units are in
@@ -176,15 +187,56 @@ impl Handle {
 ///     .unwrap();
 /// # let _ = bulkhead;
 /// ```
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct MetricsEvents {
     handles: RwLock<Vec<Handle>>,
+    key_label: Option<Arc<KeyLabel>>,
+}
+
+impl std::fmt::Debug for MetricsEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsEvents")
+            .field("handles", &self.handles)
+            .field("key_label", &self.key_label.is_some())
+            .finish()
+    }
 }
 
 impl MetricsEvents {
     /// A listener with no metric registered yet.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Labels the metrics of a [keyed](crate::keyed) layer's instances
+    /// with `palisade.key`, whose value is what `label` makes of the
+    /// instance's key, or `other` where it returns `None`.
+    ///
+    /// Without this, every instance of a keyed layer counts in its layer's
+    /// series, however many keys there are. With it, the number of series
+    /// grows with the values `label` returns, and a metrics backend keeps
+    /// each series long after its key is gone: return values from a set
+    /// you bound (the hosts you know of, the tenants of a plan), never the
+    /// key itself when keys come from outside (a header a client sets).
+    /// The registered series are kept here as well, one per value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use palisade::event::MetricsEvents;
+    ///
+    /// // Only the two hosts we know of get a series of their own.
+    /// let known = ["api.internal:443", "auth.internal:443"];
+    /// let listener = MetricsEvents::new()
+    ///     .key_label(move |key| known.iter().find(|k| **k == key).map(|k| (*k).into()));
+    /// # let _ = listener;
+    /// ```
+    pub fn key_label(
+        mut self,
+        label: impl Fn(&str) -> Option<SharedString> + Send + Sync + 'static,
+    ) -> Self {
+        self.key_label = Some(Arc::new(label));
+        self
     }
 
     fn record(handle: &Handle, value: Value) {
@@ -196,9 +248,12 @@ impl MetricsEvents {
     }
 
     #[cold]
-    fn register(&self, layer: &Arc<str>, m: Measure) {
-        let mut labels = Vec::with_capacity(m.labels.len() + 1);
+    fn register(&self, layer: &Arc<str>, key_value: Option<SharedString>, m: Measure) {
+        let mut labels = Vec::with_capacity(m.labels.len() + 2);
         labels.push(Label::new(LAYER_LABEL, Arc::clone(layer)));
+        if let Some(value) = &key_value {
+            labels.push(Label::new(KEY_LABEL, value.clone()));
+        }
         labels.extend(
             m.labels
                 .iter()
@@ -231,6 +286,7 @@ impl MetricsEvents {
         });
         let handle = Handle {
             layer: Arc::clone(layer),
+            key: key_value,
             metric: m.metric,
             labels: m.labels,
             counter,
@@ -243,24 +299,33 @@ impl MetricsEvents {
 }
 
 impl Clone for MetricsEvents {
-    /// A clone registers its own handles.
+    /// A clone registers its own handles, with the same key labels.
     fn clone(&self) -> Self {
-        Self::new()
+        Self {
+            handles: RwLock::default(),
+            key_label: self.key_label.clone(),
+        }
     }
 }
 
 impl Listener for MetricsEvents {
     fn on_event(&self, event: &Event<'_>) {
         let layer = event.shared_name();
+        let key = match (&self.key_label, event.key()) {
+            (Some(label), Some(key)) => {
+                Some(label(key).unwrap_or_else(|| SharedString::const_str(OTHER_KEY)))
+            }
+            _ => None,
+        };
         event.what().measure(&mut |m| {
             {
                 let handles = self.handles.read().unwrap_or_else(PoisonError::into_inner);
-                if let Some(handle) = handles.iter().find(|h| h.is(layer, &m)) {
+                if let Some(handle) = handles.iter().find(|h| h.is(layer, key.as_ref(), &m)) {
                     Self::record(handle, m.value);
                     return;
                 }
             }
-            self.register(layer, m);
+            self.register(layer, key.clone(), m);
         });
     }
 }

@@ -60,23 +60,45 @@ use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
-/// Something that happened in a layer: the layer's name, and what
-/// happened, as its pattern tells it.
+/// Something that happened in a layer: the layer's name, the key of the
+/// instance it happened in (for a [keyed](crate::keyed) layer's instances
+/// and the keyed layer itself), and what happened, as its pattern tells it.
 #[derive(Clone, Copy)]
 pub struct Event<'a> {
     name: &'a Arc<str>,
+    key: Option<&'a str>,
     what: &'a dyn EventKind,
 }
 
 impl<'a> Event<'a> {
     /// `what` happened in the layer named `name`.
     pub fn new(name: &'a Arc<str>, what: &'a dyn EventKind) -> Self {
-        Self { name, what }
+        Self {
+            name,
+            key: None,
+            what,
+        }
     }
 
-    /// The name of the layer it happened in.
+    /// The same event, in the instance of `key` of a keyed layer.
+    #[must_use]
+    pub fn with_key(mut self, key: &'a str) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// The name of the layer it happened in. The instances of one
+    /// [keyed](crate::keyed) layer share its name, and differ by
+    /// [`key`](Self::key).
     pub fn name(&self) -> &'a str {
         self.name
+    }
+
+    /// The key of the instance it happened in, as the key displays
+    /// (`10.0.0.7:8080`, `tenant-42`): `None` for a layer that is not one
+    /// of a [keyed](crate::keyed) layer's instances.
+    pub fn key(&self) -> Option<&'a str> {
+        self.key
     }
 
     /// The layer's name, shared (a metric label made from it allocates
@@ -99,8 +121,14 @@ impl<'a> Event<'a> {
 }
 
 impl fmt::Display for Event<'_> {
+    /// The pattern's sentence, then the key of a keyed instance:
+    /// ``circuit `hosts`: Closed -> Open (failure rate reached its threshold); key `10.0.0.7:8080` ``.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.what.describe(self.name, f)
+        self.what.describe(self.name, f)?;
+        match self.key {
+            Some(key) => write!(f, "; key `{key}`"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -108,6 +136,7 @@ impl fmt::Debug for Event<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Event")
             .field("name", &self.name())
+            .field("key", &self.key)
             .field("what", &self.what)
             .finish()
     }
@@ -172,6 +201,7 @@ macro_rules! name_and_listeners {
 
         /// Registers a listener shared with other layers (the preset's
         /// stack-wide listeners).
+        #[allow(dead_code)]
         pub(crate) fn add_listener(
             mut self,
             listener: std::sync::Arc<dyn crate::event::Listener>,
@@ -183,19 +213,38 @@ macro_rules! name_and_listeners {
 }
 pub(crate) use name_and_listeners;
 
-/// The listeners of one layer.
+/// The listeners of one layer, and the key of the instance they hear
+/// (a keyed layer's instance: its events and rejections carry the key).
 #[derive(Clone, Default)]
 pub(crate) struct Listeners {
     listeners: Vec<Arc<dyn Listener>>,
+    key: Option<Arc<str>>,
 }
 
 impl fmt::Debug for Listeners {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} listener(s)", self.listeners.len())
+        write!(f, "{} listener(s)", self.listeners.len())?;
+        match &self.key {
+            Some(key) => write!(f, ", key {key:?}"),
+            None => Ok(()),
+        }
     }
 }
 
 impl Listeners {
+    /// The same listeners, for the instance of `key`.
+    pub(crate) fn for_key(&self, key: Arc<str>) -> Self {
+        Self {
+            listeners: self.listeners.clone(),
+            key: Some(key),
+        }
+    }
+
+    /// The key of the instance these listeners hear, if it is one.
+    pub(crate) fn key(&self) -> Option<&Arc<str>> {
+        self.key.as_ref()
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.listeners.is_empty()
     }
@@ -217,7 +266,30 @@ impl Listeners {
             return;
         }
         let what = what();
-        let event = Event::new(name, &what);
+        let event = Event {
+            name,
+            key: self.key.as_deref(),
+            what: &what,
+        };
+        for listener in &self.listeners {
+            listener.on_event(&event);
+        }
+    }
+
+    /// Like [`emit`](Self::emit), about the instance of `key` (the keyed
+    /// layer's own events, which are about one key of many).
+    #[inline]
+    pub(crate) fn emit_for<K: EventKind>(
+        &self,
+        name: &Arc<str>,
+        key: &str,
+        what: impl FnOnce() -> K,
+    ) {
+        if self.listeners.is_empty() {
+            return;
+        }
+        let what = what();
+        let event = Event::new(name, &what).with_key(key);
         for listener in &self.listeners {
             listener.on_event(&event);
         }

@@ -61,6 +61,22 @@ impl Gcra {
         self.burst
     }
 
+    /// The emission interval T, in nanoseconds.
+    pub(crate) fn interval(&self) -> u64 {
+        self.interval
+    }
+
+    /// The cells that would be admitted at once at `now`, and whether the
+    /// limiter is as it was new (every cell free: its TAT is not ahead).
+    pub(crate) fn available(&self, now: u64) -> (u32, bool) {
+        let tat = self.tat.load(Ordering::Acquire);
+        let ahead = tat.saturating_sub(now);
+        // Cells of the burst not yet freed: the TAT's lead, in whole
+        // intervals, rounded up.
+        let taken = ahead.div_ceil(self.interval).min(u64::from(self.burst)) as u32;
+        (self.burst - taken, ahead == 0)
+    }
+
     /// The nanoseconds `cost` cells take.
     #[inline]
     pub(crate) fn weight(&self, cost: u32) -> u64 {
@@ -154,6 +170,18 @@ mod tests {
             gcra.acquire(10, 1, 100),
             Decision::Admit { wait: 20, tat: 60 }
         );
+    }
+
+    #[test]
+    fn available_cells_follow_the_tat() {
+        let gcra = Gcra::new(10, 3);
+        assert_eq!(gcra.available(0), (3, true));
+        assert!(matches!(gcra.acquire(0, 2, 0), Decision::Admit { .. }));
+        assert_eq!(gcra.available(0), (1, false));
+        assert_eq!(gcra.available(5), (1, false), "a part-freed cell is not free");
+        assert_eq!(gcra.available(10), (2, false));
+        assert_eq!(gcra.available(20), (3, true));
+        assert_eq!(gcra.available(1000), (3, true));
     }
 }
 

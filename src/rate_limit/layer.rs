@@ -4,11 +4,14 @@ use std::time::Duration;
 
 use tower::Layer;
 
+use tokio::time::Instant;
+
 use super::RateLimit;
 use super::gcra::Gcra;
 use crate::clock::{self, Epoch};
 use crate::error::{ConfigError, RateLimited};
 use crate::event::Listeners;
+use crate::registry::{Fork, Instance};
 use crate::validate;
 
 /// What every service of one rate-limit layer shares: one limiter.
@@ -30,6 +33,7 @@ impl Shared {
     pub(crate) fn rejection(&self, cost: u32, retry_after: Duration) -> RateLimited {
         RateLimited::new(
             self.name.clone(),
+            self.listeners.key().cloned(),
             self.count,
             self.per,
             self.gcra.burst(),
@@ -115,6 +119,72 @@ impl RateLimitLayer {
     /// Starts configuring a rate limiter.
     pub fn builder() -> RateLimitBuilder {
         RateLimitBuilder::default()
+    }
+}
+
+/// A snapshot of a rate limiter, from [`RateLimitLayer::metrics`] (and, for
+/// each key of a [keyed](crate::keyed) layer, from its handle's
+/// [`instances`](crate::keyed::KeyedHandle::instances)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RateLimitMetrics {
+    /// The cells a call could take at once now (a call waiting for its
+    /// turn has taken its cells already).
+    pub available: u32,
+    /// The most cells at once.
+    pub burst: u32,
+}
+
+impl<C> RateLimitLayer<C> {
+    /// A snapshot of the limiter's state now.
+    pub fn metrics(&self) -> RateLimitMetrics {
+        let shared = &self.shared;
+        let (available, _) = shared.gcra.available(shared.epoch.nanos_now());
+        RateLimitMetrics {
+            available,
+            burst: shared.gcra.burst(),
+        }
+    }
+}
+
+/// A [keyed](crate::keyed) layer makes one limiter per key from this one.
+impl<C> Instance for RateLimitLayer<C>
+where
+    C: Clone + Send + Sync + 'static,
+{
+    type Snapshot = RateLimitMetrics;
+
+    /// A limiter with this one's rate, burst, maximum wait and listeners,
+    /// and every cell free.
+    fn fork(&self, fork: &Fork) -> Self {
+        let shared = &self.shared;
+        Self {
+            shared: Arc::new(Shared {
+                name: shared.name.clone(),
+                count: shared.count,
+                per: shared.per,
+                epoch: Epoch::now(),
+                gcra: Gcra::new(shared.gcra.interval(), shared.gcra.burst()),
+                max_wait: shared.max_wait,
+                listeners: shared.listeners.for_key(fork.key().clone()),
+            }),
+            cost: self.cost.clone(),
+        }
+    }
+
+    /// Services and waiting calls hold the limiter.
+    fn in_use(&self) -> bool {
+        Arc::strong_count(&self.shared) > 1
+    }
+
+    /// Every cell is free again.
+    fn is_fresh(&self, now: Instant) -> bool {
+        let shared = &self.shared;
+        shared.gcra.available(shared.epoch.nanos_at(now)).1
+    }
+
+    fn snapshot(&self) -> RateLimitMetrics {
+        self.metrics()
     }
 }
 

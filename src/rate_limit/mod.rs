@@ -86,7 +86,7 @@ mod layer;
 
 pub use self::event::RateLimitEvent;
 pub use self::future::ResponseFuture;
-pub use self::layer::{Cost, CostFn, One, RateLimitBuilder, RateLimitLayer};
+pub use self::layer::{Cost, CostFn, One, RateLimitBuilder, RateLimitLayer, RateLimitMetrics};
 
 use std::fmt;
 use std::sync::Arc;

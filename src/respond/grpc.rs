@@ -25,8 +25,8 @@ const PUSHBACK: &str = "grpc-retry-pushback-ms";
 /// The `Status` a gRPC caller should see for a palisade rejection in
 /// `err`'s chain, or `None` if there is none.
 ///
-/// `CircuitOpen` becomes `UNAVAILABLE`, `BulkheadFull` and `RateLimited`
-/// `RESOURCE_EXHAUSTED`, `Elapsed` `DEADLINE_EXCEEDED`. The message is the
+/// `CircuitOpen` becomes `UNAVAILABLE`, `BulkheadFull`, `RateLimited` and
+/// `TooManyKeys` `RESOURCE_EXHAUSTED`, `Elapsed` `DEADLINE_EXCEEDED`. The message is the
 /// rejection's `Display`, and the rejection is the status's
 /// [`source`](StdError::source), so
 /// [`ErrorKind::of_dyn`](crate::error::ErrorKind::of_dyn) still finds it.
@@ -74,6 +74,7 @@ pub fn to_status(err: &(dyn StdError + 'static)) -> Option<Status> {
             status
         }
         Rejection::BulkheadFull(full) => status_of(Code::ResourceExhausted, full),
+        Rejection::TooManyKeys(refused) => status_of(Code::ResourceExhausted, refused),
         Rejection::RateLimited(limited) => {
             let mut status = status_of(Code::ResourceExhausted, limited);
             if let Some(ms) = pushback_ms(limited.retry_after()) {

@@ -42,6 +42,9 @@ const LONGEST_RETRY_AFTER_WHEN_BUSY: Duration = Duration::from_secs(86_400);
 ///   limiter's `retry_after` in whole seconds, rounded up and at least 1;
 ///   without it for a call whose cost is above the limiter's burst, which
 ///   no wait lets through.
+/// - `TooManyKeys`: 503, with `Retry-After` as for a full bulkhead: the
+///   keyed layer has no room for the request's key now, and may have once
+///   an instance goes.
 /// - `Elapsed`: 504 Gateway Timeout.
 ///
 /// For a server whose errors go through a `HandleErrorLayer` of your own:
@@ -84,7 +87,7 @@ fn response<B: Default>(
             StatusCode::SERVICE_UNAVAILABLE,
             breaker_retry_after(open.retry_after()),
         ),
-        Rejection::BulkheadFull(_) => (
+        Rejection::BulkheadFull(_) | Rejection::TooManyKeys(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
             (!when_busy.is_zero()).then(|| whole_seconds(when_busy)),
         ),

@@ -2,7 +2,7 @@
 //! with the right code, an HTTP 503, 429 or 504 with `Retry-After`.
 //!
 //! A palisade layer refuses a call with an error of its own
-//! ([`CircuitOpen`], [`BulkheadFull`], [`RateLimited`], [`Elapsed`]). Left as it is, that
+//! ([`CircuitOpen`], [`BulkheadFull`], [`RateLimited`], [`TooManyKeys`], [`Elapsed`]). Left as it is, that
 //! error reaches a gRPC caller as `UNKNOWN`, and an HTTP server cannot
 //! answer it at all (axum refuses a layer whose error is not
 //! `Infallible`). This module turns each rejection into the answer the
@@ -13,6 +13,7 @@
 //! | [`CircuitOpen`] | `UNAVAILABLE`, with `grpc-retry-pushback-ms` when the breaker says when it may admit calls again | 503, with `Retry-After` in whole seconds (rounded up, at least 1), none when forced open |
 //! | [`BulkheadFull`] | `RESOURCE_EXHAUSTED` | 503, with `Retry-After` (1 s by default, see [`retry_after_when_busy`](HttpRejectionBuilder::retry_after_when_busy)) |
 //! | [`RateLimited`] | `RESOURCE_EXHAUSTED`, with `grpc-retry-pushback-ms`: when the call's cost would conform | 429, with `Retry-After` in whole seconds (rounded up, at least 1), none for a cost above the burst |
+//! | [`TooManyKeys`] | `RESOURCE_EXHAUSTED` | 503, with `Retry-After` as for a full bulkhead |
 //! | [`Elapsed`] | `DEADLINE_EXCEEDED` | 504 |
 //!
 //! A rejection is found anywhere in the error's chain of
@@ -59,6 +60,7 @@
 //! [`CircuitOpen`]: crate::error::CircuitOpen
 //! [`BulkheadFull`]: crate::error::BulkheadFull
 //! [`RateLimited`]: crate::error::RateLimited
+//! [`TooManyKeys`]: crate::error::TooManyKeys
 //! [`Elapsed`]: crate::error::Elapsed
 //! [`ErrorKind::of_dyn`]: crate::error::ErrorKind::of_dyn
 
@@ -80,7 +82,9 @@ use std::task::{Context, Poll, ready};
 
 use pin_project::pin_project;
 
-use crate::error::{BoxError, BulkheadFull, CircuitOpen, Elapsed, ErrorKind, RateLimited};
+use crate::error::{
+    BoxError, BulkheadFull, CircuitOpen, Elapsed, ErrorKind, RateLimited, TooManyKeys,
+};
 
 /// What both layers' futures hold: the inner call, or the refusal the
 /// inner `poll_ready` returned, held by the service for this call (tonic's
@@ -151,6 +155,7 @@ enum Rejection<'a> {
     CircuitOpen(&'a CircuitOpen),
     BulkheadFull(&'a BulkheadFull),
     RateLimited(&'a RateLimited),
+    TooManyKeys(&'a TooManyKeys),
     Elapsed(&'a Elapsed),
 }
 
@@ -160,6 +165,7 @@ fn rejection<'a>(err: &'a (dyn StdError + 'static)) -> Option<Rejection<'a>> {
         ErrorKind::CircuitOpen => find(err).map(Rejection::CircuitOpen),
         ErrorKind::BulkheadFull => find(err).map(Rejection::BulkheadFull),
         ErrorKind::RateLimited => find(err).map(Rejection::RateLimited),
+        ErrorKind::TooManyKeys => find(err).map(Rejection::TooManyKeys),
         ErrorKind::Elapsed => find(err).map(Rejection::Elapsed),
         // Other rejections have no protocol answer of their own: they pass
         // through as any error would.

@@ -157,7 +157,7 @@ const _: () = {
         assert!(RetryReason::ALL[i] as usize == i, "in declaration order");
         i += 1;
     }
-    assert!(RetryReason::RateLimited as usize + 1 == RetryReason::ALL.len());
+    assert!(RetryReason::TooManyKeys as usize + 1 == RetryReason::ALL.len());
     let mut i = 0;
     while i < GiveUpReason::ALL.len() {
         assert!(GiveUpReason::ALL[i] as usize == i, "in declaration order");
@@ -183,6 +183,8 @@ pub enum RetryReason {
     NotSent,
     /// A rate limiter below refused it.
     RateLimited,
+    /// A keyed layer below had no room for its key.
+    TooManyKeys,
 }
 
 impl fmt::Display for RetryReason {
@@ -194,6 +196,7 @@ impl fmt::Display for RetryReason {
             RetryReason::BulkheadFull => "was refused by a full bulkhead",
             RetryReason::NotSent => "never reached the server",
             RetryReason::RateLimited => "was refused by a rate limiter",
+            RetryReason::TooManyKeys => "was refused by a keyed layer with no room for its key",
         })
     }
 }
@@ -248,13 +251,14 @@ impl fmt::Display for GiveUpReason {
 
 impl RetryReason {
     /// Every variant, in declaration order.
-    pub const ALL: [RetryReason; 6] = [
+    pub const ALL: [RetryReason; 7] = [
         RetryReason::Failure,
         RetryReason::Timeout,
         RetryReason::CircuitOpen,
         RetryReason::BulkheadFull,
         RetryReason::NotSent,
         RetryReason::RateLimited,
+        RetryReason::TooManyKeys,
     ];
 
     /// The reason's name, as in the `palisade.retry.reason` label of
@@ -268,6 +272,7 @@ impl RetryReason {
             RetryReason::BulkheadFull => "bulkhead_full",
             RetryReason::NotSent => "not_sent",
             RetryReason::RateLimited => "rate_limited",
+            RetryReason::TooManyKeys => "too_many_keys",
         }
     }
 }

@@ -139,6 +139,7 @@ where
         Some(ErrorKind::CircuitOpen) => (RetryReason::CircuitOpen, false),
         Some(ErrorKind::BulkheadFull) => (RetryReason::BulkheadFull, false),
         Some(ErrorKind::RateLimited) => (RetryReason::RateLimited, false),
+        Some(ErrorKind::TooManyKeys) => (RetryReason::TooManyKeys, false),
         Some(_) => return Err(GiveUpReason::NotRetryable),
         None if shared.classifier.is_not_sent(result) => (RetryReason::NotSent, false),
         None if shared.classifier.is_retryable_failure(result) => (RetryReason::Failure, true),

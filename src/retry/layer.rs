@@ -295,6 +295,8 @@ impl<C, B, K> RetryBuilder<C, B, K> {
     ///   after the backoff's delay or the limiter's `retry_after`,
     ///   whichever is longer; a call costing more than the limiter's burst
     ///   (whose `retry_after` has no end) ends the retries.
+    /// * [`TooManyKeys`](ErrorKind::TooManyKeys): a keyed layer below had
+    ///   no room for the request's key; retried after the backoff's delay.
     ///
     /// A refusal never reached the server, so it is retried whatever the
     /// request. `build()` refuses [`Inner`](ErrorKind::Inner).

@@ -1,0 +1,238 @@
+//! One instance of a layer per key: a breaker per host, a rate limiter per
+//! tenant, a bulkhead per downstream, in a registry bounded in memory.
+//!
+//! A breaker for a whole provider cuts off its healthy hosts with its
+//! failing one; .NET's resilience handler selects a pipeline per
+//! authority, and Envoy and Finagle keep failure state per endpoint.
+//! [`KeyedLayer`] does that for any of palisade's
+//! [`CircuitBreakerLayer`](crate::circuit_breaker::CircuitBreakerLayer),
+//! [`BulkheadLayer`](crate::bulkhead::BulkheadLayer) and
+//! [`RateLimitLayer`](crate::rate_limit::RateLimitLayer) (or a layer of
+//! your own that implements [`Instance`]): it takes a key from each
+//! request, and sends the call through that key's instance, a fork of
+//! the template layer with the same settings and a state of its own.
+//!
+//! # Keys
+//!
+//! From a closure ([`key`](KeyedBuilder::key)), or a built-in
+//! [`key_source`](KeyedBuilder::key_source) (feature `http`):
+//! [`HostAndPort`] (the host and port an `http::Request` or a
+//! `reqwest::Request` goes to) and [`Header`] (a header's value). The
+//! built-in sources find the instance without building an owned key, so a
+//! call whose key has an instance allocates nothing.
+//!
+//! # Bounded
+//!
+//! The layer holds at most [`max_keys`](KeyedBuilder::max_keys) instances,
+//! however many distinct keys come: an adversary sending a million keys
+//! cannot make it hold more (`tests/keyed.rs` sends 10^6 to a layer of
+//! 10^4). An instance goes when nothing holds it and
+//!
+//! * its state is back to that of a new one (a limiter that has filled up
+//!   again, an idle bulkhead, a closed breaker whose window is empty): it
+//!   can always go, since a new one would be the same;
+//! * it was not used for the [`idle_timeout`](KeyedBuilder::idle_timeout);
+//! * room is needed for a new key and the [`WhenFull`] policy says so
+//!   (by default, the least recently used goes).
+//!
+//! An instance that something holds (a call in flight through it, a
+//! response body holding its permit, a handle) never goes: two instances
+//! of one key would count one limit twice. If every instance is held, a
+//! new key's call is refused with [`TooManyKeys`](crate::error::TooManyKeys).
+//!
+//! **Memory per key** (measured by `tests/keyed.rs`, on x86_64): the
+//! registry's own entry is about 100 bytes (table, slot, key, its display
+//! form); the instance adds a rate limiter's ~400 bytes, a bulkhead's
+//! ~400, or a breaker's ~1 KB with its default count window of 100.
+//! BENCHMARKS.md has the figures.
+//!
+//! # Events and metrics
+//!
+//! Each instance's events carry its key ([`Event::key`](crate::event::Event::key)),
+//! and its rejections name it (`circuit breaker "hosts" for key
+//! "10.0.0.7:8080" is open; ...`); instances keep the template's name. The
+//! layer's own [`KeyedEvent`]s tell of instances made and evicted and of
+//! calls refused. [`MetricsEvents`](crate::event::MetricsEvents) counts
+//! every key of a layer in the same series by default, so the number of
+//! series does not grow with the keys; label them by key only through
+//! [`MetricsEvents::key_label`](crate::event::MetricsEvents::key_label),
+//! which maps each key to one of a bounded set of values.
+//!
+//! # Load balancing
+//!
+//! For the endpoints of a `tower::balance::p2c::Balance`, take each
+//! endpoint's breaker with [`KeyedLayer::instance`] and build its service
+//! with it; a breaker built with
+//! [`eject_when_open`](crate::circuit_breaker::CircuitBreakerBuilder::eject_when_open)
+//! reports `Pending` from `poll_ready` while open, so that the balancer
+//! picks another endpoint, and [`max_ejection_percent`](KeyedBuilder::max_ejection_percent)
+//! caps how many of the layer's breakers do so at once.
+//!
+//! # Readiness
+//!
+//! `poll_ready` is the inner service's. The key is known only at `call`:
+//! the call then takes the readied inner service into its key's instance,
+//! leaves a clone in its place (hence `S: Clone`), and drives the
+//! instance's own readiness (a bulkhead's queue, a breaker's admission)
+//! from its future, as tower's `Oneshot` does.
+//!
+//! # Cost
+//!
+//! On top of the instance's own: the key, a SipHash of it, one shard's
+//! lock (a registry has four shards per core; never a global lock) and a
+//! clone of the instance's `Arc`. No allocation once the key has an
+//! instance; making one allocates it, its key and its key's display form.
+//! See BENCHMARKS.md for the lookup at 10^2 to 10^6 keys.
+//!
+//! # Examples
+//!
+//! A breaker per host: one host failing opens its own breaker only.
+//!
+//! ```
+//! use palisade::circuit_breaker::{CircuitBreakerLayer, CircuitState};
+//! use palisade::error::{BoxError, ErrorKind};
+//! use palisade::keyed::{HostAndPort, HostPort, KeyedLayer};
+//! use tower::{Layer, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let per_host = KeyedLayer::builder(
+//!     CircuitBreakerLayer::builder().name("hosts").consecutive_failures(3).build().unwrap(),
+//! )
+//! .key_source(HostAndPort)
+//! .max_keys(1_000)
+//! .build()
+//! .unwrap();
+//! let handle = per_host.handle();
+//!
+//! let client = per_host.layer(service_fn(|req: http::Request<()>| async move {
+//!     match req.uri().host() {
+//!         Some("bad.example") => Err::<&str, BoxError>("connection reset".into()),
+//!         _ => Ok("ok"),
+//!     }
+//! }));
+//! let get = |uri: &str| http::Request::get(uri).body(()).unwrap();
+//!
+//! for _ in 0..3 {
+//!     let _ = client.clone().oneshot(get("http://bad.example/")).await;
+//! }
+//! let err = client.clone().oneshot(get("http://bad.example/")).await.unwrap_err();
+//! assert_eq!(ErrorKind::of(&err), ErrorKind::CircuitOpen);
+//! assert_eq!(
+//!     err.to_string(),
+//!     r#"circuit breaker "hosts" for key "bad.example:80" is open; it may admit calls again in 30s"#
+//! );
+//! assert_eq!(client.clone().oneshot(get("http://good.example/")).await.unwrap(), "ok");
+//!
+//! let bad = handle.get(&HostPort::new("bad.example", 80)).unwrap();
+//! assert_eq!(bad.handle().state(), CircuitState::Open);
+//! assert_eq!(handle.len(), 2);
+//! # }
+//! ```
+
+mod event;
+mod future;
+mod handle;
+mod key;
+mod layer;
+
+pub use self::event::KeyedEvent;
+pub use self::future::ResponseFuture;
+pub use self::handle::{EjectionCount, KeyedHandle};
+#[cfg(feature = "http")]
+pub use self::key::Header;
+pub use self::key::{
+    HeaderKey, HeaderRef, HostAndPort, HostPort, HostPortRef, KeyFn, KeyOf, KeySource, NoKey,
+};
+pub use self::layer::{KeyedBuilder, KeyedLayer, MAX_KEYS, WhenFull};
+pub use crate::registry::{Eviction, Fork, Instance, Lookup};
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tower::{Layer, Service};
+
+use self::layer::Shared;
+use crate::BoxError;
+
+/// A service that sends each call through its key's instance; see the
+/// [module docs](self).
+pub struct Keyed<S, X: KeySource, I> {
+    inner: S,
+    shared: Arc<Shared<X, I>>,
+}
+
+impl<S, X: KeySource, I> Keyed<S, X, I> {
+    pub(crate) fn from_shared(inner: S, shared: Arc<Shared<X, I>>) -> Self {
+        Self { inner, shared }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, X: KeySource, I> Clone for Keyed<S, X, I> {
+    /// A clone shares the instances.
+    fn clone(&self) -> Self {
+        Self::from_shared(self.inner.clone(), self.shared.clone())
+    }
+}
+
+impl<S: fmt::Debug, X: KeySource, I> fmt::Debug for Keyed<S, X, I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keyed")
+            .field("inner", &self.inner)
+            .field("name", &self.shared.name)
+            .finish()
+    }
+}
+
+impl<S, X, I, Req> Service<Req> for Keyed<S, X, I>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    X: KeyOf<Req>,
+    I: Instance + Layer<S>,
+    I::Service: Service<Req>,
+    <I::Service as Service<Req>>::Error: Into<BoxError>,
+{
+    type Response = <I::Service as Service<Req>>::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<I::Service, Req>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    #[inline]
+    fn call(&mut self, req: Req) -> Self::Future {
+        let found = {
+            let lookup = self.shared.source.key_of(&req);
+            self.shared.instance(&lookup)
+        };
+        match found {
+            Ok(instance) => {
+                // The readied service goes with the call; this one gets a
+                // clone, readied by the caller's next `poll_ready`.
+                let clone = self.inner.clone();
+                let readied = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture::called(instance.layer(readied), req)
+            }
+            Err(refused) => ResponseFuture::rejected(refused),
+        }
+    }
+}
