@@ -913,7 +913,13 @@ mod tests {
 
     #[test]
     fn accessors_give_the_limits() {
-        let full = BulkheadFull::new("inventory".into(), None, 32, 16, Some(Duration::from_millis(50)));
+        let full = BulkheadFull::new(
+            "inventory".into(),
+            None,
+            32,
+            16,
+            Some(Duration::from_millis(50)),
+        );
         assert_eq!(full.name(), "inventory");
         assert_eq!((full.max_concurrent(), full.max_queue()), (32, 16));
         assert_eq!(full.waited(), Some(Duration::from_millis(50)));

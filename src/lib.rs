@@ -133,11 +133,11 @@ pub mod keyed;
 pub mod middleware;
 pub mod preset;
 pub mod rate_limit;
+mod registry;
 pub mod replay;
 #[cfg(feature = "http")]
 pub mod respond;
 pub mod retry;
-mod registry;
 mod semaphore;
 mod sync;
 pub mod timeout;

@@ -323,7 +323,9 @@ impl<S, C> CircuitBreaker<S, C> {
     fn must_decide(&self) -> bool {
         match &self.ready {
             Ready::Undecided => true,
-            Ready::Rare(rare) if matches!(**rare, RareReady::Rejected(_) | RareReady::Parked(_)) => {
+            Ready::Rare(rare)
+                if matches!(**rare, RareReady::Rejected(_) | RareReady::Parked(_)) =>
+            {
                 true
             }
             _ => self.is_stale(),

@@ -137,7 +137,8 @@ impl Core {
             CircuitState::HalfOpen => {
                 let until = self.open_until.load(Acquire);
                 let probes = self.probes();
-                let full = probes.belongs_to(word) && probes.admitted >= self.config.half_open_calls;
+                let full =
+                    probes.belongs_to(word) && probes.admitted >= self.config.half_open_calls;
                 drop(probes);
                 (full && self.epoch.nanos_now() < until).then_some(Some(until))
             }

@@ -42,7 +42,9 @@ impl fmt::Display for KeyedEvent {
                 write!(f, "instance evicted: {reason} ({keys} keys)")
             }
             KeyedEvent::Rejected => f.write_str("call rejected: no room for its key"),
-            KeyedEvent::Shared => f.write_str("no room for its key: call served by the shared instance"),
+            KeyedEvent::Shared => {
+                f.write_str("no room for its key: call served by the shared instance")
+            }
         }
     }
 }

@@ -11,8 +11,8 @@ use crate::BoxError;
 use crate::error::TooManyKeys;
 
 /// The future of a [`Keyed`](super::Keyed) call: the key's instance
-/// around the inner service, made ready and called, or a refusal that is
-/// ready at once.
+/// around the inner service, made ready and called (tower's `Oneshot`), or
+/// a refusal that is ready at once.
 #[pin_project]
 pub struct ResponseFuture<S: Service<Req>, Req> {
     #[pin]
@@ -52,7 +52,9 @@ impl<S: Service<Req>, Req> fmt::Debug for ResponseFuture<S, Req> {
             Kind::Called { .. } => "called",
             Kind::Rejected { .. } => "rejected",
         };
-        f.debug_struct("ResponseFuture").field("kind", &kind).finish()
+        f.debug_struct("ResponseFuture")
+            .field("kind", &kind)
+            .finish()
     }
 }
 

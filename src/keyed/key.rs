@@ -38,7 +38,9 @@ pub trait KeyOf<Req>: KeySource {
 /// A key taken by a closure; made by [`KeyedBuilder::key`](super::KeyedBuilder::key).
 pub struct KeyFn<F, Req, K> {
     f: F,
-    _types: PhantomData<fn(&Req) -> K>,
+    // `fn(Req)`, not `fn(&Req)`: a higher-ranked type here makes futures
+    // that hold the service fail `Send` checks (rustc #64552).
+    _types: PhantomData<fn(Req) -> K>,
 }
 
 impl<F, Req, K> KeyFn<F, Req, K> {
@@ -203,7 +205,9 @@ fn default_port(scheme: Option<&str>) -> u16 {
 fn split_host(value: &str) -> (&str, Option<u16>) {
     let (host, port) = match value.rfind(':') {
         // An IPv6 literal without a port ends with `]`.
-        Some(colon) if !value[colon..].contains(']') => (&value[..colon], Some(&value[colon + 1..])),
+        Some(colon) if !value[colon..].contains(']') => {
+            (&value[..colon], Some(&value[colon + 1..]))
+        }
         _ => (value, None),
     };
     (host, port.and_then(|p| p.parse().ok()))
@@ -379,8 +383,20 @@ mod tests {
         };
         assert_eq!(hasher.hash_one(&owned), hasher.hash_one(borrowed));
         assert!(borrowed.matches(&owned));
-        assert!(!HostPortRef { host: "example.com", port: 80 }.matches(&owned));
-        assert!(!HostPortRef { host: "example.co", port: 443 }.matches(&owned));
+        assert!(
+            !HostPortRef {
+                host: "example.com",
+                port: 80
+            }
+            .matches(&owned)
+        );
+        assert!(
+            !HostPortRef {
+                host: "example.co",
+                port: 443
+            }
+            .matches(&owned)
+        );
         assert_eq!(borrowed.to_key(), owned);
         assert_eq!(owned.to_string(), "example.com:443");
         assert_eq!(HostPort::new("", 0).to_string(), "(no host):0");
@@ -390,7 +406,10 @@ mod tests {
         assert_eq!(hasher.hash_one(&header), hasher.hash_one(found));
         assert!(found.matches(&header));
         assert!(!HeaderRef(None).matches(&header));
-        assert_eq!(hasher.hash_one(HeaderKey::new(None)), hasher.hash_one(HeaderRef(None)));
+        assert_eq!(
+            hasher.hash_one(HeaderKey::new(None)),
+            hasher.hash_one(HeaderRef(None))
+        );
         assert_eq!(header.to_string(), "acme");
         assert_eq!(HeaderKey::new(None).to_string(), "(none)");
         assert_eq!(HeaderKey::new(Some(b"a\xffb")).to_string(), "a\\xffb");
@@ -438,6 +457,9 @@ mod tests {
             reqwest::Method::GET,
             "https://API.example.com/v1".parse().unwrap(),
         );
-        assert_eq!(HostAndPort.key_of(&req).to_key().to_string(), "api.example.com:443");
+        assert_eq!(
+            HostAndPort.key_of(&req).to_key().to_string(),
+            "api.example.com:443"
+        );
     }
 }

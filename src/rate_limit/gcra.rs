@@ -178,7 +178,11 @@ mod tests {
         assert_eq!(gcra.available(0), (3, true));
         assert!(matches!(gcra.acquire(0, 2, 0), Decision::Admit { .. }));
         assert_eq!(gcra.available(0), (1, false));
-        assert_eq!(gcra.available(5), (1, false), "a part-freed cell is not free");
+        assert_eq!(
+            gcra.available(5),
+            (1, false),
+            "a part-freed cell is not free"
+        );
         assert_eq!(gcra.available(10), (2, false));
         assert_eq!(gcra.available(20), (3, true));
         assert_eq!(gcra.available(1000), (3, true));

@@ -200,11 +200,7 @@ pub enum Eviction {
 
 impl Eviction {
     /// Every reason, in declaration order.
-    pub const ALL: [Eviction; 3] = [
-        Eviction::Fresh,
-        Eviction::Idle,
-        Eviction::LeastRecentlyUsed,
-    ];
+    pub const ALL: [Eviction; 3] = [Eviction::Fresh, Eviction::Idle, Eviction::LeastRecentlyUsed];
 
     /// The reason in snake case, as a metric label value.
     pub const fn as_str(self) -> &'static str {
@@ -506,7 +502,9 @@ where
         // Every update leaves the shard consistent before it can panic
         // (an instance's code runs outside the lock): a poisoned lock
         // holds a usable shard.
-        shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        shard
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     #[inline]

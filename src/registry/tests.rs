@@ -108,7 +108,12 @@ impl Fixture {
     }
 
     fn keys(&self) -> Vec<String> {
-        let mut keys: Vec<String> = self.registry.entries().into_iter().map(|(k, _)| k).collect();
+        let mut keys: Vec<String> = self
+            .registry
+            .entries()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         keys.sort();
         keys
     }
@@ -231,7 +236,10 @@ async fn idle_instances_go_when_a_key_is_added_and_when_asked() {
         .registry
         .evict_idle(&mut |label, change| reported.push((label.to_string(), change)));
     assert_eq!(gone, 1);
-    assert_eq!(reported, [("b".to_string(), Change::Evicted(Eviction::Idle))]);
+    assert_eq!(
+        reported,
+        [("b".to_string(), Change::Evicted(Eviction::Idle))]
+    );
     assert_eq!(f.keys(), ["c"], "c was used just now, and is held");
     drop(held);
 }
