@@ -346,6 +346,17 @@ impl<S, C> CircuitBreaker<S, C> {
         }
     }
 
+    /// Whether this service holds an admission (closed, or a probe) made
+    /// under the breaker's current state.
+    fn holds_admission(&self) -> bool {
+        let admitted = match &self.ready {
+            Ready::Admitted(_) => true,
+            Ready::Rare(rare) => matches!(**rare, RareReady::Probe(_)),
+            Ready::Undecided => false,
+        };
+        admitted && !self.is_stale()
+    }
+
     fn is_rejected(&self) -> bool {
         matches!(&self.ready, Ready::Rare(rare) if matches!(**rare, RareReady::Rejected(_)))
     }
@@ -356,17 +367,8 @@ impl<S, C> CircuitBreaker<S, C> {
     #[cold]
     fn poll_ejected(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let core = &self.shared.core;
-        let Some(eject) = &core.eject else {
-            return Poll::Ready(());
-        };
         loop {
-            if core.ejected_until().is_none() {
-                break;
-            }
-            eject.register(cx.waker());
-            // Looked at again once registered: a transition between the
-            // first look and the registration woke nobody.
-            let Some(until) = core.ejected_until() else {
+            let Some(until) = core.park(cx.waker()) else {
                 break;
             };
             let timer = match std::mem::replace(&mut self.ready, Ready::Undecided) {
@@ -432,7 +434,12 @@ where
     type Future = ResponseFuture<S::Future, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if self.shared.core.eject.is_some() && self.poll_ejected(cx).is_pending() {
+        // An admission still good (a probe this service holds, say) goes
+        // ahead; only a caller that would be refused is parked.
+        if self.shared.core.eject.is_some()
+            && !self.holds_admission()
+            && self.poll_ejected(cx).is_pending()
+        {
             return Poll::Pending;
         }
         if self.must_decide() {

@@ -146,6 +146,18 @@ impl Core {
         }
     }
 
+    /// Parks the task of `waker` if the breaker is ejected and would
+    /// refuse a call: `Some` with [`ejected_until`](Self::ejected_until)'s
+    /// deadline, once the waker is registered. The breaker is looked at
+    /// again after the registration, so that a transition between the
+    /// first look and the registration (which woke nobody) is not missed.
+    pub(crate) fn park(&self, waker: &std::task::Waker) -> Option<Option<u64>> {
+        let eject = self.eject.as_ref()?;
+        self.ejected_until()?;
+        eject.register(waker);
+        self.ejected_until()
+    }
+
     /// The instant `nanos` after the epoch.
     pub(crate) fn instant_at(&self, nanos: u64) -> Instant {
         self.epoch.instant_at(nanos)
@@ -714,6 +726,42 @@ mod loom_tests {
             let metrics = core.metrics();
             assert_eq!((metrics.calls, metrics.failures), (0, 0));
             assert_eq!(metrics.consecutive_failures, 0);
+        });
+    }
+
+    /// Issue 15: a caller parks on an ejected breaker while it is reset.
+    /// Whatever the interleaving, the caller is either not parked (it saw
+    /// the breaker closed) or woken. (Fails without the second look in
+    /// `park`, or with the wake before the state's store in `transition`.)
+    #[test]
+    fn loom_a_parked_caller_is_never_left_asleep() {
+        use std::sync::atomic::AtomicBool as StdBool;
+        use std::task::{Wake, Waker};
+
+        struct Flag(StdBool);
+        impl Wake for Flag {
+            fn wake(self: std::sync::Arc<Self>) {
+                self.0.store(true, SeqCst);
+            }
+        }
+
+        loom::model(|| {
+            let core = crate::sync::Arc::new(
+                closed().ejecting(Arc::new(crate::registry::Ejection::new(100))),
+            );
+            core.force(CircuitState::ForcedOpen);
+            let flag = std::sync::Arc::new(Flag(StdBool::new(false)));
+            let waker = Waker::from(flag.clone());
+            let resetter = {
+                let core = core.clone();
+                loom::thread::spawn(move || core.force(CircuitState::Closed))
+            };
+            let parked = core.park(&waker).is_some();
+            resetter.join().unwrap();
+            if parked {
+                assert!(flag.0.load(SeqCst), "parked and never woken");
+            }
+            assert!(core.park(&waker).is_none(), "closed: nobody parks");
         });
     }
 

@@ -45,7 +45,6 @@ mod ejection;
 
 pub(crate) use self::ejection::Ejection;
 
-use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
@@ -426,10 +425,18 @@ impl Evicted {
     }
 }
 
+/// SipHash with a key drawn for each registry, so that nobody outside can
+/// aim keys at one shard; under loom, a fixed key, so that every run of a
+/// model puts the keys in the same shards.
+#[cfg(not(palisade_loom))]
+type Hashing = std::collections::hash_map::RandomState;
+#[cfg(palisade_loom)]
+type Hashing = std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
+
 /// A bounded map from keys to instances; see the [module docs](self).
 pub(crate) struct Registry<K, V> {
     shards: Box<[CachePadded<Mutex<Shard<K, V>>>]>,
-    hasher: RandomState,
+    hasher: Hashing,
     len: CachePadded<AtomicUsize>,
     max: usize,
     /// The idle timeout, in nanoseconds.
@@ -464,7 +471,7 @@ where
             shards: (0..shards)
                 .map(|_| CachePadded(Mutex::new(Shard::new())))
                 .collect(),
-            hasher: RandomState::new(),
+            hasher: Hashing::default(),
             len: CachePadded(AtomicUsize::new(0)),
             max,
             idle: idle.map(clock::nanos),
@@ -822,3 +829,78 @@ where
 
 #[cfg(all(test, not(palisade_loom)))]
 mod tests;
+
+#[cfg(all(test, palisade_loom))]
+mod loom_tests {
+    use super::*;
+    use crate::sync::AtomicBool;
+
+    /// An instance that is never fresh, in use while a clone is held.
+    #[derive(Clone)]
+    struct Held(crate::sync::Arc<AtomicBool>);
+
+    impl Instance for Held {
+        type Snapshot = ();
+        fn fork(&self, _: &Fork) -> Self {
+            Held(crate::sync::Arc::new(AtomicBool::new(false)))
+        }
+        fn in_use(&self) -> bool {
+            crate::sync::Arc::strong_count(&self.0) > 1
+        }
+        fn is_fresh(&self, _: Instant) -> bool {
+            false
+        }
+        fn snapshot(&self) {}
+    }
+
+    fn get(registry: &Registry<u32, Held>, key: u32) -> Result<(), Full> {
+        let template = Held(crate::sync::Arc::new(AtomicBool::new(false)));
+        registry
+            .get_or_create(
+                &key,
+                |label| template.fork(&Fork::new(label.clone(), None)),
+                &mut |_, _| {},
+            )
+            .map(drop)
+    }
+
+    /// Two new keys race for the last place of a registry that may not
+    /// evict: whatever the interleaving, exactly one gets it. (Fails with
+    /// the count's compare-and-swap replaced by a load and a store.)
+    #[test]
+    fn loom_two_new_keys_race_for_the_last_place() {
+        loom::model(|| {
+            let registry = crate::sync::Arc::new(Registry::<u32, Held>::new(1, 2, None, false));
+            let other = registry.clone();
+            let racer = loom::thread::spawn(move || get(&other, 1));
+            let mine = get(&registry, 2);
+            let theirs = racer.join().unwrap();
+            assert_eq!(
+                usize::from(mine.is_ok()) + usize::from(theirs.is_ok()),
+                1,
+                "{mine:?} {theirs:?}"
+            );
+            assert_eq!(registry.len(), 1);
+        });
+    }
+
+    /// Two new keys race under the LRU policy: at least one is served (the
+    /// other is refused only while the first one's caller still holds its
+    /// instance, which may not go), and the count stays exact.
+    #[test]
+    fn loom_evicting_for_a_new_key_keeps_the_count_exact() {
+        loom::model(|| {
+            let registry = crate::sync::Arc::new(Registry::<u32, Held>::new(1, 2, None, true));
+            let other = registry.clone();
+            let racer = loom::thread::spawn(move || get(&other, 1));
+            let mine = get(&registry, 2);
+            let theirs = racer.join().unwrap();
+            assert!(mine.is_ok() || theirs.is_ok(), "{mine:?} {theirs:?}");
+            assert_eq!(registry.len(), 1);
+            assert_eq!(registry.entries().len(), 1);
+            // Nothing is held now: a third key evicts whichever is there.
+            assert_eq!(get(&registry, 3), Ok(()));
+            assert_eq!(registry.entries().len(), 1);
+        });
+    }
+}

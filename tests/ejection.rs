@@ -1,0 +1,315 @@
+//! Issue 15, item 3: breakers that eject their endpoint from tower's
+//! power-of-two-choices balancer while open. Endpoints are real hyper
+//! servers on 127.0.0.1, called with hyper's client; each has its own
+//! breaker, made by one keyed layer that caps how many are ejected at
+//! once. The assertions are on what the servers saw.
+
+#[path = "support/http_server.rs"]
+mod http_server;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use http_server::{Reply, Server};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use palisade::circuit_breaker::{CircuitBreakerLayer, CircuitState};
+use palisade::classify::HttpClassifier;
+use palisade::error::{BoxError, ErrorKind};
+use palisade::keyed::KeyedLayer;
+use tower::balance::p2c::Balance;
+use tower::discover::ServiceList;
+use tower::load::Constant;
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+type Body = Empty<Bytes>;
+type HyperClient = Client<HttpConnector, Body>;
+
+fn hyper_client() -> HyperClient {
+    let mut connector = HttpConnector::new();
+    // Under paused time, Nagle's delay would hold a small write back while
+    // the clock jumps ahead.
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new()).build(connector)
+}
+
+/// One endpoint: the request's path, sent to `addr`.
+fn endpoint(
+    client: HyperClient,
+    addr: SocketAddr,
+) -> impl Service<
+    http::Request<Body>,
+    Response = http::Response<Incoming>,
+    Error = BoxError,
+    Future: Send,
+> + Clone
++ Send {
+    service_fn(move |mut req: http::Request<Body>| {
+        let uri = format!("http://{addr}{}", req.uri().path());
+        *req.uri_mut() = uri.parse().unwrap();
+        let client = client.clone();
+        async move { client.request(req).await.map_err(BoxError::from) }
+    })
+}
+
+fn request() -> http::Request<Body> {
+    http::Request::get("/item").body(Body::new()).unwrap()
+}
+
+fn addr_of(server: &Server) -> SocketAddr {
+    server
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap()
+}
+
+/// A keyed layer of ejecting breakers, one per endpoint address: two
+/// failures in a row open one for 10 s; at most `max_percent` of them
+/// are ejected at once.
+fn breakers(
+    max_percent: u32,
+) -> KeyedLayer<
+    impl palisade::keyed::KeySource<Key = SocketAddr>,
+    CircuitBreakerLayer<HttpClassifier>,
+> {
+    KeyedLayer::builder(
+        CircuitBreakerLayer::builder()
+            .name("endpoints")
+            .classifier(HttpClassifier::new())
+            .consecutive_failures(2)
+            .wait_duration(Duration::from_secs(10))
+            .half_open_calls(1)
+            .eject_when_open()
+            .build()
+            .unwrap(),
+    )
+    .name("endpoints")
+    .key(|addr: &SocketAddr| *addr)
+    .max_ejection_percent(max_percent)
+    .build()
+    .unwrap()
+}
+
+/// One failing endpoint of four: once its breaker opens, p2c never picks
+/// it again while it is open, and every call succeeds on the others. When
+/// the open wait ends, one probe goes to it; failing, it is out again.
+#[tokio::test(start_paused = true)]
+async fn an_open_breaker_takes_its_endpoint_out_of_the_balancer() {
+    let bad = Server::start(vec![], Reply::status(500)).await;
+    let mut good = Vec::new();
+    for _ in 0..3 {
+        good.push(Server::start(vec![], Reply::status(200)).await);
+    }
+    let keyed = breakers(50);
+    let handle = keyed.handle();
+    let client = hyper_client();
+    let mut endpoints = Vec::new();
+    for server in std::iter::once(&bad).chain(&good) {
+        let addr = addr_of(server);
+        let breaker = keyed.instance(&addr).unwrap();
+        endpoints.push(Constant::new(
+            breaker.layer(endpoint(client.clone(), addr)),
+            0,
+        ));
+    }
+    let mut balance = Balance::new(ServiceList::new(endpoints));
+
+    // Until the bad endpoint's breaker opens, some calls reach it.
+    let mut failed = 0;
+    for _ in 0..1_000 {
+        let res = balance
+            .ready()
+            .await
+            .unwrap()
+            .call(request())
+            .await
+            .unwrap();
+        if res.status() == 500 {
+            failed += 1;
+        }
+        if failed == 2 {
+            break;
+        }
+    }
+    assert_eq!(failed, 2, "the bad endpoint was picked");
+    let bad_breaker = handle.get(&addr_of(&bad)).unwrap().handle();
+    assert_eq!(bad_breaker.state(), CircuitState::Open);
+    assert!(bad_breaker.metrics().ejected);
+    let count = handle.ejection().unwrap();
+    assert_eq!(
+        (count.ejected, count.breakers, count.max_percent),
+        (1, 4, 50)
+    );
+
+    // Ejected: 200 calls, every one answered by a healthy endpoint.
+    for _ in 0..200 {
+        let res = balance
+            .ready()
+            .await
+            .unwrap()
+            .call(request())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    assert_eq!(bad.seen().len(), 2, "no call reached the ejected endpoint");
+    let served: usize = good.iter().map(|s| s.seen().len()).sum();
+    assert!(served >= 200);
+    assert_eq!(
+        bad_breaker.metrics().not_permitted,
+        0,
+        "no call was refused: none was sent to it"
+    );
+
+    // The open wait ends: the breaker's timer wakes the balancer's pending
+    // endpoint, which takes the one probe. Its failure opens it again.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let mut probed = false;
+    for _ in 0..1_000 {
+        let res = balance
+            .ready()
+            .await
+            .unwrap()
+            .call(request())
+            .await
+            .unwrap();
+        if res.status() == 500 {
+            probed = true;
+            break;
+        }
+    }
+    assert!(probed, "the half-open endpoint got its probe");
+    assert_eq!(bad.seen().len(), 3);
+    assert_eq!(bad_breaker.state(), CircuitState::Open);
+    for _ in 0..100 {
+        let res = balance
+            .ready()
+            .await
+            .unwrap()
+            .call(request())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    assert_eq!(bad.seen().len(), 3, "out again until the next wait ends");
+
+    // Set right by hand: back in at once.
+    bad.set_default(Reply::status(200));
+    bad_breaker.reset();
+    assert_eq!(handle.ejection().unwrap().ejected, 0);
+    for _ in 0..400 {
+        balance
+            .ready()
+            .await
+            .unwrap()
+            .call(request())
+            .await
+            .unwrap();
+    }
+    assert!(bad.seen().len() > 3, "picked again once closed");
+}
+
+/// Three failing endpoints of four, at most 50% ejected: two are taken
+/// out, the third stays in with its breaker open, answering its calls
+/// with `CircuitOpen` at once, and the healthy endpoint is never left
+/// alone to carry a balancer that waits for nothing.
+#[tokio::test(start_paused = true)]
+async fn the_cap_keeps_a_fraction_of_the_endpoints_in() {
+    let mut bad = Vec::new();
+    for _ in 0..3 {
+        bad.push(Server::start(vec![], Reply::status(500)).await);
+    }
+    let good = Server::start(vec![], Reply::status(200)).await;
+    let keyed = breakers(50);
+    let handle = keyed.handle();
+    let client = hyper_client();
+    let mut endpoints = Vec::new();
+    for server in bad.iter().chain(std::iter::once(&good)) {
+        let addr = addr_of(server);
+        let breaker = keyed.instance(&addr).unwrap();
+        endpoints.push(Constant::new(
+            breaker.layer(endpoint(client.clone(), addr)),
+            0,
+        ));
+    }
+    let mut balance = Balance::new(ServiceList::new(endpoints));
+
+    let mut refused = 0;
+    for _ in 0..2_000 {
+        match balance.ready().await.unwrap().call(request()).await {
+            Ok(_) => {}
+            Err(err) => {
+                assert_eq!(ErrorKind::of(&err), ErrorKind::CircuitOpen);
+                refused += 1;
+            }
+        }
+        let opened = bad
+            .iter()
+            .filter(|s| handle.get(&addr_of(s)).unwrap().handle().state() == CircuitState::Open)
+            .count();
+        if opened == 3 && refused >= 5 {
+            break;
+        }
+    }
+    let count = handle.ejection().unwrap();
+    assert_eq!(
+        (count.ejected, count.breakers, count.max_percent),
+        (2, 4, 50)
+    );
+    let states: Vec<(bool, bool)> = bad
+        .iter()
+        .map(|s| {
+            let metrics = handle.get(&addr_of(s)).unwrap().handle().metrics();
+            (metrics.state == CircuitState::Open, metrics.ejected)
+        })
+        .collect();
+    assert_eq!(states.iter().filter(|(open, _)| *open).count(), 3);
+    assert_eq!(states.iter().filter(|(_, ejected)| *ejected).count(), 2);
+    assert!(
+        refused >= 5,
+        "the open endpoint past the cap refuses at once"
+    );
+    // Each failing server saw its two failures and nothing more.
+    for server in &bad {
+        assert_eq!(server.seen().len(), 2);
+    }
+}
+
+/// A breaker alone ejects itself whenever it is open: its caller waits,
+/// and is let through when the open wait ends. (Use it under a balancer:
+/// alone, a timeout above bounds that wait.)
+#[tokio::test(start_paused = true)]
+async fn alone_an_ejected_breaker_parks_its_caller_until_the_wait_ends() {
+    let breaker = CircuitBreakerLayer::builder()
+        .consecutive_failures(1)
+        .half_open_calls(1)
+        .wait_duration(Duration::from_secs(5))
+        .eject_when_open()
+        .build()
+        .unwrap();
+    let handle = breaker.handle();
+    let svc = breaker.layer(service_fn(|fail: bool| async move {
+        if fail {
+            Err::<(), BoxError>("down".into())
+        } else {
+            Ok(())
+        }
+    }));
+    svc.clone().oneshot(true).await.unwrap_err();
+    assert_eq!(handle.state(), CircuitState::Open);
+    let start = tokio::time::Instant::now();
+    svc.clone().oneshot(false).await.unwrap();
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_secs(5),
+        "parked until the wait ended"
+    );
+    assert_eq!(handle.state(), CircuitState::Closed, "the probe closed it");
+    assert_eq!(handle.metrics().not_permitted, 0);
+}
