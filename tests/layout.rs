@@ -17,6 +17,7 @@ const PATTERNS: &[&str] = &[
     "fallback",
     "chaos",
     "rate_limit",
+    "keyed",
 ];
 
 /// Above the patterns: they may name any of them.

@@ -17,6 +17,7 @@ use palisade::error::ErrorKind;
 use palisade::event::MetricsEvents;
 use palisade::event::{Event, EventKind, Listener};
 use palisade::fallback::FallbackEvent;
+use palisade::keyed::{Eviction, KeyedEvent};
 use palisade::rate_limit::RateLimitEvent;
 use palisade::retry::{GiveUpReason, RetryEvent, RetryReason};
 use palisade::timeout::TimeoutEvent;
@@ -135,6 +136,12 @@ fn every_event() -> Vec<Box<dyn EventKind>> {
             reason,
         }));
     }
+    all.push(Box::new(KeyedEvent::InstanceCreated { keys: 1 }));
+    for reason in Eviction::ALL {
+        all.push(Box::new(KeyedEvent::InstanceEvicted { reason, keys: 0 }));
+    }
+    all.push(Box::new(KeyedEvent::Rejected));
+    all.push(Box::new(KeyedEvent::Shared));
     all.push(Box::new(TimeoutEvent::TimedOut {
         after: Duration::from_secs(1),
     }));
@@ -143,6 +150,7 @@ fn every_event() -> Vec<Box<dyn EventKind>> {
         Some(ErrorKind::CircuitOpen),
         Some(ErrorKind::BulkheadFull),
         Some(ErrorKind::RateLimited),
+        Some(ErrorKind::TooManyKeys),
         Some(ErrorKind::Elapsed),
         Some(ErrorKind::Inner),
     ] {

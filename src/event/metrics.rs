@@ -23,6 +23,11 @@
 //! | `palisade.bulkhead.rejected_calls` | counter | `{call}` | `palisade.layer.name`; `palisade.bulkhead.rejection_reason`: `full` `queue_timeout` | calls refused: every permit and queue place taken, or the maximum wait in the queue passed |
 //! | `palisade.rate_limiter.rejected_calls` | counter | `{call}` | `palisade.layer.name`; `palisade.rate_limiter.rejection_reason`: `over_rate` `cost_above_burst` | calls refused: over the rate (or, waiting, over the maximum wait), or costing more than the burst |
 //! | `palisade.rate_limiter.delayed_calls` | counter | `{call}` | `palisade.layer.name` | calls admitted after a wait (the waiting mode) |
+//! | `palisade.keyed.keys` | gauge | `{key}` | `palisade.layer.name` | keys that have an instance, set each time one is made or goes |
+//! | `palisade.keyed.instances_created` | counter | `{instance}` | `palisade.layer.name` | instances made for keys seen for the first time (or again after theirs went) |
+//! | `palisade.keyed.evictions` | counter | `{instance}` | `palisade.layer.name`; `palisade.keyed.eviction_reason`: `fresh` `idle` `least_recently_used` | instances that went, by why ([`Eviction`](crate::keyed::Eviction)) |
+//! | `palisade.keyed.rejected_calls` | counter | `{call}` | `palisade.layer.name` | calls refused with `TooManyKeys`: no room for their key |
+//! | `palisade.keyed.shared_calls` | counter | `{call}` | `palisade.layer.name` | calls served by the shared instance for want of room for their key |
 //! | `palisade.retry.attempts` | counter | `{attempt}` | `palisade.layer.name` | attempts sent, first ones included |
 //! | `palisade.retry.retries` | counter | `{retry}` | `palisade.layer.name`; `palisade.retry.reason`: `failure` `timeout` `circuit_open` `bulkhead_full` `not_sent` `rate_limited` `too_many_keys` | retries scheduled, by what the failed attempt came to |
 //! | `palisade.retry.failed_calls` | counter | `{call}` | `palisade.layer.name`; `palisade.retry.give_up_reason`: `max_attempts` `deadline` `server_said_no` `hint_above_cap` `backoff_ended` `not_replayable` `budget_exhausted` `not_retryable` `failure_not_retryable` `request_not_retryable` | failures returned without a further attempt, by why no further attempt was made |
@@ -45,6 +50,14 @@
 //! `describe_counter` or `describe_gauge`, with a sentence saying the
 //! meaning above as its help text) with [`Unit::Count`], for which the
 //! Prometheus exporter adds no suffix.
+//!
+//! **Keyed instances.** The instances of a [keyed](crate::keyed) layer
+//! record in their template's series: every key of a layer named `hosts`
+//! counts in `palisade.layer.name="hosts"`, so the series do not grow with
+//! the keys. [`MetricsEvents::key_label`] adds the label `palisade.key` to
+//! them, with a value from a mapping you give (one of a set you bound, or
+//! `other`); it is not in the table above, which lists what every listener
+//! records.
 //!
 //! **Cardinality.** Every label is bounded: `palisade.layer.name` takes the
 //! names given in configuration (one per layer), and every other label a
