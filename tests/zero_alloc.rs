@@ -95,6 +95,66 @@ fn rate_limiter_with_room() {
     assert_eq!(allocations_per_10k(layer.layer(bare())), 0);
 }
 
+/// A keyed layer's call whose key has an instance: the lookup, the
+/// instance's `Arc` and the call through it allocate nothing (the warm-up
+/// makes the eight instances).
+#[test]
+fn keyed_breakers_with_known_keys() {
+    let keyed = palisade::keyed::KeyedLayer::builder(
+        palisade::circuit_breaker::CircuitBreakerLayer::builder()
+            .build()
+            .unwrap(),
+    )
+    .key(|n: &u64| *n % 8)
+    .build()
+    .unwrap();
+    assert_eq!(allocations_per_10k(keyed.layer(bare())), 0);
+    assert_eq!(keyed.handle().len(), 8);
+}
+
+/// The built-in key sources find the instance by a borrowed key: a call
+/// with a known host builds no owned key.
+#[test]
+fn keyed_limiters_by_host_and_port() {
+    let keyed = palisade::keyed::KeyedLayer::builder(
+        palisade::rate_limit::RateLimitLayer::builder()
+            .rate(1_000_000_000, Duration::from_secs(1))
+            .burst(100_000)
+            .build()
+            .unwrap(),
+    )
+    .key_source(palisade::keyed::HostAndPort)
+    .build()
+    .unwrap();
+    let mut svc = keyed.layer(service_fn(|req: http::Request<()>| {
+        std::future::ready(Ok::<_, BoxError>(req.uri().port_u16()))
+    }));
+    let requests: Vec<http::Request<()>> = (0..10_010)
+        .map(|n| {
+            let uri = format!("http://Host-{}.example:{}/", n % 4, 8000 + n % 4);
+            http::Request::get(uri).body(()).unwrap()
+        })
+        .collect();
+    let mut requests = requests.into_iter();
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    for req in requests.by_ref().take(10) {
+        assert!(svc.poll_ready(&mut cx).is_ready());
+        now(svc.call(req)).unwrap();
+    }
+    let (allocs, ()) = allocations_during(|| {
+        for req in requests {
+            assert!(svc.poll_ready(&mut cx).is_ready());
+            now(svc.call(req)).unwrap();
+        }
+    });
+    assert_eq!(allocs, 0);
+    assert_eq!(
+        keyed.handle().len(),
+        4,
+        "one per host and port, whatever the case"
+    );
+}
+
 #[test]
 fn retry_whose_first_attempt_succeeds() {
     // Over enough calls that the budget flushes its deposits (every 64th).

@@ -40,11 +40,16 @@
 //! of one key would count one limit twice. If every instance is held, a
 //! new key's call is refused with [`TooManyKeys`](crate::error::TooManyKeys).
 //!
-//! **Memory per key** (measured by `tests/keyed.rs`, on x86_64): the
-//! registry's own entry is about 100 bytes (table, slot, key, its display
-//! form); the instance adds a rate limiter's ~400 bytes, a bulkhead's
-//! ~400, or a breaker's ~1 KB with its default count window of 100.
-//! BENCHMARKS.md has the figures.
+//! **Memory per key**, measured by `tests/keyed_memory.rs` with a
+//! counting allocator (x86_64, 10^4 keys of `u64`): the registry's own
+//! share is about 140 bytes (its table and slot, the key and the key's
+//! display form); with the instance, a rate limiter or a bulkhead comes
+//! to about 640 bytes a key, a breaker to about 1.1 KB (its default count
+//! window of 100 calls; 1.0 KB with a window of 10). A host-and-port key
+//! adds its host's length. The hash tables settle at about twice their
+//! first size once keys come and go, and stay there: 10^6 more distinct
+//! keys grow what a layer of 10^4 holds by at most a tenth, and the next
+//! 3·10^5 by nothing.
 //!
 //! # Events and metrics
 //!

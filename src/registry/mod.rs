@@ -261,20 +261,20 @@ struct Entry<K, V> {
 }
 
 struct Slot<K, V> {
-    entry: Option<Entry<K, V>>,
+    entry: Entry<K, V>,
     hash: u64,
     /// Towards the most recently used end; `NIL` at it.
     prev: u32,
-    /// Towards the least recently used end (or, for a free slot, the next
-    /// free one); `NIL` at it.
+    /// Towards the least recently used end; `NIL` at it.
     next: u32,
 }
 
-/// One shard: a table of slot indexes, the slots, and the recency list.
+/// One shard: a table of slot indexes, the slots (dense: a removal moves
+/// the last slot into the hole, so that the slab is as long as the shard
+/// holds keys, and shrinks with it), and the recency list.
 struct Shard<K, V> {
     table: HashTable<u32>,
     slots: Vec<Slot<K, V>>,
-    free: u32,
     /// The most recently used slot.
     head: u32,
     /// The least recently used slot.
@@ -287,7 +287,6 @@ impl<K, V> Shard<K, V> {
         Self {
             table: HashTable::new(),
             slots: Vec::new(),
-            free: NIL,
             head: NIL,
             tail: NIL,
             lookups: 0,
@@ -295,20 +294,20 @@ impl<K, V> Shard<K, V> {
     }
 
     fn len(&self) -> usize {
-        self.table.len()
+        self.slots.len()
     }
 
     #[inline]
     fn find<Q: Lookup<K> + ?Sized>(&self, hash: u64, q: &Q) -> Option<u32> {
         let slots = &self.slots;
         self.table
-            .find(hash, |&i| {
-                slots[i as usize]
-                    .entry
-                    .as_ref()
-                    .is_some_and(|e| q.matches(&e.key))
-            })
+            .find(hash, |&i| q.matches(&slots[i as usize].entry.key))
             .copied()
+    }
+
+    #[inline]
+    fn entry(&self, i: u32) -> &Entry<K, V> {
+        &self.slots[i as usize].entry
     }
 
     fn unlink(&mut self, i: u32) {
@@ -350,24 +349,16 @@ impl<K, V> Shard<K, V> {
     }
 
     fn insert(&mut self, hash: u64, entry: Entry<K, V>) -> u32 {
-        let slot = Slot {
-            entry: Some(entry),
+        let i = u32::try_from(self.slots.len())
+            .ok()
+            .filter(|&i| i != NIL)
+            .expect("fewer than 2^32 - 1 keys per shard");
+        self.slots.push(Slot {
+            entry,
             hash,
             prev: NIL,
             next: NIL,
-        };
-        let i = match self.free {
-            NIL => {
-                let i = u32::try_from(self.slots.len()).expect("at most 2^32 - 1 keys per shard");
-                self.slots.push(slot);
-                i
-            }
-            f => {
-                self.free = self.slots[f as usize].next;
-                self.slots[f as usize] = slot;
-                f
-            }
-        };
+        });
         let slots = &self.slots;
         self.table
             .insert_unique(hash, i, |&j| slots[j as usize].hash);
@@ -375,8 +366,9 @@ impl<K, V> Shard<K, V> {
         i
     }
 
-    /// Takes slot `i` out, and returns its entry.
-    fn remove(&mut self, i: u32) -> Entry<K, V> {
+    /// Takes slot `i` out and returns its entry, and the index the slot
+    /// moved into `i` had (the last one), if one was moved.
+    fn remove(&mut self, i: u32) -> (Entry<K, V>, Option<u32>) {
         let hash = self.slots[i as usize].hash;
         match self.table.find_entry(hash, |&j| j == i) {
             Ok(found) => {
@@ -385,11 +377,44 @@ impl<K, V> Shard<K, V> {
             Err(_) => unreachable!("a live slot is in the table"),
         }
         self.unlink(i);
-        let slot = &mut self.slots[i as usize];
-        let entry = slot.entry.take().expect("a live slot holds an entry");
-        slot.next = self.free;
-        self.free = i;
-        entry
+        let last = (self.slots.len() - 1) as u32;
+        let removed = self.slots.swap_remove(i as usize);
+        let moved = (i != last).then(|| {
+            // The last slot is now at `i`: its table entry and its
+            // neighbours in the recency list follow it.
+            let (hash, prev, next) = {
+                let slot = &self.slots[i as usize];
+                (slot.hash, slot.prev, slot.next)
+            };
+            *self
+                .table
+                .find_mut(hash, |&j| j == last)
+                .expect("a live slot is in the table") = i;
+            match prev {
+                NIL => self.head = i,
+                p => self.slots[p as usize].next = i,
+            }
+            match next {
+                NIL => self.tail = i,
+                n => self.slots[n as usize].prev = i,
+            }
+            last
+        });
+        self.shrink();
+        (removed.entry, moved)
+    }
+
+    /// Gives memory back once the shard holds far fewer keys than it has
+    /// room for, so that keys spreading unevenly over the shards over time
+    /// cannot make every shard as large as the largest was.
+    fn shrink(&mut self) {
+        let len = self.slots.len();
+        if self.slots.capacity() > 4 * len + 16 {
+            let target = 2 * len + 8;
+            self.slots.shrink_to(target);
+            let slots = &self.slots;
+            self.table.shrink_to(target, |&j| slots[j as usize].hash);
+        }
     }
 }
 
@@ -543,9 +568,7 @@ where
             };
             let now = clock::now();
             let nanos = self.nanos(now);
-            if let Some(entry) = &mut guard.slots[i as usize].entry {
-                entry.last_used = nanos;
-            }
+            guard.slots[i as usize].entry.last_used = nanos;
             let value = Self::value(&guard, i);
             guard.lookups = guard.lookups.wrapping_add(1);
             if guard.lookups % SWEEP_EVERY == 0 {
@@ -561,12 +584,7 @@ where
 
     #[inline]
     fn value(shard: &Shard<K, V>, i: u32) -> V {
-        shard.slots[i as usize]
-            .entry
-            .as_ref()
-            .expect("a found slot holds an entry")
-            .value
-            .clone()
+        shard.entry(i).value.clone()
     }
 
     /// The miss: makes room if need be, then the instance.
@@ -654,12 +672,20 @@ where
 
     /// Takes slot `i` out of `shard`, drops its instance and gives its
     /// place back.
-    fn take(&self, shard: &mut Shard<K, V>, i: u32, why: Eviction, evicted: &mut Evicted) {
-        let entry = shard.remove(i);
+    /// Returns the index the slot moved into `i` had, if one was moved.
+    fn take(
+        &self,
+        shard: &mut Shard<K, V>,
+        i: u32,
+        why: Eviction,
+        evicted: &mut Evicted,
+    ) -> Option<u32> {
+        let (entry, moved) = shard.remove(i);
         let label = entry.label.clone();
         drop(entry);
         self.len.0.fetch_sub(1, AcqRel);
         evicted.push(label, why);
+        moved
     }
 
     /// Whether `entry`'s instance may go at `now`, and why: idle, fresh,
@@ -690,12 +716,14 @@ where
             if i == NIL || !evicted.has_room() || evicted.len >= SWEEP {
                 return;
             }
-            let prev = shard.slots[i as usize].prev;
-            let entry = shard.slots[i as usize].entry.as_ref().expect("live");
+            let mut prev = shard.slots[i as usize].prev;
+            let entry = shard.entry(i);
             if entry.value.in_use() {
                 shard.touch(i);
             } else if now_nanos.saturating_sub(entry.last_used) > idle {
-                self.take(shard, i, Eviction::Idle, evicted);
+                if self.take(shard, i, Eviction::Idle, evicted) == Some(prev) {
+                    prev = i;
+                }
             } else {
                 return;
             }
@@ -715,7 +743,7 @@ where
                 break;
             }
             let prev = shard.slots[i as usize].prev;
-            let entry = shard.slots[i as usize].entry.as_ref().expect("live");
+            let entry = shard.entry(i);
             match self.may_go(entry, now, false) {
                 Some(why) => {
                     self.take(shard, i, why, evicted);
@@ -789,8 +817,7 @@ where
                 guard
                     .slots
                     .iter()
-                    .filter_map(|slot| slot.entry.as_ref())
-                    .map(|e| (e.key.clone(), e.value.clone())),
+                    .map(|slot| (slot.entry.key.clone(), slot.entry.value.clone())),
             );
         }
         all
@@ -807,10 +834,12 @@ where
                 let mut guard = Self::lock(&shard.0);
                 let mut i = guard.tail;
                 while i != NIL {
-                    let prev = guard.slots[i as usize].prev;
-                    let entry = guard.slots[i as usize].entry.as_ref().expect("live");
-                    if let Some(why) = self.may_go(entry, now, false) {
-                        let entry = guard.remove(i);
+                    let mut prev = guard.slots[i as usize].prev;
+                    if let Some(why) = self.may_go(guard.entry(i), now, false) {
+                        let (entry, moved) = guard.remove(i);
+                        if moved == Some(prev) {
+                            prev = i;
+                        }
                         gone.push((entry.label.clone(), why));
                         drop(entry);
                         self.len.0.fetch_sub(1, AcqRel);
