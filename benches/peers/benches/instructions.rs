@@ -7,7 +7,8 @@
 //!
 //! drives `<calls>` calls through one stack (`bare`, `breaker`, `bulkhead`,
 //! `rate-limit`, `retry`, `retry-no-budget`, `timeout`, `preset`, `fallback`,
-//! `tower-retry`, `tower-timeout`, `tower-rate-limit`, `governor`) in a current-thread runtime and exits. The script runs
+//! `tower-retry`, `tower-timeout`, `tower-rate-limit`, `governor`,
+//! `keyed-rate-limit`, `governor-keyed`) in a current-thread runtime and exits. The script runs
 //! it with 0 and with N calls under valgrind; the difference over N is the
 //! cost of one call. Run without arguments (as `cargo bench` does), it
 //! drives each stack briefly and exits, so that it stays buildable and
@@ -164,12 +165,51 @@ fn run(stack: &str, calls: u64) {
                 calls,
             )
         }
+        // A rate limiter per key, 100 keys with room, each call's key
+        // drawn evenly; against governor's keyed limiter.
+        "keyed-rate-limit" => {
+            let layer = palisade::keyed::KeyedLayer::builder(
+                palisade::rate_limit::RateLimitLayer::builder()
+                    .rate(1_000_000_000, Duration::from_secs(1))
+                    .build()
+                    .unwrap(),
+            )
+            .key(|n: &u64| key_of(*n))
+            .max_keys(100)
+            .build()
+            .unwrap();
+            for key in 0..100 {
+                layer.instance(&key).unwrap();
+            }
+            drive(layer.layer(bare()), calls)
+        }
+        "governor-keyed" => {
+            let limiter = governor::RateLimiter::keyed(governor::Quota::per_second(
+                std::num::NonZeroU32::new(1_000_000_000).unwrap(),
+            ));
+            for key in 0..100u64 {
+                limiter.check_key(&key).expect("room");
+            }
+            drive(
+                service_fn(move |n: u64| {
+                    limiter.check_key(&key_of(n)).expect("room");
+                    std::future::ready(Ok::<_, BoxError>(n))
+                }),
+                calls,
+            )
+        }
         "tower-timeout" => drive(
             tower::timeout::TimeoutLayer::new(Duration::from_secs(10)).layer(bare()),
             calls,
         ),
         other => panic!("no stack named {other}"),
     }
+}
+
+/// Spreads call `n` over 100 keys (a multiplicative hash of `n`).
+#[inline]
+fn key_of(n: u64) -> u64 {
+    (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % 100
 }
 
 const STACKS: &[&str] = &[
@@ -186,6 +226,8 @@ const STACKS: &[&str] = &[
     "tower-timeout",
     "tower-rate-limit",
     "governor",
+    "keyed-rate-limit",
+    "governor-keyed",
 ];
 
 fn main() {

@@ -198,7 +198,7 @@ fn boxed<E: std::error::Error + Send + Sync + 'static>(e: E) -> BoxError {
 }
 
 fn full_stack(c: &mut Criterion) {
-    use palisade::fallback::{Failed, FallbackLayer, from_sync_fn};
+    use palisade::fallback::{Failed, from_sync_fn};
     use tower::ServiceBuilder;
 
     let mut group = c.benchmark_group("full_stack");
@@ -306,11 +306,70 @@ fn rate_limit(c: &mut Criterion) {
     group.finish();
 }
 
+/// Spreads call `n` over `keys` keys, evenly and in no order a cache
+/// could follow (a multiplicative hash of `n`).
+#[inline]
+fn key_of(n: u64, keys: u64) -> u64 {
+    (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % keys
+}
+
+/// A rate limiter per key, every key with room, at 10^2, 10^4 and 10^6
+/// live keys, each call's key drawn evenly from all of them: palisade's
+/// keyed layer (its registry's lookup, then the key's limiter) against
+/// governor's keyed limiter (`check_key` on its DashMap store), with
+/// palisade's single limiter and the bare service as baselines.
+fn keyed(c: &mut Criterion) {
+    use std::num::NonZeroU32;
+
+    let mut group = c.benchmark_group("keyed_rate_limit");
+    bench_service(&mut group, "bare", bare());
+    let limiter = || {
+        palisade::rate_limit::RateLimitLayer::builder()
+            .rate(1_000_000_000, Duration::from_secs(1))
+            .build()
+            .unwrap()
+    };
+    bench_service(&mut group, "palisade, one limiter", limiter().layer(bare()));
+    for keys in [100u64, 10_000, 1_000_000] {
+        let layer = palisade::keyed::KeyedLayer::builder(limiter())
+            .key(move |n: &u64| key_of(*n, keys))
+            .max_keys(keys as usize)
+            .build()
+            .unwrap();
+        for key in 0..keys {
+            layer.instance(&key).unwrap();
+        }
+        assert_eq!(layer.handle().len(), keys as usize);
+        bench_service(
+            &mut group,
+            &format!("palisade keyed, {keys} keys"),
+            layer.layer(bare()),
+        );
+        drop(layer);
+        let governor = governor::RateLimiter::keyed(governor::Quota::per_second(
+            NonZeroU32::new(1_000_000_000).unwrap(),
+        ));
+        for key in 0..keys {
+            governor.check_key(&key).expect("room");
+        }
+        let mut inner = bare();
+        bench_future(
+            &mut group,
+            &format!("governor 0.10 keyed check_key(), then the call, {keys} keys"),
+            move |n| {
+                governor.check_key(&key_of(n, keys)).expect("room");
+                inner.call(n)
+            },
+        );
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = peers;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = circuit_breaker, timeout, bulkhead, rate_limit, retry, full_stack
+    targets = circuit_breaker, timeout, bulkhead, rate_limit, keyed, retry, full_stack
 }
 criterion_main!(peers);
