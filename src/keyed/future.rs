@@ -1,18 +1,21 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use pin_project::pin_project;
 use tower::Service;
 use tower::util::Oneshot;
 
 use crate::BoxError;
-use crate::error::TooManyKeys;
 
-/// The future of a [`Keyed`](super::Keyed) call: the key's instance
-/// around the inner service, made ready and called (tower's `Oneshot`), or
-/// a refusal that is ready at once.
+/// The future of a [`Keyed`](super::Keyed) call: the call through its key's
+/// instance, or a refusal that is ready at once.
+///
+/// The instance's service is made ready in `call` when it can be at once
+/// (a closed breaker, a bulkhead with a free permit, a limiter: the common
+/// case), and called there; otherwise the future drives its readiness
+/// (a bulkhead's queue, say) as tower's `Oneshot` does.
 #[pin_project]
 pub struct ResponseFuture<S: Service<Req>, Req> {
     #[pin]
@@ -23,25 +26,45 @@ pub struct ResponseFuture<S: Service<Req>, Req> {
 enum Kind<S: Service<Req>, Req> {
     Called {
         #[pin]
+        future: S::Future,
+    },
+    Readying {
+        #[pin]
         call: Oneshot<S, Req>,
     },
-    Rejected {
-        error: Option<TooManyKeys>,
+    Failed {
+        error: Option<BoxError>,
     },
 }
 
-impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
-    pub(crate) fn called(service: S, req: Req) -> Self {
-        Self {
-            kind: Kind::Called {
+impl<S, Req> ResponseFuture<S, Req>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+{
+    /// Calls `service` with `req` if it is ready at once, else leaves both
+    /// to the future. (Polled here with a waker that does nothing: a
+    /// service that is not ready registers the future's real waker when
+    /// the future polls it again.)
+    pub(crate) fn called(mut service: S, req: Req) -> Self {
+        let mut cx = Context::from_waker(Waker::noop());
+        let kind = match service.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => Kind::Called {
+                future: service.call(req),
+            },
+            Poll::Ready(Err(error)) => Kind::Failed {
+                error: Some(error.into()),
+            },
+            Poll::Pending => Kind::Readying {
                 call: Oneshot::new(service, req),
             },
-        }
+        };
+        Self { kind }
     }
 
-    pub(crate) fn rejected(error: TooManyKeys) -> Self {
+    pub(crate) fn rejected(error: BoxError) -> Self {
         Self {
-            kind: Kind::Rejected { error: Some(error) },
+            kind: Kind::Failed { error: Some(error) },
         }
     }
 }
@@ -50,11 +73,10 @@ impl<S: Service<Req>, Req> fmt::Debug for ResponseFuture<S, Req> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match &self.kind {
             Kind::Called { .. } => "called",
-            Kind::Rejected { .. } => "rejected",
+            Kind::Readying { .. } => "readying",
+            Kind::Failed { .. } => "failed",
         };
-        f.debug_struct("ResponseFuture")
-            .field("kind", &kind)
-            .finish()
+        f.debug_struct("ResponseFuture").field("kind", &kind).finish()
     }
 }
 
@@ -68,11 +90,11 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Called { call } => call.poll(cx).map_err(Into::into),
-            KindProj::Rejected { error } => Poll::Ready(Err(error
+            KindProj::Called { future } => future.poll(cx).map_err(Into::into),
+            KindProj::Readying { call } => call.poll(cx).map_err(Into::into),
+            KindProj::Failed { error } => Poll::Ready(Err(error
                 .take()
-                .expect("ResponseFuture polled after completion")
-                .into())),
+                .expect("ResponseFuture polled after completion"))),
         }
     }
 }

@@ -59,27 +59,47 @@ pub(crate) struct Shared<X: KeySource, I> {
 
 impl<X: KeySource, I: Instance> Shared<X, I> {
     /// The instance for `lookup`'s key, made if need be.
-    #[inline]
     pub(crate) fn instance<Q>(&self, lookup: &Q) -> Result<I, TooManyKeys>
     where
         Q: Lookup<X::Key> + ?Sized,
     {
-        let found = self.registry.get_or_create(
+        self.visit(lookup, I::clone)
+    }
+
+    /// `visit` on the instance for `lookup`'s key (made if need be) under
+    /// the registry's lock, or on the shared instance when there is no room
+    /// and the policy says so.
+    #[inline]
+    pub(crate) fn visit<Q, R>(
+        &self,
+        lookup: &Q,
+        visit: impl FnOnce(&I) -> R,
+    ) -> Result<R, TooManyKeys>
+    where
+        Q: Lookup<X::Key> + ?Sized,
+    {
+        let mut visit = Some(visit);
+        let found = self.registry.visit(
             lookup,
             |key| {
                 self.template
                     .fork(&Fork::new(key.clone(), self.ejection.clone()))
             },
+            |instance| (visit.take().expect("visited once"))(instance),
             &mut |key, change| self.report(key, change),
         );
         match found {
-            Ok(instance) => Ok(instance),
-            Err(Full) => self.no_room(lookup),
+            Ok(out) => Ok(out),
+            Err(Full) => {
+                let shared = self.no_room(lookup)?;
+                Ok((visit.take().expect("not visited: no room"))(shared))
+            }
         }
     }
 
+    /// No room for `lookup`'s key: the shared instance, or the refusal.
     #[cold]
-    fn no_room<Q>(&self, lookup: &Q) -> Result<I, TooManyKeys>
+    fn no_room<Q>(&self, lookup: &Q) -> Result<&I, TooManyKeys>
     where
         Q: Lookup<X::Key> + ?Sized,
     {
@@ -90,7 +110,7 @@ impl<X: KeySource, I: Instance> Shared<X, I> {
                     self.listeners
                         .emit_for(&self.name, &key(), || KeyedEvent::Shared);
                 }
-                Ok(shared.clone())
+                Ok(shared)
             }
             _ => {
                 let key = key();

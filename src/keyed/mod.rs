@@ -77,15 +77,18 @@
 //!
 //! `poll_ready` is the inner service's. The key is known only at `call`:
 //! the call then takes the readied inner service into its key's instance,
-//! leaves a clone in its place (hence `S: Clone`), and drives the
-//! instance's own readiness (a bulkhead's queue, a breaker's admission)
-//! from its future, as tower's `Oneshot` does.
+//! leaves a clone in its place (hence `S: Clone`), and asks the instance's
+//! service whether it is ready. If it is (a closed breaker, a free
+//! bulkhead, a limiter), the call goes through at once; if not (a
+//! bulkhead's queue), the future waits for it, as tower's `Oneshot` does,
+//! and an ejecting breaker that is open keeps it waiting.
 //!
 //! # Cost
 //!
-//! On top of the instance's own: the key, a SipHash of it, one shard's
-//! lock (a registry has four shards per core; never a global lock) and a
-//! clone of the instance's `Arc`. No allocation once the key has an
+//! On top of the instance's own: the key, a SipHash of it, and one
+//! shard's lock (a registry has four shards per core; never a global
+//! lock), under which the instance's service around the inner one is
+//! made. No allocation once the key has an
 //! instance; making one allocates it, its key and its key's display form.
 //! See BENCHMARKS.md for the lookup at 10^2 to 10^6 keys.
 //!
@@ -225,19 +228,21 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
+        // The readied service goes with the call, into its key's instance
+        // (made under the registry's lock: no clone of the instance comes
+        // and goes); this one gets a clone, readied by the caller's next
+        // `poll_ready`.
+        let inner = &mut self.inner;
         let found = {
             let lookup = self.shared.source.key_of(&req);
-            self.shared.instance(&lookup)
+            self.shared.visit(&lookup, |instance| {
+                let clone = inner.clone();
+                instance.layer(std::mem::replace(inner, clone))
+            })
         };
         match found {
-            Ok(instance) => {
-                // The readied service goes with the call; this one gets a
-                // clone, readied by the caller's next `poll_ready`.
-                let clone = self.inner.clone();
-                let readied = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::called(instance.layer(readied), req)
-            }
-            Err(refused) => ResponseFuture::rejected(refused),
+            Ok(service) => ResponseFuture::called(service, req),
+            Err(refused) => ResponseFuture::rejected(refused.into()),
         }
     }
 }

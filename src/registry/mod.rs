@@ -15,12 +15,12 @@
 //! one shard). Each shard is a hash table of slot indexes
 //! ([`hashbrown::HashTable`]: a key taken from a request is looked up by a
 //! borrowed form, [`Lookup`], and an owned key is built only when an
-//! instance is made), a slab of slots, and a list of its slots from most
-//! to least recently used, threaded through the slab by index. A lookup
-//! takes its shard's lock (never a global one), moves the slot to the
-//! front of its list and clones the instance (an `Arc`). The count of
-//! instances is one atomic shared by the shards, raised by a
-//! compare-and-swap only below the maximum: it is exact, never above it.
+//! instance is made), and a dense slab of slots. A lookup takes its
+//! shard's lock (never a global one), marks the slot as looked up (a write
+//! only the first time since the clock's hand passed), and hands the
+//! instance to the caller under the lock. The count of instances is one
+//! atomic shared by the shards, raised by a compare-and-swap only below
+//! the maximum: it is exact, never above it.
 //!
 //! # What may go
 //!
@@ -30,16 +30,18 @@
 //!
 //! * it is fresh: its state is that of a new instance, so nothing is lost;
 //! * it is idle: unused for longer than the idle timeout, if one is set;
-//! * room is needed for a new key, it is the least recently used that can
-//!   go, and the policy allows it.
+//! * room is needed for a new key, the policy allows it, and CLOCK picks
+//!   it: going round the shard's slots, the first not looked up since the
+//!   hand last passed (the marks of those that were are cleared on the
+//!   way: a second chance). CLOCK approximates least recently used; an
+//!   instance made for a key that never comes again is the first to go.
 //!
-//! With an idle timeout, idle instances are looked for at the least
-//! recently used end of a shard, a few at a time: when a key is added, and
-//! every 64th lookup of the shard. When room is needed, the instances
-//! nearest that end are looked at for one that is idle or fresh, and only
-//! then (if the policy allows) the least recently used goes: that of the
-//! new key's shard first, then of another shard. It is a sharded LRU, as in
-//! LevelDB's cache, not a global one.
+//! When room is needed, the 16 slots from the hand are looked at for one
+//! that is idle or fresh, then (if the policy allows) 16 for CLOCK's pick;
+//! the new key's shard first, then another. With an idle timeout, a
+//! lookup in 64 and each new key also evict up to two idle instances among
+//! the next slots. Each search is bounded, so a key never costs a walk
+//! over the whole registry; [`Registry::evict_idle`] does walk it.
 
 mod ejection;
 
@@ -236,14 +238,12 @@ pub(crate) enum Change {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Full;
 
-/// The slot index that means "none".
-const NIL: u32 = u32::MAX;
-
-/// How many slots, from the least recently used end, one search for an
-/// instance that may go looks at.
+/// How many slots one search for an instance that may go looks at, from
+/// the clock's hand on.
 const SCAN: usize = 16;
 
-/// How many instances one lookup evicts at most, besides the one it needs.
+/// How many idle instances one lookup evicts at most, besides the one it
+/// needs room for.
 const SWEEP: usize = 2;
 
 /// Every how many lookups of a shard its idle instances are looked for.
@@ -263,22 +263,19 @@ struct Entry<K, V> {
 struct Slot<K, V> {
     entry: Entry<K, V>,
     hash: u64,
-    /// Towards the most recently used end; `NIL` at it.
-    prev: u32,
-    /// Towards the least recently used end; `NIL` at it.
-    next: u32,
+    /// Looked up since the clock's hand last passed (CLOCK's reference
+    /// bit): the slot gets a second chance when room is needed.
+    referenced: bool,
 }
 
 /// One shard: a table of slot indexes, the slots (dense: a removal moves
 /// the last slot into the hole, so that the slab is as long as the shard
-/// holds keys, and shrinks with it), and the recency list.
+/// holds keys, and shrinks with it), and the clock's hand over them.
 struct Shard<K, V> {
     table: HashTable<u32>,
     slots: Vec<Slot<K, V>>,
-    /// The most recently used slot.
-    head: u32,
-    /// The least recently used slot.
-    tail: u32,
+    /// The next slot the clock looks at.
+    hand: usize,
     lookups: u32,
 }
 
@@ -287,8 +284,7 @@ impl<K, V> Shard<K, V> {
         Self {
             table: HashTable::new(),
             slots: Vec::new(),
-            head: NIL,
-            tail: NIL,
+            hand: 0,
             lookups: 0,
         }
     }
@@ -298,110 +294,51 @@ impl<K, V> Shard<K, V> {
     }
 
     #[inline]
-    fn find<Q: Lookup<K> + ?Sized>(&self, hash: u64, q: &Q) -> Option<u32> {
+    fn find<Q: Lookup<K> + ?Sized>(&self, hash: u64, q: &Q) -> Option<usize> {
         let slots = &self.slots;
         self.table
             .find(hash, |&i| q.matches(&slots[i as usize].entry.key))
-            .copied()
+            .map(|&i| i as usize)
     }
 
-    #[inline]
-    fn entry(&self, i: u32) -> &Entry<K, V> {
-        &self.slots[i as usize].entry
-    }
-
-    fn unlink(&mut self, i: u32) {
-        let (prev, next) = {
-            let slot = &self.slots[i as usize];
-            (slot.prev, slot.next)
-        };
-        match prev {
-            NIL => self.head = next,
-            p => self.slots[p as usize].next = next,
-        }
-        match next {
-            NIL => self.tail = prev,
-            n => self.slots[n as usize].prev = prev,
-        }
-    }
-
-    fn push_front(&mut self, i: u32) {
-        let old = self.head;
-        {
-            let slot = &mut self.slots[i as usize];
-            slot.prev = NIL;
-            slot.next = old;
-        }
-        match old {
-            NIL => self.tail = i,
-            o => self.slots[o as usize].prev = i,
-        }
-        self.head = i;
-    }
-
-    /// Moves slot `i` to the most recently used end.
-    #[inline]
-    fn touch(&mut self, i: u32) {
-        if self.head != i {
-            self.unlink(i);
-            self.push_front(i);
-        }
-    }
-
-    fn insert(&mut self, hash: u64, entry: Entry<K, V>) -> u32 {
-        let i = u32::try_from(self.slots.len())
-            .ok()
-            .filter(|&i| i != NIL)
-            .expect("fewer than 2^32 - 1 keys per shard");
+    fn insert(&mut self, hash: u64, entry: Entry<K, V>) -> usize {
+        let i = self.slots.len();
+        let index = u32::try_from(i).expect("fewer than 2^32 keys per shard");
+        // A new instance has not been looked up since: if it is never used
+        // again (a key sprayed once), it is the first to go.
         self.slots.push(Slot {
             entry,
             hash,
-            prev: NIL,
-            next: NIL,
+            referenced: false,
         });
         let slots = &self.slots;
         self.table
-            .insert_unique(hash, i, |&j| slots[j as usize].hash);
-        self.push_front(i);
+            .insert_unique(hash, index, |&j| slots[j as usize].hash);
         i
     }
 
-    /// Takes slot `i` out and returns its entry, and the index the slot
-    /// moved into `i` had (the last one), if one was moved.
-    fn remove(&mut self, i: u32) -> (Entry<K, V>, Option<u32>) {
-        let hash = self.slots[i as usize].hash;
-        match self.table.find_entry(hash, |&j| j == i) {
+    /// Takes slot `i` out and returns its entry; the last slot moves into
+    /// its place.
+    fn remove(&mut self, i: usize) -> Entry<K, V> {
+        let hash = self.slots[i].hash;
+        match self.table.find_entry(hash, |&j| j as usize == i) {
             Ok(found) => {
                 found.remove();
             }
             Err(_) => unreachable!("a live slot is in the table"),
         }
-        self.unlink(i);
-        let last = (self.slots.len() - 1) as u32;
-        let removed = self.slots.swap_remove(i as usize);
-        let moved = (i != last).then(|| {
-            // The last slot is now at `i`: its table entry and its
-            // neighbours in the recency list follow it.
-            let (hash, prev, next) = {
-                let slot = &self.slots[i as usize];
-                (slot.hash, slot.prev, slot.next)
-            };
+        let last = self.slots.len() - 1;
+        let removed = self.slots.swap_remove(i);
+        if i != last {
+            // The last slot is now at `i`: its table entry follows it.
+            let hash = self.slots[i].hash;
             *self
                 .table
-                .find_mut(hash, |&j| j == last)
-                .expect("a live slot is in the table") = i;
-            match prev {
-                NIL => self.head = i,
-                p => self.slots[p as usize].next = i,
-            }
-            match next {
-                NIL => self.tail = i,
-                n => self.slots[n as usize].prev = i,
-            }
-            last
-        });
+                .find_mut(hash, |&j| j as usize == last)
+                .expect("a live slot is in the table") = i as u32;
+        }
         self.shrink();
-        (removed.entry, moved)
+        removed.entry
     }
 
     /// Gives memory back once the shard holds far fewer keys than it has
@@ -415,6 +352,21 @@ impl<K, V> Shard<K, V> {
             let slots = &self.slots;
             self.table.shrink_to(target, |&j| slots[j as usize].hash);
         }
+    }
+
+    /// The slot under the hand, the hand moved on past it; `None` if the
+    /// shard is empty.
+    #[inline]
+    fn tick(&mut self) -> Option<usize> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        if self.hand >= self.slots.len() {
+            self.hand = 0;
+        }
+        let i = self.hand;
+        self.hand += 1;
+        Some(i)
     }
 }
 
@@ -451,8 +403,9 @@ impl Evicted {
 }
 
 /// SipHash with a key drawn for each registry, so that nobody outside can
-/// aim keys at one shard; under loom, a fixed key, so that every run of a
-/// model puts the keys in the same shards.
+/// aim keys at one shard or one chain of the table (a registry's keys may
+/// be a header a client sets); under loom, a fixed key, so that every run
+/// of a model puts the keys in the same shards.
 #[cfg(not(palisade_loom))]
 type Hashing = std::collections::hash_map::RandomState;
 #[cfg(palisade_loom)]
@@ -532,11 +485,9 @@ where
     #[inline]
     fn lock(shard: &Mutex<Shard<K, V>>) -> MutexGuard<'_, Shard<K, V>> {
         // Every update leaves the shard consistent before it can panic
-        // (an instance's code runs outside the lock): a poisoned lock
-        // holds a usable shard.
-        shard
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        // (an instance's own code runs outside the lock, but for `visit`'s
+        // closure, which only reads): a poisoned lock holds a usable shard.
+        shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     #[inline]
@@ -544,11 +495,8 @@ where
         self.epoch.nanos_at(now)
     }
 
-    /// The instance of `q`'s key, made by `create` (with the key as it
-    /// displays) if there is none; `Err(Full)` if there is none and no
-    /// room for one. Every instance made or evicted is reported to
-    /// `report` once the lock is let go.
-    #[inline]
+    /// The instance of `q`'s key, cloned; see [`visit`](Self::visit).
+    #[cfg(test)]
     pub(crate) fn get_or_create<Q>(
         &self,
         q: &Q,
@@ -558,18 +506,47 @@ where
     where
         Q: Lookup<K> + ?Sized,
     {
+        self.visit(q, create, V::clone, report)
+    }
+
+    /// Runs `visit` on the instance of `q`'s key under its shard's lock,
+    /// the instance made by `create` (with the key as it displays) if there
+    /// is none; `Err(Full)` if there is none and no room for one. Every
+    /// instance made or evicted is reported to `report` once the lock is
+    /// let go.
+    ///
+    /// `visit` makes what the caller needs of the instance (its service
+    /// around the caller's inner one) without a clone of the instance
+    /// coming and going: it must be quick, and must not call back in.
+    #[inline]
+    pub(crate) fn visit<Q, R>(
+        &self,
+        q: &Q,
+        create: impl FnOnce(&Arc<str>) -> V,
+        visit: impl FnOnce(&V) -> R,
+        report: &mut impl FnMut(&Arc<str>, Change),
+    ) -> Result<R, Full>
+    where
+        Q: Lookup<K> + ?Sized,
+    {
         let hash = self.hasher.hash_one(q);
         let shard = self.shard_of(hash);
         let mut guard = Self::lock(shard);
         if let Some(i) = guard.find(hash, q) {
-            guard.touch(i);
             let Some(idle) = self.idle else {
-                return Ok(Self::value(&guard, i));
+                let slot = &mut guard.slots[i];
+                // Written only when it changes: a hot key's slot stays a
+                // line that is read, not written.
+                if !slot.referenced {
+                    slot.referenced = true;
+                }
+                return Ok(visit(&slot.entry.value));
             };
             let now = clock::now();
-            let nanos = self.nanos(now);
-            guard.slots[i as usize].entry.last_used = nanos;
-            let value = Self::value(&guard, i);
+            let slot = &mut guard.slots[i];
+            slot.referenced = true;
+            slot.entry.last_used = self.nanos(now);
+            let out = visit(&slot.entry.value);
             guard.lookups = guard.lookups.wrapping_add(1);
             if guard.lookups % SWEEP_EVERY == 0 {
                 let mut evicted = Evicted::new();
@@ -577,28 +554,25 @@ where
                 drop(guard);
                 evicted.report(report);
             }
-            return Ok(value);
+            return Ok(out);
         }
-        self.create(guard, shard, hash, q, create, report)
-    }
-
-    #[inline]
-    fn value(shard: &Shard<K, V>, i: u32) -> V {
-        shard.entry(i).value.clone()
+        self.create(guard, shard, hash, q, create, visit, report)
     }
 
     /// The miss: makes room if need be, then the instance.
     #[cold]
     #[inline(never)]
-    fn create<'a, Q>(
+    #[allow(clippy::too_many_arguments)]
+    fn create<'a, Q, R>(
         &'a self,
         mut guard: MutexGuard<'a, Shard<K, V>>,
         shard: &'a Mutex<Shard<K, V>>,
         hash: u64,
         q: &Q,
         create: impl FnOnce(&Arc<str>) -> V,
+        visit: impl FnOnce(&V) -> R,
         report: &mut impl FnMut(&Arc<str>, Change),
-    ) -> Result<V, Full>
+    ) -> Result<R, Full>
     where
         Q: Lookup<K> + ?Sized,
     {
@@ -630,11 +604,11 @@ where
             guard = Self::lock(shard);
             // Another caller may have made this key's instance meanwhile.
             if let Some(i) = guard.find(hash, q) {
-                guard.touch(i);
-                let value = Self::value(&guard, i);
+                guard.slots[i].referenced = true;
+                let out = visit(&guard.slots[i].entry.value);
                 drop(guard);
                 evicted.report(report);
-                return Ok(value);
+                return Ok(out);
             }
         }
         // A place is reserved.
@@ -646,19 +620,20 @@ where
         } else {
             0
         };
+        let out = visit(&value);
         guard.insert(
             hash,
             Entry {
                 key,
                 label: label.clone(),
-                value: value.clone(),
+                value,
                 last_used,
             },
         );
         drop(guard);
         evicted.report(report);
         report(&label, Change::Created);
-        Ok(value)
+        Ok(out)
     }
 
     /// Takes a place below the maximum, if there is one.
@@ -672,25 +647,17 @@ where
 
     /// Takes slot `i` out of `shard`, drops its instance and gives its
     /// place back.
-    /// Returns the index the slot moved into `i` had, if one was moved.
-    fn take(
-        &self,
-        shard: &mut Shard<K, V>,
-        i: u32,
-        why: Eviction,
-        evicted: &mut Evicted,
-    ) -> Option<u32> {
-        let (entry, moved) = shard.remove(i);
+    fn take(&self, shard: &mut Shard<K, V>, i: usize, why: Eviction, evicted: &mut Evicted) {
+        let entry = shard.remove(i);
         let label = entry.label.clone();
         drop(entry);
         self.len.0.fetch_sub(1, AcqRel);
         evicted.push(label, why);
-        moved
     }
 
-    /// Whether `entry`'s instance may go at `now`, and why: idle, fresh,
-    /// or (if `lru`) because room is needed.
-    fn may_go(&self, entry: &Entry<K, V>, now: Instant, lru: bool) -> Option<Eviction> {
+    /// Whether `entry`'s instance may go at `now` whatever the policy, and
+    /// why: idle or fresh.
+    fn may_go(&self, entry: &Entry<K, V>, now: Instant) -> Option<Eviction> {
         if entry.value.in_use() {
             return None;
         }
@@ -699,63 +666,66 @@ where
         {
             return Some(Eviction::Idle);
         }
-        if entry.value.is_fresh(now) {
-            return Some(Eviction::Fresh);
-        }
-        lru.then_some(Eviction::LeastRecentlyUsed)
+        entry.value.is_fresh(now).then_some(Eviction::Fresh)
     }
 
-    /// Evicts up to `SWEEP` idle instances from the least recently used end
-    /// of `shard`, stopping at the first used within the idle timeout
-    /// (every one before it was used more recently still). Instances in use
-    /// are passed over and moved to the front: they are being used.
+    /// Evicts up to `SWEEP` idle instances among the next slots under the
+    /// clock's hand.
     fn sweep(&self, shard: &mut Shard<K, V>, now: Instant, idle: u64, evicted: &mut Evicted) {
         let now_nanos = self.nanos(now);
-        let mut i = shard.tail;
-        for _ in 0..SCAN {
-            if i == NIL || !evicted.has_room() || evicted.len >= SWEEP {
+        for _ in 0..SCAN.min(shard.len()) {
+            if evicted.len >= SWEEP {
                 return;
             }
-            let mut prev = shard.slots[i as usize].prev;
-            let entry = shard.entry(i);
-            if entry.value.in_use() {
-                shard.touch(i);
-            } else if now_nanos.saturating_sub(entry.last_used) > idle {
-                if self.take(shard, i, Eviction::Idle, evicted) == Some(prev) {
-                    prev = i;
-                }
-            } else {
-                return;
+            let Some(i) = shard.tick() else { return };
+            let entry = &shard.slots[i].entry;
+            if now_nanos.saturating_sub(entry.last_used) > idle && !entry.value.in_use() {
+                self.take(shard, i, Eviction::Idle, evicted);
+                // The last slot moved into `i`: look at it next.
+                shard.hand = i;
             }
-            i = prev;
         }
     }
 
-    /// Evicts one instance of `shard` to make room: among the least
-    /// recently used, the first that is idle or fresh, else (if the policy
-    /// allows) the least recently used one not in use. Instances in use
-    /// are moved to the front.
+    /// Evicts one instance of `shard` to make room: among the next `SCAN`
+    /// slots from the clock's hand, the first that is idle or fresh; else,
+    /// if the policy allows, going round from the hand, the first not
+    /// looked up since the hand last passed (clearing, as it goes, the mark
+    /// of those that were: CLOCK, the second-chance approximation of least
+    /// recently used), or failing that the first it cleared. Instances in
+    /// use are passed over.
     fn free_one(&self, shard: &mut Shard<K, V>, now: Instant, evicted: &mut Evicted) -> bool {
-        let mut lru = None;
-        let mut i = shard.tail;
-        for _ in 0..SCAN {
-            if i == NIL {
-                break;
-            }
-            let prev = shard.slots[i as usize].prev;
-            let entry = shard.entry(i);
-            match self.may_go(entry, now, false) {
-                Some(why) => {
-                    self.take(shard, i, why, evicted);
-                    return true;
-                }
-                None if entry.value.in_use() => shard.touch(i),
-                None if lru.is_none() && self.evict_lru => lru = Some(i),
-                None => {}
-            }
-            i = prev;
+        let n = shard.len();
+        if n == 0 {
+            return false;
         }
-        match lru {
+        let start = if shard.hand < n { shard.hand } else { 0 };
+        for k in 0..SCAN.min(n) {
+            let i = (start + k) % n;
+            if let Some(why) = self.may_go(&shard.slots[i].entry, now) {
+                self.take(shard, i, why, evicted);
+                return true;
+            }
+        }
+        if !self.evict_lru {
+            return false;
+        }
+        let mut second_chance = None;
+        for _ in 0..SCAN.min(n) {
+            let Some(i) = shard.tick() else { break };
+            let slot = &mut shard.slots[i];
+            if slot.entry.value.in_use() {
+                continue;
+            }
+            if !slot.referenced {
+                self.take(shard, i, Eviction::LeastRecentlyUsed, evicted);
+                shard.hand = i;
+                return true;
+            }
+            slot.referenced = false;
+            second_chance.get_or_insert(i);
+        }
+        match second_chance {
             Some(i) => {
                 self.take(shard, i, Eviction::LeastRecentlyUsed, evicted);
                 true
@@ -796,12 +766,14 @@ where
         }
     }
 
-    /// The instance of `q`'s key, if there is one; neither made nor moved
-    /// in the recency list.
+    /// The instance of `q`'s key, if there is one; neither made nor marked
+    /// as looked up.
     pub(crate) fn get<Q: Lookup<K> + ?Sized>(&self, q: &Q) -> Option<V> {
         let hash = self.hasher.hash_one(q);
         let guard = Self::lock(self.shard_of(hash));
-        guard.find(hash, q).map(|i| Self::value(&guard, i))
+        guard
+            .find(hash, q)
+            .map(|i| guard.slots[i].entry.value.clone())
     }
 
     /// Every key with its instance, shard by shard (each shard as it was
@@ -823,8 +795,8 @@ where
         all
     }
 
-    /// Evicts every instance not in use that is idle or fresh, wherever it
-    /// is in the recency lists. Returns how many went.
+    /// Evicts every instance not in use that is idle or fresh. Returns how
+    /// many went.
     pub(crate) fn evict_idle(&self, report: &mut impl FnMut(&Arc<str>, Change)) -> usize {
         let now = clock::now();
         let mut total = 0;
@@ -832,19 +804,17 @@ where
             let mut gone = Vec::new();
             {
                 let mut guard = Self::lock(&shard.0);
-                let mut i = guard.tail;
-                while i != NIL {
-                    let mut prev = guard.slots[i as usize].prev;
-                    if let Some(why) = self.may_go(guard.entry(i), now, false) {
-                        let (entry, moved) = guard.remove(i);
-                        if moved == Some(prev) {
-                            prev = i;
-                        }
+                // From the end, so that the slot moved into a hole is one
+                // already looked at.
+                let mut i = guard.len();
+                while i > 0 {
+                    i -= 1;
+                    if let Some(why) = self.may_go(&guard.slots[i].entry, now) {
+                        let entry = guard.remove(i);
                         gone.push((entry.label.clone(), why));
                         drop(entry);
                         self.len.0.fetch_sub(1, AcqRel);
                     }
-                    i = prev;
                 }
             }
             total += gone.len();

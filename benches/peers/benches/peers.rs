@@ -313,13 +313,29 @@ fn key_of(n: u64, keys: u64) -> u64 {
     (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % keys
 }
 
+/// 2^16 keys drawn from `0..keys` with Zipf's law of exponent 1 (key `r`
+/// about as often as `1 / (r + 1)`: a log-uniform draw), as traffic over
+/// hosts or tenants tends to be: a few hot keys, a long tail.
+fn zipf_keys(keys: u64) -> Vec<u64> {
+    let ln = (keys as f64).ln();
+    (0..1u64 << 16)
+        .map(|n| {
+            // A fixed, evenly spread u in [0, 1), from n.
+            let u = (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as f64 / (1u64 << 53) as f64;
+            ((u * ln).exp() as u64).saturating_sub(1).min(keys - 1)
+        })
+        .collect()
+}
+
 /// A rate limiter per key, every key with room, at 10^2, 10^4 and 10^6
-/// live keys, each call's key drawn evenly from all of them: palisade's
-/// keyed layer (its registry's lookup, then the key's limiter) against
-/// governor's keyed limiter (`check_key` on its DashMap store), with
-/// palisade's single limiter and the bare service as baselines.
+/// live keys: palisade's keyed layer (its registry's lookup, then the
+/// key's limiter) against governor's keyed limiter (`check_key` on its
+/// DashMap store), with palisade's single limiter and the bare service as
+/// baselines. Each call's key is drawn evenly from all of them (the worst
+/// case for the caches), or by Zipf's law (a few hot keys).
 fn keyed(c: &mut Criterion) {
     use std::num::NonZeroU32;
+    use std::sync::Arc;
 
     let mut group = c.benchmark_group("keyed_rate_limit");
     bench_service(&mut group, "bare", bare());
@@ -331,6 +347,7 @@ fn keyed(c: &mut Criterion) {
     };
     bench_service(&mut group, "palisade, one limiter", limiter().layer(bare()));
     for keys in [100u64, 10_000, 1_000_000] {
+        let zipf: Arc<[u64]> = zipf_keys(keys).into();
         let layer = palisade::keyed::KeyedLayer::builder(limiter())
             .key(move |n: &u64| key_of(*n, keys))
             .max_keys(keys as usize)
@@ -342,22 +359,48 @@ fn keyed(c: &mut Criterion) {
         assert_eq!(layer.handle().len(), keys as usize);
         bench_service(
             &mut group,
-            &format!("palisade keyed, {keys} keys"),
+            &format!("palisade keyed, {keys} keys, even"),
             layer.layer(bare()),
         );
         drop(layer);
-        let governor = governor::RateLimiter::keyed(governor::Quota::per_second(
+        let by_zipf = zipf.clone();
+        let layer = palisade::keyed::KeyedLayer::builder(limiter())
+            .key(move |n: &u64| by_zipf[(*n & 0xFFFF) as usize])
+            .max_keys(keys as usize)
+            .build()
+            .unwrap();
+        for key in 0..keys {
+            layer.instance(&key).unwrap();
+        }
+        bench_service(
+            &mut group,
+            &format!("palisade keyed, {keys} keys, zipf"),
+            layer.layer(bare()),
+        );
+        drop(layer);
+        let governor = Arc::new(governor::RateLimiter::keyed(governor::Quota::per_second(
             NonZeroU32::new(1_000_000_000).unwrap(),
-        ));
+        )));
         for key in 0..keys {
             governor.check_key(&key).expect("room");
         }
-        let mut inner = bare();
+        let (even, mut inner) = (governor.clone(), bare());
         bench_future(
             &mut group,
-            &format!("governor 0.10 keyed check_key(), then the call, {keys} keys"),
+            &format!("governor 0.10 keyed check_key(), then the call, {keys} keys, even"),
             move |n| {
-                governor.check_key(&key_of(n, keys)).expect("room");
+                even.check_key(&key_of(n, keys)).expect("room");
+                inner.call(n)
+            },
+        );
+        let (by_zipf, mut inner) = (zipf.clone(), bare());
+        bench_future(
+            &mut group,
+            &format!("governor 0.10 keyed check_key(), then the call, {keys} keys, zipf"),
+            move |n| {
+                governor
+                    .check_key(&by_zipf[(n & 0xFFFF) as usize])
+                    .expect("room");
                 inner.call(n)
             },
         );
