@@ -181,7 +181,9 @@ impl BulkheadFull {
     }
 
     /// The key of the bulkhead that refused the call, when it is one of a
-    /// [keyed](crate::keyed) layer's bulkheads; the message then names it.
+    /// [keyed](crate::keyed) layer's bulkheads; the message then names it:
+    /// `bulkhead "per-host" for key "10.0.0.7:8080" is full: 4 in flight,
+    /// no queue`.
     pub fn key(&self) -> Option<&str> {
         self.who.key.as_deref()
     }
@@ -300,7 +302,8 @@ impl RateLimited {
 
     /// The key of the limiter that refused the call, when it is one of a
     /// [keyed](crate::keyed) layer's limiters (one per tenant, say); the
-    /// message then names it.
+    /// message then names it: `rate limiter "tenants" for key "acme" is
+    /// over its rate of 10 per 1s (burst 10); retry after 100ms`.
     pub fn key(&self) -> Option<&str> {
         self.who.key.as_deref()
     }

@@ -313,3 +313,91 @@ async fn alone_an_ejected_breaker_parks_its_caller_until_the_wait_ends() {
     assert_eq!(handle.state(), CircuitState::Closed, "the probe closed it");
     assert_eq!(handle.metrics().not_permitted, 0);
 }
+
+/// A breaker whose open wait ended is back in service: half-open, it is
+/// not counted as ejected, and gives its place under the cap to another
+/// breaker that opens (as Envoy's ejection ends with its time). Failing its
+/// probe, it is ejected again if there is room. (Found by the docs-only
+/// tests: `ejected` stayed true through half-open, holding the place.)
+#[tokio::test(start_paused = true)]
+async fn a_half_open_breaker_gives_its_place_under_the_cap_back() {
+    let keyed = KeyedLayer::builder(
+        CircuitBreakerLayer::builder()
+            .consecutive_failures(1)
+            .wait_duration(Duration::from_secs(10))
+            .half_open_calls(2)
+            .eject_when_open()
+            .build()
+            .unwrap(),
+    )
+    .key(|n: &u32| *n)
+    .max_ejection_percent(25)
+    .build()
+    .unwrap();
+    let handle = keyed.handle();
+    let breakers: Vec<_> = (0..4)
+        .map(|n| keyed.instance(&n).unwrap().handle())
+        .collect();
+    let mut endpoints: Vec<_> = (0..4u32)
+        .map(|n| keyed.instance(&n).unwrap().layer(failing_or_not()))
+        .collect();
+    endpoints[0]
+        .ready()
+        .await
+        .unwrap()
+        .call(true)
+        .await
+        .unwrap_err();
+    assert!(breakers[0].metrics().ejected);
+    assert_eq!(handle.ejection().unwrap().ejected, 1);
+
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    // Its wait is over: the next caller takes a probe, and it is in again.
+    endpoints[0]
+        .ready()
+        .await
+        .unwrap()
+        .call(false)
+        .await
+        .unwrap();
+    assert_eq!(breakers[0].state(), CircuitState::HalfOpen);
+    assert!(!breakers[0].metrics().ejected, "half-open: back in service");
+    assert_eq!(handle.ejection().unwrap().ejected, 0);
+
+    // Another breaker opens: the place is free, so it is ejected.
+    endpoints[1]
+        .ready()
+        .await
+        .unwrap()
+        .call(true)
+        .await
+        .unwrap_err();
+    assert!(breakers[1].metrics().ejected);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(endpoints[1].poll_ready(&mut cx).is_pending());
+
+    // The first one's second probe fails: open again, past the cap now, so
+    // it answers at once instead of leaving the balancer.
+    endpoints[0]
+        .ready()
+        .await
+        .unwrap()
+        .call(true)
+        .await
+        .unwrap_err();
+    assert_eq!(breakers[0].state(), CircuitState::Open);
+    assert!(!breakers[0].metrics().ejected);
+    assert!(endpoints[0].poll_ready(&mut cx).is_ready());
+    let err = endpoints[0].call(false).await.unwrap_err();
+    assert_eq!(ErrorKind::of(&err), ErrorKind::CircuitOpen);
+}
+
+fn failing_or_not() -> impl Service<bool, Response = (), Error = BoxError, Future: Send> + Clone {
+    service_fn(|fail: bool| async move {
+        if fail {
+            Err::<(), BoxError>("down".into())
+        } else {
+            Ok(())
+        }
+    })
+}

@@ -305,9 +305,14 @@ impl<C> CircuitBreakerBuilder<C> {
     /// [`CircuitOpen`](crate::error::CircuitOpen), so that a load balancer
     /// over endpoints (tower's `balance::p2c::Balance`) skips this one and
     /// picks another; they are woken when the open wait ends (the next
-    /// caller then takes a probe), or the breaker is set by hand. A
-    /// half-open breaker whose probes are all out stays ejected until one
-    /// finishes, or the stay ends.
+    /// caller then takes a probe), or the breaker is set by hand.
+    ///
+    /// The ejection ends with the open wait: half-open, the breaker is
+    /// back in its balancer ([`CircuitMetrics::ejected`](super::CircuitMetrics::ejected)
+    /// is false, and it no longer counts against a cap), its probes go
+    /// through, and a caller that finds every probe out waits until one
+    /// finishes (or the stay ends) rather than being refused. A failed
+    /// probe opens it again, and ejects it again if its set has room.
     ///
     /// Use it only where something above picks among several services:
     /// alone, a caller of an ejected breaker waits (bounded by a timeout

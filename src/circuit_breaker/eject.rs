@@ -7,6 +7,7 @@ use std::task::Waker;
 
 use std::sync::Arc;
 
+use super::CircuitState;
 use crate::registry::Ejection;
 use crate::sync::{AtomicBool, Mutex};
 
@@ -15,8 +16,14 @@ use crate::sync::{AtomicBool, Mutex};
 pub(crate) struct Eject {
     set: Arc<Ejection>,
     /// Whether this breaker holds one of the set's ejections: taken when it
-    /// opens (if the set is below its cap), given back when it closes.
+    /// opens (if the set is below its cap), given back when the open state
+    /// ends (the open wait is over: it is back in service, half-open; or
+    /// it was closed by hand).
     ejected: AtomicBool,
+    /// Whether this breaker's half-open stay follows an ejection: a caller
+    /// that finds every probe out then waits for one to finish, rather
+    /// than being refused (the balancer picks another endpoint meanwhile).
+    probing: AtomicBool,
     /// The tasks parked in `poll_ready`, woken at every transition and
     /// whenever a probe's permit is given back.
     waiters: Mutex<Vec<Waker>>,
@@ -29,6 +36,7 @@ impl Eject {
         Self {
             set,
             ejected: AtomicBool::new(false),
+            probing: AtomicBool::new(false),
             waiters: Mutex::new(Vec::new()),
         }
     }
@@ -39,21 +47,45 @@ impl Eject {
         self.ejected.load(Acquire)
     }
 
-    /// The breaker enters a state that ejects (open, half-open, forced
-    /// open) from one that does not: it takes an ejection if the set has
-    /// room. Called under the breaker's transition lock.
-    pub(crate) fn enter(&self) {
-        if !self.ejected.load(Acquire) && self.set.try_eject() {
-            self.ejected.store(true, Release);
+    /// Whether a half-open caller that finds every probe out waits.
+    #[inline]
+    pub(crate) fn waits_for_probes(&self) -> bool {
+        self.probing.load(Acquire)
+    }
+
+    /// The breaker moved from `from` to `to`: it takes an ejection when it
+    /// opens (if the set has room, checked at each opening, as Envoy
+    /// checks at each ejection), and gives it back when the open state
+    /// ends. Called under the breaker's transition lock.
+    pub(crate) fn moved(&self, from: CircuitState, to: CircuitState) {
+        let open = |state| matches!(state, CircuitState::Open | CircuitState::ForcedOpen);
+        match (open(from), open(to)) {
+            (false, true) => {
+                self.probing.store(false, Release);
+                if !self.ejected.load(Acquire) && self.set.try_eject() {
+                    self.ejected.store(true, Release);
+                }
+            }
+            (true, false) => {
+                let was = self.give_back();
+                self.probing
+                    .store(was && to == CircuitState::HalfOpen, Release);
+            }
+            _ => {
+                if !matches!(to, CircuitState::HalfOpen) {
+                    self.probing.store(false, Release);
+                }
+            }
         }
     }
 
-    /// The breaker leaves the states that eject: its ejection goes back.
-    /// Called under the breaker's transition lock.
-    pub(crate) fn leave(&self) {
-        if self.ejected.swap(false, AcqRel) {
+    /// Gives the ejection back, if this breaker holds one.
+    fn give_back(&self) -> bool {
+        let was = self.ejected.swap(false, AcqRel);
+        if was {
             self.set.restore();
         }
+        was
     }
 
     /// Parks the task of `waker` until the next wake.
@@ -76,7 +108,7 @@ impl Eject {
 
 impl Drop for Eject {
     fn drop(&mut self) {
-        self.leave();
+        self.give_back();
         self.set.leave();
     }
 }

@@ -238,8 +238,9 @@ pub struct CircuitMetrics {
     pub open_remaining: Duration,
     /// While half-open: probes admitted and not yet finished.
     pub probes_in_flight: u32,
-    /// Whether the breaker is ejected from its load balancer now (see
-    /// [`eject_when_open`](CircuitBreakerBuilder::eject_when_open)).
+    /// Whether the breaker is ejected from its load balancer now: open (or
+    /// forced open) with [`eject_when_open`](CircuitBreakerBuilder::eject_when_open),
+    /// within its set's cap. False while half-open.
     pub ejected: bool,
 }
 

@@ -116,25 +116,27 @@ impl Core {
             && self.window.totals(self.epoch.nanos_at(now)).calls == 0
     }
 
-    /// For a breaker that is ejected: whether a call now would be refused,
-    /// and until when, without taking a probe or counting a refusal.
-    /// `Some(Some(at))`: until `at` (nanoseconds since the epoch) at the
-    /// latest; `Some(None)`: until a transition (held open by hand);
-    /// `None`: not ejected, or a call may be admitted (or refused all the
-    /// same, by a breaker past its set's cap).
+    /// For a breaker that ejects itself: whether a call now would be
+    /// refused while the breaker is out of its balancer, and until when,
+    /// without taking a probe or counting a refusal. `Some(Some(at))`:
+    /// until `at` (nanoseconds since the epoch) at the latest;
+    /// `Some(None)`: until a transition (held open by hand). `None`: a
+    /// call may be admitted, or is refused at once (a breaker that opened
+    /// past its set's cap).
+    ///
+    /// Out: open (or forced open) holding one of the set's ejections; or
+    /// half-open after such an ejection, every probe out, for as long as
+    /// the stay may last.
     pub(crate) fn ejected_until(&self) -> Option<Option<u64>> {
         let eject = self.eject.as_ref()?;
-        if !eject.is_ejected() {
-            return None;
-        }
         let word = self.load();
         match word.state() {
-            CircuitState::ForcedOpen => Some(None),
-            CircuitState::Open => {
+            CircuitState::ForcedOpen if eject.is_ejected() => Some(None),
+            CircuitState::Open if eject.is_ejected() => {
                 let until = self.open_until.load(Acquire);
                 (self.epoch.nanos_now() < until).then_some(Some(until))
             }
-            CircuitState::HalfOpen => {
+            CircuitState::HalfOpen if eject.waits_for_probes() => {
                 let until = self.open_until.load(Acquire);
                 let probes = self.probes();
                 let full =
@@ -508,17 +510,7 @@ impl Core {
             CircuitState::ForcedOpen | CircuitState::Disabled => {}
         }
         if let Some(eject) = &self.eject {
-            let ejects = |state| {
-                matches!(
-                    state,
-                    CircuitState::Open | CircuitState::HalfOpen | CircuitState::ForcedOpen
-                )
-            };
-            match (ejects(current.state()), ejects(to)) {
-                (false, true) => eject.enter(),
-                (true, false) => eject.leave(),
-                _ => {}
-            }
+            eject.moved(current.state(), to);
         }
         // Open for the new state's calls before any can be admitted.
         self.gate.0.open(next.generation());

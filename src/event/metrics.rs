@@ -7,10 +7,13 @@
 //! Names and labels follow OpenTelemetry's naming guidance: one namespace
 //! per pattern under `palisade.`, dot-separated, lower case, no `_total`
 //! on counters and no unit in the name (an exporter adds what its format
-//! wants: Prometheus's adds `_total` to counters and turns dots into
-//! underscores, so `palisade.retry.attempts` is scraped as
-//! `palisade_retry_attempts_total`, and the label `palisade.layer.name` as
-//! `palisade_layer_name`; see `examples/metrics.rs`). Every metric has the
+//! wants: Prometheus's, `metrics-exporter-prometheus`, turns dots into
+//! underscores, and with its recommended naming
+//! (`PrometheusBuilder::with_recommended_naming(true)`, as
+//! `examples/metrics.rs` sets it up) adds `_total` to counters, so
+//! `palisade.retry.attempts` is scraped as `palisade_retry_attempts_total`,
+//! and the label `palisade.layer.name` as `palisade_layer_name`; without
+//! it, counters keep their name, `palisade_retry_attempts`). Every metric has the
 //! label `palisade.layer.name`, the name given to the layer's builder.
 //!
 //! | metric | instrument | unit | labels | meaning |
@@ -223,7 +226,10 @@ impl MetricsEvents {
 
     /// Labels the metrics of a [keyed](crate::keyed) layer's instances
     /// with `palisade.key`, whose value is what `label` makes of the
-    /// instance's key, or `other` where it returns `None`.
+    /// instance's key, or `other` where it returns `None`. Every event that
+    /// carries a key ([`Event::key`](super::Event::key)) is labelled so, the
+    /// keyed layer's own (`palisade.keyed.*`) included, if this listener
+    /// hears them.
     ///
     /// Without this, every instance of a keyed layer counts in its layer's
     /// series, however many keys there are. With it, the number of series

@@ -94,9 +94,11 @@ impl<'a> Event<'a> {
         self.name
     }
 
-    /// The key of the instance it happened in, as the key displays
-    /// (`10.0.0.7:8080`, `tenant-42`): `None` for a layer that is not one
-    /// of a [keyed](crate::keyed) layer's instances.
+    /// The key the event is about, as the key displays (`10.0.0.7:8080`,
+    /// `tenant-42`): that of the [keyed](crate::keyed) layer's instance it
+    /// happened in, or, for the keyed layer's own events (an instance made
+    /// or evicted, a call refused), the key they concern. `None` for any
+    /// other layer's events.
     pub fn key(&self) -> Option<&'a str> {
         self.key
     }

@@ -8,21 +8,25 @@ use crate::event::EventKind;
 use crate::registry::Eviction;
 
 /// What happened in a keyed layer; see [`Event`](crate::event::Event),
-/// whose [`key`](crate::event::Event::key) says for which key.
+/// whose [`key`](crate::event::Event::key) says for which key. An event
+/// displays as ``keyed `hosts`: instance evicted: it was idle (41 keys); key `10.0.0.7:8080` ``.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum KeyedEvent {
     /// An instance was made for a key seen for the first time (or again
     /// after its instance went).
     InstanceCreated {
-        /// How many keys the layer holds now.
+        /// How many keys the layer holds as the event is emitted, this one
+        /// included.
         keys: usize,
     },
     /// An instance went.
     InstanceEvicted {
         /// Why it went.
         reason: Eviction,
-        /// How many keys the layer holds now.
+        /// How many keys the layer holds as the event is emitted: an
+        /// instance made for the key that needed the room already counts
+        /// (its `InstanceCreated` comes next).
         keys: usize,
     },
     /// A call's key found no room, and the call was refused with

@@ -76,7 +76,9 @@ impl<S: Service<Req>, Req> fmt::Debug for ResponseFuture<S, Req> {
             Kind::Readying { .. } => "readying",
             Kind::Failed { .. } => "failed",
         };
-        f.debug_struct("ResponseFuture").field("kind", &kind).finish()
+        f.debug_struct("ResponseFuture")
+            .field("kind", &kind)
+            .finish()
     }
 }
 

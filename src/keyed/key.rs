@@ -98,7 +98,8 @@ pub struct HostPort {
 }
 
 impl HostPort {
-    /// The key of `host` (any case) and `port`.
+    /// The key of `host` (any case) and `port`. An IPv6 address is written
+    /// as a URI writes it, in brackets: `HostPort::new("[::1]", 8080)`.
     pub fn new(host: &str, port: u16) -> Self {
         Self {
             host: host.to_ascii_lowercase().into_boxed_str(),
@@ -178,11 +179,13 @@ impl Lookup<HostPort> for HostPortRef<'_> {
 /// pipeline per authority). Feature `http`.
 ///
 /// For an `http::Request`, the URI's host and port, the port defaulting
-/// to the scheme's (80, 443); for a request whose URI has no host (on a
-/// server, or inside a tonic `Channel`), the `Host` header's. For a
-/// `reqwest::Request` (feature `reqwest`), its URL's host and port. A
-/// request that names no host has the key `(no host):0`, shared by all
-/// such requests. Finding the instance builds no owned key: the host is
+/// to the scheme's (80 for `http` and `ws`, 443 for `https` and `wss`);
+/// for a request whose URI has no host (on a server, or inside a tonic
+/// `Channel`), the `Host` header's host and port. A port nobody names (a
+/// `Host: api.example` header on a request whose URI has no scheme, as a
+/// server sees it) is 0: `api.example:0`. For a `reqwest::Request`
+/// (feature `reqwest`), its URL's host and port. A request that names no
+/// host has the key `(no host):0`, shared by all such requests. Finding the instance builds no owned key: the host is
 /// compared in place, ignoring case.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HostAndPort;
@@ -264,7 +267,8 @@ impl KeyOf<reqwest::Request> for HostAndPort {
 /// API key, per client. Feature `http`.
 ///
 /// Requests without the header share one key, which displays as
-/// `(none)`; a value that is not text displays with its bytes escaped.
+/// `(none)`; a value that is not text displays with its bytes escaped as
+/// `<[u8]>::escape_ascii` writes them (`a\xffb`).
 /// Finding the instance builds no owned key.
 ///
 /// Mind who sets the header: on a server, a client can send any value, so

@@ -29,6 +29,12 @@ pub enum WhenFull {
     /// evicted instance knew (an open breaker, a spent limit) is
     /// forgotten. The default. If every instance is in use, the call is
     /// refused as with `Reject`.
+    ///
+    /// "Least recently used" as CLOCK approximates it (per shard of the
+    /// registry, among the next 16 instances from its hand): an instance
+    /// looked up since the hand last passed gets a second chance, and one
+    /// made for a key never seen again is the first to go, so a burst of
+    /// one-off keys evicts itself rather than the keys in steady use.
     #[default]
     EvictLeastRecentlyUsed,
     /// The call is refused with [`TooManyKeys`]: no state is forgotten,
@@ -37,7 +43,9 @@ pub enum WhenFull {
     /// The call goes through one instance shared by every key that finds
     /// no room (made with the layer, with the key `(shared)`): no state is
     /// forgotten and no call refused, but the keys past the maximum share
-    /// one limit.
+    /// one limit. The shared instance is not one of the layer's keys (not
+    /// in [`KeyedHandle::len`] nor [`KeyedHandle::instances`]; see
+    /// [`KeyedHandle::shared_instance`]).
     Share,
 }
 
@@ -306,11 +314,21 @@ impl<X, I: Instance> KeyedBuilder<X, I> {
     /// For breakers that eject themselves from a load balancer while open
     /// ([`CircuitBreakerBuilder::eject_when_open`](crate::circuit_breaker::CircuitBreakerBuilder::eject_when_open)):
     /// at most this percentage of this layer's breakers (1 to 100) are
-    /// ejected at once, as Envoy's `max_ejection_percent`. The test is
-    /// made before each ejection, so one breaker can always be ejected. A
-    /// breaker that opens past the cap stays in: its calls fail at once
-    /// with `CircuitOpen` until it closes. Without this setting, each
-    /// breaker ejects itself whenever it is open.
+    /// ejected at once, as Envoy's `max_ejection_percent`.
+    ///
+    /// A breaker that opens is ejected if fewer than the percentage of the
+    /// layer's breakers are: the test is made before each ejection, so one
+    /// breaker can always be ejected, and the count may end above the
+    /// percentage (50% of 3 breakers: the first two to open are ejected,
+    /// since 0 of 3 and then 1 of 3 are below 50%, and 2 of 3 is not; of
+    /// 4 breakers, two as well). The
+    /// test is made each time a breaker opens (again after a failed
+    /// probe); one that opened past the cap is not ejected later while it
+    /// stays open, and answers its calls at once with `CircuitOpen`. An
+    /// ejection ends when the open wait does (the breaker is half-open,
+    /// back in its balancer) or the breaker is set by hand. The shared
+    /// instance of [`WhenFull::Share`] counts among the breakers. Without
+    /// this setting, each breaker ejects itself whenever it is open.
     pub fn max_ejection_percent(mut self, percent: u32) -> Self {
         self.max_ejection_percent = Some(percent);
         self
@@ -321,9 +339,10 @@ impl<X: KeySource, I: Instance> KeyedBuilder<X, I> {
     /// Validates the configuration and makes the layer.
     ///
     /// # Errors
-    /// No key source (a compile error: `build` needs one), a maximum of 0
-    /// keys or more than [`MAX_KEYS`], a zero or unrepresentable idle
-    /// timeout, an ejection percentage of 0 or above 100.
+    /// A [`ConfigError`] naming the setting: `max_keys` (0, or more than
+    /// [`MAX_KEYS`]), `idle_timeout` (zero, or longer than about 584
+    /// years), `max_ejection_percent` (0 or above 100). Without a key
+    /// source, `build` does not compile.
     pub fn build(self) -> Result<KeyedLayer<X, I>, ConfigError> {
         validate::within("max_keys", self.max_keys, 1..=MAX_KEYS)?;
         if let Some(idle) = self.idle_timeout {

@@ -195,7 +195,8 @@ pub enum Eviction {
     /// Unused for longer than the idle timeout.
     Idle,
     /// The registry was full, and it was the least recently used instance
-    /// that could go.
+    /// that could go, as CLOCK approximates it (see
+    /// [`WhenFull::EvictLeastRecentlyUsed`](crate::keyed::WhenFull::EvictLeastRecentlyUsed)).
     LeastRecentlyUsed,
 }
 
@@ -261,19 +262,24 @@ struct Entry<K, V> {
 }
 
 struct Slot<K, V> {
-    entry: Entry<K, V>,
+    /// `None`: a hole, on the free list.
+    entry: Option<Entry<K, V>>,
     hash: u64,
     /// Looked up since the clock's hand last passed (CLOCK's reference
     /// bit): the slot gets a second chance when room is needed.
     referenced: bool,
 }
 
-/// One shard: a table of slot indexes, the slots (dense: a removal moves
-/// the last slot into the hole, so that the slab is as long as the shard
-/// holds keys, and shrinks with it), and the clock's hand over them.
+/// One shard: a table of slot indexes, the slots, and the clock's hand
+/// going round them. A slot that is let go leaves a hole that the next new
+/// key fills: the instance evicted for room is replaced in place, just
+/// behind the hand, so that the newest instance is the last the hand comes
+/// back to (CLOCK's order). When holes are half the slab, it is compacted.
 struct Shard<K, V> {
     table: HashTable<u32>,
     slots: Vec<Slot<K, V>>,
+    /// Holes, the latest last.
+    free: Vec<u32>,
     /// The next slot the clock looks at.
     hand: usize,
     lookups: u32,
@@ -284,41 +290,61 @@ impl<K, V> Shard<K, V> {
         Self {
             table: HashTable::new(),
             slots: Vec::new(),
+            free: Vec::new(),
             hand: 0,
             lookups: 0,
         }
     }
 
     fn len(&self) -> usize {
-        self.slots.len()
+        self.table.len()
     }
 
     #[inline]
     fn find<Q: Lookup<K> + ?Sized>(&self, hash: u64, q: &Q) -> Option<usize> {
         let slots = &self.slots;
         self.table
-            .find(hash, |&i| q.matches(&slots[i as usize].entry.key))
+            .find(hash, |&i| {
+                slots[i as usize]
+                    .entry
+                    .as_ref()
+                    .is_some_and(|e| q.matches(&e.key))
+            })
             .map(|&i| i as usize)
     }
 
+    /// The entry of a live slot.
+    #[inline]
+    fn entry(&self, i: usize) -> &Entry<K, V> {
+        self.slots[i].entry.as_ref().expect("a live slot")
+    }
+
     fn insert(&mut self, hash: u64, entry: Entry<K, V>) -> usize {
-        let i = self.slots.len();
-        let index = u32::try_from(i).expect("fewer than 2^32 keys per shard");
         // A new instance has not been looked up since: if it is never used
         // again (a key sprayed once), it is the first to go.
-        self.slots.push(Slot {
-            entry,
+        let slot = Slot {
+            entry: Some(entry),
             hash,
             referenced: false,
-        });
+        };
+        let i = match self.free.pop() {
+            Some(hole) => {
+                self.slots[hole as usize] = slot;
+                hole as usize
+            }
+            None => {
+                self.slots.push(slot);
+                self.slots.len() - 1
+            }
+        };
+        let index = u32::try_from(i).expect("fewer than 2^32 keys per shard");
         let slots = &self.slots;
         self.table
             .insert_unique(hash, index, |&j| slots[j as usize].hash);
         i
     }
 
-    /// Takes slot `i` out and returns its entry; the last slot moves into
-    /// its place.
+    /// Takes slot `i` out and returns its entry, leaving a hole.
     fn remove(&mut self, i: usize) -> Entry<K, V> {
         let hash = self.slots[i].hash;
         match self.table.find_entry(hash, |&j| j as usize == i) {
@@ -327,46 +353,64 @@ impl<K, V> Shard<K, V> {
             }
             Err(_) => unreachable!("a live slot is in the table"),
         }
-        let last = self.slots.len() - 1;
-        let removed = self.slots.swap_remove(i);
-        if i != last {
-            // The last slot is now at `i`: its table entry follows it.
-            let hash = self.slots[i].hash;
-            *self
-                .table
-                .find_mut(hash, |&j| j as usize == last)
-                .expect("a live slot is in the table") = i as u32;
-        }
-        self.shrink();
-        removed.entry
+        let entry = self.slots[i].entry.take().expect("a live slot");
+        self.free.push(i as u32);
+        entry
     }
 
-    /// Gives memory back once the shard holds far fewer keys than it has
-    /// room for, so that keys spreading unevenly over the shards over time
-    /// cannot make every shard as large as the largest was.
-    fn shrink(&mut self) {
-        let len = self.slots.len();
-        if self.slots.capacity() > 4 * len + 16 {
-            let target = 2 * len + 8;
-            self.slots.shrink_to(target);
-            let slots = &self.slots;
-            self.table.shrink_to(target, |&j| slots[j as usize].hash);
+    /// Compacts the slab once holes are half of it, keeping the clock's
+    /// order (from the hand round), and gives memory back once the shard
+    /// holds far fewer keys than it has room for: keys spreading unevenly
+    /// over the shards over time cannot make every shard as large as the
+    /// largest was.
+    fn compact_if_sparse(&mut self) {
+        let slots = self.slots.len();
+        if slots < 32 || self.free.len() * 2 < slots {
+            return;
         }
+        let hand = self.hand.min(slots);
+        let mut order: Vec<Slot<K, V>> = Vec::with_capacity(2 * self.len() + 8);
+        let (after, before) = {
+            let mut all = std::mem::take(&mut self.slots);
+            let before: Vec<_> = all.drain(..hand).collect();
+            (all, before)
+        };
+        order.extend(
+            after
+                .into_iter()
+                .chain(before)
+                .filter(|s| s.entry.is_some()),
+        );
+        self.free.clear();
+        self.free.shrink_to(order.len());
+        self.hand = 0;
+        self.table.clear();
+        self.table.shrink_to(2 * order.len() + 8, |_| 0);
+        for (i, slot) in order.iter().enumerate() {
+            let slots = &order;
+            self.table
+                .insert_unique(slot.hash, i as u32, |&j| slots[j as usize].hash);
+        }
+        self.slots = order;
     }
 
-    /// The slot under the hand, the hand moved on past it; `None` if the
-    /// shard is empty.
+    /// The live slot under the hand, the hand moved on past it; `None` if
+    /// the shard is empty.
     #[inline]
     fn tick(&mut self) -> Option<usize> {
-        if self.slots.is_empty() {
+        if self.len() == 0 {
             return None;
         }
-        if self.hand >= self.slots.len() {
-            self.hand = 0;
+        loop {
+            if self.hand >= self.slots.len() {
+                self.hand = 0;
+            }
+            let i = self.hand;
+            self.hand += 1;
+            if self.slots[i].entry.is_some() {
+                return Some(i);
+            }
         }
-        let i = self.hand;
-        self.hand += 1;
-        Some(i)
     }
 }
 
@@ -459,10 +503,16 @@ where
     }
 
     /// How many shards suit a registry of `max` keys on this machine: four
-    /// per core, as a power of two, and never more than there are keys.
+    /// per core, as a power of two, but no more than one per 16 keys, so
+    /// that a small registry is one shard (one clock, whose order is the
+    /// whole registry's).
     pub(crate) fn shards_for(max: usize) -> usize {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        (4 * cores).min(max).max(1).next_power_of_two().min(256)
+        (4 * cores)
+            .min(max / 16)
+            .max(1)
+            .next_power_of_two()
+            .min(256)
     }
 
     /// The instances held.
@@ -487,7 +537,9 @@ where
         // Every update leaves the shard consistent before it can panic
         // (an instance's own code runs outside the lock, but for `visit`'s
         // closure, which only reads): a poisoned lock holds a usable shard.
-        shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        shard
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     #[inline]
@@ -540,13 +592,15 @@ where
                 if !slot.referenced {
                     slot.referenced = true;
                 }
-                return Ok(visit(&slot.entry.value));
+                return Ok(visit(&slot.entry.as_ref().expect("found").value));
             };
             let now = clock::now();
+            let nanos = self.nanos(now);
             let slot = &mut guard.slots[i];
             slot.referenced = true;
-            slot.entry.last_used = self.nanos(now);
-            let out = visit(&slot.entry.value);
+            let entry = slot.entry.as_mut().expect("found");
+            entry.last_used = nanos;
+            let out = visit(&entry.value);
             guard.lookups = guard.lookups.wrapping_add(1);
             if guard.lookups % SWEEP_EVERY == 0 {
                 let mut evicted = Evicted::new();
@@ -605,7 +659,7 @@ where
             // Another caller may have made this key's instance meanwhile.
             if let Some(i) = guard.find(hash, q) {
                 guard.slots[i].referenced = true;
-                let out = visit(&guard.slots[i].entry.value);
+                let out = visit(&guard.entry(i).value);
                 drop(guard);
                 evicted.report(report);
                 return Ok(out);
@@ -630,6 +684,7 @@ where
                 last_used,
             },
         );
+        guard.compact_if_sparse();
         drop(guard);
         evicted.report(report);
         report(&label, Change::Created);
@@ -675,34 +730,42 @@ where
         let now_nanos = self.nanos(now);
         for _ in 0..SCAN.min(shard.len()) {
             if evicted.len >= SWEEP {
-                return;
+                break;
             }
-            let Some(i) = shard.tick() else { return };
-            let entry = &shard.slots[i].entry;
+            let Some(i) = shard.tick() else { break };
+            let entry = shard.entry(i);
             if now_nanos.saturating_sub(entry.last_used) > idle && !entry.value.in_use() {
                 self.take(shard, i, Eviction::Idle, evicted);
-                // The last slot moved into `i`: look at it next.
-                shard.hand = i;
             }
         }
+        shard.compact_if_sparse();
     }
 
     /// Evicts one instance of `shard` to make room: among the next `SCAN`
-    /// slots from the clock's hand, the first that is idle or fresh; else,
-    /// if the policy allows, going round from the hand, the first not
-    /// looked up since the hand last passed (clearing, as it goes, the mark
-    /// of those that were: CLOCK, the second-chance approximation of least
-    /// recently used), or failing that the first it cleared. Instances in
-    /// use are passed over.
+    /// live slots from the clock's hand, the first that is idle or fresh;
+    /// else, if the policy allows, going round from the hand, the first
+    /// not looked up since the hand last passed (clearing, as it goes, the
+    /// mark of those that were: CLOCK, the second-chance approximation of
+    /// least recently used), or failing that the first it cleared.
+    /// Instances in use are passed over. The hole is filled by the next
+    /// new key of the shard.
     fn free_one(&self, shard: &mut Shard<K, V>, now: Instant, evicted: &mut Evicted) -> bool {
-        let n = shard.len();
-        if n == 0 {
+        let n = shard.slots.len();
+        if shard.len() == 0 {
             return false;
         }
         let start = if shard.hand < n { shard.hand } else { 0 };
-        for k in 0..SCAN.min(n) {
+        let mut looked = 0;
+        for k in 0..n {
+            if looked == SCAN {
+                break;
+            }
             let i = (start + k) % n;
-            if let Some(why) = self.may_go(&shard.slots[i].entry, now) {
+            let Some(entry) = &shard.slots[i].entry else {
+                continue;
+            };
+            looked += 1;
+            if let Some(why) = self.may_go(entry, now) {
                 self.take(shard, i, why, evicted);
                 return true;
             }
@@ -711,15 +774,14 @@ where
             return false;
         }
         let mut second_chance = None;
-        for _ in 0..SCAN.min(n) {
+        for _ in 0..SCAN.min(shard.len()) {
             let Some(i) = shard.tick() else { break };
             let slot = &mut shard.slots[i];
-            if slot.entry.value.in_use() {
+            if slot.entry.as_ref().is_some_and(|e| e.value.in_use()) {
                 continue;
             }
             if !slot.referenced {
                 self.take(shard, i, Eviction::LeastRecentlyUsed, evicted);
-                shard.hand = i;
                 return true;
             }
             slot.referenced = false;
@@ -758,6 +820,7 @@ where
             }
             let mut evicted = Evicted::new();
             let freed = self.free_one(&mut guard, now, &mut evicted);
+            guard.compact_if_sparse();
             drop(guard);
             evicted.report(report);
             if freed {
@@ -771,9 +834,7 @@ where
     pub(crate) fn get<Q: Lookup<K> + ?Sized>(&self, q: &Q) -> Option<V> {
         let hash = self.hasher.hash_one(q);
         let guard = Self::lock(self.shard_of(hash));
-        guard
-            .find(hash, q)
-            .map(|i| guard.slots[i].entry.value.clone())
+        guard.find(hash, q).map(|i| guard.entry(i).value.clone())
     }
 
     /// Every key with its instance, shard by shard (each shard as it was
@@ -789,7 +850,8 @@ where
                 guard
                     .slots
                     .iter()
-                    .map(|slot| (slot.entry.key.clone(), slot.entry.value.clone())),
+                    .filter_map(|slot| slot.entry.as_ref())
+                    .map(|e| (e.key.clone(), e.value.clone())),
             );
         }
         all
@@ -804,18 +866,18 @@ where
             let mut gone = Vec::new();
             {
                 let mut guard = Self::lock(&shard.0);
-                // From the end, so that the slot moved into a hole is one
-                // already looked at.
-                let mut i = guard.len();
-                while i > 0 {
-                    i -= 1;
-                    if let Some(why) = self.may_go(&guard.slots[i].entry, now) {
+                for i in 0..guard.slots.len() {
+                    let Some(entry) = &guard.slots[i].entry else {
+                        continue;
+                    };
+                    if let Some(why) = self.may_go(entry, now) {
                         let entry = guard.remove(i);
                         gone.push((entry.label.clone(), why));
                         drop(entry);
                         self.len.0.fetch_sub(1, AcqRel);
                     }
                 }
+                guard.compact_if_sparse();
             }
             total += gone.len();
             for (label, why) in gone {

@@ -190,6 +190,26 @@ fn with_lru_the_least_recently_used_goes() {
     );
 }
 
+/// CLOCK's order: keys used once go in the order they came; a key looked
+/// up since the hand passed gets a second chance; the instance made in
+/// place of one evicted is the last the hand comes back to.
+#[test]
+fn the_clock_evicts_in_arrival_order_and_spares_keys_in_use_since() {
+    let mut f = Fixture::new(3, 1, None, true);
+    for key in 0..10 {
+        f.get(&key.to_string()).unwrap();
+    }
+    let gone: Vec<String> = f.evictions().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(gone, ["0", "1", "2", "3", "4", "5", "6"]);
+    assert_eq!(f.keys(), ["7", "8", "9"]);
+    f.get("8").unwrap(); // 8 is looked up again: a second chance
+    f.get("a").unwrap();
+    f.get("b").unwrap();
+    let gone: Vec<String> = f.evictions().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(&gone[7..], ["7", "9"]);
+    assert_eq!(f.keys(), ["8", "a", "b"]);
+}
+
 #[test]
 fn a_fresh_instance_goes_before_the_least_recently_used() {
     let mut f = Fixture::new(3, 1, None, true);
@@ -337,7 +357,12 @@ fn a_borrowed_lookup_finds_the_owned_key() {
 #[test]
 fn shards_follow_the_machine_and_the_maximum() {
     assert_eq!(Registry::<String, Probe>::shards_for(1), 1);
-    assert!(Registry::<String, Probe>::shards_for(3) <= 4);
+    assert_eq!(
+        Registry::<String, Probe>::shards_for(31),
+        1,
+        "a small registry is one clock"
+    );
+    assert!(Registry::<String, Probe>::shards_for(64) <= 4);
     let many = Registry::<String, Probe>::shards_for(1_000_000);
     assert!(many.is_power_of_two() && (4..=256).contains(&many));
 }
