@@ -18,7 +18,7 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::sync::{AtomicU64, CachePadded};
+use crate::sync::AtomicU64;
 
 /// A decision on one call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +36,11 @@ pub(crate) enum Decision {
 /// The limiter's state and its fixed parameters.
 #[derive(Debug)]
 pub(crate) struct Gcra {
-    tat: CachePadded<AtomicU64>,
+    /// Not padded to a cache line of its own: every call writes it, and
+    /// reads the parameters beside it, so one line serves both; and a
+    /// keyed layer holds one limiter per key, where padding would triple
+    /// the bytes of each and the lines a call touches.
+    tat: AtomicU64,
     /// T, in nanoseconds (at least 1).
     interval: u64,
     /// burst·T, in nanoseconds: how far ahead of now the TAT may be.
@@ -49,7 +53,7 @@ impl Gcra {
     /// once; `interval · burst` must fit a `u64` (the builder checks).
     pub(crate) fn new(interval: u64, burst: u32) -> Self {
         Self {
-            tat: CachePadded(AtomicU64::new(0)),
+            tat: AtomicU64::new(0),
             interval,
             capacity: interval * u64::from(burst),
             burst,
