@@ -46,9 +46,12 @@ fn reqwest_client() -> reqwest::Client {
         .unwrap()
 }
 
-/// Events of a layer, as `(key, sentence)`.
+/// An event as `(key, sentence)`.
+type Line = (Option<String>, String);
+
+/// Events of a layer.
 #[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<(Option<String>, String)>>>);
+struct Log(Arc<Mutex<Vec<Line>>>);
 
 impl Log {
     fn listener(&self) -> impl Fn(&Event<'_>) + Send + Sync + 'static {
@@ -60,11 +63,11 @@ impl Log {
         }
     }
 
-    fn lines(&self) -> Vec<(Option<String>, String)> {
+    fn lines(&self) -> Vec<Line> {
         self.0.lock().unwrap().clone()
     }
 
-    fn containing(&self, text: &str) -> Vec<(Option<String>, String)> {
+    fn containing(&self, text: &str) -> Vec<Line> {
         self.lines()
             .into_iter()
             .filter(|(_, line)| line.contains(text))

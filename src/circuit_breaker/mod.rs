@@ -368,10 +368,7 @@ impl<S, C> CircuitBreaker<S, C> {
     #[cold]
     fn poll_ejected(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let core = &self.shared.core;
-        loop {
-            let Some(until) = core.park(cx.waker()) else {
-                break;
-            };
+        while let Some(until) = core.park(cx.waker()) {
             let timer = match std::mem::replace(&mut self.ready, Ready::Undecided) {
                 Ready::Rare(rare) => match *rare {
                     RareReady::Parked(timer) => timer,

@@ -455,9 +455,12 @@ type Hashing = std::collections::hash_map::RandomState;
 #[cfg(palisade_loom)]
 type Hashing = std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
 
+/// One shard behind its lock, on cache lines of its own.
+type Locked<K, V> = CachePadded<Mutex<Shard<K, V>>>;
+
 /// A bounded map from keys to instances; see the [module docs](self).
 pub(crate) struct Registry<K, V> {
-    shards: Box<[CachePadded<Mutex<Shard<K, V>>>]>,
+    shards: Box<[Locked<K, V>]>,
     hasher: Hashing,
     len: CachePadded<AtomicUsize>,
     max: usize,
@@ -602,7 +605,7 @@ where
             entry.last_used = nanos;
             let out = visit(&entry.value);
             guard.lookups = guard.lookups.wrapping_add(1);
-            if guard.lookups % SWEEP_EVERY == 0 {
+            if guard.lookups.is_multiple_of(SWEEP_EVERY) {
                 let mut evicted = Evicted::new();
                 self.sweep(&mut guard, now, idle, &mut evicted);
                 drop(guard);

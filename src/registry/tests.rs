@@ -460,7 +460,7 @@ proptest! {
                     let key = format!("k{k}");
                     let before = f.log.len();
                     let result = f.get(&key);
-                    for (label, change) in f.log[before..].to_vec() {
+                    for (label, change) in f.log[before..].iter().cloned() {
                         if let Change::Evicted(_) = change {
                             let gone = known.remove(&label);
                             prop_assert!(gone.is_some(), "evicted {} unknown", label);
