@@ -18,6 +18,9 @@
 //! * [`rate_limit`]: at most N calls per period (GCRA, one atomic), with a
 //!   burst and weighted requests, rejecting at once or waiting up to a
 //!   maximum; one limiter shared by every clone.
+//! * [`keyed`]: one instance of a breaker, bulkhead or limiter per key
+//!   (per host, per tenant), in a registry bounded in memory; breakers
+//!   that leave a load balancer while open.
 //! * [`fallback`]: answer failures from a closure or another service.
 //! * [`Resilience`]: all of them in the recommended order, and
 //!   [`ServiceBuilderExt`] to add them one by one.
