@@ -147,6 +147,45 @@ impl<X: KeySource, I: Instance> Shared<X, I> {
 ///
 /// One layer is one registry: every service it wraps and every clone of
 /// them share its instances. Made by [`KeyedLayer::builder`].
+///
+/// # Examples
+///
+/// A rate limiter per tenant, the tenant named by a header, on a server:
+/// one tenant over its rate is refused, the others are not slowed down.
+///
+/// ```
+/// use palisade::error::{BoxError, ErrorKind};
+/// use palisade::keyed::{Header, KeyedLayer, WhenFull};
+/// use palisade::rate_limit::RateLimitLayer;
+/// use std::time::Duration;
+/// use tower::{Layer, ServiceExt, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let per_tenant = KeyedLayer::builder(
+///     RateLimitLayer::builder().name("tenants").rate(2, Duration::from_secs(1)).build().unwrap(),
+/// )
+/// .key_source(Header::new(http::HeaderName::from_static("x-tenant")))
+/// .max_keys(10_000)
+/// .idle_timeout(Duration::from_secs(600))
+/// .when_full(WhenFull::Reject)
+/// .build()
+/// .unwrap();
+/// let app = per_tenant.layer(service_fn(|_: http::Request<()>| async {
+///     Ok::<_, BoxError>("hello")
+/// }));
+/// let from = |tenant: &str| {
+///     http::Request::get("/").header("x-tenant", tenant).body(()).unwrap()
+/// };
+///
+/// app.clone().oneshot(from("acme")).await.unwrap();
+/// app.clone().oneshot(from("acme")).await.unwrap();
+/// let err = app.clone().oneshot(from("acme")).await.unwrap_err();
+/// assert_eq!(ErrorKind::of(&err), ErrorKind::RateLimited);
+/// assert!(err.to_string().starts_with(r#"rate limiter "tenants" for key "acme" is over its rate"#));
+/// assert_eq!(app.oneshot(from("globex")).await.unwrap(), "hello");
+/// # }
+/// ```
 pub struct KeyedLayer<X: KeySource, I> {
     shared: Arc<Shared<X, I>>,
 }
@@ -205,6 +244,45 @@ impl<X: KeySource, I: Instance> KeyedLayer<X, I> {
     /// # Errors
     /// [`TooManyKeys`] when the layer has no room for the key (and its
     /// policy is not [`WhenFull::Share`]).
+    ///
+    /// # Examples
+    ///
+    /// A breaker per endpoint of tower's power-of-two-choices balancer;
+    /// each leaves the balancer while it is open, and at most half of them
+    /// at once:
+    ///
+    /// ```
+    /// use palisade::circuit_breaker::CircuitBreakerLayer;
+    /// use palisade::error::BoxError;
+    /// use palisade::keyed::KeyedLayer;
+    /// use std::net::SocketAddr;
+    /// use tower::balance::p2c::Balance;
+    /// use tower::discover::ServiceList;
+    /// use tower::load::Constant;
+    /// use tower::{Layer, Service, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let breakers = KeyedLayer::builder(
+    ///     CircuitBreakerLayer::builder().consecutive_failures(5).eject_when_open().build().unwrap(),
+    /// )
+    /// .key(|addr: &SocketAddr| *addr)
+    /// .max_ejection_percent(50)
+    /// .build()
+    /// .unwrap();
+    /// let addrs: Vec<SocketAddr> = vec!["10.0.0.1:80".parse().unwrap(), "10.0.0.2:80".parse().unwrap()];
+    /// let endpoints = addrs.iter().map(|addr| {
+    ///     let addr = *addr;
+    ///     // Your client for `addr`, here one that answers with it.
+    ///     let client = service_fn(move |_: &'static str| async move { Ok::<_, BoxError>(addr) });
+    ///     Constant::new(breakers.instance(&addr).unwrap().layer(client), 0)
+    /// });
+    /// let mut balance = Balance::new(ServiceList::new(endpoints.collect::<Vec<_>>()));
+    /// let answered_by = balance.ready().await.unwrap().call("/item").await.unwrap();
+    /// assert!(addrs.contains(&answered_by));
+    /// assert_eq!(breakers.handle().ejection().unwrap().breakers, 2);
+    /// # }
+    /// ```
     pub fn instance(&self, key: &X::Key) -> Result<I, TooManyKeys> {
         self.shared.instance(key)
     }
