@@ -520,3 +520,111 @@ proptest! {
         prop_assert!(f.census.most.load(SeqCst) <= max);
     }
 }
+
+/// A shard whose holes are half its slab is compacted: the slab and the
+/// table shrink to what it holds, every key is still found, and the
+/// clock goes on in the order it had (from the hand round).
+#[test]
+fn a_sparse_shard_is_compacted_in_clock_order() {
+    let mut f = Fixture::new(1_000, 1, None, false);
+    for key in 0..100 {
+        f.get(&format!("k{key:03}"))
+            .unwrap()
+            .set_fresh(key % 5 != 0);
+    }
+    {
+        let shard = f.registry.shards[0].0.lock().unwrap();
+        assert_eq!((shard.len(), shard.slots.len()), (100, 100));
+    }
+    // The fresh ones go (80 of 100): holes are then far more than half.
+    assert_eq!(f.registry.evict_idle(&mut |_, _| {}), 80);
+    let shard = f.registry.shards[0].0.lock().unwrap();
+    assert_eq!(shard.len(), 20);
+    assert_eq!(shard.slots.len(), 20, "compacted: no holes left");
+    assert!(shard.free.is_empty());
+    assert!(
+        shard.slots.capacity() <= 2 * 20 + 8,
+        "{}",
+        shard.slots.capacity()
+    );
+    assert!(shard.table.capacity() < 100, "{}", shard.table.capacity());
+    let order: Vec<String> = shard
+        .slots
+        .iter()
+        .map(|s| s.entry.as_ref().unwrap().key.clone())
+        .collect();
+    let expected: Vec<String> = (0..100).step_by(5).map(|k| format!("k{k:03}")).collect();
+    assert_eq!(
+        order, expected,
+        "in the clock's order, from the hand (at 0)"
+    );
+    assert_eq!(shard.hand, 0);
+    drop(shard);
+    for key in &expected {
+        assert!(f.registry.get(key).is_some(), "{key} still found");
+    }
+}
+
+/// A small shard, or one with few holes, is left as it is: compaction is
+/// for a slab mostly empty.
+#[test]
+fn a_shard_with_few_holes_is_not_compacted() {
+    let mut f = Fixture::new(1_000, 1, None, false);
+    for key in 0..40 {
+        f.get(&format!("k{key}")).unwrap().set_fresh(key < 15);
+    }
+    assert_eq!(f.registry.evict_idle(&mut |_, _| {}), 15);
+    let shard = f.registry.shards[0].0.lock().unwrap();
+    assert_eq!(
+        (shard.len(), shard.slots.len(), shard.free.len()),
+        (25, 40, 15)
+    );
+    drop(shard);
+    let mut f = Fixture::new(1_000, 1, None, false);
+    for key in 0..31 {
+        f.get(&format!("k{key}")).unwrap().set_fresh(key < 30);
+    }
+    assert_eq!(f.registry.evict_idle(&mut |_, _| {}), 30);
+    let shard = f.registry.shards[0].0.lock().unwrap();
+    assert_eq!(shard.slots.len(), 31, "under 32 slots: left as it is");
+    drop(shard);
+    // At the bounds, 32 slots half of which are holes, it is compacted.
+    let mut f = Fixture::new(1_000, 1, None, false);
+    for key in 0..32 {
+        f.get(&format!("k{key}")).unwrap().set_fresh(key % 2 == 0);
+    }
+    assert_eq!(f.registry.evict_idle(&mut |_, _| {}), 16);
+    let shard = f.registry.shards[0].0.lock().unwrap();
+    assert_eq!(shard.slots.len(), 16, "32 slots, 16 holes: compacted");
+}
+
+/// Compaction keeps the clock's order from its hand: with the hand in the
+/// middle, the slots after it come first.
+#[test]
+fn compaction_starts_the_order_at_the_hand() {
+    let mut f = Fixture::new(1_000, 1, None, true);
+    for key in 0..64 {
+        f.get(&format!("k{key:02}")).unwrap();
+    }
+    {
+        let mut shard = f.registry.shards[0].0.lock().unwrap();
+        shard.hand = 40;
+        for i in (0..64).filter(|i| i % 4 != 0) {
+            drop(shard.remove(i));
+        }
+        shard.compact_if_sparse();
+        let order: Vec<String> = shard
+            .slots
+            .iter()
+            .map(|s| s.entry.as_ref().unwrap().key.clone())
+            .collect();
+        let expected: Vec<String> = (40..64)
+            .chain(0..40)
+            .filter(|i| i % 4 == 0)
+            .map(|k| format!("k{k:02}"))
+            .collect();
+        assert_eq!(order, expected);
+        assert_eq!(shard.hand, 0);
+        assert_eq!(shard.table.len(), 16);
+    }
+}
