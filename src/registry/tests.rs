@@ -628,3 +628,51 @@ fn compaction_starts_the_order_at_the_hand() {
         assert_eq!(shard.table.len(), 16);
     }
 }
+
+/// A new key sweeps at most two idle instances (each reported), so that
+/// one call never pays for many.
+#[tokio::test(start_paused = true)]
+async fn a_new_key_sweeps_two_idle_instances_at_most() {
+    let mut f = Fixture::new(100, 1, Some(Duration::from_secs(1)), false);
+    for key in 0..5 {
+        f.get(&format!("old{key}")).unwrap();
+    }
+    tokio::time::advance(Duration::from_secs(2)).await;
+    f.get("new").unwrap();
+    let swept = f.evictions();
+    assert_eq!(swept.len(), SWEEP, "{swept:?}");
+    assert!(swept.iter().all(|(_, why)| *why == Eviction::Idle));
+    let mut names: Vec<&str> = swept.iter().map(|(k, _)| k.as_str()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), SWEEP, "each reported once");
+    assert_eq!(f.registry.len(), 4);
+}
+
+/// Keys spread over every shard (the shard is taken from the hash's
+/// middle bits).
+#[test]
+fn keys_spread_over_the_shards() {
+    let mut f = Fixture::new(10_000, 8, None, false);
+    for key in 0..800 {
+        f.get(&format!("k{key}")).unwrap();
+    }
+    for shard in f.registry.shards.iter() {
+        let len = shard.0.lock().unwrap().len();
+        assert!(
+            (50..=150).contains(&len),
+            "a shard of {len} keys out of 800 over 8"
+        );
+    }
+}
+
+#[test]
+fn a_registry_debugs_as_its_counts() {
+    let mut f = Fixture::new(10, 2, Some(Duration::from_secs(3)), true);
+    f.get("a").unwrap();
+    assert_eq!(
+        format!("{:?}", f.registry),
+        "Registry { len: 1, max: 10, shards: 2, idle: Some(3s), evict_lru: true }"
+    );
+    assert_eq!(f.registry.max(), 10);
+}
