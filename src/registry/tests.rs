@@ -676,3 +676,20 @@ fn a_registry_debugs_as_its_counts() {
     );
     assert_eq!(f.registry.max(), 10);
 }
+
+/// Idle means unused for longer than the timeout: at the timeout exactly,
+/// an instance stays (for the sweep of a new key and for `evict_idle`).
+#[tokio::test(start_paused = true)]
+async fn idle_is_longer_than_the_timeout_not_as_long() {
+    let mut f = Fixture::new(100, 1, Some(Duration::from_secs(1)), false);
+    f.get("a").unwrap();
+    f.get("b").unwrap();
+    tokio::time::advance(Duration::from_secs(1)).await;
+    f.get("c").unwrap();
+    assert_eq!(f.registry.evict_idle(&mut |_, _| {}), 0);
+    assert!(f.evictions().is_empty(), "{:?}", f.evictions());
+    tokio::time::advance(Duration::from_nanos(1)).await;
+    f.get("d").unwrap();
+    assert_eq!(f.evictions().len(), 2, "a and b, by the new key's sweep");
+    assert_eq!(f.keys(), ["c", "d"]);
+}
