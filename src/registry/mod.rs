@@ -282,6 +282,11 @@ struct Shard<K, V> {
     free: Vec<u32>,
     /// The next slot the clock looks at.
     hand: usize,
+    /// The next slot a search for an idle or fresh instance looks at: it
+    /// goes round on its own, so that successive searches look at new
+    /// slots (a fresh instance far from the clock's hand is found too),
+    /// and without clearing the clock's marks.
+    scout: usize,
     lookups: u32,
 }
 
@@ -292,6 +297,7 @@ impl<K, V> Shard<K, V> {
             slots: Vec::new(),
             free: Vec::new(),
             hand: 0,
+            scout: 0,
             lookups: 0,
         }
     }
@@ -384,6 +390,7 @@ impl<K, V> Shard<K, V> {
         self.free.clear();
         self.free.shrink_to(order.len());
         self.hand = 0;
+        self.scout = 0;
         self.table.clear();
         self.table.shrink_to(2 * order.len() + 8, |_| 0);
         for (i, slot) in order.iter().enumerate() {
@@ -745,25 +752,25 @@ where
     }
 
     /// Evicts one instance of `shard` to make room: among the next `SCAN`
-    /// live slots from the clock's hand, the first that is idle or fresh;
-    /// else, if the policy allows, going round from the hand, the first
-    /// not looked up since the hand last passed (clearing, as it goes, the
-    /// mark of those that were: CLOCK, the second-chance approximation of
-    /// least recently used), or failing that the first it cleared.
-    /// Instances in use are passed over. The hole is filled by the next
-    /// new key of the shard.
+    /// live slots from the scout (which goes on from there next time), the
+    /// first that is idle or fresh; else, if the policy allows, going round
+    /// from the clock's hand, the first not looked up since the hand last
+    /// passed (clearing, as it goes, the mark of those that were: CLOCK,
+    /// the second-chance approximation of least recently used), or failing
+    /// that the first it cleared. Instances in use are passed over. The
+    /// hole is filled by the next new key of the shard.
     fn free_one(&self, shard: &mut Shard<K, V>, now: Instant, evicted: &mut Evicted) -> bool {
         let n = shard.slots.len();
         if shard.len() == 0 {
             return false;
         }
-        let start = if shard.hand < n { shard.hand } else { 0 };
         let mut looked = 0;
-        for k in 0..n {
+        for _ in 0..n {
             if looked == SCAN {
                 break;
             }
-            let i = (start + k) % n;
+            let i = shard.scout % n;
+            shard.scout = i + 1;
             let Some(entry) = &shard.slots[i].entry else {
                 continue;
             };
@@ -811,7 +818,7 @@ where
         // Start at a shard that depends on the time, so that shards are
         // drawn from evenly.
         let n = self.shards.len();
-        let start = (self.nanos(now) as usize) & (n - 1);
+        let start = self.nanos(now) as usize;
         for step in 0..n {
             let shard = &self.shards[(start + step) & (n - 1)].0;
             if std::ptr::eq(shard, own) {

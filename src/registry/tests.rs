@@ -693,3 +693,26 @@ async fn idle_is_longer_than_the_timeout_not_as_long() {
     assert_eq!(f.evictions().len(), 2, "a and b, by the new key's sweep");
     assert_eq!(f.keys(), ["c", "d"]);
 }
+
+/// A search for room looks at 16 instances, and the next search at the
+/// next 16: a fresh instance anywhere in the shard is found within a few
+/// new keys, even where the policy evicts nothing else.
+#[test]
+fn successive_searches_look_at_new_instances() {
+    let mut f = Fixture::new(40, 1, None, false);
+    for key in 0..40 {
+        f.get(&format!("k{key:02}")).unwrap().set_fresh(key == 37);
+    }
+    let mut refused = 0;
+    while f.get("new").is_err() {
+        refused += 1;
+        assert!(
+            refused <= 1,
+            "the fresh instance is found by the second key"
+        );
+    }
+    // The first key's searches (its shard's, and again after looking in
+    // the other shards, here none) look at k00..k31; the second's go on.
+    assert_eq!(refused, 1);
+    assert_eq!(f.evictions(), [("k37".to_string(), Eviction::Fresh)]);
+}
