@@ -40,10 +40,10 @@
 //! of one key would count one limit twice. If every instance is held, a
 //! new key's call is refused with [`TooManyKeys`](crate::error::TooManyKeys).
 //!
-//! When each is looked for: when a new key finds the layer full, the 16
-//! instances after the clock's hand in its shard (the registry has one
-//! shard per 16 keys, at most four per core), then those of another
-//! shard; with an [`idle_timeout`](KeyedBuilder::idle_timeout), also every
+//! When each is looked for: when a new key finds the layer full, 16
+//! instances of its shard (the registry has one shard per 16 keys, at
+//! most four per core; each search goes on where the last one stopped,
+//! so every instance is looked at in turn), then of another shard; with an [`idle_timeout`](KeyedBuilder::idle_timeout), also every
 //! new key and every 64th call of a shard look at the next 16 and evict
 //! up to two idle ones. [`KeyedHandle::evict_idle`] looks at every one.
 //!

@@ -36,9 +36,11 @@
 //!   way: a second chance). CLOCK approximates least recently used; an
 //!   instance made for a key that never comes again is the first to go.
 //!
-//! When room is needed, the 16 slots from the hand are looked at for one
-//! that is idle or fresh, then (if the policy allows) 16 for CLOCK's pick;
-//! the new key's shard first, then another. With an idle timeout, a
+//! When room is needed, 16 slots are looked at for one that is idle or
+//! fresh (from a cursor of their own, which goes on from there next time,
+//! so that every slot is looked at in turn), then (if the policy allows)
+//! 16 from the clock's hand for CLOCK's pick; the new key's shard first,
+//! then another, then the new key's again. With an idle timeout, a
 //! lookup in 64 and each new key also evict up to two idle instances among
 //! the next slots. Each search is bounded, so a key never costs a walk
 //! over the whole registry; [`Registry::evict_idle`] does walk it.
