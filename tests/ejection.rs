@@ -401,3 +401,126 @@ fn failing_or_not() -> impl Service<bool, Response = (), Error = BoxError, Futur
         }
     })
 }
+
+/// Half-open after an ejection, a caller that finds the one probe out
+/// waits for it (the balancer picks another endpoint meanwhile) and is
+/// woken when it finishes; half-open after opening past the cap, it is
+/// refused at once, as any breaker's. (From surviving mutants: nothing
+/// tested the wait for a probe.)
+#[tokio::test(start_paused = true)]
+async fn half_open_after_an_ejection_a_caller_waits_for_the_probe() {
+    let keyed = KeyedLayer::builder(
+        CircuitBreakerLayer::builder()
+            .consecutive_failures(1)
+            .wait_duration(Duration::from_secs(10))
+            .half_open_calls(1)
+            .eject_when_open()
+            .build()
+            .unwrap(),
+    )
+    .key(|n: &u32| *n)
+    .max_ejection_percent(25)
+    .build()
+    .unwrap();
+    let (ejected, capped) = (keyed.instance(&0).unwrap(), keyed.instance(&1).unwrap());
+    for n in 2..4 {
+        keyed.instance(&n).unwrap();
+    }
+    let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+    let service = |breaker: &CircuitBreakerLayer| {
+        let gate = gate.clone();
+        breaker.layer(service_fn(move |fail: bool| {
+            let gate = gate.clone();
+            async move {
+                if fail {
+                    return Err::<(), BoxError>("down".into());
+                }
+                gate.notified().await;
+                Ok(())
+            }
+        }))
+    };
+    service(&ejected).oneshot(true).await.unwrap_err();
+    service(&capped).oneshot(true).await.unwrap_err();
+    assert!(ejected.handle().metrics().ejected);
+    assert!(
+        !capped.handle().metrics().ejected,
+        "past the cap of 25% of 4"
+    );
+    tokio::time::sleep(Duration::from_secs(10)).await;
+
+    // The ejected one's probe goes out and waits at the gate.
+    let probe = tokio::spawn(service(&ejected).oneshot(false));
+    tokio::task::yield_now().await;
+    assert_eq!(ejected.handle().metrics().probes_in_flight, 1);
+    let mut waiting = service(&ejected);
+    let woken = std::sync::Arc::new(Flag::default());
+    let waker = std::task::Waker::from(woken.clone());
+    let mut cx = std::task::Context::from_waker(&waker);
+    assert!(
+        waiting.poll_ready(&mut cx).is_pending(),
+        "waits for the probe"
+    );
+    assert!(!woken.is_set());
+    gate.notify_one();
+    probe.await.unwrap().unwrap();
+    assert!(woken.is_set(), "woken when the probe finished");
+    assert_eq!(ejected.handle().state(), CircuitState::Closed);
+    assert!(waiting.poll_ready(&mut cx).is_ready());
+
+    // The capped one, half-open with its probe out, refuses at once.
+    let probe = tokio::spawn(service(&capped).oneshot(false));
+    tokio::task::yield_now().await;
+    let mut refused = service(&capped);
+    assert!(refused.poll_ready(&mut cx).is_ready());
+    let err = refused.call(false).await.unwrap_err();
+    assert_eq!(ErrorKind::of(&err), ErrorKind::CircuitOpen);
+    gate.notify_one();
+    probe.await.unwrap().unwrap();
+}
+
+/// A breaker dropped from its keyed layer leaves the set, and gives its
+/// ejection back. (From a surviving mutant.)
+#[tokio::test(start_paused = true)]
+async fn an_evicted_breaker_leaves_the_set_and_its_ejection() {
+    let keyed = KeyedLayer::builder(
+        CircuitBreakerLayer::builder()
+            .consecutive_failures(1)
+            .eject_when_open()
+            .build()
+            .unwrap(),
+    )
+    .key(|n: &u32| *n)
+    .max_keys(1)
+    .max_ejection_percent(100)
+    .build()
+    .unwrap();
+    let handle = keyed.handle();
+    keyed
+        .instance(&0)
+        .unwrap()
+        .layer(failing_or_not())
+        .oneshot(true)
+        .await
+        .unwrap_err();
+    let count = handle.ejection().unwrap();
+    assert_eq!((count.ejected, count.breakers), (1, 1));
+    drop(keyed.instance(&1).unwrap()); // evicts 0, which nothing holds
+    let count = handle.ejection().unwrap();
+    assert_eq!((count.ejected, count.breakers), (0, 1), "0 left, 1 came");
+}
+
+#[derive(Default)]
+struct Flag(std::sync::atomic::AtomicBool);
+
+impl Flag {
+    fn is_set(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl std::task::Wake for Flag {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}

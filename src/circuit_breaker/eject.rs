@@ -58,10 +58,11 @@ impl Eject {
     /// checks at each ejection), and gives it back when the open state
     /// ends. Called under the breaker's transition lock.
     pub(crate) fn moved(&self, from: CircuitState, to: CircuitState) {
+        // (`probing` is read only while half-open, which is entered only
+        // from open: it is set there, and needs no reset elsewhere.)
         let open = |state| matches!(state, CircuitState::Open | CircuitState::ForcedOpen);
         match (open(from), open(to)) {
             (false, true) => {
-                self.probing.store(false, Release);
                 if !self.ejected.load(Acquire) && self.set.try_eject() {
                     self.ejected.store(true, Release);
                 }
@@ -71,11 +72,7 @@ impl Eject {
                 self.probing
                     .store(was && to == CircuitState::HalfOpen, Release);
             }
-            _ => {
-                if !matches!(to, CircuitState::HalfOpen) {
-                    self.probing.store(false, Release);
-                }
-            }
+            _ => {}
         }
     }
 
