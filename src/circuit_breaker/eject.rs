@@ -62,10 +62,9 @@ impl Eject {
         // from open: it is set there, and needs no reset elsewhere.)
         let open = |state| matches!(state, CircuitState::Open | CircuitState::ForcedOpen);
         match (open(from), open(to)) {
-            (false, true) => {
-                if !self.ejected.load(Acquire) && self.set.try_eject() {
-                    self.ejected.store(true, Release);
-                }
+            // Ejected only if the set has room (taken by `try_eject`).
+            (false, true) if !self.ejected.load(Acquire) && self.set.try_eject() => {
+                self.ejected.store(true, Release);
             }
             (true, false) => {
                 let was = self.give_back();
