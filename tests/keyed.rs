@@ -858,3 +858,50 @@ async fn events_carry_the_key() {
         ]
     );
 }
+
+/// The layer's types say what they are when debugged.
+#[tokio::test(start_paused = true)]
+async fn keyed_types_debug_as_what_they_hold() {
+    let keyed = KeyedLayer::builder(BulkheadLayer::builder().max_concurrent(1).build().unwrap())
+        .name("k")
+        .key(|n: &u64| *n)
+        .max_keys(10)
+        .build()
+        .unwrap();
+    let handle = keyed.handle();
+    let mut svc = keyed.layer(service_fn(|n: u64| async move { Ok::<_, BoxError>(n) }));
+    assert!(
+        format!("{svc:?}").starts_with("Keyed { inner: ServiceFn"),
+        "{svc:?}"
+    );
+    assert!(format!("{svc:?}").ends_with("name: \"k\" }"), "{svc:?}");
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(svc.poll_ready(&mut cx).is_ready());
+    let called = svc.call(1);
+    assert_eq!(format!("{called:?}"), "ResponseFuture { kind: \"called\" }");
+    // The key's bulkhead is full while `called` holds its permit.
+    assert!(svc.poll_ready(&mut cx).is_ready());
+    let refused = svc.call(1);
+    assert_eq!(
+        format!("{refused:?}"),
+        "ResponseFuture { kind: \"called\" }"
+    );
+    assert_eq!(
+        format!("{handle:?}"),
+        "KeyedHandle { name: \"k\", keys: 1, max_keys: 10 }"
+    );
+    drop((called, refused));
+    let full = KeyedLayer::builder(BulkheadLayer::builder().build().unwrap())
+        .key(|n: &u64| *n)
+        .max_keys(1)
+        .when_full(WhenFull::Reject)
+        .build()
+        .unwrap();
+    let _held = full.instance(&1).unwrap();
+    let mut svc = full.layer(service_fn(|n: u64| async move { Ok::<_, BoxError>(n) }));
+    assert!(svc.poll_ready(&mut cx).is_ready());
+    assert_eq!(
+        format!("{:?}", svc.call(2)),
+        "ResponseFuture { kind: \"failed\" }"
+    );
+}

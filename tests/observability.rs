@@ -567,3 +567,45 @@ fn prometheus_scrapes_the_names_of_the_table() {
         );
     }
 }
+
+/// A keyed layer's own events, traced: what happened, with the layer's
+/// name and the key count (and why an instance went); an instance's
+/// events are traced inside a `palisade.keyed` span naming the key.
+#[tokio::test(start_paused = true)]
+async fn keyed_events_become_tracing_events() {
+    use palisade::keyed::{KeyedLayer, WhenFull};
+    let capture = Capture::default();
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let keyed = |policy| {
+        KeyedLayer::builder(CircuitBreakerLayer::builder().build().unwrap())
+            .name("k")
+            .key(|n: &u32| *n)
+            .max_keys(1)
+            .when_full(policy)
+            .on_event(TracingEvents)
+            .build()
+            .unwrap()
+    };
+    let lru = keyed(WhenFull::EvictLeastRecentlyUsed);
+    drop(lru.instance(&1).unwrap());
+    drop(lru.instance(&2).unwrap());
+    let reject = keyed(WhenFull::Reject);
+    let held = reject.instance(&1).unwrap();
+    reject.instance(&2).unwrap_err();
+    let share = keyed(WhenFull::Share);
+    let held_too = share.instance(&1).unwrap();
+    share.instance(&2).unwrap();
+    drop((held, held_too));
+    let lines = capture.0.lock().unwrap().clone();
+    for expected in [
+        "TRACE palisade keyed instance created layer=\"k\" keys=1",
+        "DEBUG palisade keyed instance evicted layer=\"k\" reason=\"fresh\" keys=1",
+        "WARN palisade call rejected: no room for its key layer=\"k\"",
+        "DEBUG palisade no room for its key: served by the shared instance layer=\"k\"",
+    ] {
+        assert!(
+            lines.contains(&expected.to_string()),
+            "{expected} in {lines:#?}"
+        );
+    }
+}

@@ -548,7 +548,10 @@ fn a_sparse_shard_is_compacted_in_clock_order() {
         shard.slots.capacity()
     );
     let table = shard.table.capacity();
-    assert!((2 * 20..100).contains(&table), "room for twice what it holds: {table}");
+    assert!(
+        (2 * 20..100).contains(&table),
+        "room for twice what it holds: {table}"
+    );
     let order: Vec<String> = shard
         .slots
         .iter()
