@@ -402,7 +402,18 @@ mod tests {
             .matches(&owned)
         );
         assert_eq!(borrowed.to_key(), owned);
+        assert_ne!(
+            hasher.hash_one(&owned),
+            hasher.hash_one(HostPort::new("example.com", 80)),
+            "the port is hashed"
+        );
+        assert_ne!(
+            hasher.hash_one(&owned),
+            hasher.hash_one(HostPort::new("example.org", 443)),
+            "the host is hashed"
+        );
         assert_eq!(owned.to_string(), "example.com:443");
+        assert_eq!(format!("{owned:?}"), "HostPort(example.com:443)");
         assert_eq!(HostPort::new("", 0).to_string(), "(no host):0");
 
         let header = HeaderKey::new(Some(b"acme"));
@@ -415,6 +426,7 @@ mod tests {
             hasher.hash_one(HeaderRef(None))
         );
         assert_eq!(header.to_string(), "acme");
+        assert_eq!(format!("{header:?}"), "HeaderKey(acme)");
         assert_eq!(HeaderKey::new(None).to_string(), "(none)");
         assert_eq!(HeaderKey::new(Some(b"a\xffb")).to_string(), "a\\xffb");
     }
@@ -428,6 +440,13 @@ mod tests {
         assert_eq!(key(get("https://example.com/a")), "example.com:443");
         assert_eq!(key(get("http://127.0.0.1:8080/")), "127.0.0.1:8080");
         assert_eq!(key(get("http://[::1]:9000/")), "[::1]:9000");
+        assert_eq!(key(get("ws://example.com/")), "example.com:80");
+        assert_eq!(key(get("wss://example.com/")), "example.com:443");
+        assert_eq!(
+            key(get("ftp://example.com/")),
+            "example.com:0",
+            "no default known"
+        );
         assert_eq!(key(get("/relative")), "(no host):0");
         let with_host = |value: &str| {
             http::Request::get("/x")
