@@ -862,12 +862,21 @@ async fn events_carry_the_key() {
 /// The layer's types say what they are when debugged.
 #[tokio::test(start_paused = true)]
 async fn keyed_types_debug_as_what_they_hold() {
-    let keyed = KeyedLayer::builder(BulkheadLayer::builder().max_concurrent(1).build().unwrap())
+    let builder = KeyedLayer::builder(BulkheadLayer::builder().max_concurrent(1).build().unwrap())
         .name("k")
         .key(|n: &u64| *n)
-        .max_keys(10)
-        .build()
-        .unwrap();
+        .max_keys(10);
+    assert_eq!(
+        format!("{builder:?}"),
+        "KeyedBuilder { name: \"k\", max_keys: 10, idle_timeout: None, \
+         when_full: EvictLeastRecentlyUsed, max_ejection_percent: None, listeners: 0 listener(s) }"
+    );
+    let keyed = builder.build().unwrap();
+    assert_eq!(
+        format!("{keyed:?}"),
+        "KeyedLayer { name: \"k\", registry: Registry { len: 0, max: 10, shards: 1, \
+         idle: None, evict_lru: true }, when_full: EvictLeastRecentlyUsed }"
+    );
     let handle = keyed.handle();
     let mut svc = keyed.layer(service_fn(|n: u64| async move { Ok::<_, BoxError>(n) }));
     assert!(
