@@ -6,7 +6,8 @@
 //! A window counts in `N` lanes whose meaning is its user's: lane 0 counts
 //! entries, and lane `i` the entries that bear mark `i`. The breaker's
 //! lanes are calls, failures and slow calls; the retry budget's, deposits
-//! (one window) and withdrawals (another).
+//! (one window) and withdrawals (another); the [`LatencyWindow`]'s, latency
+//! classes (a sliding histogram, read by the hedge for its delay).
 //!
 //! Under concurrency the totals are exact once every recorder has finished;
 //! a reader racing a recorder may see one entry half-applied (an entry
@@ -15,9 +16,11 @@
 //! may be dropped from the counts; it is never counted twice.
 
 mod count;
+mod latency;
 mod time;
 
 pub(crate) use self::count::CountWindow;
+pub(crate) use self::latency::LatencyWindow;
 pub(crate) use self::time::TimeWindow;
 
 use std::sync::atomic::Ordering::*;

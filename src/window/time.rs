@@ -125,6 +125,25 @@ impl<const N: usize> TimeWindow<N> {
         self.totals.add(deltas);
     }
 
+    /// Counts one entry in `lane` alone at `at_nanos` (for a window of many
+    /// lanes, such as the latency classes, where an array of deltas would
+    /// touch every lane); counts older than the window are dropped.
+    pub(crate) fn add_one(&self, lane: usize, at_nanos: u64) {
+        self.advance(at_nanos);
+        let epoch = self.epoch_at(at_nanos);
+        if !self.claim(epoch) {
+            return;
+        }
+        self.bucket(epoch).counts.0[lane].fetch_add(1, Relaxed);
+        self.totals.0[lane].fetch_add(1, Relaxed);
+    }
+
+    /// Which bucket-width interval `now_nanos` falls in: what is read from
+    /// the window changes only when this does, or when an entry comes.
+    pub(crate) fn interval_of(&self, now_nanos: u64) -> u64 {
+        self.epoch_at(now_nanos)
+    }
+
     /// The lanes' totals over the window ending at `now_nanos`.
     pub(crate) fn totals(&self, now_nanos: u64) -> [u64; N] {
         self.advance(now_nanos);
