@@ -167,6 +167,10 @@ pub struct ReplayBody<B> {
     sent_chunks: usize,
     sent_bytes: usize,
     sent_trailers: bool,
+    /// A copy made beside running attempts (a hedge), once the recording
+    /// was complete: it only plays the recording back, so it neither takes
+    /// the body over nor is superseded.
+    beside: bool,
 }
 
 impl<B> fmt::Debug for ReplayBody<B> {
@@ -210,6 +214,7 @@ impl<B> ReplayBody<B> {
             sent_chunks: 0,
             sent_bytes: 0,
             sent_trailers: false,
+            beside: false,
         }
     }
 }
@@ -231,17 +236,21 @@ where
         let mut state = this.recording.lock();
         // The newest attempt takes the body over at its first poll (not
         // when it is made: a retry that then gives up, say for its budget,
-        // must not cut off the attempt whose answer it returns).
-        if state.owner < this.attempt {
-            if state.lost {
-                // An earlier attempt read past the limit after this one was
-                // made: what it read is gone, and a body with a hole in it
-                // must never be sent.
-                return Poll::Ready(Some(Err(Lost.into())));
+        // must not cut off the attempt whose answer it returns). A copy
+        // made beside running attempts has the whole recording to play and
+        // needs nothing taken over.
+        if !this.beside {
+            if state.owner < this.attempt {
+                if state.lost {
+                    // An earlier attempt read past the limit after this one
+                    // was made: what it read is gone, and a body with a
+                    // hole in it must never be sent.
+                    return Poll::Ready(Some(Err(Lost.into())));
+                }
+                state.owner = this.attempt;
+            } else if state.owner > this.attempt {
+                return Poll::Ready(Some(Err(Superseded.into())));
             }
-            state.owner = this.attempt;
-        } else if state.owner > this.attempt {
-            return Poll::Ready(Some(Err(Superseded.into())));
         }
         if let Some(chunk) = state.recorded.get(this.sent_chunks) {
             let chunk = chunk.clone();
@@ -297,7 +306,7 @@ where
 
     fn is_end_stream(&self) -> bool {
         let state = self.recording.lock();
-        state.owner <= self.attempt
+        (self.beside || state.owner <= self.attempt)
             && self.sent_chunks >= state.recorded.len()
             && state.rest_is_done()
             && (self.sent_trailers || state.trailers.is_none())
@@ -380,7 +389,7 @@ where
     }
 }
 
-impl<B> ReplaySource for HttpSource<B> {
+impl<B: Body> ReplaySource for HttpSource<B> {
     type Request = http::Request<ReplayBody<B>>;
     const HTTP: bool = true;
 
@@ -394,6 +403,24 @@ impl<B> ReplaySource for HttpSource<B> {
             state.issued
         };
         let body = ReplayBody::new(Arc::clone(&self.recording), attempt);
+        Some(http::Request::from_parts(self.parts.clone(), body))
+    }
+
+    /// A copy only once the caller's body has ended, whole within the
+    /// limit: the copy plays the recording back and leaves the running
+    /// attempts' bodies alone. Before that, `None` (a hedge is not sent
+    /// while the first attempt is still sending the body).
+    fn alongside(&mut self) -> Option<Self::Request> {
+        let attempt = {
+            let mut state = self.recording.lock();
+            if state.lost || !state.rest_is_done() {
+                return None;
+            }
+            state.issued = state.issued.checked_add(1)?;
+            state.issued
+        };
+        let mut body = ReplayBody::new(Arc::clone(&self.recording), attempt);
+        body.beside = true;
         Some(http::Request::from_parts(self.parts.clone(), body))
     }
 }

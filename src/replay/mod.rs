@@ -156,6 +156,17 @@ pub trait ReplaySource {
 
     /// Another copy for a retry, or `None` if there can be none.
     fn again(&mut self) -> Option<Self::Request>;
+
+    /// Another copy to send while earlier attempts may still be running
+    /// (a hedge), or `None` if there can be none yet. It must not take
+    /// anything from the earlier attempts' copies. The default is
+    /// [`again`](Self::again), right for a source whose copies are
+    /// independent ([`Cloned`], `reqwest::Request`); [`HttpSource`] gives a
+    /// copy only once the whole body has been recorded, since an attempt
+    /// still sending its body cannot share it.
+    fn alongside(&mut self) -> Option<Self::Request> {
+        self.again()
+    }
 }
 
 /// Copies requests with `Clone`: one clone is kept when the first attempt

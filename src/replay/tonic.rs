@@ -106,6 +106,12 @@ where
     fn again(&mut self) -> Option<Self::Request> {
         self.0.again().map(|req| req.map(tonic::body::Body::new))
     }
+
+    fn alongside(&mut self) -> Option<Self::Request> {
+        self.0
+            .alongside()
+            .map(|req| req.map(tonic::body::Body::new))
+    }
 }
 
 #[cfg(test)]
