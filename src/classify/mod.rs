@@ -132,7 +132,41 @@ pub use self::settle::{JudgesAtHead, Settle, Tracker, Verdict};
 
 pub use self::hint::DelayHint;
 
+use std::any::Any;
 use std::fmt;
+
+use crate::BoxError;
+use crate::error::ErrorKind;
+
+/// The palisade rejection an error is, if it is one.
+pub(crate) fn rejection_kind<E: 'static>(err: &E) -> Option<ErrorKind> {
+    let boxed = (err as &dyn Any).downcast_ref::<BoxError>()?;
+    Some(ErrorKind::of(boxed)).filter(|k| k.is_rejection())
+}
+
+/// What a finished attempt needs decided by a layer that may send another
+/// (the retry, the hedge): `None` for an answer returned as it is (neither
+/// a failure nor a palisade rejection); `Some(None)` for a failure as the
+/// classifier judged it; `Some(Some(kind))` for a palisade rejection of
+/// `kind`.
+#[inline]
+pub(crate) fn to_decide<C, Res, E>(
+    classifier: &C,
+    result: &Result<Res, E>,
+) -> Option<Option<ErrorKind>>
+where
+    C: Classify<Res, E>,
+    E: 'static,
+{
+    let kind = result.as_ref().err().and_then(rejection_kind);
+    if kind.is_some() {
+        return Some(kind);
+    }
+    match classifier.classify(result) {
+        Outcome::Success | Outcome::Ignored => None,
+        Outcome::Failure => Some(None),
+    }
+}
 
 /// What a finished call means for the layers that judge it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -16,7 +16,7 @@ use super::layer::Shared;
 use super::span::{self, AttemptSpan};
 use crate::BoxError;
 use crate::backoff::{MakeDelays, session_seed};
-use crate::classify::{Classify, DelayHint, Outcome};
+use crate::classify::{Classify, DelayHint, to_decide};
 use crate::error::{CircuitOpen, Elapsed, ErrorKind, RateLimited};
 use crate::replay::ReplaySource;
 
@@ -110,12 +110,6 @@ impl<F, S, C, B, Src: ReplaySource> fmt::Debug for ResponseFuture<F, S, C, B, Sr
     }
 }
 
-/// The palisade rejection an error is, if it is one.
-fn kind_of<E: 'static>(err: &E) -> Option<ErrorKind> {
-    let boxed = (err as &dyn Any).downcast_ref::<BoxError>()?;
-    Some(ErrorKind::of(boxed)).filter(|k| k.is_rejection())
-}
-
 /// Whether a finished attempt that failed, or was refused by a palisade
 /// layer of `kind`, may be retried as far as the classifier, the request
 /// and the count of attempts go: the retry's reason, or why not. The
@@ -154,26 +148,6 @@ where
         return Err(GiveUpReason::RequestNotRetryable);
     }
     Ok(reason)
-}
-
-/// What a finished attempt needs decided: `None` for an answer returned as
-/// it is (neither a failure nor a palisade rejection); `Some(None)` for a
-/// failure as the classifier judged it; `Some(Some(kind))` for a palisade
-/// rejection of `kind`.
-#[inline]
-fn to_decide<C, Res, E>(classifier: &C, result: &Result<Res, E>) -> Option<Option<ErrorKind>>
-where
-    C: Classify<Res, E>,
-    E: 'static,
-{
-    let kind = result.as_ref().err().and_then(kind_of);
-    if kind.is_some() {
-        return Some(kind);
-    }
-    match classifier.classify(result) {
-        Outcome::Success | Outcome::Ignored => None,
-        Outcome::Failure => Some(None),
-    }
 }
 
 /// For a call that could never be retried (one attempt allowed, or a
