@@ -131,6 +131,7 @@ pub mod cover;
 pub mod error;
 pub mod event;
 pub mod fallback;
+pub mod hedge;
 pub mod keyed;
 #[cfg(feature = "reqwest-middleware")]
 pub mod middleware;

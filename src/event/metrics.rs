@@ -130,6 +130,12 @@ impl Measure {
         }
     }
 
+    /// Adds `n` rather than one to the counter.
+    pub const fn by(mut self, n: u64) -> Self {
+        self.value = Value::Increment(n);
+        self
+    }
+
     /// Sets the gauge `metric` with these `labels` to `value`.
     pub const fn set(
         metric: &'static str,
