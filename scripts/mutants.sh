@@ -30,9 +30,10 @@ modules=(
   "respond|src/respond/mod.rs src/respond/grpc.rs src/respond/http.rs|--lib --test respond --test grpc_tonic"
   "middleware|src/middleware.rs|--test reqwest_middleware"
   "preset|src/preset/mod.rs src/preset/part.rs src/preset/standard.rs|--lib --test preset --test stack --test grpc_tonic --test docs_client"
-  "registry|src/registry/mod.rs src/registry/ejection.rs|--lib -- registry::"
-  "eject|src/circuit_breaker/eject.rs|--test ejection --test docs_keyed"
-  "keyed|src/keyed/mod.rs src/keyed/layer.rs src/keyed/key.rs src/keyed/future.rs src/keyed/handle.rs src/keyed/event.rs|--test docs_keyed --test keyed -- --skip a_million"
+  "rate_limit|src/rate_limit/gcra.rs src/rate_limit/future.rs src/rate_limit/layer.rs src/rate_limit/mod.rs src/rate_limit/event.rs|--lib --test rate_limit"
+  "registry|src/registry/mod.rs src/registry/ejection.rs|--lib --test ejection --test metrics_table --test docs_keyed"
+  "eject|src/circuit_breaker/eject.rs|--lib --test ejection --test docs_keyed"
+  "keyed|src/keyed/mod.rs src/keyed/layer.rs src/keyed/key.rs src/keyed/future.rs src/keyed/handle.rs src/keyed/event.rs|--lib --test keyed --test observability --test docs_keyed --test ejection -- --skip a_million"
 )
 
 # The modules asked for, in the order asked; all of them by default.
