@@ -952,3 +952,89 @@ mod real_peers {
         assert_eq!(server.seen()[2].body, b"payload");
     }
 }
+
+mod preset {
+    use super::http_server::{Reply, Server};
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::client::legacy::connect::HttpConnector;
+    use hyper_util::rt::TokioExecutor;
+    use palisade::Resilience;
+    use palisade::replay::ReplayBody;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_hedge_fills_the_repeat_slot_and_the_breaker_below_ignores_its_losers() {
+        let replica = Replica::new([Step::Answer(1000), Step::Answer(10)]);
+        let stack = Resilience::builder()
+            .classifier(Judge)
+            .hedge(|hedge| hedge.delay(20 * MS))
+            .circuit_breaker(|breaker| breaker.name("reads"))
+            .build()
+            .unwrap();
+        let mut svc = stack.layer(replica.clone());
+        assert_eq!(call(&mut svc, 7).await.unwrap(), 2);
+        assert_eq!(replica.starts_ms(), [0, 20]);
+        assert_eq!(stack.circuit_breaker().handle().metrics().calls, 1);
+    }
+
+    /// The standard HTTP stack with a hedge in its retry's place, over
+    /// hyper's client and server: a GET and a PUT (idempotent; its body
+    /// read whole by the first attempt, then replayed to the hedge) are
+    /// hedged, a POST is sent once. Real time: see
+    /// `reqwest_to_a_slow_server_is_answered_by_the_hedge`.
+    #[tokio::test]
+    async fn the_http_stack_hedges_idempotent_requests_through_hypers_client() {
+        let hour = Duration::from_secs(3600);
+        let server = Server::start(
+            vec![
+                Reply::status(200).body("slow").after(hour),
+                Reply::status(200).body("fast"),
+                Reply::status(200).body("slow").after(hour),
+                Reply::status(200).body("fast"),
+            ],
+            Reply::status(200).body("post").after(100 * MS),
+        )
+        .await;
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let hyper: Client<_, ReplayBody<Full<Bytes>>> =
+            Client::builder(TokioExecutor::new()).build(connector);
+        let client = Resilience::http()
+            .hedge(|hedge| hedge.delay(50 * MS))
+            .build()
+            .unwrap()
+            .layer(hyper);
+        let text = |res: http::Response<_>| async move {
+            let body: Bytes = BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
+            String::from_utf8(body.to_vec()).unwrap()
+        };
+
+        let get = http::Request::get(server.url("/item"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let res = client.clone().oneshot(get).await.unwrap();
+        assert_eq!(text(res).await, "fast");
+
+        let put = http::Request::put(server.url("/stock"))
+            .body(Full::new(Bytes::from_static(b"12 boxes")))
+            .unwrap();
+        let res = client.clone().oneshot(put).await.unwrap();
+        assert_eq!(text(res).await, "fast");
+        let seen = server.seen();
+        assert_eq!(seen.len(), 4);
+        assert_eq!(seen[2].body, b"12 boxes");
+        assert_eq!(
+            seen[3].body, b"12 boxes",
+            "the hedge replays the whole body"
+        );
+
+        let post = http::Request::post(server.url("/orders"))
+            .body(Full::new(Bytes::from_static(b"one")))
+            .unwrap();
+        let res = client.oneshot(post).await.unwrap();
+        assert_eq!(text(res).await, "post");
+        assert_eq!(server.seen().len(), 5, "a POST is sent once");
+    }
+}

@@ -391,6 +391,24 @@ impl<C, K> HedgeBuilder<C, K> {
         self
     }
 
+    /// What a retry put in the hedge's place keeps of it: the classifier,
+    /// the request copying and the budget.
+    pub(crate) fn into_retry_parts(self) -> (C, K, Option<RetryBudget>) {
+        (self.classifier, self.replay, self.settings.budget)
+    }
+
+    /// A hedge with a retry's classifier, request copying and budget (the
+    /// preset's repeat slot, turned from retry to hedge).
+    pub(crate) fn from_retry_parts(classifier: C, replay: K, budget: Option<RetryBudget>) -> Self {
+        let mut settings = HedgeBuilder::new().settings;
+        settings.budget = budget;
+        Self {
+            settings,
+            classifier,
+            replay,
+        }
+    }
+
     /// Validates the configuration and makes the layer.
     ///
     /// # Errors

@@ -6,7 +6,7 @@
 //! Outermost first, as `ServiceBuilder` lists layers:
 //!
 //! ```text
-//! fallback → total timeout → repeat (retry) → circuit breaker → rate limit
+//! fallback → total timeout → repeat (retry or hedge) → circuit breaker → rate limit
 //!          → concurrency (bulkhead) → per-attempt timeout → service
 //! ```
 //!
@@ -17,6 +17,14 @@
 //! * **Retry** outside the breaker: each attempt passes the breaker, so an
 //!   open breaker stops a retry at once (`CircuitOpen` is not retried by
 //!   default), and every attempt is counted.
+//! * **Hedge**, in the retry's place (one or the other: the hedge's
+//!   fallback mode is a retry without a backoff): inside the total
+//!   timeout, which bounds the whole hedged call, and outside the breaker,
+//!   the limits and the per-attempt timeout, so that each copy is judged,
+//!   limited and timed on its own, and a loser cancelled is counted by
+//!   the breaker as neither success nor failure. This is Polly's place for
+//!   it and .NET's standard hedging handler's (total timeout, hedging,
+//!   then per endpoint rate limiter, breaker and attempt timeout).
 //! * **Circuit breaker** outside the rate limit and the bulkhead: a call the
 //!   breaker rejects never spends the rate or takes a bulkhead place; and a
 //!   `BulkheadFull` (our own overload, not the service's) is classified by
@@ -218,8 +226,8 @@ slots! {
     /// [`total_timeout`](Self::total_timeout).
     total_timeout: TT, total_timeout_slot, fill_total_timeout, "total_timeout";
     /// Fills the repeat slot with any layer, given whole: what sends a call
-    /// more than once (a retry; hedging when it comes). See
-    /// [`retry`](Self::retry).
+    /// more than once (a retry or a hedge). See [`retry`](Self::retry) and
+    /// [`hedge`](Self::hedge).
     repeat: R, repeat_slot, fill_repeat, "retry";
     /// Fills the circuit-breaker slot with any layer, given whole. See
     /// [`circuit_breaker`](Self::circuit_breaker).
@@ -240,8 +248,8 @@ slots! {
 /// The stack's classifier: given to every part that judges outcomes.
 impl<C, RS, TT, RL, CC, AT> ResilienceBuilder<C, RS, Identity, TT, Identity, Identity, RL, CC, AT> {
     /// The classifier that every part that judges outcomes gets (the
-    /// retry, the circuit breaker and the fallback; hedging when it
-    /// comes): one decision, in one place, of what a failure is.
+    /// retry or the hedge, the circuit breaker and the fallback): one
+    /// decision, in one place, of what a failure is.
     ///
     /// The classifier must judge what each part sees: the breaker the
     /// results of the service below it (its own error type), the retry and
@@ -416,6 +424,34 @@ impl<C, RS, F, TT, R, CB, RL, CC, AT> ResilienceBuilder<C, RS, F, TT, R, CB, RL,
     ) -> ResilienceBuilder<C, RS, F, TT, P, CB, RL, CC, AT>
     where
         R: Open<role::Retry, C>,
+    {
+        self.fill_repeat(|slot, classifier| configure(slot.open(classifier)))
+    }
+
+    /// Hedges slow calls (the repeat slot, in the retry's place: see
+    /// [where hedging goes](crate::hedge#where-it-goes-in-a-stack)),
+    /// configured by `configure` from the slot's builder: a fresh
+    /// [`HedgeBuilder`](crate::hedge::HedgeBuilder) holding the stack's
+    /// classifier if the slot was empty; in a standard stack, whose repeat
+    /// slot holds a retry, a hedge with that retry's classifier, request
+    /// copying and budget, which replaces the retry.
+    ///
+    /// ```
+    /// use palisade::Resilience;
+    /// use std::time::Duration;
+    ///
+    /// let stack = Resilience::http()
+    ///     .hedge(|hedge| hedge.max_attempts(3).delay_percentile(95.0, 100, Duration::from_secs(10)))
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(stack.repeat().budget().is_some(), true);
+    /// ```
+    pub fn hedge<P>(
+        self,
+        configure: impl FnOnce(<R as Open<role::Hedge, C>>::Builder) -> P,
+    ) -> ResilienceBuilder<C, RS, F, TT, P, CB, RL, CC, AT>
+    where
+        R: Open<role::Hedge, C>,
     {
         self.fill_repeat(|slot, classifier| configure(slot.open(classifier)))
     }

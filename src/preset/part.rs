@@ -20,6 +20,7 @@ use crate::circuit_breaker::{CircuitBreakerBuilder, CircuitBreakerLayer};
 use crate::error::ConfigError;
 use crate::event::Listener;
 use crate::fallback::FallbackBuilder;
+use crate::hedge::{HedgeBuilder, HedgeLayer};
 use crate::rate_limit::{RateLimitBuilder, RateLimitLayer};
 use crate::retry::{RetryBuilder, RetryLayer};
 use crate::timeout::{TimeoutBuilder, TimeoutLayer};
@@ -73,6 +74,18 @@ impl<C, B, K> Part for RetryBuilder<C, B, K> {
 
     fn build(self) -> Result<Self::Layer, ConfigError> {
         RetryBuilder::build(self)
+    }
+
+    fn listen(self, listener: &Arc<dyn Listener>) -> Self {
+        self.add_listener(Arc::clone(listener))
+    }
+}
+
+impl<C, K> Part for HedgeBuilder<C, K> {
+    type Layer = HedgeLayer<C, K>;
+
+    fn build(self) -> Result<Self::Layer, ConfigError> {
+        HedgeBuilder::build(self)
     }
 
     fn listen(self, listener: &Arc<dyn Listener>) -> Self {
@@ -145,6 +158,9 @@ pub mod role {
     /// The repeat slot, opened by [`retry`](crate::preset::ResilienceBuilder::retry).
     #[derive(Debug)]
     pub enum Retry {}
+    /// The repeat slot, opened by [`hedge`](crate::preset::ResilienceBuilder::hedge).
+    #[derive(Debug)]
+    pub enum Hedge {}
     /// The circuit-breaker slot.
     #[derive(Debug)]
     pub enum CircuitBreaker {}
@@ -210,6 +226,51 @@ impl<C, X, B, K> Open<role::Retry, C> for RetryBuilder<X, B, K> {
 
     fn open(self, _: &C) -> Self {
         self
+    }
+}
+
+/// A hedge in the repeat slot, opened for the retry: a retry with the
+/// hedge's classifier, request copying and budget.
+impl<C, X, K> Open<role::Retry, C> for HedgeBuilder<X, K> {
+    type Builder = RetryBuilder<X, crate::backoff::Backoff, K>;
+
+    fn open(self, _: &C) -> Self::Builder {
+        let (classifier, replay, budget) = self.into_retry_parts();
+        let retry = RetryLayer::builder()
+            .classifier(classifier)
+            .requests(replay);
+        match budget {
+            Some(budget) => retry.budget(budget),
+            None => retry.no_budget(),
+        }
+    }
+}
+
+impl<C: Clone> Open<role::Hedge, C> for Identity {
+    type Builder = HedgeBuilder<C>;
+
+    fn open(self, classifier: &C) -> Self::Builder {
+        HedgeLayer::builder().classifier(classifier.clone())
+    }
+}
+
+impl<C, X, K> Open<role::Hedge, C> for HedgeBuilder<X, K> {
+    type Builder = Self;
+
+    fn open(self, _: &C) -> Self {
+        self
+    }
+}
+
+/// A retry in the repeat slot (a standard stack's), opened for the hedge:
+/// a hedge with the retry's classifier, request copying and budget; the
+/// retry's other settings go with it.
+impl<C, X, B, K> Open<role::Hedge, C> for RetryBuilder<X, B, K> {
+    type Builder = HedgeBuilder<X, K>;
+
+    fn open(self, _: &C) -> Self::Builder {
+        let (classifier, replay, budget) = self.into_hedge_parts();
+        HedgeBuilder::from_retry_parts(classifier, replay, budget)
     }
 }
 

@@ -631,6 +631,51 @@ mod tests {
         assert!(source.again().is_some());
     }
 
+    /// A hedge's copy (`alongside`) is made only once the body has been
+    /// read whole; it plays the recording (trailers included) and takes
+    /// nothing from the running attempt, which goes on undisturbed; a
+    /// retry's copy made after it still takes the body over as usual.
+    #[tokio::test]
+    async fn a_copy_beside_a_running_attempt_waits_for_the_whole_body_and_takes_nothing() {
+        let data = vec![b"0123".to_vec(), b"4567".to_vec()];
+        let req = http::Request::put("/").body(chunks(&data, true)).unwrap();
+        let (first, source) = ReplayBodies::default().first(req, true);
+        let mut source = source.unwrap();
+        let mut first = first.into_body();
+        assert!(source.alongside().is_none(), "nothing read yet");
+        let (sent, _) = read(&mut first, Some(1), b"01234567", true).await.unwrap();
+        assert_eq!(sent, b"0123");
+        assert!(source.alongside().is_none(), "half read");
+        let (rest, trailers) = read(&mut first, Some(2), b"4567", true).await.unwrap();
+        assert_eq!((rest.as_slice(), trailers), (&b"4567"[..], true));
+        let mut beside = source.alongside().expect("read whole").into_body();
+        let (sent, trailers) = read(&mut beside, None, b"01234567", true).await.unwrap();
+        assert_eq!((sent.as_slice(), trailers), (&b"01234567"[..], true));
+        // The first attempt is not superseded: it ends as it would have.
+        assert!(first.is_end_stream());
+        assert!(
+            poll_fn(|cx| Pin::new(&mut first).poll_frame(cx))
+                .await
+                .is_none()
+        );
+        // A later retry's copy sends the whole body too.
+        let mut retry = source.again().unwrap().into_body();
+        let (sent, _) = read(&mut retry, None, b"01234567", true).await.unwrap();
+        assert_eq!(sent, b"01234567");
+
+        // A body over the limit is never copied beside.
+        let req = http::Request::put("/").body(chunks(&data, false)).unwrap();
+        let (first, source) = ReplayBodies::with_limit(4).first(req, true);
+        let mut source = source.unwrap();
+        let mut first = first.into_body();
+        let _ = read(&mut first, None, b"01234567", false).await.unwrap();
+        assert!(source.alongside().is_none(), "over the limit");
+        // An empty body can be copied at once.
+        let req = http::Request::get("/").body(chunks(&[], false)).unwrap();
+        let (_first, source) = ReplayBodies::default().first(req, true);
+        assert!(source.unwrap().alongside().is_some());
+    }
+
     /// An attempt made while the earlier one still reads, which then reads
     /// past the limit, fails rather than send a body with a hole in it.
     #[tokio::test]

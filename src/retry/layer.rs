@@ -367,6 +367,12 @@ impl<C, B, K> RetryBuilder<C, B, K> {
         self
     }
 
+    /// What a hedge put in the retry's place keeps of it: the classifier,
+    /// the request copying and the budget.
+    pub(crate) fn into_hedge_parts(self) -> (C, K, Option<RetryBudget>) {
+        (self.classifier, self.replay, self.settings.budget)
+    }
+
     /// Validates the configuration and makes the layer.
     ///
     /// # Errors
