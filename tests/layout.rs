@@ -18,6 +18,7 @@ const PATTERNS: &[&str] = &[
     "chaos",
     "rate_limit",
     "keyed",
+    "hedge",
 ];
 
 /// Above the patterns: they may name any of them.

@@ -17,6 +17,7 @@ use palisade::error::ErrorKind;
 use palisade::event::MetricsEvents;
 use palisade::event::{Event, EventKind, Listener};
 use palisade::fallback::FallbackEvent;
+use palisade::hedge::{HedgeEvent, HedgeTrigger, SkipReason};
 use palisade::keyed::{Eviction, KeyedEvent};
 use palisade::rate_limit::RateLimitEvent;
 use palisade::retry::{GiveUpReason, RetryEvent, RetryReason};
@@ -142,6 +143,29 @@ fn every_event() -> Vec<Box<dyn EventKind>> {
     }
     all.push(Box::new(KeyedEvent::Rejected));
     all.push(Box::new(KeyedEvent::Shared));
+    for trigger in HedgeTrigger::ALL {
+        all.push(Box::new(HedgeEvent::Hedged {
+            attempt: 2,
+            trigger,
+        }));
+    }
+    for reason in SkipReason::ALL {
+        all.push(Box::new(HedgeEvent::Skipped { attempt: 2, reason }));
+    }
+    for attempt in [1, 2] {
+        all.push(Box::new(HedgeEvent::Won {
+            attempt,
+            attempts: 2,
+        }));
+    }
+    for fatal in [false, true] {
+        all.push(Box::new(HedgeEvent::Failed {
+            attempt: 1,
+            attempts: 2,
+            fatal,
+        }));
+    }
+    all.push(Box::new(HedgeEvent::Cancelled { attempts: 2 }));
     all.push(Box::new(TimeoutEvent::TimedOut {
         after: Duration::from_secs(1),
     }));

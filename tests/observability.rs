@@ -104,6 +104,57 @@ async fn every_event_becomes_a_structured_tracing_event() {
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn hedge_events_become_structured_tracing_events() {
+    use palisade::hedge::HedgeLayer;
+    let capture = Capture::default();
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let slow_then_fast = service_fn(move |_: ()| {
+        let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move {
+            if n == 0 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                return Err::<(), BoxError>("slow".into());
+            }
+            Ok(())
+        }
+    });
+    let hedge = HedgeLayer::builder()
+        .name("h")
+        .delay(Duration::from_millis(10))
+        .on_event(TracingEvents)
+        .build()
+        .unwrap();
+    hedge.layer(slow_then_fast).oneshot(()).await.unwrap();
+    let lines = capture.0.lock().unwrap().clone();
+    assert_eq!(
+        lines,
+        [
+            "DEBUG palisade hedge sent layer=\"h\" attempt=2 trigger=\"delay\"",
+            "TRACE palisade attempt won layer=\"h\" attempt=2 attempts=2",
+            "TRACE palisade losing attempts cancelled layer=\"h\" attempts=1",
+        ]
+    );
+    let failing = HedgeLayer::builder()
+        .name("h")
+        .mode(palisade::hedge::HedgeMode::Fallback)
+        .no_budget()
+        .on_event(TracingEvents)
+        .build()
+        .unwrap();
+    capture.0.lock().unwrap().clear();
+    failing.layer(failing()).oneshot(()).await.unwrap_err();
+    let lines = capture.0.lock().unwrap().clone();
+    assert_eq!(
+        lines,
+        [
+            "DEBUG palisade hedge sent layer=\"h\" attempt=2 trigger=\"failure\"",
+            "WARN palisade hedged call failed layer=\"h\" attempt=1 attempts=2 fatal=false",
+        ]
+    );
+}
+
 /// A `metrics` recorder that sums counters and keeps the last gauge values.
 #[derive(Default)]
 struct Recorder {

@@ -167,6 +167,28 @@ fn retry_whose_first_attempt_succeeds() {
     assert_eq!(allocations_per_10k(layer.layer(bare())), 0);
 }
 
+/// A hedge whose first attempt answers at its first poll: no timer, no
+/// boxed attempt; with the percentile delay too (its latency recorded in
+/// the histogram's counters).
+#[test]
+fn hedge_whose_first_attempt_answers_at_once() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let layer = palisade::hedge::HedgeLayer::builder()
+        .max_attempts(5)
+        .build()
+        .unwrap();
+    assert_eq!(allocations_per_10k(layer.layer(bare())), 0);
+    let layer = palisade::hedge::HedgeLayer::builder()
+        .delay_percentile(99.0, 10, Duration::from_secs(10))
+        .build()
+        .unwrap();
+    assert_eq!(allocations_per_10k(layer.layer(bare())), 0);
+}
+
 /// Attempt spans on, and no subscriber: `tracing` hands back disabled
 /// spans without allocating.
 #[cfg(feature = "tracing")]

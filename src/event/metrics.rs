@@ -34,6 +34,11 @@
 //! | `palisade.retry.attempts` | counter | `{attempt}` | `palisade.layer.name` | attempts sent, first ones included |
 //! | `palisade.retry.retries` | counter | `{retry}` | `palisade.layer.name`; `palisade.retry.reason`: `failure` `timeout` `circuit_open` `bulkhead_full` `not_sent` `rate_limited` `too_many_keys` | retries scheduled, by what the failed attempt came to |
 //! | `palisade.retry.failed_calls` | counter | `{call}` | `palisade.layer.name`; `palisade.retry.give_up_reason`: `max_attempts` `deadline` `server_said_no` `hint_above_cap` `backoff_ended` `not_replayable` `budget_exhausted` `not_retryable` `failure_not_retryable` `request_not_retryable` | failures returned without a further attempt, by why no further attempt was made |
+//! | `palisade.hedge.hedges` | counter | `{attempt}` | `palisade.layer.name`; `palisade.hedge.trigger`: `delay` `failure` `parallel` | attempts after the first sent, by what started them ([`HedgeTrigger`](crate::hedge::HedgeTrigger)) |
+//! | `palisade.hedge.skipped` | counter | `{attempt}` | `palisade.layer.name`; `palisade.hedge.skip_reason`: `budget_exhausted` `server_said_no` `hint_above_cap` `not_copyable` `not_ready` | hedges due and not sent, by why ([`SkipReason`](crate::hedge::SkipReason)) |
+//! | `palisade.hedge.wins` | counter | `{call}` | `palisade.layer.name`; `palisade.hedge.winner`: `first` `hedge` | calls answered (not a failure), by whether the first attempt or a hedge won |
+//! | `palisade.hedge.failed_calls` | counter | `{call}` | `palisade.layer.name`; `palisade.hedge.failure`: `fatal` `all_failed` | calls that returned a failure: a fatal one, or the first attempt's once every attempt failed |
+//! | `palisade.hedge.cancelled_attempts` | counter | `{attempt}` | `palisade.layer.name` | losing attempts cancelled when the call ended |
 //! | `palisade.timeout.timed_out_calls` | counter | `{call}` | `palisade.layer.name` | calls cut off |
 //! | `palisade.fallback.answered_calls` | counter | `{call}` | `palisade.layer.name` | failures answered by the fallback |
 //!
