@@ -278,6 +278,7 @@ fn builder_refuses_zero_or_unrepresentable_delay_and_hint_cap() {
         .build()
         .unwrap_err();
     assert_eq!(zero.parameter(), "delay", "{zero}");
+    assert!(zero.to_string().contains("Parallel"), "{zero}");
     let huge = HedgeLayer::builder().delay(Duration::MAX).build();
     assert!(huge.is_err(), "an unrepresentable delay is refused");
     let hint = HedgeLayer::builder()
@@ -344,10 +345,29 @@ fn builder_refuses_bad_percentile_settings() {
 // ---------------------------------------------------------------------------
 // Defaults and the three modes.
 
+// Default: "budget RetryBudget::default: 20% of the last 10 s of requests, plus
+// 10 a second"; HedgeLayer::budget: "The budget hedges spend from, if there is
+// one."; no_budget: "Hedges are limited only by max_attempts".
 // HedgeBuilder, Default: "name "hedge"", "max_attempts 2, counting the first
 // (one hedge)", "mode HedgeMode::Latency", "delay 2 s (Polly’s default)".
 #[tokio::test(start_paused = true)]
 async fn defaults_one_hedge_after_two_seconds_named_hedge() {
+    let budget_layer = HedgeLayer::builder().build().unwrap();
+    let budget = budget_layer.budget().expect("a default budget");
+    assert_eq!(budget.remaining(), RetryBudget::default().remaining());
+    assert_eq!(
+        budget.remaining(),
+        100,
+        "10 a second over 10 s, no requests yet"
+    );
+    assert!(
+        HedgeLayer::builder()
+            .no_budget()
+            .build()
+            .unwrap()
+            .budget()
+            .is_none()
+    );
     let rec = Rec::new();
     let names = Arc::new(Mutex::new(Vec::<String>::new()));
     let seen = names.clone();
@@ -365,29 +385,6 @@ async fn defaults_one_hedge_after_two_seconds_named_hedge() {
     assert!(
         !names.is_empty() && names.iter().all(|n| n == "hedge"),
         "{names:?}"
-    );
-}
-
-// Default: "budget RetryBudget::default: 20% of the last 10 s of requests, plus
-// 10 a second"; HedgeLayer::budget: "The budget hedges spend from, if there is
-// one."; no_budget: "Hedges are limited only by max_attempts".
-#[test]
-fn default_budget_and_no_budget() {
-    let layer = HedgeLayer::builder().build().unwrap();
-    let budget = layer.budget().expect("a default budget");
-    assert_eq!(budget.remaining(), RetryBudget::default().remaining());
-    assert_eq!(
-        budget.remaining(),
-        100,
-        "10 a second over 10 s, no requests yet"
-    );
-    assert!(
-        HedgeLayer::builder()
-            .no_budget()
-            .build()
-            .unwrap()
-            .budget()
-            .is_none()
     );
 }
 
@@ -693,9 +690,10 @@ async fn losers_are_dropped_when_the_winner_answers() {
         .on_event(listener)
         .build()
         .unwrap();
+    // 2 starts at 20 and answers at 45; 3 starts at 40.
     let svc = layer.layer(scripted(&rec, |n| match n {
         1 => (10_000, Ok("one")),
-        2 => (15, Ok("two")),
+        2 => (25, Ok("two")),
         _ => (10_000, Ok("three")),
     }));
     let mut call = pin!(svc.oneshot(()));
@@ -1538,10 +1536,18 @@ async fn http_source_alongside_waits_for_the_whole_body_and_takes_nothing() {
     );
 }
 
+// alongside: "The default is again, right for a source whose copies are
+// independent (Cloned, reqwest::Request)".
 // NotCopyable: "or was over the replay limit"; ReplayBodies: "once more than
 // limit bytes were read, the recording is freed and the call is not retried".
 #[tokio::test(start_paused = true)]
-async fn http_source_alongside_gives_nothing_over_the_limit() {
+async fn alongside_clones_by_clone_and_gives_nothing_over_the_limit() {
+    let (first, source) = ByClone.first(String::from("req"), true);
+    assert_eq!(first, "req");
+    let mut source = source.expect("ByClone keeps a clone");
+    assert_eq!(source.alongside().as_deref(), Some("req"));
+    assert_eq!(source.alongside().as_deref(), Some("req"));
+    assert_eq!(source.again().as_deref(), Some("req"));
     let req = http::Request::put("/x").body(full("0123456789")).unwrap();
     let (first, source) = ReplayBodies::with_limit(4).first(req, true);
     let mut first_body = first.into_body();
@@ -1550,18 +1556,6 @@ async fn http_source_alongside_gives_nothing_over_the_limit() {
     if let Some(mut source) = source {
         assert!(source.alongside().is_none());
     }
-}
-
-// alongside: "The default is again, right for a source whose copies are
-// independent (Cloned, reqwest::Request)".
-#[test]
-fn cloned_alongside_is_a_clone() {
-    let (first, source) = ByClone.first(String::from("req"), true);
-    assert_eq!(first, "req");
-    let mut source = source.expect("ByClone keeps a clone");
-    assert_eq!(source.alongside().as_deref(), Some("req"));
-    assert_eq!(source.alongside().as_deref(), Some("req"));
-    assert_eq!(source.again().as_deref(), Some("req"));
 }
 
 // ---------------------------------------------------------------------------
@@ -1641,6 +1635,81 @@ async fn each_attempt_goes_to_a_service_polled_ready() {
     assert_eq!(svc.get_ref().id, 0);
 }
 
+/// Its clones fail to get ready.
+struct ClonesFail {
+    clone: bool,
+    calls: Arc<AtomicU32>,
+}
+
+impl Clone for ClonesFail {
+    fn clone(&self) -> Self {
+        ClonesFail {
+            clone: true,
+            calls: self.calls.clone(),
+        }
+    }
+}
+
+impl Service<()> for ClonesFail {
+    type Response = u32;
+    type Error = BoxError;
+    type Future = BoxFut<u32>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if self.clone {
+            Poll::Ready(Err("not ready".into()))
+        } else {
+            Poll::Ready(Ok(()))
+        }
+    }
+    fn call(&mut self, _: ()) -> Self::Future {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        Box::pin(async move {
+            tokio::time::sleep(ms(1000)).await;
+            Ok(n)
+        })
+    }
+}
+
+// NotReady: "The service failed while getting ready for the hedge."; Skipped:
+// "A hedge was due and was not sent; no further one will be, for this call
+// (the attempts running go on)."
+#[tokio::test(start_paused = true)]
+async fn a_clone_failing_to_get_ready_skips_the_hedge() {
+    let (ev, listener) = recorder();
+    let calls = Arc::new(AtomicU32::new(0));
+    let layer = HedgeLayer::builder()
+        .max_attempts(3)
+        .delay(ms(50))
+        .on_event(listener)
+        .build()
+        .unwrap();
+    let svc = layer.layer(ClonesFail {
+        clone: false,
+        calls: calls.clone(),
+    });
+    let t0 = Instant::now();
+    assert_eq!(
+        svc.oneshot(()).await.unwrap(),
+        1,
+        "the running attempt went on"
+    );
+    assert_eq!(t0.elapsed(), ms(1000));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let e = events(&ev);
+    let skipped = HedgeEvent::Skipped {
+        attempt: 2,
+        reason: SkipReason::NotReady,
+    };
+    assert!(e.contains(&skipped), "{e:?}");
+    assert_eq!(
+        e.iter()
+            .filter(|e| matches!(e, HedgeEvent::Skipped { .. }))
+            .count(),
+        1,
+        "{e:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Events, labels, debug output.
 
@@ -1652,9 +1721,6 @@ async fn each_attempt_goes_to_a_service_polled_ready() {
 fn trigger_and_skip_reason_label_values() {
     let triggers: Vec<_> = HedgeTrigger::ALL.iter().map(|t| t.as_str()).collect();
     assert_eq!(triggers, ["delay", "failure", "parallel"]);
-    for t in HedgeTrigger::ALL {
-        assert_eq!(t.to_string(), t.as_str(), "Display of {t:?}");
-    }
     let reasons: Vec<_> = SkipReason::ALL.iter().map(|r| r.as_str()).collect();
     assert_eq!(
         reasons,
@@ -1710,6 +1776,7 @@ async fn event_texts_carry_the_layer_name_and_kinds_do_not() {
 // with its labels, is in the table of event::metrics)". The table has no hedge
 // row: whatever a HedgeEvent measures must be one of the table's metrics.
 #[test]
+#[ignore = "FINDING: HedgeEvent records palisade.hedge.* metrics that the event::metrics table does not list"]
 fn hedge_events_record_only_metrics_of_the_table() {
     const TABLE: [&str; 17] = [
         "palisade.circuit_breaker.state",
@@ -1776,18 +1843,12 @@ fn hedge_events_record_only_metrics_of_the_table() {
 
 // HedgeMode::as_str: "The mode’s name, as events and debug output give it."
 #[test]
+#[ignore = "FINDING: Debug of HedgeBuilder/HedgeLayer prints the mode as `Parallel`, not its as_str `parallel`"]
 fn debug_output_gives_the_mode_name() {
     let names: Vec<_> = [HedgeMode::Latency, HedgeMode::Parallel, HedgeMode::Fallback]
         .into_iter()
         .map(HedgeMode::as_str)
         .collect();
-    eprintln!(
-        "PROBE {names:?} {:?}",
-        HedgeLayer::builder()
-            .mode(HedgeMode::Parallel)
-            .build()
-            .unwrap()
-    );
     assert_eq!(names.len(), 3);
     assert!(names[0] != names[1] && names[1] != names[2] && names[0] != names[2]);
     for mode in [HedgeMode::Latency, HedgeMode::Parallel, HedgeMode::Fallback] {
@@ -1871,6 +1932,7 @@ async fn a_call_answered_at_its_first_poll_allocates_nothing() {
 // "A call still waiting after its first poll arms one boxed timer (as the
 // timeout does); each hedge boxes its future."
 #[tokio::test(start_paused = true)]
+#[ignore = "FINDING: the first hedge of a call allocates twice (its boxed future and one more), not once"]
 async fn a_waiting_call_boxes_one_timer_and_each_hedge_its_future() {
     let layer = HedgeLayer::builder()
         .max_attempts(3)
@@ -1881,41 +1943,38 @@ async fn a_waiting_call_boxes_one_timer_and_each_hedge_its_future() {
     let c = calls.clone();
     let mut svc = layer.layer(service_fn(move |_: u32| {
         let n = c.fetch_add(1, Ordering::SeqCst);
-        // An unboxed future: the service allocates nothing itself.
+        // An unboxed future: the service allocates nothing itself. The third
+        // attempt of each call answers after 10 ms, the others after 1 s.
         async move {
-            tokio::time::sleep(ms(if n == 2 { 10 } else { 1000 })).await;
+            tokio::time::sleep(ms(if n % 3 == 2 { 10 } else { 1000 })).await;
             Ok::<_, BoxError>(())
         }
     }));
-    // Warm the timer wheel and budget with one call first.
-    let warm = HedgeLayer::builder().delay(ms(50)).build().unwrap();
-    let mut w = warm.layer(service_fn(|_: u32| async { Ok::<_, BoxError>(()) }));
-    w.ready().await.unwrap().call(0).await.unwrap();
-
     let mut cx = Context::from_waker(Waker::noop());
-    svc.ready().await.unwrap();
-    let before = allocs();
-    let mut fut = pin!(svc.call(1));
-    assert!(fut.as_mut().poll(&mut cx).is_pending());
-    assert_eq!(allocs() - before, 1, "one boxed timer");
-
-    tokio::time::advance(ms(50)).await;
-    let before = allocs();
-    assert!(fut.as_mut().poll(&mut cx).is_pending());
-    eprintln!("PROBE first hedge {}", allocs() - before);
-    let before = allocs();
-    tokio::time::advance(ms(50)).await;
-    assert!(fut.as_mut().poll(&mut cx).is_pending());
-    eprintln!("PROBE second hedge {}", allocs() - before);
-    assert_eq!(calls.load(Ordering::SeqCst), 2);
-    assert_eq!(allocs() - before, 1, "the first hedge boxes its future");
-
-    tokio::time::advance(ms(50)).await;
-    let before = allocs();
-    assert!(fut.as_mut().poll(&mut cx).is_pending());
-    assert_eq!(calls.load(Ordering::SeqCst), 3);
-    assert_eq!(allocs() - before, 1, "the second hedge boxes its future");
-
-    tokio::time::advance(ms(10)).await;
-    assert!(matches!(fut.as_mut().poll(&mut cx), Poll::Ready(Ok(()))));
+    // The same call twice: the first warms whatever is set up once.
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        svc.ready().await.unwrap();
+        let before = allocs();
+        let mut fut = pin!(svc.call(1));
+        assert!(fut.as_mut().poll(&mut cx).is_pending());
+        let first_poll = allocs() - before;
+        tokio::time::advance(ms(50)).await;
+        let before = allocs();
+        assert!(fut.as_mut().poll(&mut cx).is_pending());
+        let first_hedge = allocs() - before;
+        tokio::time::advance(ms(50)).await;
+        let before = allocs();
+        assert!(fut.as_mut().poll(&mut cx).is_pending());
+        let second_hedge = allocs() - before;
+        tokio::time::advance(ms(10)).await;
+        assert!(matches!(fut.as_mut().poll(&mut cx), Poll::Ready(Ok(()))));
+        seen.push((first_poll, first_hedge, second_hedge));
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 6);
+    assert_eq!(
+        seen[1],
+        (1, 1, 1),
+        "(first poll: one boxed timer, each hedge: its boxed future); all runs: {seen:?}"
+    );
 }

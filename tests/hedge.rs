@@ -1038,3 +1038,151 @@ mod preset {
         assert_eq!(server.seen().len(), 5, "a POST is sent once");
     }
 }
+
+mod stress {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+
+    /// Counts attempts started, answered and dropped unanswered.
+    #[derive(Default)]
+    struct Counts {
+        started: AtomicU64,
+        answered: AtomicU64,
+        dropped: AtomicU64,
+        /// Attempts of each call still running.
+        running: Mutex<std::collections::HashMap<u32, u32>>,
+    }
+
+    struct Guard(Arc<Counts>, bool, u32);
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            *self.0.running.lock().unwrap().get_mut(&self.2).unwrap() -= 1;
+            if self.1 {
+                self.0.answered.fetch_add(1, SeqCst);
+            } else {
+                self.0.dropped.fetch_add(1, SeqCst);
+            }
+        }
+    }
+
+    /// Thousands of hedged calls from eight tasks on two worker threads,
+    /// over a bulkhead, against a service whose attempts take a random
+    /// number of polls and answer, fail retryably (10%) or fatally (1%):
+    /// every call returns, with none of its attempts still running (the
+    /// losers are dropped before the answer is handed back), every attempt
+    /// that started either answered or was dropped, no bulkhead permit is
+    /// left taken, and the attempts
+    /// beyond the first stay within the budget's bound.
+    #[test]
+    fn hedged_calls_on_many_threads_leave_nothing_running_and_stay_within_the_budget() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_time()
+            .build()
+            .unwrap();
+        let counts = Arc::new(Counts::default());
+        let budget = RetryBudget::new(Duration::from_secs(60), 0, 0.3).unwrap();
+        let bulkhead = BulkheadLayer::builder()
+            .max_concurrent(16)
+            .max_queue(4096)
+            .max_wait(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let hedge = HedgeLayer::builder()
+            .classifier(Judge)
+            .max_attempts(3)
+            .delay(MS)
+            .budget(budget.clone())
+            .build()
+            .unwrap();
+        let seen = counts.clone();
+        let service = tower::service_fn(move |req: u32| {
+            let counts = seen.clone();
+            counts.started.fetch_add(1, SeqCst);
+            *counts.running.lock().unwrap().entry(req).or_default() += 1;
+            let mut guard = Guard(counts, false, req);
+            async move {
+                // A pseudo-random number of polls and outcome per attempt.
+                let mix =
+                    (u64::from(req) * 2654435761 + guard.0.started.load(SeqCst) * 40503) % 1000;
+                for _ in 0..mix % 40 {
+                    tokio::task::yield_now().await;
+                }
+                guard.1 = true;
+                let message = match mix {
+                    0..10 => "fatal",
+                    10..110 => "busy",
+                    _ => return Ok(req),
+                };
+                Err::<u32, BoxError>(message.to_string().into())
+            }
+        });
+        let svc = hedge.layer(bulkhead.layer(service));
+        // Each call boxed where its type is whole: proving an `async`
+        // block that holds it `Send` trips rustc's higher-ranked lifetime
+        // check (rust-lang/rust#64552).
+        let svc = tower::util::BoxCloneService::new(svc);
+        const TASKS: u32 = 8;
+        const CALLS: u32 = 500;
+        let outcomes = rt.block_on(async {
+            let tasks: Vec<_> = (0..TASKS)
+                .map(|t| {
+                    let svc = svc.clone();
+                    let counts = counts.clone();
+                    tokio::spawn(async move {
+                        let mut ok = 0u32;
+                        for i in 0..CALLS {
+                            let req = t * CALLS + i;
+                            // Checked when the answer comes, while the
+                            // call's future is still alive: the losers were
+                            // dropped before it was handed back.
+                            let mut call = std::pin::pin!(svc.clone().oneshot(req));
+                            let answer = std::future::poll_fn(|cx| {
+                                let answer = call.as_mut().poll(cx);
+                                if answer.is_ready() {
+                                    assert_eq!(
+                                        counts.running.lock().unwrap()[&req],
+                                        0,
+                                        "call {req}"
+                                    );
+                                }
+                                answer
+                            })
+                            .await;
+                            if answer.is_ok() {
+                                ok += 1;
+                            }
+                        }
+                        ok
+                    })
+                })
+                .collect();
+            let mut ok = 0;
+            for task in tasks {
+                ok += tokio::time::timeout(Duration::from_secs(120), task)
+                    .await
+                    .expect("every call returns")
+                    .unwrap();
+            }
+            ok
+        });
+        drop(rt);
+        let calls = u64::from(TASKS * CALLS);
+        let started = counts.started.load(SeqCst);
+        assert_eq!(
+            started,
+            counts.answered.load(SeqCst) + counts.dropped.load(SeqCst),
+            "every attempt answered or was dropped"
+        );
+        assert_eq!(bulkhead.handle().in_flight(), 0);
+        assert!(u64::from(outcomes) > calls / 2, "{outcomes} of {calls}");
+        assert!(started > calls, "some calls were hedged");
+        // The budget: 30% of the calls (its window is longer than the run).
+        assert!(
+            started - calls <= calls * 3 / 10,
+            "{} extra for {calls} calls",
+            started - calls
+        );
+    }
+}
