@@ -1867,11 +1867,12 @@ fn debug_output_gives_the_mode_name() {
 // slot, in the retry’s place".
 #[test]
 fn a_preset_hedge_error_names_its_part() {
-    let err = palisade::Resilience::http()
+    let Err(err) = palisade::Resilience::http()
         .hedge(|h| h.max_attempts(0))
         .build()
-        .err()
-        .expect("zero attempts are refused");
+    else {
+        panic!("zero attempts are refused");
+    };
     let documented = [
         "respond",
         "fallback",

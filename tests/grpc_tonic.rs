@@ -27,6 +27,10 @@ struct Faults {
     unavailable: usize,
     /// ...with this pushback header, if any.
     pushback: Option<&'static str>,
+    /// ...with this status code rather than UNAVAILABLE's 14.
+    code: Option<&'static str>,
+    /// Then keep this many calls waiting an hour before they are answered.
+    stall: usize,
 }
 
 /// What the server saw: when each call came, and its request body.
@@ -111,17 +115,28 @@ where
                 .unwrap()
                 .calls
                 .push((Instant::now(), bytes.clone()));
-            let fault = {
+            let (fault, code, stall) = {
                 let mut faults = layer.faults.lock().unwrap();
                 let fail = faults.unavailable > 0;
                 faults.unavailable = faults.unavailable.saturating_sub(1);
-                fail.then_some(faults.pushback)
+                let stall = !fail && faults.stall > 0;
+                if stall {
+                    faults.stall -= 1;
+                }
+                (
+                    fail.then_some(faults.pushback),
+                    faults.code.unwrap_or("14"),
+                    stall,
+                )
             };
+            if stall {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
             if let Some(pushback) = fault {
                 // A trailers-only answer, as servers send errors.
                 let mut res = http::Response::builder()
                     .header("content-type", "application/grpc")
-                    .header("grpc-status", "14")
+                    .header("grpc-status", code)
                     .header("grpc-message", "injected");
                 if let Some(ms) = pushback {
                     res = res.header("grpc-retry-pushback-ms", ms);
@@ -171,7 +186,20 @@ impl TestServer {
         *self.faults.lock().unwrap() = Faults {
             unavailable: calls,
             pushback,
+            ..Faults::default()
         };
+    }
+
+    fn fail_next_with(&self, calls: usize, code: &'static str) {
+        *self.faults.lock().unwrap() = Faults {
+            unavailable: calls,
+            code: Some(code),
+            ..Faults::default()
+        };
+    }
+
+    fn stall_next(&self, calls: usize) {
+        self.faults.lock().unwrap().stall = calls;
     }
 
     fn calls(&self) -> Vec<(Instant, Bytes)> {
@@ -353,4 +381,84 @@ async fn the_grpc_stacks_refusal_reaches_the_generated_client_as_unavailable() {
     );
     assert!(status.message().contains("health"), "{status:?}");
     assert!(server.calls().is_empty(), "nothing was sent");
+}
+
+mod hedging {
+    use super::*;
+    use palisade::hedge::HedgeLayer;
+
+    fn hedge(delay: Duration) -> HedgeLayer<GrpcClassifier, TonicBodies> {
+        HedgeLayer::builder()
+            .classifier(GrpcClassifier::new())
+            .requests(TonicBodies::default())
+            .delay(delay)
+            .max_attempts(3)
+            .no_budget()
+            .build()
+            .unwrap()
+    }
+
+    /// A generated client over a hedged `Channel`: the first call stalls
+    /// on the server, the hedge sent after 50 ms (the same body, replayed
+    /// beside the running attempt) answers. Real time: see
+    /// `tests/hedge.rs`'s real-peer tests for why.
+    #[tokio::test]
+    async fn a_stalled_call_is_answered_by_its_hedge_with_the_same_body() {
+        let server = TestServer::start().await;
+        let channel = server.channel().await;
+        let mut client = HealthClient::new(
+            ServiceBuilder::new()
+                .layer(hedge(Duration::from_millis(50)))
+                .service(channel),
+        );
+        server.stall_next(1);
+        let reply = client.check(check()).await.unwrap().into_inner();
+        assert_eq!(
+            reply.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
+        let calls = server.calls();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls[0].1, calls[1].1, "the same request, twice");
+    }
+
+    /// UNAVAILABLE is non-fatal (A6's `nonFatalStatusCodes`, the classifier's
+    /// retryable codes): the next attempt goes at once, long before the
+    /// delay; its pushback moves it; INTERNAL is fatal and ends the call.
+    #[tokio::test(start_paused = true)]
+    async fn unavailable_sends_the_next_at_once_after_its_pushback_and_internal_ends_the_call() {
+        let server = TestServer::start().await;
+        let channel = server.channel().await;
+        let mut client = HealthClient::new(
+            ServiceBuilder::new()
+                .layer(hedge(Duration::from_secs(3600)))
+                .service(channel),
+        );
+        server.fail_next(1, None);
+        let started = Instant::now();
+        client.check(check()).await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "not the hour's delay"
+        );
+        assert_eq!(server.calls().len(), 2);
+
+        server.fail_next(1, Some("300"));
+        client.check(check()).await.unwrap();
+        let calls = server.calls();
+        assert_eq!(calls.len(), 4);
+        assert!(
+            calls[3].0 - calls[2].0 >= Duration::from_millis(300),
+            "the pushback was honoured"
+        );
+
+        server.fail_next_with(3, "13");
+        let status = client.check(check()).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert_eq!(
+            server.calls().len(),
+            5,
+            "INTERNAL is fatal: no further attempt"
+        );
+    }
 }
