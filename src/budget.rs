@@ -1,4 +1,4 @@
-//! The retry budget: retries (and, later, hedged attempts) at most a share
+//! The retry budget: retries (and hedged attempts) at most a share
 //! of recent requests plus a small reserve, so that an outage is not
 //! multiplied by the number of attempts. See [`RetryBudget`].
 

@@ -723,7 +723,7 @@ impl ConfigError {
     /// The preset's part whose parameter was refused, when the error came
     /// from [`ResilienceBuilder::build`](crate::preset::ResilienceBuilder::build):
     /// one of `"respond"`, `"fallback"`, `"total_timeout"`, `"retry"`,
-    /// `"circuit_breaker"`, `"rate_limit"`, `"bulkhead"` and
+    /// `"hedge"`, `"circuit_breaker"`, `"rate_limit"`, `"bulkhead"` and
     /// `"attempt_timeout"` (the setters' names).
     pub fn part(&self) -> Option<&'static str> {
         self.part

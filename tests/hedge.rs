@@ -680,18 +680,43 @@ async fn a_refusal_below_stops_the_hedging_and_is_returned_if_nothing_else_runs(
         .unwrap();
     breaker.handle().force_open();
     let replica = Replica::new([]);
+    let (events, listen) = hedge_events();
     let hedge = HedgeLayer::builder()
         .classifier(Judge)
         .delay(10 * MS)
         .max_attempts(3)
+        .on_event(listen)
         .build()
         .unwrap();
     let mut svc = hedge.layer(breaker.layer(replica.clone()));
     let started = Instant::now();
-    let err = call(&mut svc, 7).await.unwrap_err();
+    let ready = svc.ready().await.unwrap();
+    let err = ready.call(7).await.unwrap_err();
     assert_eq!(ErrorKind::of(&err), ErrorKind::CircuitOpen);
     assert_eq!(started.elapsed(), Duration::ZERO, "no delay waited for");
     assert!(replica.seen().is_empty());
+    assert_eq!(
+        *events.lock().unwrap(),
+        [
+            HedgeEvent::Skipped {
+                attempt: 2,
+                reason: SkipReason::Refused
+            },
+            HedgeEvent::Failed {
+                attempt: 1,
+                attempts: 1,
+                fatal: false
+            }
+        ]
+    );
+
+    // A hedge refused while the first attempt runs: the first still wins.
+    breaker.handle().reset();
+    let bulkhead = BulkheadLayer::builder().max_concurrent(1).build().unwrap();
+    let replica = Replica::new([Step::Answer(100)]);
+    let mut svc = hedge.layer(bulkhead.layer(replica.clone()));
+    assert_eq!(call(&mut svc, 7).await.unwrap(), 1);
+    assert_eq!(replica.starts_ms(), [0]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -1055,6 +1080,12 @@ mod stress {
 
     struct Guard(Arc<Counts>, bool, u32);
 
+    impl Guard {
+        fn answered(&mut self) {
+            self.1 = true;
+        }
+    }
+
     impl Drop for Guard {
         fn drop(&mut self) {
             *self.0.running.lock().unwrap().get_mut(&self.2).unwrap() -= 1;
@@ -1101,15 +1132,16 @@ mod stress {
             let counts = seen.clone();
             counts.started.fetch_add(1, SeqCst);
             *counts.running.lock().unwrap().entry(req).or_default() += 1;
-            let mut guard = Guard(counts, false, req);
+            let guard = Guard(counts, false, req);
             async move {
+                let mut guard = guard;
                 // A pseudo-random number of polls and outcome per attempt.
                 let mix =
                     (u64::from(req) * 2654435761 + guard.0.started.load(SeqCst) * 40503) % 1000;
                 for _ in 0..mix % 40 {
                     tokio::task::yield_now().await;
                 }
-                guard.1 = true;
+                guard.answered();
                 let message = match mix {
                     0..10 => "fatal",
                     10..110 => "busy",

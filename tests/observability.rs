@@ -136,7 +136,7 @@ async fn hedge_events_become_structured_tracing_events() {
             "TRACE palisade losing attempts cancelled layer=\"h\" attempts=1",
         ]
     );
-    let failing = HedgeLayer::builder()
+    let fallback_mode = HedgeLayer::builder()
         .name("h")
         .mode(palisade::hedge::HedgeMode::Fallback)
         .no_budget()
@@ -144,7 +144,7 @@ async fn hedge_events_become_structured_tracing_events() {
         .build()
         .unwrap();
     capture.0.lock().unwrap().clear();
-    failing.layer(failing()).oneshot(()).await.unwrap_err();
+    fallback_mode.layer(failing()).oneshot(()).await.unwrap_err();
     let lines = capture.0.lock().unwrap().clone();
     assert_eq!(
         lines,

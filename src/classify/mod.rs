@@ -265,10 +265,11 @@ pub trait Classify<Res, E> {
 }
 
 /// Whether a request may be sent more than once: the half of a retry's
-/// policy that is decided before the call. Asked by the retry (and later
-/// hedging) before the first attempt; a request that may not be sent twice
+/// policy that is decided before the call. Asked by the retry and the
+/// hedge before the first attempt; a request that may not be sent twice
 /// is sent once and its result returned as is, unless it never reached the
-/// server ([`Classify::is_not_sent`]).
+/// server ([`Classify::is_not_sent`]), which the retry sends again (the
+/// hedge does not: see [`hedge`](crate::hedge#which-calls-are-hedged)).
 ///
 /// Every built-in classifier has it: [`DefaultClassifier`] and closures
 /// ([`classify_fn`]) retry every request, [`HttpClassifier`] only the

@@ -35,7 +35,7 @@
 //! | `palisade.retry.retries` | counter | `{retry}` | `palisade.layer.name`; `palisade.retry.reason`: `failure` `timeout` `circuit_open` `bulkhead_full` `not_sent` `rate_limited` `too_many_keys` | retries scheduled, by what the failed attempt came to |
 //! | `palisade.retry.failed_calls` | counter | `{call}` | `palisade.layer.name`; `palisade.retry.give_up_reason`: `max_attempts` `deadline` `server_said_no` `hint_above_cap` `backoff_ended` `not_replayable` `budget_exhausted` `not_retryable` `failure_not_retryable` `request_not_retryable` | failures returned without a further attempt, by why no further attempt was made |
 //! | `palisade.hedge.hedges` | counter | `{attempt}` | `palisade.layer.name`; `palisade.hedge.trigger`: `delay` `failure` `parallel` | attempts after the first sent, by what started them ([`HedgeTrigger`](crate::hedge::HedgeTrigger)) |
-//! | `palisade.hedge.skipped` | counter | `{attempt}` | `palisade.layer.name`; `palisade.hedge.skip_reason`: `budget_exhausted` `server_said_no` `hint_above_cap` `not_copyable` `not_ready` | hedges due and not sent, by why ([`SkipReason`](crate::hedge::SkipReason)) |
+//! | `palisade.hedge.skipped` | counter | `{attempt}` | `palisade.layer.name`; `palisade.hedge.skip_reason`: `budget_exhausted` `server_said_no` `hint_above_cap` `not_copyable` `not_ready` `refused` | hedges due and not sent, by why ([`SkipReason`](crate::hedge::SkipReason)) |
 //! | `palisade.hedge.wins` | counter | `{call}` | `palisade.layer.name`; `palisade.hedge.winner`: `first` `hedge` | calls answered (not a failure), by whether the first attempt or a hedge won |
 //! | `palisade.hedge.failed_calls` | counter | `{call}` | `palisade.layer.name`; `palisade.hedge.failure`: `fatal` `all_failed` | calls that returned a failure: a fatal one, or the first attempt's once every attempt failed |
 //! | `palisade.hedge.cancelled_attempts` | counter | `{attempt}` | `palisade.layer.name` | losing attempts cancelled when the call ended |
@@ -73,7 +73,7 @@
 //! palisade's. No label ever carries a per-request value (no URL, no
 //! status code, no error text). So a breaker has at most 6 state series,
 //! 36 transition series and 8 call series; a retry at most 1 + 7 + 10
-//! series.
+//! series; a hedge at most 3 + 6 + 2 + 2 + 1.
 //!
 //! **The retry budget.** A spent budget is counted as
 //! `palisade.retry.failed_calls` with `palisade.retry.give_up_reason` =

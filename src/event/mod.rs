@@ -5,8 +5,10 @@
 //! task that caused it. An event is the layer's name and what happened, in
 //! the terms of the layer's pattern: an [`EventKind`] that the pattern owns
 //! (`circuit_breaker::BreakerEvent`, `bulkhead::BulkheadEvent`,
-//! `retry::RetryEvent`, `timeout::TimeoutEvent`,
-//! `fallback::FallbackEvent`), read back with [`Event::kind`]. Events
+//! `rate_limit::RateLimitEvent`, `retry::RetryEvent`,
+//! `hedge::HedgeEvent`, `timeout::TimeoutEvent`,
+//! `fallback::FallbackEvent`, `keyed::KeyedEvent`), read back with
+//! [`Event::kind`]. Events
 //! borrow their data, so emitting one allocates nothing, and with no
 //! listener registered nothing is built at all.
 //!

@@ -108,19 +108,25 @@ pub enum SkipReason {
     NotCopyable,
     /// The service failed while getting ready for the hedge.
     NotReady,
+    /// A palisade layer below refused an attempt (an open breaker, a full
+    /// bulkhead, a rate limiter): a further one would be refused too.
+    Refused,
 }
 
 impl SkipReason {
     /// Every reason, in the order of their metric labels.
-    pub const ALL: [SkipReason; 5] = [
+    pub const ALL: [SkipReason; 6] = [
         SkipReason::BudgetExhausted,
         SkipReason::ServerSaidNo,
         SkipReason::HintAboveCap,
         SkipReason::NotCopyable,
         SkipReason::NotReady,
+        SkipReason::Refused,
     ];
 
-    /// The reason as a metric label value.
+    /// The reason as a metric label value: `budget_exhausted`,
+    /// `server_said_no`, `hint_above_cap`, `not_copyable`, `not_ready`,
+    /// `refused`.
     pub const fn as_str(self) -> &'static str {
         match self {
             SkipReason::BudgetExhausted => "budget_exhausted",
@@ -128,6 +134,7 @@ impl SkipReason {
             SkipReason::HintAboveCap => "hint_above_cap",
             SkipReason::NotCopyable => "not_copyable",
             SkipReason::NotReady => "not_ready",
+            SkipReason::Refused => "refused",
         }
     }
 }
@@ -140,6 +147,7 @@ impl fmt::Display for SkipReason {
             SkipReason::HintAboveCap => "the server's pushback is above the cap",
             SkipReason::NotCopyable => "the request cannot be copied beside the running attempts",
             SkipReason::NotReady => "the service failed to get ready",
+            SkipReason::Refused => "a layer below refused an attempt",
         })
     }
 }

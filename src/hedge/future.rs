@@ -9,7 +9,7 @@ use tokio::time::{Instant, Sleep, sleep_until};
 use tower::Service;
 
 use super::event::{HedgeEvent, HedgeTrigger, SkipReason};
-use super::layer::{HedgeMode, Shared};
+use super::layer::{HedgeMode, MAX_ATTEMPTS, Shared};
 use crate::BoxError;
 use crate::classify::{Classify, DelayHint, Outcome, rejection_kind};
 use crate::error::ErrorKind;
@@ -44,7 +44,9 @@ pub(crate) struct Hedging<F: Future, S, C, Src: ReplaySource> {
     first_started: Option<Instant>,
     /// Attempts made, the first included.
     made: u32,
-    others: Vec<Other<F>>,
+    /// The attempts after the first still running, in slots of their own:
+    /// no list to allocate (each attempt's future is boxed when it starts).
+    others: [Option<Other<F>>; MAX_ATTEMPTS as usize - 1],
     /// Whether the latency mode's first delay has been scheduled: only
     /// once the first attempt has not answered at its first poll.
     armed: bool,
@@ -81,7 +83,7 @@ impl<F: Future, S, C, Src: ReplaySource> Hedging<F, S, C, Src> {
             shared,
             first_started,
             made: 1,
-            others: Vec::new(),
+            others: std::array::from_fn(|_| None),
             armed: false,
             immediate: parallel,
             due: None,
@@ -107,6 +109,11 @@ impl<F: Future, S, C, Src: ReplaySource> Hedging<F, S, C, Src> {
         self.next = None;
         let attempt = self.made + 1;
         self.emit(|| HedgeEvent::Skipped { attempt, reason });
+    }
+
+    /// How many attempts after the first are running.
+    fn others_running(&self) -> usize {
+        self.others.iter().filter(|o| o.is_some()).count()
     }
 
     /// Whether a further attempt may still start.
@@ -153,7 +160,8 @@ impl<F: Future, S, C, Src: ReplaySource> Hedging<F, S, C, Src> {
             // A refusal below (an open breaker, a full bulkhead, a rate
             // limiter): a further attempt now would be refused too. The
             // running attempts go on.
-            Some(_) => self.stopped = true,
+            Some(_) if self.may_start() => self.skip(SkipReason::Refused),
+            Some(_) => {}
             None if self.shared.classifier.is_not_sent(&result)
                 || self.shared.classifier.is_retryable_failure(&result) =>
             {
@@ -293,7 +301,12 @@ impl<F: Future, S, C, Src: ReplaySource> Hedging<F, S, C, Src> {
         self.emit(|| HedgeEvent::Hedged { attempt, trigger });
         let now = self.shared.delay.recorder().map(|_| Instant::now());
         let future = Box::pin(self.service.call(request));
-        self.others.push(Other {
+        let slot = self
+            .others
+            .iter_mut()
+            .find(|o| o.is_none())
+            .expect("a slot for each attempt after the first");
+        *slot = Some(Other {
             attempt,
             started: now,
             future,
@@ -319,16 +332,18 @@ impl<F: Future, S, C, Src: ReplaySource> Hedging<F, S, C, Src> {
     /// the ones cancelled, in the latencies the delay is read from (as
     /// Finagle's backup requests do).
     fn cancel_others(&mut self, first_running: bool) {
-        let cancelled = self.others.len() + usize::from(first_running);
+        let cancelled = self.others_running() + usize::from(first_running);
         if cancelled == 0 {
             return;
         }
         if first_running {
             self.record(self.first_started);
         }
-        for other in std::mem::take(&mut self.others) {
-            self.record(other.started);
-            drop(other);
+        for i in 0..self.others.len() {
+            if let Some(other) = self.others[i].take() {
+                self.record(other.started);
+                drop(other);
+            }
         }
         let attempts = cancelled as u32;
         self.emit(|| HedgeEvent::Cancelled { attempts });
@@ -364,7 +379,10 @@ impl<F: Future, S, C, Src: ReplaySource> fmt::Debug for ResponseFuture<F, S, C, 
             None => d.field("hedged", &false),
             Some(h) => d
                 .field("attempts", &h.made)
-                .field("running", &(h.others.len() + usize::from(first_running)))
+                .field(
+                    "running",
+                    &(h.others_running() + usize::from(first_running)),
+                )
                 .field("stopped", &h.stopped),
         };
         d.finish()
@@ -405,13 +423,14 @@ where
                     return Poll::Ready(result.map_err(Into::into));
                 }
             }
-            let mut i = 0;
-            while i < hedging.others.len() {
-                let Poll::Ready(result) = hedging.others[i].future.as_mut().poll(cx) else {
-                    i += 1;
+            for i in 0..hedging.others.len() {
+                let Some(other) = &mut hedging.others[i] else {
                     continue;
                 };
-                let other = hedging.others.remove(i);
+                let Poll::Ready(result) = other.future.as_mut().poll(cx) else {
+                    continue;
+                };
+                let other = hedging.others[i].take().expect("polled above");
                 if let Some(result) = hedging.on_answer(other.attempt, other.started, result) {
                     let first_running = matches!(*this.first, First::Running { .. });
                     this.first.set(First::Gone);
@@ -419,8 +438,8 @@ where
                     return Poll::Ready(result.map_err(Into::into));
                 }
             }
-            let running =
-                hedging.others.len() + usize::from(matches!(*this.first, First::Running { .. }));
+            let running = hedging.others_running()
+                + usize::from(matches!(*this.first, First::Running { .. }));
             match hedging.poll_start(cx, running) {
                 Ok(true) => continue,
                 Ok(false) => {}

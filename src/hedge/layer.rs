@@ -45,7 +45,8 @@ pub enum HedgeMode {
 }
 
 impl HedgeMode {
-    /// The mode's name, as events and debug output give it.
+    /// The mode's name in snake case: `latency`, `parallel`, `fallback`
+    /// (for a label or a log line of your own; `Debug` prints the variant).
     pub fn as_str(self) -> &'static str {
         match self {
             HedgeMode::Latency => "latency",
@@ -305,8 +306,12 @@ impl<C, K> HedgeBuilder<C, K> {
     /// In [`HedgeMode::Latency`], the delay before each attempt from its
     /// number: `2` for the first hedge, up to
     /// [`max_attempts`](Self::max_attempts) (Polly's `DelayGenerator`).
-    /// Called once per hedge, on the task of the call; a zero delay starts
-    /// that attempt at once.
+    /// It is asked for attempt `n`'s delay when attempt `n - 1` has
+    /// started (for the first hedge, when the first attempt is still
+    /// running after its first poll), on the call's task, whether or not
+    /// the hedge then comes due; the delay counts from that attempt's
+    /// start. Any duration is taken as it is: zero starts the attempt at
+    /// once.
     pub fn delay_fn(mut self, delay: impl Fn(u32) -> Duration + Send + Sync + 'static) -> Self {
         self.settings.delay_setting = DelaySetting::PerAttempt(Arc::new(delay));
         self
@@ -412,10 +417,13 @@ impl<C, K> HedgeBuilder<C, K> {
     /// Validates the configuration and makes the layer.
     ///
     /// # Errors
-    /// Zero attempts or more than [`MAX_ATTEMPTS`]; a zero or
-    /// unrepresentable delay or hint cap (a zero delay is
-    /// [`HedgeMode::Parallel`]: say so); a percentile outside (0, 100), no
-    /// minimum of samples, or a window under five milliseconds.
+    /// Zero attempts or more than [`MAX_ATTEMPTS`] (parameter
+    /// `max_attempts`); a zero delay (`delay`: every attempt at once is
+    /// [`HedgeMode::Parallel`], say so) or hint cap (`max_hint`), or one
+    /// longer than the crate's time unit holds (about 584 years); a
+    /// percentile outside (0, 100) (`delay_percentile.percent`), no
+    /// minimum of samples (`delay_percentile.min_samples`), or a window
+    /// under five milliseconds (`delay_percentile.window`).
     pub fn build(self) -> Result<HedgeLayer<C, K>, ConfigError> {
         let s = self.settings;
         validate::within("max_attempts", s.max_attempts, 1..=MAX_ATTEMPTS)?;
@@ -437,18 +445,18 @@ impl<C, K> HedgeBuilder<C, K> {
             } => {
                 if !(percent > 0.0 && percent < 100.0) {
                     return Err(ConfigError::new(
-                        "delay_percentile",
+                        "delay_percentile.percent",
                         format!("must be a percentile in (0, 100), got {percent}"),
                     ));
                 }
-                validate::within("min_samples", min_samples, 1..=u64::MAX)?;
+                validate::within("delay_percentile.min_samples", min_samples, 1..=u64::MAX)?;
                 if window < Duration::from_millis(5) {
                     return Err(ConfigError::new(
-                        "percentile window",
+                        "delay_percentile.window",
                         format!("must be at least 5ms, got {window:?}"),
                     ));
                 }
-                validate::positive("percentile window", window)?;
+                validate::positive("delay_percentile.window", window)?;
                 DelaySource::Quantile {
                     quantile: percent / 100.0,
                     min_samples,

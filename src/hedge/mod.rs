@@ -37,7 +37,8 @@
 //!   call);
 //! * a refusal by a palisade layer below (an open breaker, a full
 //!   bulkhead, a rate limiter) stops further attempts, which would be
-//!   refused too; the running ones go on.
+//!   refused too ([`SkipReason::Refused`]); the running ones go on, and if
+//!   none is running the refusal is the answer.
 //!
 //! When every attempt has failed, the call returns **the first attempt's
 //! failure**, as Polly returns the primary's (grpc-java returns the last;
@@ -49,10 +50,16 @@
 //! Only requests the classifier says may be sent twice
 //! ([`ClassifyRequest::is_retryable`](crate::classify::ClassifyRequest::is_retryable)):
 //! with [`HttpClassifier`](crate::classify::HttpClassifier), idempotent
-//! methods, so a POST is sent once. Requests are copied by the retry's
+//! methods, so a POST is sent once, even one whose connection was refused
+//! (which the retry sends again: a hedge layer does not keep a copy of a
+//! request it may not hedge). Requests are copied by the retry's
 //! [`Replay`] strategies; a copy sent beside a running attempt must take
-//! nothing from it ([`ReplaySource::alongside`]), so a streamed body is
-//! hedged only once it has been read whole (an empty body at once).
+//! nothing from it ([`ReplaySource::alongside`]), so a streamed body can
+//! be hedged only once it has been read whole (an empty body at once): a
+//! hedge that comes due while the first attempt is still sending the body
+//! is not sent, and neither is any later one for that call
+//! ([`SkipReason::NotCopyable`]). Once no attempt runs (every one failed),
+//! the next is made as the retry makes it, and may take the body over.
 //!
 //! Each attempt after the first spends from a [`RetryBudget`] (each call
 //! deposits in it): hedges add at most its share of the load, and a budget

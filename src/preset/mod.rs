@@ -165,11 +165,14 @@ macro_rules! slots {
             pub fn build(self) -> Result<ResilienceLayer<$($T::Layer),*>, ConfigError> {
                 let listeners = self.listeners;
                 Ok(ResilienceLayer {
-                    $($slot: listeners
-                        .iter()
-                        .fold(self.$slot, |part, listener| part.listen(listener))
-                        .build()
-                        .map_err(|e| e.in_part($label))?,)*
+                    $($slot: {
+                        let name = self.$slot.name().unwrap_or($label);
+                        listeners
+                            .iter()
+                            .fold(self.$slot, |part, listener| part.listen(listener))
+                            .build()
+                            .map_err(|e| e.in_part(name))?
+                    },)*
                 })
             }
         }

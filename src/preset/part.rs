@@ -37,6 +37,13 @@ pub trait Part {
     /// The part's own builder's errors.
     fn build(self) -> Result<Self::Layer, ConfigError>;
 
+    /// What the part is called in a [`ConfigError`] of the preset's, if
+    /// not its slot's name: `"hedge"` for a hedge in the repeat slot,
+    /// whose name is `"retry"`.
+    fn name(&self) -> Option<&'static str> {
+        None
+    }
+
     /// The part with `listener` registered too, if it is one of palisade's
     /// builders; a layer given whole, or an empty slot, is left as it is.
     #[must_use]
@@ -86,6 +93,10 @@ impl<C, K> Part for HedgeBuilder<C, K> {
 
     fn build(self) -> Result<Self::Layer, ConfigError> {
         HedgeBuilder::build(self)
+    }
+
+    fn name(&self) -> Option<&'static str> {
+        Some("hedge")
     }
 
     fn listen(self, listener: &Arc<dyn Listener>) -> Self {

@@ -1,5 +1,5 @@
 //! How a request is sent more than once: the strategies by which the retry
-//! (and, later, hedging) copies a request for each attempt.
+//! and the hedge copy a request for each attempt.
 //!
 //! [`ByClone`] for any `Clone` request, [`ReqwestRequests`] for
 //! `reqwest::Request` (feature `reqwest`), [`ReplayBodies`] for
