@@ -72,6 +72,9 @@ async fn every_layer_future_spawns() {
     let retry = RetryLayer::builder().build().unwrap();
     assert_eq!(spawn_both(retry.layer(numbers()), || 1).await, (2, 2));
 
+    let hedge = palisade::hedge::HedgeLayer::builder().build().unwrap();
+    assert_eq!(spawn_both(hedge.layer(numbers()), || 1).await, (2, 2));
+
     let timeout = TimeoutLayer::new(Duration::from_secs(5)).unwrap();
     assert_eq!(spawn_both(timeout.layer(numbers()), || 1).await, (2, 2));
 

@@ -8,7 +8,8 @@
 //! drives `<calls>` calls through one stack (`bare`, `breaker`, `bulkhead`,
 //! `rate-limit`, `retry`, `retry-no-budget`, `timeout`, `preset`, `fallback`,
 //! `tower-retry`, `tower-timeout`, `tower-rate-limit`, `governor`,
-//! `keyed-rate-limit`, `governor-keyed`) in a current-thread runtime and exits. The script runs
+//! `keyed-rate-limit`, `governor-keyed`, `hedge`, `hedge-p95`,
+//! `tower-hedge`) in a current-thread runtime and exits. The script runs
 //! it with 0 and with N calls under valgrind; the difference over N is the
 //! cost of one call. Run without arguments (as `cargo bench` does), it
 //! drives each stack briefly and exits, so that it stays buildable and
@@ -202,7 +203,41 @@ fn run(stack: &str, calls: u64) {
             tower::timeout::TimeoutLayer::new(Duration::from_secs(10)).layer(bare()),
             calls,
         ),
+        "hedge" => drive(
+            palisade::hedge::HedgeLayer::builder()
+                .delay(Duration::from_millis(100))
+                .build()
+                .unwrap()
+                .layer(bare()),
+            calls,
+        ),
+        "hedge-p95" => drive(
+            palisade::hedge::HedgeLayer::builder()
+                .delay_percentile(95.0, 10, Duration::from_secs(10))
+                .build()
+                .unwrap()
+                .layer(bare()),
+            calls,
+        ),
+        "tower-hedge" => drive(
+            tower::hedge::Hedge::new::<u64>(bare(), HedgeAll, 10, 0.95, Duration::from_secs(10)),
+            calls,
+        ),
         other => panic!("no stack named {other}"),
+    }
+}
+
+/// tower's hedge policy that hedges every request.
+#[derive(Clone)]
+struct HedgeAll;
+
+impl tower::hedge::Policy<u64> for HedgeAll {
+    fn clone_request(&self, req: &u64) -> Option<u64> {
+        Some(*req)
+    }
+
+    fn can_retry(&self, _: &u64) -> bool {
+        true
     }
 }
 
@@ -228,6 +263,9 @@ const STACKS: &[&str] = &[
     "governor",
     "keyed-rate-limit",
     "governor-keyed",
+    "hedge",
+    "hedge-p95",
+    "tower-hedge",
 ];
 
 fn main() {

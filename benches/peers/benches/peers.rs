@@ -408,11 +408,71 @@ fn keyed(c: &mut Criterion) {
     group.finish();
 }
 
+/// tower's hedge policy that hedges every request.
+#[derive(Clone)]
+struct HedgeAll;
+
+impl tower::hedge::Policy<u64> for HedgeAll {
+    fn clone_request(&self, req: &u64) -> Option<u64> {
+        Some(*req)
+    }
+
+    fn can_retry(&self, _: &u64) -> bool {
+        true
+    }
+}
+
+/// The bare service with an error type that is `Clone`, as
+/// tower-resilience's hedge needs (the error type costs nothing here).
+type ReadyInfallible = std::future::Ready<Result<u64, std::convert::Infallible>>;
+
+fn bare_infallible() -> tower::util::ServiceFn<fn(u64) -> ReadyInfallible> {
+    service_fn((|n| std::future::ready(Ok(n))) as fn(u64) -> ReadyInfallible)
+}
+
+/// Issue 16: a call whose first attempt answers before the delay.
+fn hedge(c: &mut Criterion) {
+    use palisade::hedge::HedgeLayer;
+    let mut group = c.benchmark_group("hedge_first_attempt_answers");
+    bench_service(&mut group, "bare", bare());
+    let fixed = HedgeLayer::builder()
+        .delay(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    bench_service(&mut group, "palisade (fixed delay)", fixed.layer(bare()));
+    let unbudgeted = HedgeLayer::builder()
+        .delay(Duration::from_millis(100))
+        .no_budget()
+        .build()
+        .unwrap();
+    bench_service(&mut group, "palisade, no budget", unbudgeted.layer(bare()));
+    let percentile = HedgeLayer::builder()
+        .delay_percentile(95.0, 10, Duration::from_secs(10))
+        .build()
+        .unwrap();
+    bench_service(&mut group, "palisade (p95 delay)", percentile.layer(bare()));
+    bench_service(
+        &mut group,
+        "tower 0.5 Hedge (p95)",
+        tower::hedge::Hedge::new::<u64>(bare(), HedgeAll, 10, 0.95, Duration::from_secs(10)),
+    );
+    let tower_resilience = tower_resilience::hedge::HedgeLayer::builder()
+        .delay(Duration::from_millis(100))
+        .max_hedged_attempts(1)
+        .build();
+    bench_service(
+        &mut group,
+        "tower-resilience 0.13",
+        tower_resilience.layer(bare_infallible()),
+    );
+    group.finish();
+}
+
 criterion_group! {
     name = peers;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = circuit_breaker, timeout, bulkhead, rate_limit, keyed, retry, full_stack
+    targets = circuit_breaker, timeout, bulkhead, rate_limit, keyed, retry, hedge, full_stack
 }
 criterion_main!(peers);
