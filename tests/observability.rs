@@ -144,7 +144,11 @@ async fn hedge_events_become_structured_tracing_events() {
         .build()
         .unwrap();
     capture.0.lock().unwrap().clear();
-    fallback_mode.layer(failing()).oneshot(()).await.unwrap_err();
+    fallback_mode
+        .layer(failing())
+        .oneshot(())
+        .await
+        .unwrap_err();
     let lines = capture.0.lock().unwrap().clone();
     assert_eq!(
         lines,

@@ -393,3 +393,113 @@ async fn a_retry_told_to_retry_rate_limited_waits_its_retry_after() {
         [Duration::ZERO, Duration::from_millis(500)]
     );
 }
+
+/// Each key of a keyed layer gets a limiter of the template's rate and
+/// burst, of its own. (Survivors of the mutation run: a forked limiter's
+/// interval read as 0 or 1 ns went unnoticed by this file.)
+#[tokio::test(start_paused = true)]
+async fn each_key_gets_a_limiter_of_the_templates_rate_and_burst() {
+    use palisade::keyed::KeyedLayer;
+    let template = RateLimitLayer::builder()
+        .rate(10, Duration::from_secs(1)) // every 100 ms
+        .burst(2)
+        .build()
+        .unwrap();
+    let keyed = KeyedLayer::builder(template)
+        .key(|n: &u32| n % 2)
+        .build()
+        .unwrap();
+    let svc = keyed.layer(echo());
+    let admitted =
+        |results: Vec<Result<u32, BoxError>>| results.iter().filter(|r| r.is_ok()).count();
+    for key in [0, 1] {
+        let mut results = Vec::new();
+        for _ in 0..3 {
+            results.push(svc.clone().oneshot(key).await);
+        }
+        assert_eq!(admitted(results), 2, "key {key}: its burst");
+    }
+    tokio::time::advance(Duration::from_millis(100)).await;
+    for key in [0, 1] {
+        let mut results = Vec::new();
+        for _ in 0..3 {
+            results.push(svc.clone().oneshot(key).await);
+        }
+        assert_eq!(admitted(results), 1, "key {key}: one cell per 100 ms");
+    }
+}
+
+/// A service that is ready only once told so.
+#[derive(Debug, Clone)]
+struct Gate(Arc<std::sync::atomic::AtomicBool>);
+
+impl Service<u32> for Gate {
+    type Response = u32;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<u32, BoxError>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        if self.0.load(SeqCst) {
+            std::task::Poll::Ready(Ok(()))
+        } else {
+            std::task::Poll::Pending
+        }
+    }
+
+    fn call(&mut self, n: u32) -> Self::Future {
+        std::future::ready(Ok(n))
+    }
+}
+
+/// The limiter is ready when its inner service is, and not before; its
+/// `Debug` names the inner service and the limiter, and its future's says
+/// where the call stands. (Survivors of the mutation run.)
+#[tokio::test(start_paused = true)]
+async fn readiness_is_the_inner_services_and_debug_says_what_it_wraps() {
+    let layer = RateLimitLayer::builder()
+        .name("api")
+        .rate(10, Duration::from_secs(1))
+        .burst(1)
+        .max_wait(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut svc = layer.layer(Gate(open.clone()));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(
+        svc.poll_ready(&mut cx).is_pending(),
+        "the inner service is not ready"
+    );
+    open.store(true, SeqCst);
+    assert!(svc.poll_ready(&mut cx).is_ready());
+    assert_eq!(
+        format!("{svc:?}"),
+        "RateLimit { inner: Gate(true), name: \"api\" }"
+    );
+    let first = svc.call(1);
+    assert_eq!(format!("{first:?}"), "ResponseFuture { state: \"called\" }");
+    assert!(svc.poll_ready(&mut cx).is_ready());
+    let second = svc.call(2);
+    assert_eq!(
+        format!("{second:?}"),
+        "ResponseFuture { state: \"waiting\" }"
+    );
+    let refused = RateLimitLayer::builder()
+        .rate(10, Duration::from_secs(1))
+        .burst(1)
+        .build()
+        .unwrap()
+        .layer(Gate(open));
+    let mut refused = refused;
+    assert!(refused.poll_ready(&mut cx).is_ready());
+    let _ = refused.call(1);
+    let third = refused.call(2);
+    assert_eq!(
+        format!("{third:?}"),
+        "ResponseFuture { state: \"rejected\" }"
+    );
+    drop((first, second));
+}
