@@ -25,12 +25,69 @@ enum First<F> {
     Gone,
 }
 
-/// An attempt after the first: boxed, made only when a hedge is sent.
-struct Other<F> {
-    attempt: u32,
-    /// When it started, if latencies are recorded.
-    started: Option<Instant>,
-    future: Pin<Box<F>>,
+/// One attempt after the first, or none.
+#[pin_project(project = SlotProj, project_replace = SlotTaken)]
+enum Slot<F> {
+    Running {
+        attempt: u32,
+        /// When it started, if latencies are recorded.
+        started: Option<Instant>,
+        #[pin]
+        future: F,
+    },
+    Empty,
+}
+
+impl<F> Slot<F> {
+    fn started(&self) -> Option<Option<Instant>> {
+        match self {
+            Slot::Running { started, .. } => Some(*started),
+            Slot::Empty => None,
+        }
+    }
+}
+
+/// The attempts after the first, their futures in place: one box, made
+/// at the first hedge, holds them all (a call answered by its first
+/// attempt carries only the pointer, and later hedges allocate nothing).
+#[pin_project]
+struct Slots<F> {
+    #[pin]
+    second: Slot<F>,
+    #[pin]
+    third: Slot<F>,
+    #[pin]
+    fourth: Slot<F>,
+    #[pin]
+    fifth: Slot<F>,
+}
+
+// One slot per attempt after the first.
+const _: () = assert!(MAX_ATTEMPTS == 5);
+
+impl<F> Slots<F> {
+    fn new() -> Self {
+        Self {
+            second: Slot::Empty,
+            third: Slot::Empty,
+            fourth: Slot::Empty,
+            fifth: Slot::Empty,
+        }
+    }
+
+    fn iter(&self) -> [&Slot<F>; 4] {
+        [&self.second, &self.third, &self.fourth, &self.fifth]
+    }
+
+    fn slot(self: Pin<&mut Self>, i: usize) -> Pin<&mut Slot<F>> {
+        let slots = self.project();
+        match i {
+            0 => slots.second,
+            1 => slots.third,
+            2 => slots.fourth,
+            _ => slots.fifth,
+        }
+    }
 }
 
 /// What a call that may be hedged keeps beside its first attempt.
@@ -44,9 +101,10 @@ pub(crate) struct Hedging<F: Future, S, C, Src: ReplaySource> {
     first_started: Option<Instant>,
     /// Attempts made, the first included.
     made: u32,
-    /// The attempts after the first still running, in slots of their own:
-    /// no list to allocate (each attempt's future is boxed when it starts).
-    others: [Option<Other<F>>; MAX_ATTEMPTS as usize - 1],
+    /// The attempts after the first still running, in slots made at the
+    /// first hedge (boxed, with that hedge's future: a call answered by
+    /// its first attempt carries only the pointer).
+    others: Option<Pin<Box<Slots<F>>>>,
     /// Whether the latency mode's first delay has been scheduled: only
     /// once the first attempt has not answered at its first poll.
     armed: bool,
@@ -83,7 +141,7 @@ impl<F: Future, S, C, Src: ReplaySource> Hedging<F, S, C, Src> {
             shared,
             first_started,
             made: 1,
-            others: std::array::from_fn(|_| None),
+            others: None,
             armed: false,
             immediate: parallel,
             due: None,
@@ -113,7 +171,13 @@ impl<F: Future, S, C, Src: ReplaySource> Hedging<F, S, C, Src> {
 
     /// How many attempts after the first are running.
     fn others_running(&self) -> usize {
-        self.others.iter().filter(|o| o.is_some()).count()
+        self.others.as_ref().map_or(0, |slots| {
+            slots
+                .iter()
+                .into_iter()
+                .filter(|s| s.started().is_some())
+                .count()
+        })
     }
 
     /// Whether a further attempt may still start.
@@ -300,13 +364,14 @@ impl<F: Future, S, C, Src: ReplaySource> Hedging<F, S, C, Src> {
         let trigger = self.trigger;
         self.emit(|| HedgeEvent::Hedged { attempt, trigger });
         let now = self.shared.delay.recorder().map(|_| Instant::now());
-        let future = Box::pin(self.service.call(request));
-        let slot = self
-            .others
-            .iter_mut()
-            .find(|o| o.is_none())
+        let future = self.service.call(request);
+        let slots = self.others.get_or_insert_with(|| Box::pin(Slots::new()));
+        let free = slots
+            .iter()
+            .into_iter()
+            .position(|s| s.started().is_none())
             .expect("a slot for each attempt after the first");
-        *slot = Some(Other {
+        slots.as_mut().slot(free).set(Slot::Running {
             attempt,
             started: now,
             future,
@@ -339,11 +404,11 @@ impl<F: Future, S, C, Src: ReplaySource> Hedging<F, S, C, Src> {
         if first_running {
             self.record(self.first_started);
         }
-        for i in 0..self.others.len() {
-            if let Some(other) = self.others[i].take() {
-                self.record(other.started);
-                drop(other);
+        if let Some(slots) = self.others.take() {
+            for started in slots.iter().into_iter().filter_map(Slot::started) {
+                self.record(started);
             }
+            drop(slots);
         }
         let attempts = cancelled as u32;
         self.emit(|| HedgeEvent::Cancelled { attempts });
@@ -423,15 +488,24 @@ where
                     return Poll::Ready(result.map_err(Into::into));
                 }
             }
-            for i in 0..hedging.others.len() {
-                let Some(other) = &mut hedging.others[i] else {
+            for i in 0..MAX_ATTEMPTS as usize - 1 {
+                let Some(slots) = hedging.others.as_mut() else {
+                    break;
+                };
+                let mut slot = slots.as_mut().slot(i);
+                let SlotProj::Running { future, .. } = slot.as_mut().project() else {
                     continue;
                 };
-                let Poll::Ready(result) = other.future.as_mut().poll(cx) else {
+                let Poll::Ready(result) = future.poll(cx) else {
                     continue;
                 };
-                let other = hedging.others[i].take().expect("polled above");
-                if let Some(result) = hedging.on_answer(other.attempt, other.started, result) {
+                let SlotTaken::Running {
+                    attempt, started, ..
+                } = slot.project_replace(Slot::Empty)
+                else {
+                    unreachable!("running above")
+                };
+                if let Some(result) = hedging.on_answer(attempt, started, result) {
                     let first_running = matches!(*this.first, First::Running { .. });
                     this.first.set(First::Gone);
                     hedging.cancel_others(first_running);

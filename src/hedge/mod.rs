@@ -90,9 +90,10 @@
 //!
 //! A call whose first attempt answers at its first poll arms no timer and
 //! allocates nothing: one clone of the request and one of the service, one
-//! budget deposit, one `Arc` clone. A call still waiting after its first poll arms one
-//! boxed timer (as the [timeout](crate::timeout) does); each hedge boxes
-//! its future. With [`delay_percentile`](HedgeBuilder::delay_percentile),
+//! budget deposit, one `Arc` clone. A call still waiting after its first
+//! poll arms one boxed timer (as the [timeout](crate::timeout) does); its
+//! first hedge allocates one box that holds the futures of every attempt
+//! after the first, and later hedges allocate nothing. With [`delay_percentile`](HedgeBuilder::delay_percentile),
 //! each call also reads the clock when it starts and ends, to record its
 //! latency.
 //!
