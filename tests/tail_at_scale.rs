@@ -22,8 +22,9 @@ async fn hedging_cuts_the_tail_of_a_fan_out_for_a_few_percent_more_load() {
     assert!(matches!(fixed.client, Client::HedgeAfter(d) if d == Duration::from_millis(10)));
     assert!(matches!(percentile.client, Client::HedgeAtPercentile(_)));
 
-    // Without hedging, more than half the reads wait for a stall.
-    assert!(plain.p50 > Duration::from_millis(200), "{plain:?}");
+    // Without hedging, two reads in five wait for a stall: the tail is
+    // the stalls'.
+    assert!(plain.p99 > Duration::from_millis(1_000), "{plain:?}");
     assert!(plain.p999 > Duration::from_millis(1_000), "{plain:?}");
     assert_eq!(plain.extra_load, 0.0);
 
