@@ -96,8 +96,10 @@ pub(crate) struct Hedging<F: Future, S, C, Src: ReplaySource> {
     service: S,
     source: Src,
     shared: Arc<Shared<C>>,
-    /// When the first attempt started, if latencies are recorded (or the
-    /// latency mode's clock starts at the call rather than its first wait).
+    /// When the first attempt started, read at the call if latencies are
+    /// recorded; otherwise the first delay counts from the first poll that
+    /// finds the attempt still running (no clock read for a call answered
+    /// at once).
     first_started: Option<Instant>,
     /// Attempts made, the first included.
     made: u32,

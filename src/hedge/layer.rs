@@ -295,6 +295,12 @@ impl<C, K> HedgeBuilder<C, K> {
     /// before the next one starts: the same delay for every attempt. With
     /// [`delay_percentile`](Self::delay_percentile), the delay used until
     /// enough latencies are known. Above zero.
+    ///
+    /// A further attempt's delay counts from its start; the first's from
+    /// the call with `delay_percentile` (which reads the clock then, to
+    /// record the latency), otherwise from the first poll of the call's
+    /// future that finds it still running (so that a call answered at once
+    /// reads no clock), in practice the same instant.
     pub fn delay(mut self, delay: Duration) -> Self {
         self.settings.delay = delay;
         if let DelaySetting::PerAttempt(_) = self.settings.delay_setting {
