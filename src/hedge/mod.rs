@@ -48,7 +48,7 @@
 //! # Which calls are hedged
 //!
 //! Only requests the classifier says may be sent twice
-//! ([`ClassifyRequest::is_retryable`](crate::classify::ClassifyRequest::is_retryable)):
+//! ([`ClassifyRequest::is_retryable`]):
 //! with [`HttpClassifier`](crate::classify::HttpClassifier), idempotent
 //! methods, so a POST is sent once, even one whose connection was refused
 //! (which the retry sends again: a hedge layer does not keep a copy of a
