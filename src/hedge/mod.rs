@@ -84,7 +84,9 @@
 //!
 //! The inner service must be `Clone`. The first attempt goes to the
 //! service this layer was polled ready on; the future keeps a clone and
-//! drives its `poll_ready` before each further attempt.
+//! drives its `poll_ready` only when a further attempt is due, so a
+//! `Buffer` or a bulkhead below holds no place for a hedge that is never
+//! sent (tower's `hedge` reserved one for every call: tower#472).
 //!
 //! # Cost
 //!
