@@ -192,6 +192,42 @@ mod tests {
         }
     }
 
+    /// Four threads record at once, and one reads the quantile while they
+    /// do: no entry is lost (every one lands in one bucket, none left the
+    /// window), and once they are done the quantile is the sorted list's.
+    #[test]
+    fn threads_recording_at_once_lose_no_entry() {
+        let window = std::sync::Arc::new(LatencyWindow::new(1_000_000_000));
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let window = window.clone();
+                std::thread::spawn(move || {
+                    for i in 0..10_000u64 {
+                        // Micros from 0 to ~40 ms, spread by thread.
+                        window.record(Duration::from_micros((i * 4 + t) % 40_000), i % 1_000);
+                        if i % 1_000 == 0 {
+                            let _ = window.quantile(0.99, 1, i % 1_000);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let counts = window.window.totals(999);
+        assert_eq!(counts.iter().sum::<u64>(), 40_000);
+        let mut all: Vec<u64> = (0..4u64)
+            .flat_map(|t| (0..10_000u64).map(move |i| (i * 4 + t) % 40_000))
+            .collect();
+        all.sort_unstable();
+        let rank = (0.99f64 * all.len() as f64).ceil() as usize;
+        assert_eq!(
+            window.read(0.99, 1, 999),
+            upper_edge(class_of(all[rank - 1]))
+        );
+    }
+
     #[test]
     fn too_few_entries_read_as_none_and_old_ones_leave() {
         let second = 1_000_000_000;
