@@ -40,7 +40,7 @@ enum Step {
 #[derive(Debug, Clone)]
 struct Seen {
     started: Duration,
-    /// When it answered, if it did.
+    /// When it answered, or was dropped.
     ended: Option<Duration>,
     /// Dropped before it answered.
     cancelled: bool,
@@ -96,11 +96,8 @@ struct Watch {
 impl Drop for Watch {
     fn drop(&mut self) {
         let mut seen = self.seen.lock().unwrap();
-        if self.done {
-            seen[self.index].ended = Some(self.origin.elapsed());
-        } else {
-            seen[self.index].cancelled = true;
-        }
+        seen[self.index].ended = Some(self.origin.elapsed());
+        seen[self.index].cancelled = !self.done;
     }
 }
 
@@ -313,6 +310,21 @@ async fn each_further_attempt_waits_the_delay_after_the_one_before() {
     assert_eq!(call(&mut svc, 7).await.unwrap(), 4);
     assert_eq!(replica.starts_ms(), [0, 20, 40, 60]);
     assert_eq!(replica.cancelled(), 3);
+    let ends: Vec<_> = replica.seen().iter().map(|s| s.ended).collect();
+    assert_eq!(ends, [Some(65 * MS); 4], "the losers ran until the winner answered");
+
+    // The third of four wins, while the others run.
+    let replica = Replica::new([
+        Step::Answer(1000),
+        Step::Answer(1000),
+        Step::Answer(30),
+        Step::Answer(1000),
+    ]);
+    let mut svc = hedge.layer(replica.clone());
+    assert_eq!(call(&mut svc, 7).await.unwrap(), 3);
+    assert_eq!(replica.starts_ms(), [0, 20, 40, 60]);
+    let ends: Vec<_> = replica.seen().iter().map(|s| s.ended).collect();
+    assert_eq!(ends, [Some(70 * MS); 4]);
 }
 
 #[tokio::test(start_paused = true)]
