@@ -311,7 +311,32 @@ async fn each_further_attempt_waits_the_delay_after_the_one_before() {
     assert_eq!(replica.starts_ms(), [0, 20, 40, 60]);
     assert_eq!(replica.cancelled(), 3);
     let ends: Vec<_> = replica.seen().iter().map(|s| s.ended).collect();
-    assert_eq!(ends, [Some(65 * MS); 4], "the losers ran until the winner answered");
+    assert_eq!(
+        ends,
+        [Some(65 * MS); 4],
+        "the losers ran until the winner answered"
+    );
+
+    // The fourth of five wins, while the fifth runs beside it.
+    let hedge5 = HedgeLayer::builder()
+        .classifier(Judge)
+        .delay(20 * MS)
+        .max_attempts(5)
+        .no_budget()
+        .build()
+        .unwrap();
+    let replica = Replica::new([
+        Step::Answer(1000),
+        Step::Answer(1000),
+        Step::Answer(1000),
+        Step::Answer(50),
+        Step::Answer(1000),
+    ]);
+    let mut svc = hedge5.layer(replica.clone());
+    assert_eq!(call(&mut svc, 7).await.unwrap(), 4);
+    assert_eq!(replica.starts_ms(), [0, 20, 40, 60, 80]);
+    let ends: Vec<_> = replica.seen().iter().map(|s| s.ended).collect();
+    assert_eq!(ends, [Some(110 * MS); 5]);
 
     // The third of four wins, while the others run.
     let replica = Replica::new([
