@@ -495,7 +495,7 @@ async fn readiness_is_the_inner_services_and_debug_says_what_it_wraps() {
         .layer(Gate(open));
     let mut refused = refused;
     assert!(refused.poll_ready(&mut cx).is_ready());
-    let _ = refused.call(1);
+    drop(refused.call(1));
     let third = refused.call(2);
     assert_eq!(
         format!("{third:?}"),
