@@ -756,6 +756,51 @@ async fn a_refusal_below_stops_the_hedging_and_is_returned_if_nothing_else_runs(
     assert_eq!(replica.starts_ms(), [0]);
 }
 
+/// A rate limiter below refuses the hedge in its future: with a further
+/// attempt allowed, the hedging stops and says so; on the last allowed
+/// attempt there is nothing to stop, and no event. The first attempt wins
+/// either way.
+#[tokio::test(start_paused = true)]
+async fn a_hedge_refused_below_stops_the_hedging_and_the_first_attempt_still_wins() {
+    use palisade::rate_limit::RateLimitLayer;
+    for (max_attempts, skipped) in [(3, true), (2, false)] {
+        let limiter = RateLimitLayer::builder()
+            .rate(1, Duration::from_secs(3600))
+            .burst(1)
+            .build()
+            .unwrap();
+        let replica = Replica::new([Step::Answer(100)]);
+        let (events, listen) = hedge_events();
+        let hedge = HedgeLayer::builder()
+            .classifier(Judge)
+            .delay(20 * MS)
+            .max_attempts(max_attempts)
+            .no_budget()
+            .on_event(listen)
+            .build()
+            .unwrap();
+        let mut svc = hedge.layer(limiter.layer(replica.clone()));
+        assert_eq!(call(&mut svc, 7).await.unwrap(), 1);
+        assert_eq!(replica.starts_ms(), [0], "the hedge never reached the service");
+        let events = events.lock().unwrap().clone();
+        assert_eq!(
+            events.contains(&HedgeEvent::Skipped {
+                attempt: 3,
+                reason: SkipReason::Refused
+            }),
+            skipped,
+            "{max_attempts} attempts: {events:?}"
+        );
+        assert_eq!(
+            events.last(),
+            Some(&HedgeEvent::Won {
+                attempt: 1,
+                attempts: 2
+            })
+        );
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_breaker_below_counts_the_cancelled_loser_as_neither_success_nor_failure() {
     let breaker = CircuitBreakerLayer::builder()
