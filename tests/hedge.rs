@@ -781,7 +781,11 @@ async fn a_hedge_refused_below_stops_the_hedging_and_the_first_attempt_still_win
             .unwrap();
         let mut svc = hedge.layer(limiter.layer(replica.clone()));
         assert_eq!(call(&mut svc, 7).await.unwrap(), 1);
-        assert_eq!(replica.starts_ms(), [0], "the hedge never reached the service");
+        assert_eq!(
+            replica.starts_ms(),
+            [0],
+            "the hedge never reached the service"
+        );
         let events = events.lock().unwrap().clone();
         assert_eq!(
             events.contains(&HedgeEvent::Skipped {
