@@ -584,6 +584,18 @@ async fn pushback_delays_the_next_attempt_and_do_not_retry_stops_them() {
         }
     );
 
+    // A pushback at the cap is within it.
+    let replica = Replica::new([Step::Fail(5, "pushback:100"), Step::Answer(10)]);
+    let hedge = HedgeLayer::builder()
+        .classifier(Judge)
+        .delay(Duration::from_secs(1))
+        .max_hint(100 * MS)
+        .build()
+        .unwrap();
+    let mut svc = hedge.layer(replica.clone());
+    assert_eq!(call(&mut svc, 7).await.unwrap(), 2);
+    assert_eq!(replica.starts_ms(), [0, 105]);
+
     // A pushback above the cap stops them too.
     let replica = Replica::new([Step::Fail(5, "pushback:5000"), Step::Answer(10)]);
     let hedge = HedgeLayer::builder()
@@ -803,6 +815,45 @@ async fn a_hedge_refused_below_stops_the_hedging_and_the_first_attempt_still_win
             })
         );
     }
+}
+
+/// Once no attempt runs (the first failed without reading its body), the
+/// next copy is made as the retry makes it: it takes the body over, read
+/// or not. (Beside a running attempt, only a body read whole is copied.)
+#[tokio::test(start_paused = true)]
+async fn after_a_failure_with_nothing_running_an_unread_body_is_sent_again() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use palisade::classify::HttpClassifier;
+    use palisade::replay::{ReplayBodies, ReplayBody};
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let seen = calls.clone();
+    let inner = tower::service_fn(move |req: http::Request<ReplayBody<Full<Bytes>>>| {
+        let seen = seen.clone();
+        async move {
+            let n = seen.lock().unwrap().len();
+            if n == 0 {
+                // A connection that fails before the body is read.
+                seen.lock().unwrap().push(Vec::new());
+                return Ok::<_, BoxError>(http::Response::builder().status(503).body(()).unwrap());
+            }
+            let body = req.into_body().collect().await?.to_bytes();
+            seen.lock().unwrap().push(body.to_vec());
+            Ok(http::Response::new(()))
+        }
+    });
+    let hedge = HedgeLayer::builder()
+        .classifier(HttpClassifier::default())
+        .requests(ReplayBodies::default())
+        .mode(HedgeMode::Fallback)
+        .build()
+        .unwrap();
+    let request = http::Request::put("/stock")
+        .body(Full::new(Bytes::from_static(b"12 boxes")))
+        .unwrap();
+    let response = hedge.layer(inner).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(*calls.lock().unwrap(), [b"".to_vec(), b"12 boxes".to_vec()]);
 }
 
 #[tokio::test(start_paused = true)]
