@@ -85,7 +85,8 @@ impl<F> Slots<F> {
             0 => slots.second,
             1 => slots.third,
             2 => slots.fourth,
-            _ => slots.fifth,
+            3 => slots.fifth,
+            _ => unreachable!("four slots, one per attempt after the first"),
         }
     }
 }
