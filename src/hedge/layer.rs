@@ -14,12 +14,15 @@ use crate::replay::ByClone;
 use crate::validate;
 use crate::window::LatencyWindow;
 
-/// The most attempts a hedge may make, the first included: 5, as gRPC's
-/// retry design (proposal A6) caps `maxAttempts` for hedging, and for its
-/// reason: each attempt is a full copy of the request sent while the
-/// others still run, so the load a slow call can add must stay small and
-/// known (with 5, a call costs at most five times its load, and the budget
-/// bounds how often that happens).
+/// The most attempts a hedge may make, the first included: 5, gRPC's
+/// client-side cap on `maxAttempts` (proposal A6). A6 gives the cap as a
+/// safety bound: a service config reaches clients from outside (through
+/// DNS), and must not be able to make them multiply their load at will.
+/// Our settings come from code or a file, but the bound serves the same
+/// end: each attempt is a full copy of the request sent while the others
+/// still run, so a slow call costs at most five times its load (and the
+/// budget bounds how often that happens). Polly allows up to 10; past a
+/// handful of copies, the tail is cut no further, only the load grows.
 pub const MAX_ATTEMPTS: u32 = 5;
 
 /// When a hedge starts the attempts after the first.
