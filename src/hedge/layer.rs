@@ -21,8 +21,9 @@ use crate::window::LatencyWindow;
 /// Our settings come from code or a file, but the bound serves the same
 /// end: each attempt is a full copy of the request sent while the others
 /// still run, so a slow call costs at most five times its load (and the
-/// budget bounds how often that happens). Polly allows up to 10; past a
-/// handful of copies, the tail is cut no further, only the load grows.
+/// budget bounds how often that happens). Polly allows up to 10; each copy
+/// past the first few cuts the tail less than the one before, and adds as
+/// much load.
 pub const MAX_ATTEMPTS: u32 = 5;
 
 /// When a hedge starts the attempts after the first.
