@@ -1355,3 +1355,18 @@ mod stress {
         );
     }
 }
+
+/// `delay_fn` may return any duration: one too long for the clock means
+/// "never", not a panic.
+#[tokio::test(start_paused = true)]
+async fn a_delay_too_long_for_the_clock_never_comes_due() {
+    let replica = Replica::new([Step::Answer(1000)]);
+    let hedge = HedgeLayer::builder()
+        .classifier(Judge)
+        .delay_fn(|_| Duration::MAX)
+        .build()
+        .unwrap();
+    let mut svc = hedge.layer(replica.clone());
+    assert_eq!(call(&mut svc, 7).await.unwrap(), 1);
+    assert_eq!(replica.starts_ms(), [0]);
+}

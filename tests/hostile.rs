@@ -123,6 +123,34 @@ proptest! {
     }
 
     #[test]
+    fn hedge_builder_never_panics(
+        attempts in numbers(), delay in durations(), hint in durations(),
+        percent in floats(), min_samples in prop_oneof![Just(0u64), Just(1), Just(u64::MAX), any::<u64>()],
+        window in durations(), per_attempt in durations(), mode in 0u8..3, use_percentile in any::<bool>(),
+        use_fn in any::<bool>(), first_wait in 0u64..5000,
+    ) {
+        use palisade::hedge::{HedgeLayer, HedgeMode};
+        let mut b = HedgeLayer::builder()
+            .max_attempts(attempts)
+            .delay(delay)
+            .max_hint(hint)
+            .mode([HedgeMode::Latency, HedgeMode::Parallel, HedgeMode::Fallback][mode as usize]);
+        if use_percentile {
+            b = b.delay_percentile(percent * 100.0, min_samples, window);
+        }
+        if use_fn {
+            b = b.delay_fn(move |_| per_attempt);
+        }
+        if let Ok(layer) = b.build() {
+            // A slow call (hedged if its delay comes), and a failing one
+            // (each failure starts the next attempt).
+            one_call(layer.layer(sleeper()), Duration::from_millis(first_wait));
+            let failing = service_fn(|_: Duration| async { Err::<(), BoxError>("down".into()) });
+            prop_assert!(!one_call(layer.layer(failing), Duration::ZERO));
+        }
+    }
+
+    #[test]
     fn timeout_and_bulkhead_builders_never_panic(
         timeout in durations(), permits in numbers(), queue in numbers(),
         max_wait in durations(), call_wait in durations(),

@@ -271,7 +271,7 @@ impl<F: Future, S, C, Src: ReplaySource> Hedging<F, S, C, Src> {
             }
             Some(DelayHint::After(wait)) => {
                 self.immediate = false;
-                self.due = Some(Instant::now() + wait);
+                self.due = Instant::now().checked_add(wait);
             }
             None => self.immediate = true,
         }
@@ -292,7 +292,8 @@ impl<F: Future, S, C, Src: ReplaySource> Hedging<F, S, C, Src> {
             self.armed = true;
             if self.shared.mode == HedgeMode::Latency && !self.immediate && self.due.is_none() {
                 let base = self.first_started.unwrap_or_else(Instant::now);
-                self.due = Some(base + self.shared.delay.delay(2));
+                // A delay past what the clock holds never comes due.
+                self.due = base.checked_add(self.shared.delay.delay(2));
             }
         }
         if self.immediate {
@@ -385,7 +386,7 @@ impl<F: Future, S, C, Src: ReplaySource> Hedging<F, S, C, Src> {
                 HedgeMode::Latency => {
                     self.trigger = HedgeTrigger::Delay;
                     let from = now.unwrap_or_else(Instant::now);
-                    self.due = Some(from + self.shared.delay.delay(attempt + 1));
+                    self.due = from.checked_add(self.shared.delay.delay(attempt + 1));
                 }
                 HedgeMode::Parallel => self.immediate = true,
                 HedgeMode::Fallback => {}
