@@ -1370,3 +1370,50 @@ async fn a_delay_too_long_for_the_clock_never_comes_due() {
     assert_eq!(call(&mut svc, 7).await.unwrap(), 1);
     assert_eq!(replica.starts_ms(), [0]);
 }
+
+/// What each event, trigger and reason says, and the winner's metric
+/// label. (Surviving mutants: `SkipReason`'s `Display`, and the winner
+/// label swapped.)
+#[test]
+fn events_say_what_happened_and_label_the_winner() {
+    use palisade::event::EventKind;
+    let name: Arc<str> = Arc::from("h");
+    let said: Vec<String> = SkipReason::ALL
+        .iter()
+        .map(|&reason| Event::new(&name, &HedgeEvent::Skipped { attempt: 3, reason }).to_string())
+        .collect();
+    assert_eq!(
+        said,
+        [
+            "hedge `h`: attempt 3 not sent: the budget is exhausted",
+            "hedge `h`: attempt 3 not sent: the server said not to retry",
+            "hedge `h`: attempt 3 not sent: the server's pushback is above the cap",
+            "hedge `h`: attempt 3 not sent: the request cannot be copied beside the running attempts",
+            "hedge `h`: attempt 3 not sent: the service failed to get ready",
+            "hedge `h`: attempt 3 not sent: a layer below refused an attempt",
+        ]
+    );
+    let triggers: Vec<String> = HedgeTrigger::ALL.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        triggers,
+        [
+            "the last attempt was slow",
+            "an attempt failed",
+            "every attempt starts at once"
+        ]
+    );
+    #[cfg(feature = "metrics")]
+    for (attempt, winner) in [(1, "first"), (2, "hedge"), (3, "hedge")] {
+        let mut measured = Vec::new();
+        HedgeEvent::Won {
+            attempt,
+            attempts: 3,
+        }
+        .measure(&mut |m| measured.push(format!("{m:?}")));
+        assert_eq!(measured.len(), 1);
+        assert!(
+            measured[0].contains(&format!("(\"palisade.hedge.winner\", \"{winner}\")")),
+            "{measured:?}"
+        );
+    }
+}
