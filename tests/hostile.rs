@@ -151,6 +151,20 @@ proptest! {
     }
 
     #[test]
+    fn rate_limit_builder_never_panics(
+        count in numbers(), per in durations(), burst in numbers(), max_wait in durations(),
+        calls in 1u32..5, call_wait in 0u64..5000,
+    ) {
+        use palisade::rate_limit::RateLimitLayer;
+        let b = RateLimitLayer::builder().rate(count, per).burst(burst).max_wait(max_wait);
+        if let Ok(layer) = b.build() {
+            for _ in 0..calls {
+                one_call(layer.layer(sleeper()), Duration::from_millis(call_wait));
+            }
+        }
+    }
+
+    #[test]
     fn timeout_and_bulkhead_builders_never_panic(
         timeout in durations(), permits in numbers(), queue in numbers(),
         max_wait in durations(), call_wait in durations(),
