@@ -413,10 +413,9 @@ impl Iterator for Delays {
 /// the sessions of one seeded layer replay exactly but do not repeat each
 /// other (SplitMix64's finaliser).
 pub(crate) fn session_seed(seed: u64, session: u64) -> u64 {
-    let mut z = seed.wrapping_add(session.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    crate::random::mix(
+        seed.wrapping_add(session.wrapping_add(1).wrapping_mul(crate::random::GAMMA)),
+    )
 }
 
 #[cfg(test)]

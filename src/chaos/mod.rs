@@ -100,11 +100,8 @@ struct Shared<Req, Res> {
 /// A uniform draw in `[0, 1)` for the `n`-th call: SplitMix64 of the seed
 /// and the call's number, lock-free and replayable.
 fn draw(seed: u64, n: u64, salt: u64) -> f64 {
-    let mut z = seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ salt;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z >> 11) as f64 / (1u64 << 53) as f64
+    use crate::random::{GAMMA, mix, unit};
+    unit(mix(seed ^ n.wrapping_mul(GAMMA) ^ salt))
 }
 
 impl<Req, Res> Shared<Req, Res> {
