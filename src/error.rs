@@ -3,7 +3,8 @@
 //! Every layer's `Error` is [`BoxError`], as in tower, so palisade's layers stack
 //! with tower's own and with tonic. The inner service's error passes through
 //! unchanged; each rejection that a layer produces itself is a public type of its
-//! own: [`CircuitOpen`], [`BulkheadFull`], [`RateLimited`], [`TooManyKeys`] and [`Elapsed`]. Each message names
+//! own: [`CircuitOpen`], [`BulkheadFull`], [`RateLimited`], [`ConcurrencyLimited`],
+//! [`Throttled`], [`TooManyKeys`] and [`Elapsed`]. Each message names
 //! the layer (its `name`) and the limit that was hit, and the same facts
 //! can be read through the type's accessors.
 //! [`ErrorKind::of`] tells which one an error is by its type, never by its text.
@@ -436,6 +437,222 @@ impl fmt::Display for TooManyKeys {
 
 impl StdError for TooManyKeys {}
 
+/// An [adaptive limit](crate::adaptive::AdaptiveLimitLayer) refused the
+/// call: as many calls as its limit allows were in flight and its queue
+/// was full, or the call waited in the queue for the maximum wait.
+///
+/// Carries the limit's name, the limit when it refused the call (the
+/// algorithm moves it), and the wait. Its message is one of
+///
+/// * `adaptive limit "inventory" is reached: 12 in flight, no queue`
+/// * `adaptive limit "inventory" is reached: 12 in flight, 50 queued`
+/// * `adaptive limit "inventory" is reached: 12 in flight, gave up after
+///   waiting 100ms in the queue`
+///
+/// # Examples
+///
+/// ```
+/// use palisade::adaptive::{AdaptiveLimitLayer, Aimd};
+/// use palisade::error::{BoxError, ConcurrencyLimited};
+/// use tower::{Layer, Service, ServiceExt, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let one = Aimd::builder().initial_limit(1).min_limit(1).build().unwrap();
+/// let limit = AdaptiveLimitLayer::builder().name("inventory").algorithm(one).build().unwrap();
+/// let svc = limit.layer(service_fn(|_: ()| async { Ok::<_, BoxError>(()) }));
+/// let mut holder = svc.clone();
+/// holder.ready().await.unwrap(); // holds the only permit
+/// let err = svc.oneshot(()).await.unwrap_err();
+/// let limited = err.downcast_ref::<ConcurrencyLimited>().unwrap();
+/// assert_eq!((limited.name(), limited.limit(), limited.waited()), ("inventory", 1, None));
+/// assert_eq!(err.to_string(), r#"adaptive limit "inventory" is reached: 1 in flight, no queue"#);
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConcurrencyLimited {
+    who: Who,
+    limit: u32,
+    max_queue: u32,
+    waited: Option<Duration>,
+}
+
+impl ConcurrencyLimited {
+    pub(crate) fn new(
+        name: Arc<str>,
+        key: Option<Arc<str>>,
+        limit: u32,
+        max_queue: u32,
+        waited: Option<Duration>,
+    ) -> Self {
+        Self {
+            who: Who { name, key },
+            limit,
+            max_queue,
+            waited,
+        }
+    }
+
+    /// The name given to the adaptive limit that refused the call.
+    pub fn name(&self) -> &str {
+        &self.who.name
+    }
+
+    /// The key of the limit that refused the call, when it is one of a
+    /// [keyed](crate::keyed) layer's instances.
+    pub fn key(&self) -> Option<&str> {
+        self.who.key.as_deref()
+    }
+
+    /// The limit when the call was refused.
+    pub fn limit(&self) -> u32 {
+        self.limit
+    }
+
+    /// How many calls the limit's queue holds.
+    pub fn max_queue(&self) -> u32 {
+        self.max_queue
+    }
+
+    /// `None` if the call was refused at once; the limit's
+    /// [`max_wait`](crate::adaptive::AdaptiveLimitBuilder::max_wait) if it
+    /// waited that long in the queue without getting a permit.
+    pub fn waited(&self) -> Option<Duration> {
+        self.waited
+    }
+}
+
+impl fmt::Display for ConcurrencyLimited {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (who, limit) = (&self.who, self.limit);
+        match (self.waited, self.max_queue) {
+            (Some(waited), _) => write!(
+                f,
+                "adaptive limit {who} is reached: {limit} in flight, \
+                 gave up after waiting {waited:?} in the queue"
+            ),
+            (None, 0) => write!(
+                f,
+                "adaptive limit {who} is reached: {limit} in flight, no queue"
+            ),
+            (None, queued) => write!(
+                f,
+                "adaptive limit {who} is reached: {limit} in flight, {queued} queued"
+            ),
+        }
+    }
+}
+
+impl StdError for ConcurrencyLimited {}
+
+/// A [throttle](crate::adaptive::ThrottleLayer) rejected the call locally:
+/// the service has been accepting too few of the requests in the
+/// throttle's window, and this call fell in the share it turns away.
+///
+/// Carries the throttle's name, the share it was rejecting and the counts
+/// it came from. Its message: `throttle "search" rejected the call
+/// locally: 40 of 120 requests accepted in the last 120s, so it rejects
+/// 33.1% of calls`.
+///
+/// # Examples
+///
+/// ```
+/// use palisade::adaptive::ThrottleLayer;
+/// use palisade::error::{BoxError, Throttled};
+/// use tower::{Layer, ServiceExt, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let throttle = ThrottleLayer::builder().name("search").min_requests(0).seed(1).build().unwrap();
+/// let svc = throttle.layer(service_fn(|_: ()| async { Err::<(), BoxError>("down".into()) }));
+/// let err = loop {
+///     let err = svc.clone().oneshot(()).await.unwrap_err();
+///     if err.is::<Throttled>() {
+///         break err;
+///     }
+/// };
+/// let throttled = err.downcast_ref::<Throttled>().unwrap();
+/// assert_eq!(throttled.name(), "search");
+/// assert_eq!(throttled.accepts(), 0);
+/// assert!(throttled.probability() > 0.0 && throttled.probability() < 1.0);
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Throttled {
+    who: Who,
+    probability: f64,
+    requests: u64,
+    accepts: u64,
+    window: Duration,
+}
+
+impl Throttled {
+    pub(crate) fn new(
+        name: Arc<str>,
+        key: Option<Arc<str>>,
+        probability: f64,
+        requests: u64,
+        accepts: u64,
+        window: Duration,
+    ) -> Self {
+        Self {
+            who: Who { name, key },
+            probability,
+            requests,
+            accepts,
+            window,
+        }
+    }
+
+    /// The name given to the throttle that rejected the call.
+    pub fn name(&self) -> &str {
+        &self.who.name
+    }
+
+    /// The key of the throttle that rejected the call, when it is one of a
+    /// [keyed](crate::keyed) layer's instances.
+    pub fn key(&self) -> Option<&str> {
+        self.who.key.as_deref()
+    }
+
+    /// The share of calls the throttle was rejecting, in (0, 1).
+    pub fn probability(&self) -> f64 {
+        self.probability
+    }
+
+    /// The requests in the throttle's window before this one.
+    pub fn requests(&self) -> u64 {
+        self.requests
+    }
+
+    /// The requests in the window that the service accepted.
+    pub fn accepts(&self) -> u64 {
+        self.accepts
+    }
+
+    /// How far back the throttle counts.
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+}
+
+impl fmt::Display for Throttled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "throttle {} rejected the call locally: {} of {} requests accepted in the last {:?}, \
+             so it rejects {:.1}% of calls",
+            self.who,
+            self.accepts,
+            self.requests,
+            self.window,
+            self.probability * 100.0
+        )
+    }
+}
+
+impl StdError for Throttled {}
+
 /// A call did not finish within its time limit: a
 /// [`TimeoutLayer`](crate::timeout::TimeoutLayer)'s, or a retry's
 /// [`deadline`](crate::retry::RetryBuilder::deadline).
@@ -546,6 +763,10 @@ pub enum ErrorKind {
     RateLimited,
     /// A [`TooManyKeys`] rejection.
     TooManyKeys,
+    /// A [`ConcurrencyLimited`] rejection.
+    ConcurrencyLimited,
+    /// A [`Throttled`] rejection.
+    Throttled,
     /// An [`Elapsed`] timeout.
     Elapsed,
     /// Any other error: the inner service's own, passed through unchanged.
@@ -578,6 +799,12 @@ impl ErrorKind {
             }
             if e.is::<TooManyKeys>() {
                 return ErrorKind::TooManyKeys;
+            }
+            if e.is::<ConcurrencyLimited>() {
+                return ErrorKind::ConcurrencyLimited;
+            }
+            if e.is::<Throttled>() {
+                return ErrorKind::Throttled;
             }
             if e.is::<Elapsed>() {
                 return ErrorKind::Elapsed;
@@ -628,6 +855,8 @@ impl ErrorKinds {
             ErrorKind::Inner => 3,
             ErrorKind::RateLimited => 4,
             ErrorKind::TooManyKeys => 5,
+            ErrorKind::ConcurrencyLimited => 6,
+            ErrorKind::Throttled => 7,
         }
     }
 
@@ -661,6 +890,8 @@ impl ErrorKinds {
             ErrorKind::BulkheadFull,
             ErrorKind::RateLimited,
             ErrorKind::TooManyKeys,
+            ErrorKind::ConcurrencyLimited,
+            ErrorKind::Throttled,
             ErrorKind::Elapsed,
             ErrorKind::Inner,
         ]
@@ -796,6 +1027,21 @@ mod tests {
                 ErrorKind::TooManyKeys,
             ),
             (
+                Box::new(ConcurrencyLimited::new("db".into(), None, 4, 0, None)),
+                ErrorKind::ConcurrencyLimited,
+            ),
+            (
+                Box::new(Throttled::new(
+                    "db".into(),
+                    None,
+                    0.5,
+                    10,
+                    2,
+                    Duration::from_secs(120),
+                )),
+                ErrorKind::Throttled,
+            ),
+            (
                 Box::new(Elapsed::by_timeout("db".into(), Duration::from_secs(1))),
                 ErrorKind::Elapsed,
             ),
@@ -869,6 +1115,47 @@ mod tests {
             (
                 Box::new(TooManyKeys::new("tenants".into(), "c".into(), 2)),
                 r#"keyed layer "tenants" holds its maximum of 2 keys and none can go; no instance for key "c""#,
+            ),
+            (
+                Box::new(ConcurrencyLimited::new(
+                    "inventory".into(),
+                    None,
+                    12,
+                    0,
+                    None,
+                )),
+                r#"adaptive limit "inventory" is reached: 12 in flight, no queue"#,
+            ),
+            (
+                Box::new(ConcurrencyLimited::new(
+                    "inventory".into(),
+                    None,
+                    12,
+                    50,
+                    None,
+                )),
+                r#"adaptive limit "inventory" is reached: 12 in flight, 50 queued"#,
+            ),
+            (
+                Box::new(ConcurrencyLimited::new(
+                    "inventory".into(),
+                    Some("a".into()),
+                    12,
+                    50,
+                    Some(Duration::from_millis(100)),
+                )),
+                r#"adaptive limit "inventory" for key "a" is reached: 12 in flight, gave up after waiting 100ms in the queue"#,
+            ),
+            (
+                Box::new(Throttled::new(
+                    "search".into(),
+                    None,
+                    40.0 / 121.0,
+                    120,
+                    40,
+                    Duration::from_secs(120),
+                )),
+                r#"throttle "search" rejected the call locally: 40 of 120 requests accepted in the last 120s, so it rejects 33.1% of calls"#,
             ),
             (
                 Box::new(ConfigError::new("max_attempts", "must be at least 1")),

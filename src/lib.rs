@@ -119,6 +119,7 @@
 #![warn(missing_debug_implementations, unreachable_pub, rust_2018_idioms)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod adaptive;
 pub mod backoff;
 pub mod budget;
 pub mod bulkhead;
@@ -136,6 +137,7 @@ pub mod keyed;
 #[cfg(feature = "reqwest-middleware")]
 pub mod middleware;
 pub mod preset;
+mod random;
 pub mod rate_limit;
 mod registry;
 pub mod replay;

@@ -19,6 +19,7 @@ const PATTERNS: &[&str] = &[
     "rate_limit",
     "keyed",
     "hedge",
+    "adaptive",
 ];
 
 /// Above the patterns: they may name any of them.

@@ -19,6 +19,7 @@ use palisade::event::{Event, EventKind, Listener};
 use palisade::fallback::FallbackEvent;
 use palisade::hedge::{HedgeEvent, HedgeTrigger, SkipReason};
 use palisade::keyed::{Eviction, KeyedEvent};
+use palisade::adaptive::{AdaptiveLimitEvent, ThrottleEvent};
 use palisade::rate_limit::RateLimitEvent;
 use palisade::retry::{GiveUpReason, RetryEvent, RetryReason};
 use palisade::timeout::TimeoutEvent;
@@ -121,6 +122,11 @@ fn every_event() -> Vec<Box<dyn EventKind>> {
     all.push(Box::new(RateLimitEvent::Waited {
         wait: Duration::from_millis(35),
     }));
+    all.push(Box::new(AdaptiveLimitEvent::LimitChanged { from: 20, to: 21 }));
+    for timed_out_in_queue in [false, true] {
+        all.push(Box::new(AdaptiveLimitEvent::Rejected { timed_out_in_queue }));
+    }
+    all.push(Box::new(ThrottleEvent::Throttled { probability: 0.5 }));
     all.push(Box::new(RetryEvent::Attempt { attempt: 1 }));
     for reason in RetryReason::ALL {
         all.push(Box::new(RetryEvent::Retry {

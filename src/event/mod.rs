@@ -5,7 +5,8 @@
 //! task that caused it. An event is the layer's name and what happened, in
 //! the terms of the layer's pattern: an [`EventKind`] that the pattern owns
 //! (`circuit_breaker::BreakerEvent`, `bulkhead::BulkheadEvent`,
-//! `rate_limit::RateLimitEvent`, `retry::RetryEvent`,
+//! `rate_limit::RateLimitEvent`, `adaptive::AdaptiveLimitEvent`,
+//! `adaptive::ThrottleEvent`, `retry::RetryEvent`,
 //! `hedge::HedgeEvent`, `timeout::TimeoutEvent`,
 //! `fallback::FallbackEvent`, `keyed::KeyedEvent`), read back with
 //! [`Event::kind`]. Events

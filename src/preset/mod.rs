@@ -233,15 +233,16 @@ slots! {
     /// [`hedge`](Self::hedge).
     repeat: R, repeat_slot, fill_repeat, "retry";
     /// Fills the circuit-breaker slot with any layer, given whole. See
-    /// [`circuit_breaker`](Self::circuit_breaker).
+    /// [`circuit_breaker`](Self::circuit_breaker) and
+    /// [`throttle`](Self::throttle).
     circuit_breaker: CB, circuit_breaker_slot, fill_circuit_breaker, "circuit_breaker";
     /// Fills the rate-limit slot, inside the breaker and the repeat, with
     /// any layer, given whole: every attempt spends the rate. See
     /// [`rate_limit`](Self::rate_limit).
     rate_limit: RL, rate_limit_slot, fill_rate_limit, "rate_limit";
     /// Fills the concurrency slot with any layer, given whole: what bounds
-    /// the calls in flight (a bulkhead; an adaptive limit when it comes).
-    /// See [`bulkhead`](Self::bulkhead).
+    /// the calls in flight. See [`bulkhead`](Self::bulkhead) and
+    /// [`adaptive_limit`](Self::adaptive_limit).
     concurrency: CC, concurrency_slot, fill_concurrency, "bulkhead";
     /// Fills the per-attempt timeout slot, innermost, with any layer, given
     /// whole. See [`attempt_timeout`](Self::attempt_timeout).
@@ -472,6 +473,31 @@ impl<C, RS, F, TT, R, CB, RL, CC, AT> ResilienceBuilder<C, RS, F, TT, R, CB, RL,
         self.fill_circuit_breaker(|slot, classifier| configure(slot.open(classifier)))
     }
 
+    /// Rejects calls locally while the service fails (the circuit-breaker
+    /// slot, in the breaker's place), configured by `configure` from a
+    /// fresh [`ThrottleBuilder`](crate::adaptive::ThrottleBuilder) holding
+    /// the stack's classifier: SRE's client-side adaptive throttling, which
+    /// sheds a share of calls that grows as the service accepts fewer of
+    /// them, where a breaker sheds all or nothing. On a standard stack it
+    /// replaces the breaker. Inside the retry, so each attempt is counted
+    /// and may be turned away.
+    ///
+    /// ```
+    /// use palisade::Resilience;
+    ///
+    /// let stack = Resilience::http().throttle(|throttle| throttle.name("search").k(1.5)).build().unwrap();
+    /// assert_eq!(stack.circuit_breaker().handle().name(), "search");
+    /// ```
+    pub fn throttle<P>(
+        self,
+        configure: impl FnOnce(<CB as Open<role::Throttle, C>>::Builder) -> P,
+    ) -> ResilienceBuilder<C, RS, F, TT, R, P, RL, CC, AT>
+    where
+        CB: Open<role::Throttle, C>,
+    {
+        self.fill_circuit_breaker(|slot, classifier| configure(slot.open(classifier)))
+    }
+
     /// Bounds the rate of attempts (the rate-limit slot), configured by
     /// `configure` from the slot's
     /// [`RateLimitBuilder`](crate::rate_limit::RateLimitBuilder), which has
@@ -498,6 +524,34 @@ impl<C, RS, F, TT, R, CB, RL, CC, AT> ResilienceBuilder<C, RS, F, TT, R, CB, RL,
     ) -> ResilienceBuilder<C, RS, F, TT, R, CB, RL, P, AT>
     where
         CC: Open<role::Bulkhead, C>,
+    {
+        self.fill_concurrency(|slot, classifier| configure(slot.open(classifier)))
+    }
+
+    /// Bounds the calls in flight with a limit that moves (the concurrency
+    /// slot, in the bulkhead's place), configured by `configure` from a
+    /// fresh [`AdaptiveLimitBuilder`](crate::adaptive::AdaptiveLimitBuilder)
+    /// holding the stack's classifier. On a standard stack it replaces the
+    /// bulkhead. Inside the retry and the breaker, outside the per-attempt
+    /// timeout: each attempt is a sample, and an attempt cut off by the
+    /// timeout is a failure the algorithm backs off from.
+    ///
+    /// ```
+    /// use palisade::Resilience;
+    /// use palisade::adaptive::Gradient2;
+    ///
+    /// let stack = Resilience::http()
+    ///     .adaptive_limit(|limit| limit.name("inventory").algorithm(Gradient2::default()))
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(stack.concurrency().handle().limit(), 20);
+    /// ```
+    pub fn adaptive_limit<P>(
+        self,
+        configure: impl FnOnce(<CC as Open<role::AdaptiveLimit, C>>::Builder) -> P,
+    ) -> ResilienceBuilder<C, RS, F, TT, R, CB, RL, P, AT>
+    where
+        CC: Open<role::AdaptiveLimit, C>,
     {
         self.fill_concurrency(|slot, classifier| configure(slot.open(classifier)))
     }

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use tower::layer::util::Identity;
 
+use crate::adaptive::{AdaptiveLimitBuilder, AdaptiveLimitLayer, ThrottleBuilder, ThrottleLayer};
 use crate::bulkhead::{BulkheadBuilder, BulkheadLayer};
 use crate::circuit_breaker::{CircuitBreakerBuilder, CircuitBreakerLayer};
 use crate::error::ConfigError;
@@ -128,6 +129,38 @@ impl<M> Part for BulkheadBuilder<M> {
     }
 }
 
+impl<C> Part for AdaptiveLimitBuilder<C> {
+    type Layer = AdaptiveLimitLayer<C>;
+
+    fn build(self) -> Result<Self::Layer, ConfigError> {
+        AdaptiveLimitBuilder::build(self)
+    }
+
+    fn name(&self) -> Option<&'static str> {
+        Some("adaptive_limit")
+    }
+
+    fn listen(self, listener: &Arc<dyn Listener>) -> Self {
+        self.add_listener(Arc::clone(listener))
+    }
+}
+
+impl<C> Part for ThrottleBuilder<C> {
+    type Layer = ThrottleLayer<C>;
+
+    fn build(self) -> Result<Self::Layer, ConfigError> {
+        ThrottleBuilder::build(self)
+    }
+
+    fn name(&self) -> Option<&'static str> {
+        Some("throttle")
+    }
+
+    fn listen(self, listener: &Arc<dyn Listener>) -> Self {
+        self.add_listener(Arc::clone(listener))
+    }
+}
+
 impl<X> Part for RateLimitBuilder<X> {
     type Layer = RateLimitLayer<X>;
 
@@ -178,6 +211,12 @@ pub mod role {
     /// The concurrency slot, opened by [`bulkhead`](crate::preset::ResilienceBuilder::bulkhead).
     #[derive(Debug)]
     pub enum Bulkhead {}
+    /// The concurrency slot, opened by [`adaptive_limit`](crate::preset::ResilienceBuilder::adaptive_limit).
+    #[derive(Debug)]
+    pub enum AdaptiveLimit {}
+    /// The circuit-breaker slot, opened by [`throttle`](crate::preset::ResilienceBuilder::throttle).
+    #[derive(Debug)]
+    pub enum Throttle {}
     /// The rate-limit slot, opened by [`rate_limit`](crate::preset::ResilienceBuilder::rate_limit).
     #[derive(Debug)]
     pub enum RateLimit {}
@@ -314,6 +353,58 @@ impl<C, M> Open<role::Bulkhead, C> for BulkheadBuilder<M> {
 
     fn open(self, _: &C) -> Self {
         self
+    }
+}
+
+impl<C: Clone> Open<role::AdaptiveLimit, C> for Identity {
+    type Builder = AdaptiveLimitBuilder<C>;
+
+    fn open(self, classifier: &C) -> Self::Builder {
+        AdaptiveLimitLayer::builder().classifier(classifier.clone())
+    }
+}
+
+impl<C, X> Open<role::AdaptiveLimit, C> for AdaptiveLimitBuilder<X> {
+    type Builder = Self;
+
+    fn open(self, _: &C) -> Self {
+        self
+    }
+}
+
+/// A bulkhead in the concurrency slot (a standard stack's), opened for an
+/// adaptive limit: the adaptive limit takes its place.
+impl<C: Clone, M> Open<role::AdaptiveLimit, C> for BulkheadBuilder<M> {
+    type Builder = AdaptiveLimitBuilder<C>;
+
+    fn open(self, classifier: &C) -> Self::Builder {
+        AdaptiveLimitLayer::builder().classifier(classifier.clone())
+    }
+}
+
+impl<C: Clone> Open<role::Throttle, C> for Identity {
+    type Builder = ThrottleBuilder<C>;
+
+    fn open(self, classifier: &C) -> Self::Builder {
+        ThrottleLayer::builder().classifier(classifier.clone())
+    }
+}
+
+impl<C, X> Open<role::Throttle, C> for ThrottleBuilder<X> {
+    type Builder = Self;
+
+    fn open(self, _: &C) -> Self {
+        self
+    }
+}
+
+/// A breaker in the circuit-breaker slot (a standard stack's), opened for
+/// a throttle: the throttle takes its place, with the stack's classifier.
+impl<C: Clone, X> Open<role::Throttle, C> for CircuitBreakerBuilder<X> {
+    type Builder = ThrottleBuilder<C>;
+
+    fn open(self, classifier: &C) -> Self::Builder {
+        ThrottleLayer::builder().classifier(classifier.clone())
     }
 }
 

@@ -25,8 +25,9 @@ const PUSHBACK: &str = "grpc-retry-pushback-ms";
 /// The `Status` a gRPC caller should see for a palisade rejection in
 /// `err`'s chain, or `None` if there is none.
 ///
-/// `CircuitOpen` becomes `UNAVAILABLE`, `BulkheadFull`, `RateLimited` and
-/// `TooManyKeys` `RESOURCE_EXHAUSTED`, `Elapsed` `DEADLINE_EXCEEDED`. The message is the
+/// `CircuitOpen` and `Throttled` become `UNAVAILABLE`; `BulkheadFull`,
+/// `ConcurrencyLimited`, `RateLimited` and `TooManyKeys`
+/// `RESOURCE_EXHAUSTED`; `Elapsed` `DEADLINE_EXCEEDED`. The message is the
 /// rejection's `Display`, and the rejection is the status's
 /// [`source`](StdError::source), so
 /// [`ErrorKind::of_dyn`](crate::error::ErrorKind::of_dyn) still finds it.
@@ -75,6 +76,8 @@ pub fn to_status(err: &(dyn StdError + 'static)) -> Option<Status> {
         }
         Rejection::BulkheadFull(full) => status_of(Code::ResourceExhausted, full),
         Rejection::TooManyKeys(refused) => status_of(Code::ResourceExhausted, refused),
+        Rejection::ConcurrencyLimited(limited) => status_of(Code::ResourceExhausted, limited),
+        Rejection::Throttled(throttled) => status_of(Code::Unavailable, throttled),
         Rejection::RateLimited(limited) => {
             let mut status = status_of(Code::ResourceExhausted, limited);
             if let Some(ms) = pushback_ms(limited.retry_after()) {

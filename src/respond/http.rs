@@ -45,6 +45,8 @@ const LONGEST_RETRY_AFTER_WHEN_BUSY: Duration = Duration::from_secs(86_400);
 /// - `TooManyKeys`: 503, with `Retry-After` as for a full bulkhead: the
 ///   keyed layer has no room for the request's key now, and may have once
 ///   an instance goes.
+/// - `ConcurrencyLimited` and `Throttled`: 503, with `Retry-After` as for a
+///   full bulkhead (neither knows when it will admit the call).
 /// - `Elapsed`: 504 Gateway Timeout.
 ///
 /// For a server whose errors go through a `HandleErrorLayer` of your own:
@@ -87,7 +89,10 @@ fn response<B: Default>(
             StatusCode::SERVICE_UNAVAILABLE,
             breaker_retry_after(open.retry_after()),
         ),
-        Rejection::BulkheadFull(_) | Rejection::TooManyKeys(_) => (
+        Rejection::BulkheadFull(_)
+        | Rejection::TooManyKeys(_)
+        | Rejection::ConcurrencyLimited(_)
+        | Rejection::Throttled(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
             (!when_busy.is_zero()).then(|| whole_seconds(when_busy)),
         ),

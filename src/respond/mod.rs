@@ -2,7 +2,8 @@
 //! with the right code, an HTTP 503, 429 or 504 with `Retry-After`.
 //!
 //! A palisade layer refuses a call with an error of its own
-//! ([`CircuitOpen`], [`BulkheadFull`], [`RateLimited`], [`TooManyKeys`], [`Elapsed`]). Left as it is, that
+//! ([`CircuitOpen`], [`BulkheadFull`], [`RateLimited`], [`ConcurrencyLimited`], [`Throttled`],
+//! [`TooManyKeys`], [`Elapsed`]). Left as it is, that
 //! error reaches a gRPC caller as `UNKNOWN`, and an HTTP server cannot
 //! answer it at all (axum refuses a layer whose error is not
 //! `Infallible`). This module turns each rejection into the answer the
@@ -13,6 +14,8 @@
 //! | [`CircuitOpen`] | `UNAVAILABLE`, with `grpc-retry-pushback-ms` when the breaker says when it may admit calls again | 503, with `Retry-After` in whole seconds (rounded up, at least 1), none when forced open |
 //! | [`BulkheadFull`] | `RESOURCE_EXHAUSTED` | 503, with `Retry-After` (1 s by default, see [`retry_after_when_busy`](HttpRejectionBuilder::retry_after_when_busy)) |
 //! | [`RateLimited`] | `RESOURCE_EXHAUSTED`, with `grpc-retry-pushback-ms`: when the call's cost would conform | 429, with `Retry-After` in whole seconds (rounded up, at least 1), none for a cost above the burst |
+//! | [`ConcurrencyLimited`] | `RESOURCE_EXHAUSTED` | 503, with `Retry-After` as for a full bulkhead |
+//! | [`Throttled`] | `UNAVAILABLE`, as an open breaker: the service behind has been failing | 503, with `Retry-After` as for a full bulkhead |
 //! | [`TooManyKeys`] | `RESOURCE_EXHAUSTED` | 503, with `Retry-After` as for a full bulkhead |
 //! | [`Elapsed`] | `DEADLINE_EXCEEDED` | 504 |
 //!
@@ -61,6 +64,8 @@
 //! [`BulkheadFull`]: crate::error::BulkheadFull
 //! [`RateLimited`]: crate::error::RateLimited
 //! [`TooManyKeys`]: crate::error::TooManyKeys
+//! [`ConcurrencyLimited`]: crate::error::ConcurrencyLimited
+//! [`Throttled`]: crate::error::Throttled
 //! [`Elapsed`]: crate::error::Elapsed
 //! [`ErrorKind::of_dyn`]: crate::error::ErrorKind::of_dyn
 
@@ -83,7 +88,8 @@ use std::task::{Context, Poll, ready};
 use pin_project::pin_project;
 
 use crate::error::{
-    BoxError, BulkheadFull, CircuitOpen, Elapsed, ErrorKind, RateLimited, TooManyKeys,
+    BoxError, BulkheadFull, CircuitOpen, ConcurrencyLimited, Elapsed, ErrorKind, RateLimited,
+    Throttled, TooManyKeys,
 };
 
 /// What both layers' futures hold: the inner call, or the refusal the
@@ -156,6 +162,8 @@ enum Rejection<'a> {
     BulkheadFull(&'a BulkheadFull),
     RateLimited(&'a RateLimited),
     TooManyKeys(&'a TooManyKeys),
+    ConcurrencyLimited(&'a ConcurrencyLimited),
+    Throttled(&'a Throttled),
     Elapsed(&'a Elapsed),
 }
 
@@ -166,6 +174,8 @@ fn rejection<'a>(err: &'a (dyn StdError + 'static)) -> Option<Rejection<'a>> {
         ErrorKind::BulkheadFull => find(err).map(Rejection::BulkheadFull),
         ErrorKind::RateLimited => find(err).map(Rejection::RateLimited),
         ErrorKind::TooManyKeys => find(err).map(Rejection::TooManyKeys),
+        ErrorKind::ConcurrencyLimited => find(err).map(Rejection::ConcurrencyLimited),
+        ErrorKind::Throttled => find(err).map(Rejection::Throttled),
         ErrorKind::Elapsed => find(err).map(Rejection::Elapsed),
         // Other rejections have no protocol answer of their own: they pass
         // through as any error would.

@@ -157,7 +157,7 @@ const _: () = {
         assert!(RetryReason::ALL[i] as usize == i, "in declaration order");
         i += 1;
     }
-    assert!(RetryReason::TooManyKeys as usize + 1 == RetryReason::ALL.len());
+    assert!(RetryReason::Throttled as usize + 1 == RetryReason::ALL.len());
     let mut i = 0;
     while i < GiveUpReason::ALL.len() {
         assert!(GiveUpReason::ALL[i] as usize == i, "in declaration order");
@@ -185,6 +185,10 @@ pub enum RetryReason {
     RateLimited,
     /// A keyed layer below had no room for its key.
     TooManyKeys,
+    /// An adaptive concurrency limit below refused it.
+    ConcurrencyLimited,
+    /// A throttle below rejected it locally.
+    Throttled,
 }
 
 impl fmt::Display for RetryReason {
@@ -197,6 +201,8 @@ impl fmt::Display for RetryReason {
             RetryReason::NotSent => "never reached the server",
             RetryReason::RateLimited => "was refused by a rate limiter",
             RetryReason::TooManyKeys => "was refused by a keyed layer with no room for its key",
+            RetryReason::ConcurrencyLimited => "was refused by an adaptive concurrency limit",
+            RetryReason::Throttled => "was rejected locally by a throttle",
         })
     }
 }
@@ -251,7 +257,7 @@ impl fmt::Display for GiveUpReason {
 
 impl RetryReason {
     /// Every variant, in declaration order.
-    pub const ALL: [RetryReason; 7] = [
+    pub const ALL: [RetryReason; 9] = [
         RetryReason::Failure,
         RetryReason::Timeout,
         RetryReason::CircuitOpen,
@@ -259,6 +265,8 @@ impl RetryReason {
         RetryReason::NotSent,
         RetryReason::RateLimited,
         RetryReason::TooManyKeys,
+        RetryReason::ConcurrencyLimited,
+        RetryReason::Throttled,
     ];
 
     /// The reason's name, as in the `palisade.retry.reason` label of
@@ -273,6 +281,8 @@ impl RetryReason {
             RetryReason::NotSent => "not_sent",
             RetryReason::RateLimited => "rate_limited",
             RetryReason::TooManyKeys => "too_many_keys",
+            RetryReason::ConcurrencyLimited => "concurrency_limited",
+            RetryReason::Throttled => "throttled",
         }
     }
 }

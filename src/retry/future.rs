@@ -134,6 +134,8 @@ where
         Some(ErrorKind::BulkheadFull) => (RetryReason::BulkheadFull, false),
         Some(ErrorKind::RateLimited) => (RetryReason::RateLimited, false),
         Some(ErrorKind::TooManyKeys) => (RetryReason::TooManyKeys, false),
+        Some(ErrorKind::ConcurrencyLimited) => (RetryReason::ConcurrencyLimited, false),
+        Some(ErrorKind::Throttled) => (RetryReason::Throttled, false),
         Some(_) => return Err(GiveUpReason::NotRetryable),
         None if shared.classifier.is_not_sent(result) => (RetryReason::NotSent, false),
         None if shared.classifier.is_retryable_failure(result) => (RetryReason::Failure, true),

@@ -297,6 +297,13 @@ impl<C, B, K> RetryBuilder<C, B, K> {
     ///   (whose `retry_after` has no end) ends the retries.
     /// * [`TooManyKeys`](ErrorKind::TooManyKeys): a keyed layer below had
     ///   no room for the request's key; retried after the backoff's delay.
+    /// * [`ConcurrencyLimited`](ErrorKind::ConcurrencyLimited): an adaptive
+    ///   limit below was reached; retried after the backoff's delay.
+    /// * [`Throttled`](ErrorKind::Throttled): a throttle below rejected
+    ///   the call locally; retried after the backoff's delay. Think twice:
+    ///   the throttle turns calls away because the service is failing, and
+    ///   a retry spends the budget on a call that is likely turned away
+    ///   again.
     ///
     /// A refusal never reached the server, so it is retried whatever the
     /// request. `build()` refuses [`Inner`](ErrorKind::Inner).

@@ -1,0 +1,180 @@
+//! Gathers finished calls' samples into windows and teaches the algorithm
+//! one window at a time, without ever waiting for a lock.
+
+use std::sync::TryLockError;
+use std::sync::atomic::Ordering::*;
+use std::sync::atomic::fence;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::adaptive::{LimitAlgorithm, Sample};
+use crate::clock::{Epoch, nanos};
+use crate::sync::{AtomicU64, Mutex, MutexGuard};
+
+/// How samples are gathered before the algorithm learns from them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Windows {
+    /// The shortest window.
+    pub(crate) min: Duration,
+    /// The longest window.
+    pub(crate) max: Duration,
+    /// A window closes once it holds this many samples, and not before.
+    pub(crate) min_samples: u32,
+}
+
+impl Windows {
+    /// Every sample on its own.
+    pub(crate) const PER_SAMPLE: Windows = Windows {
+        min: Duration::ZERO,
+        max: Duration::ZERO,
+        min_samples: 1,
+    };
+}
+
+/// The samples of the open window, in atomics: a count and a count of
+/// failures in one word (failures in the high half), the sum of RTTs, the
+/// lowest RTT, and the highest in-flight count.
+#[derive(Debug)]
+struct Pile {
+    counts: AtomicU64,
+    rtt_nanos: AtomicU64,
+    min_rtt_nanos: AtomicU64,
+    in_flight: AtomicU64,
+}
+
+impl Default for Pile {
+    fn default() -> Self {
+        Self {
+            counts: AtomicU64::new(0),
+            rtt_nanos: AtomicU64::new(0),
+            min_rtt_nanos: AtomicU64::new(u64::MAX),
+            in_flight: AtomicU64::new(0),
+        }
+    }
+}
+
+const FAILED: u64 = 1 << 32;
+const COUNT: u64 = FAILED - 1;
+
+impl Pile {
+    #[inline]
+    fn add(&self, sample: &Sample) {
+        let rtt = nanos(sample.rtt());
+        self.rtt_nanos.fetch_add(rtt, SeqCst);
+        self.min_rtt_nanos.fetch_min(rtt, SeqCst);
+        self.in_flight
+            .fetch_max(u64::from(sample.in_flight()), SeqCst);
+        let one = 1 + if sample.dropped() { FAILED } else { 0 };
+        self.counts.fetch_add(one, SeqCst);
+    }
+
+    fn count(&self) -> u64 {
+        self.counts.load(SeqCst) & COUNT
+    }
+
+    /// The window's samples as one: their mean RTT, highest in-flight
+    /// count, and whether any failed; and their lowest RTT. The pile is
+    /// emptied. A sample added while this runs may have its RTT taken now
+    /// and itself counted in the next window: the means move a little, no
+    /// sample is lost.
+    fn take(&self) -> Option<(Sample, Duration)> {
+        let counts = self.counts.swap(0, SeqCst);
+        let (count, failed) = (counts & COUNT, counts >> 32);
+        if count == 0 {
+            return None;
+        }
+        let rtt = self.rtt_nanos.swap(0, SeqCst) / count;
+        let min_rtt = self.min_rtt_nanos.swap(u64::MAX, SeqCst).min(rtt);
+        let in_flight = self.in_flight.swap(0, SeqCst);
+        let window = Sample::new(
+            Duration::from_nanos(rtt),
+            u32::try_from(in_flight).unwrap_or(u32::MAX),
+            failed > 0,
+        );
+        Some((window, Duration::from_nanos(min_rtt)))
+    }
+}
+
+/// The algorithm, and the window it learns from next.
+///
+/// Every finished call adds its sample to the pile (three atomic adds);
+/// the first call to finish after the window's end takes the algorithm's
+/// lock (only ever *tried*: a call that finds it taken leaves its sample
+/// for the holder or the next window) and teaches it the pile as one
+/// sample: concurrency-limits' `WindowedLimit`, which also updates
+/// without a lock and locks only at the window's end.
+#[derive(Debug)]
+pub(crate) struct Learner {
+    algorithm: Mutex<Box<dyn LimitAlgorithm>>,
+    pile: Pile,
+    windows: Windows,
+    epoch: Epoch,
+    /// When the open window ends, in nanoseconds since `epoch`.
+    window_end: AtomicU64,
+}
+
+impl Learner {
+    pub(crate) fn new(algorithm: Box<dyn LimitAlgorithm>, windows: Windows) -> Self {
+        let epoch = Epoch::now();
+        Self {
+            algorithm: Mutex::new(algorithm),
+            pile: Pile::default(),
+            windows,
+            window_end: AtomicU64::new(nanos(windows.min)),
+            epoch,
+        }
+    }
+
+    /// Adds `sample` to the window; if the window is over, teaches the
+    /// algorithm and gives `apply` each new limit (one thread at a time).
+    #[inline]
+    pub(crate) fn learn(&self, sample: Sample, ended: Instant, apply: &impl Fn(u32)) {
+        self.pile.add(&sample);
+        self.close_if_over(self.epoch.nanos_at(ended), apply);
+    }
+
+    fn close_if_over(&self, now: u64, apply: &impl Fn(u32)) {
+        loop {
+            // Orders "added, then looked at the lock" against "let go,
+            // then looked at the pile": of a sample added while the lock
+            // was held and its holder, one sees the other, so no sample
+            // is left waiting behind a window that is over.
+            fence(SeqCst);
+            if !self.is_over(now) {
+                return;
+            }
+            let Some(mut algorithm) = self.try_lock() else {
+                return;
+            };
+            // Checked again under the lock: another call may have closed
+            // the window since.
+            if self.is_over(now)
+                && let Some((window, min_rtt)) = self.pile.take()
+            {
+                apply(algorithm.update(&window));
+                let length = (min_rtt * 2).clamp(self.windows.min, self.windows.max);
+                self.window_end
+                    .store(now.saturating_add(nanos(length)), SeqCst);
+            }
+        }
+    }
+
+    /// Whether the window has ended and holds enough samples.
+    #[inline]
+    fn is_over(&self, now: u64) -> bool {
+        now >= self.window_end.load(SeqCst)
+            && self.pile.count() >= u64::from(self.windows.min_samples)
+    }
+
+    /// The algorithm, unless another thread has it. An algorithm that
+    /// panicked in an update is used as it was left: its limit is still
+    /// bounded, and a layer that stopped learning would be worse.
+    fn try_lock(&self) -> Option<MutexGuard<'_, Box<dyn LimitAlgorithm>>> {
+        match self.algorithm.try_lock() {
+            Ok(algorithm) => Some(algorithm),
+            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+}

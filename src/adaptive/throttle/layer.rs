@@ -1,0 +1,316 @@
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use tower::Layer;
+
+use super::{Throttle, ThrottleEvent, ThrottleHandle};
+use crate::classify::DefaultClassifier;
+use crate::clock::{Epoch, nanos};
+use crate::error::{ConfigError, Throttled};
+use crate::event::Listeners;
+use crate::random::{GAMMA, mix, unit};
+use crate::sync::AtomicU64;
+use crate::validate;
+use crate::window::TimeWindow;
+
+/// The window's lanes: every request, and the requests the service
+/// accepted.
+pub(crate) const REQUESTS: usize = 0;
+pub(crate) const ACCEPTS: usize = 1;
+
+/// How many steps the window slides by.
+const BUCKETS: usize = 20;
+
+/// What every service, future and handle of one throttle share, whatever
+/// their classifier.
+#[derive(Debug)]
+pub(crate) struct Core {
+    pub(crate) name: Arc<str>,
+    window: TimeWindow<2>,
+    epoch: Epoch,
+    k: f64,
+    min_requests: u64,
+    seed: u64,
+    /// Numbers the draws, so that a seeded throttle replays them.
+    draws: AtomicU64,
+    pub(crate) listeners: Listeners,
+}
+
+impl Core {
+    /// The share of calls to reject, from the window's totals: SRE's
+    /// `max(0, (requests − K·accepts) / (requests + 1))`, and none below
+    /// the minimum of requests.
+    pub(crate) fn probability(&self, [requests, accepts]: [u64; 2]) -> f64 {
+        if requests < self.min_requests {
+            return 0.0;
+        }
+        let requests = requests as f64;
+        ((requests - self.k * accepts as f64) / (requests + 1.0)).max(0.0)
+    }
+
+    /// Counts a request, before it is sent, and decides whether it goes:
+    /// `Ok` with the time it was counted at (its outcome is counted in
+    /// the same bucket), or the rejection.
+    #[inline]
+    pub(crate) fn admit(&self) -> Result<u64, Throttled> {
+        let now = self.epoch.nanos_now();
+        let totals = self.window.totals(now);
+        self.window.record(crate::window::code(0), now);
+        let probability = self.probability(totals);
+        if probability > 0.0 && self.draw() < probability {
+            return Err(self.rejection(probability, totals));
+        }
+        Ok(now)
+    }
+
+    fn draw(&self) -> f64 {
+        let n = self.draws.fetch_add(1, Relaxed);
+        unit(mix(self.seed ^ n.wrapping_mul(GAMMA)))
+    }
+
+    #[cold]
+    fn rejection(&self, probability: f64, [requests, accepts]: [u64; 2]) -> Throttled {
+        self.listeners
+            .emit(&self.name, || ThrottleEvent::Throttled { probability });
+        Throttled::new(
+            self.name.clone(),
+            self.listeners.key().cloned(),
+            probability,
+            requests,
+            accepts,
+            Duration::from_nanos(self.window.length_nanos()),
+        )
+    }
+
+    /// The service accepted the request counted at `at`.
+    #[inline]
+    pub(crate) fn accepted(&self, at: u64) {
+        let mut deltas = [0; 2];
+        deltas[ACCEPTS] = 1;
+        self.window.add(deltas, at);
+    }
+
+    /// The request counted at `at` counts neither way after all (ignored
+    /// by the classifier, or dropped before its outcome was known).
+    pub(crate) fn uncount(&self, at: u64) {
+        let mut deltas = [0; 2];
+        deltas[REQUESTS] = -1;
+        self.window.add(deltas, at);
+    }
+
+    /// The window's totals now.
+    pub(crate) fn totals(&self) -> [u64; 2] {
+        self.window.totals(self.epoch.nanos_now())
+    }
+}
+
+/// The core and the classifier, behind the layer's one `Arc`.
+#[derive(Debug)]
+pub(crate) struct Shared<C> {
+    pub(crate) core: Core,
+    pub(crate) classifier: C,
+}
+
+/// Applies a [`Throttle`] to a service.
+///
+/// One layer is one throttle: every service it wraps and every clone of
+/// them count in the same window.
+///
+/// Made by [`ThrottleLayer::builder`]; see the [module docs](super).
+pub struct ThrottleLayer<C = DefaultClassifier> {
+    shared: Arc<Shared<C>>,
+}
+
+impl<C> Clone for ThrottleLayer<C> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<C> fmt::Debug for ThrottleLayer<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let core = &self.shared.core;
+        f.debug_struct("ThrottleLayer")
+            .field("name", &core.name)
+            .field("k", &core.k)
+            .field("window", &Duration::from_nanos(core.window.length_nanos()))
+            .field("min_requests", &core.min_requests)
+            .finish()
+    }
+}
+
+impl ThrottleLayer {
+    /// Starts configuring a throttle.
+    pub fn builder() -> ThrottleBuilder {
+        ThrottleBuilder::default()
+    }
+}
+
+impl<C: Send + Sync + 'static> ThrottleLayer<C> {
+    /// A handle to read the throttle's counts and its share of rejections.
+    pub fn handle(&self) -> ThrottleHandle {
+        ThrottleHandle::new(self.shared.clone())
+    }
+}
+
+impl<S, C> Layer<S> for ThrottleLayer<C> {
+    type Service = Throttle<S, C>;
+
+    fn layer(&self, inner: S) -> Throttle<S, C> {
+        Throttle::from_shared(inner, self.shared.clone())
+    }
+}
+
+/// Configures a [`ThrottleLayer`].
+///
+/// # Default
+///
+/// | setting | default |
+/// |---|---|
+/// | [`name`](Self::name) | `"throttle"` |
+/// | [`k`](Self::k) | 2: throttling starts when fewer than half the requests are accepted (SRE's) |
+/// | [`window`](Self::window) | 2 minutes (SRE's), sliding in 20 steps |
+/// | [`min_requests`](Self::min_requests) | 10: nothing is rejected while the window holds fewer requests |
+/// | [`classifier`](Self::classifier) | [`DefaultClassifier`]: every `Ok` is an accept |
+/// | [`seed`](Self::seed) | drawn at random |
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct ThrottleBuilder<C = DefaultClassifier> {
+    name: Arc<str>,
+    k: f64,
+    window: Duration,
+    min_requests: u32,
+    classifier: C,
+    seed: Option<u64>,
+    listeners: Listeners,
+}
+
+impl Default for ThrottleBuilder {
+    fn default() -> Self {
+        Self {
+            name: Arc::from("throttle"),
+            k: 2.0,
+            window: Duration::from_secs(120),
+            min_requests: 10,
+            classifier: DefaultClassifier,
+            seed: None,
+            listeners: Listeners::default(),
+        }
+    }
+}
+
+impl<C: fmt::Debug> fmt::Debug for ThrottleBuilder<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ThrottleBuilder")
+            .field("name", &self.name)
+            .field("k", &self.k)
+            .field("window", &self.window)
+            .field("min_requests", &self.min_requests)
+            .field("classifier", &self.classifier)
+            .field("seed", &self.seed)
+            .field("listeners", &self.listeners)
+            .finish()
+    }
+}
+
+/// The shortest window: one bucket must be at least a microsecond.
+const MIN_WINDOW: Duration = Duration::from_micros(BUCKETS as u64);
+
+impl<C> ThrottleBuilder<C> {
+    crate::event::name_and_listeners!(
+        "throttle",
+        "The name carried by this throttle's events and rejections."
+    );
+
+    /// SRE's multiplier K, at least 1: requests are rejected locally once
+    /// they outnumber K times the accepts. Lower is more aggressive: at
+    /// 1.1, throttling starts when 1 request in 11 fails; at 2 (the
+    /// default), when half of them do.
+    pub fn k(mut self, k: f64) -> Self {
+        self.k = k;
+        self
+    }
+
+    /// How far back requests and accepts are counted. Keep it longer than
+    /// the calls' timeout: an accept is counted with its request, and a
+    /// request older than the window is no longer counted at all.
+    pub fn window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// Nothing is rejected while the window holds fewer requests than
+    /// this, so that a quiet client's first failure does not turn half
+    /// its next calls away (the formula alone rejects half after one
+    /// failed request). 0 applies the formula from the first request.
+    pub fn min_requests(mut self, requests: u32) -> Self {
+        self.min_requests = requests;
+        self
+    }
+
+    /// What an accept is: a call the classifier calls a
+    /// [`Success`](crate::classify::Outcome::Success). One it
+    /// [`Ignored`](crate::classify::Outcome::Ignored) counts neither as a
+    /// request nor as an accept. A classifier whose verdict waits for the
+    /// end of a body (gRPC's, when the status comes in trailers) counts
+    /// the accept then.
+    pub fn classifier<C2>(self, classifier: C2) -> ThrottleBuilder<C2> {
+        ThrottleBuilder {
+            name: self.name,
+            k: self.k,
+            window: self.window,
+            min_requests: self.min_requests,
+            classifier,
+            seed: self.seed,
+            listeners: self.listeners,
+        }
+    }
+
+    /// Seeds the draws that reject calls, so that a test or simulation
+    /// replays the same rejections.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Validates the configuration and makes the layer.
+    ///
+    /// # Errors
+    /// A K below 1 or not finite (below 1, a service that accepts every
+    /// request would still be throttled), a window shorter than 20 µs or
+    /// unrepresentable.
+    pub fn build(self) -> Result<ThrottleLayer<C>, ConfigError> {
+        if !(self.k >= 1.0 && self.k.is_finite()) {
+            return Err(ConfigError::new(
+                "k",
+                format!("must be at least 1 and finite, got {}", self.k),
+            ));
+        }
+        validate::fits("window", self.window)?;
+        if self.window < MIN_WINDOW {
+            return Err(ConfigError::new(
+                "window",
+                format!("must be at least {MIN_WINDOW:?}, got {:?}", self.window),
+            ));
+        }
+        let width = nanos(self.window) / BUCKETS as u64;
+        Ok(ThrottleLayer {
+            shared: Arc::new(Shared {
+                core: Core {
+                    name: self.name,
+                    window: TimeWindow::new(BUCKETS, width),
+                    epoch: Epoch::now(),
+                    k: self.k,
+                    min_requests: u64::from(self.min_requests),
+                    seed: self.seed.unwrap_or_else(rand::random),
+                    draws: AtomicU64::new(0),
+                    listeners: self.listeners,
+                },
+                classifier: self.classifier,
+            }),
+        })
+    }
+}
