@@ -563,7 +563,7 @@ impl StdError for ConcurrencyLimited {}
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() {
-/// let throttle = ThrottleLayer::builder().name("search").min_requests(0).seed(1).build().unwrap();
+/// let throttle = ThrottleLayer::builder().name("search").min_answered(0).seed(1).build().unwrap();
 /// let svc = throttle.layer(service_fn(|_: ()| async { Err::<(), BoxError>("down".into()) }));
 /// let err = loop {
 ///     let err = svc.clone().oneshot(()).await.unwrap_err();

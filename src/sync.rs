@@ -4,9 +4,13 @@
 //! `loom_` tests (see .ci/run); in every normal build they are std's.
 
 #[cfg(palisade_loom)]
+pub(crate) use loom::sync::atomic::fence;
+#[cfg(palisade_loom)]
 pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize};
 #[cfg(palisade_loom)]
 pub(crate) use loom::sync::{Arc, Mutex, MutexGuard};
+#[cfg(not(palisade_loom))]
+pub(crate) use std::sync::atomic::fence;
 #[cfg(not(palisade_loom))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize};
 #[cfg(not(palisade_loom))]

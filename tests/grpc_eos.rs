@@ -16,6 +16,7 @@ use http_body_util::{BodyExt, Empty, StreamBody};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use palisade::adaptive::{AdaptiveLimitLayer, LimitAlgorithm, Sample, ThrottleLayer};
 use palisade::circuit_breaker::{CircuitBreakerLayer, CircuitState};
 use palisade::classify::{GrpcClassifier, Outcome};
 use palisade::error::{BoxError, ErrorKind};
@@ -279,4 +280,99 @@ async fn a_body_ended_at_the_head_without_a_status_is_judged_at_once() {
     assert_eq!((m.calls, m.failures), (1, 1));
     drop(res);
     assert_eq!(handle.metrics().calls, 1, "counted once");
+}
+
+/// An algorithm that records what it is taught.
+#[derive(Debug, Clone, Default)]
+struct Recording(std::sync::Arc<std::sync::Mutex<Vec<Sample>>>);
+
+impl LimitAlgorithm for Recording {
+    fn initial_limit(&self) -> u32 {
+        4
+    }
+    fn update(&mut self, sample: &Sample) -> u32 {
+        self.0.lock().unwrap().push(*sample);
+        4
+    }
+}
+
+/// The adaptive limit holds a gRPC stream's permit until its status comes
+/// in the trailers, and learns the failure from them; a stream dropped
+/// before its status is no sample.
+#[tokio::test(start_paused = true)]
+async fn an_adaptive_limit_learns_a_streams_status_from_its_trailers() {
+    let addr = grpc_like_server().await;
+    let algorithm = Recording::default();
+    let layer = AdaptiveLimitLayer::builder()
+        .algorithm(algorithm.clone())
+        .classifier(GrpcClassifier::new())
+        .per_sample()
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let svc = layer.layer(client());
+
+    let res = svc
+        .clone()
+        .oneshot(request(addr, "/slow-ok"))
+        .await
+        .unwrap();
+    assert_eq!(
+        handle.in_flight(),
+        1,
+        "the head is in; the body holds the permit"
+    );
+    assert!(algorithm.0.lock().unwrap().is_empty());
+    res.into_body().collect().await.unwrap();
+    assert_eq!(handle.in_flight(), 0);
+    let res = svc
+        .clone()
+        .oneshot(request(addr, "/unavailable"))
+        .await
+        .unwrap();
+    res.into_body().collect().await.unwrap();
+    let never = svc.clone().oneshot(request(addr, "/never")).await.unwrap();
+    drop(never);
+    assert_eq!(
+        handle.in_flight(),
+        0,
+        "the dropped stream gave its permit back"
+    );
+
+    let taught = algorithm.0.lock().unwrap().clone();
+    assert_eq!(taught.len(), 2, "{taught:?}");
+    assert!(!taught[0].dropped());
+    assert!(
+        taught[0].rtt() >= Duration::from_secs(3),
+        "the RTT runs to the end of the stream: {taught:?}"
+    );
+    assert!(
+        taught[1].dropped(),
+        "UNAVAILABLE in the trailers: {taught:?}"
+    );
+}
+
+/// The throttle counts an accept only when the trailers say OK: streams
+/// ending UNAVAILABLE are requests without accepts.
+#[tokio::test(start_paused = true)]
+async fn a_throttle_reads_the_accept_from_the_trailers() {
+    let addr = grpc_like_server().await;
+    let layer = ThrottleLayer::builder()
+        .classifier(GrpcClassifier::new())
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let svc = layer.layer(client());
+    for path in ["/ok", "/unavailable", "/ok", "/unavailable"] {
+        let res = svc.clone().oneshot(request(addr, path)).await.unwrap();
+        assert_eq!(handle.in_flight(), 1, "{path}: in flight until the status");
+        res.into_body().collect().await.unwrap();
+    }
+    let never = svc.clone().oneshot(request(addr, "/never")).await.unwrap();
+    drop(never);
+    assert_eq!(
+        (handle.requests(), handle.accepts(), handle.in_flight()),
+        (4, 2, 0),
+        "the dropped stream counts neither way"
+    );
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 
+use palisade::adaptive::{AdaptiveLimitEvent, ThrottleEvent};
 use palisade::bulkhead::BulkheadEvent;
 use palisade::circuit_breaker::{BreakerEvent, CircuitState, TransitionReason};
 use palisade::classify::Outcome;
@@ -19,7 +20,6 @@ use palisade::event::{Event, EventKind, Listener};
 use palisade::fallback::FallbackEvent;
 use palisade::hedge::{HedgeEvent, HedgeTrigger, SkipReason};
 use palisade::keyed::{Eviction, KeyedEvent};
-use palisade::adaptive::{AdaptiveLimitEvent, ThrottleEvent};
 use palisade::rate_limit::RateLimitEvent;
 use palisade::retry::{GiveUpReason, RetryEvent, RetryReason};
 use palisade::timeout::TimeoutEvent;
@@ -122,9 +122,14 @@ fn every_event() -> Vec<Box<dyn EventKind>> {
     all.push(Box::new(RateLimitEvent::Waited {
         wait: Duration::from_millis(35),
     }));
-    all.push(Box::new(AdaptiveLimitEvent::LimitChanged { from: 20, to: 21 }));
+    all.push(Box::new(AdaptiveLimitEvent::LimitChanged {
+        from: 20,
+        to: 21,
+    }));
     for timed_out_in_queue in [false, true] {
-        all.push(Box::new(AdaptiveLimitEvent::Rejected { timed_out_in_queue }));
+        all.push(Box::new(AdaptiveLimitEvent::Rejected {
+            timed_out_in_queue,
+        }));
     }
     all.push(Box::new(ThrottleEvent::Throttled { probability: 0.5 }));
     all.push(Box::new(RetryEvent::Attempt { attempt: 1 }));

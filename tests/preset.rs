@@ -400,3 +400,68 @@ fn a_rate_limit_without_a_rate_is_a_config_error_naming_rate() {
         .unwrap_err();
     assert_eq!((err.part(), err.parameter()), (Some("rate_limit"), "rate"));
 }
+
+/// The adaptive limit takes the bulkhead's place and the throttle the
+/// breaker's, each with the stack's classifier: a 503 from a real server
+/// is a dropped sample for the one and a request without an accept for
+/// the other, and a refused part is named in the error.
+#[tokio::test(start_paused = true)]
+async fn the_http_stack_takes_an_adaptive_limit_and_a_throttle() {
+    use palisade::adaptive::Aimd;
+
+    let server = Server::start(vec![], Reply::status(503)).await;
+    let stack = Resilience::http()
+        .retry(|retry| retry.max_attempts(1))
+        .adaptive_limit(|limit| {
+            limit
+                .name("inventory")
+                .algorithm(
+                    Aimd::builder()
+                        .initial_limit(10)
+                        .min_limit(1)
+                        .build()
+                        .unwrap(),
+                )
+                .per_sample()
+        })
+        .throttle(|throttle| throttle.name("inventory").min_answered(5).seed(1))
+        .build()
+        .unwrap();
+    let (limit, throttle) = (
+        stack.concurrency().handle(),
+        stack.circuit_breaker().handle(),
+    );
+    let svc = stack.layer(reqwest::Client::new());
+    let mut throttled = 0;
+    for _ in 0..40 {
+        match svc.clone().oneshot(get(&server.url("/"))).await {
+            Ok(res) => assert_eq!(res.status(), 503),
+            Err(e) => {
+                assert_eq!(ErrorKind::of(&e), ErrorKind::Throttled, "{e}");
+                throttled += 1;
+            }
+        }
+    }
+    let sent = server.seen().len();
+    assert_eq!(sent + throttled, 40);
+    assert!(throttled > 20, "{throttled}");
+    assert_eq!((throttle.requests(), throttle.accepts()), (40, 0));
+    // Each 503 was a failure: 10 × 0.9 per sample, rounded down.
+    let expected = (0..sent).fold(10u32, |l, _| ((f64::from(l) * 0.9) as u32).max(1));
+    assert!(expected < 10);
+    assert_eq!(limit.limit(), expected, "{sent} failures");
+
+    let err = Resilience::http()
+        .adaptive_limit(|limit| limit.min_samples(0))
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        (err.part(), err.parameter()),
+        (Some("adaptive_limit"), "min_samples")
+    );
+    let err = Resilience::builder()
+        .throttle(|throttle| throttle.k(0.5))
+        .build()
+        .unwrap_err();
+    assert_eq!((err.part(), err.parameter()), (Some("throttle"), "k"));
+}

@@ -789,3 +789,65 @@ async fn a_rate_limited_call_is_resource_exhausted_with_a_pushback() {
             .is_none()
     );
 }
+
+/// A `ConcurrencyLimited` from a real adaptive limit of one whose place is
+/// taken.
+async fn concurrency_limited() -> BoxError {
+    use palisade::adaptive::{AdaptiveLimitLayer, Aimd};
+    let one = Aimd::builder()
+        .initial_limit(1)
+        .min_limit(1)
+        .build()
+        .unwrap();
+    let svc = AdaptiveLimitLayer::builder()
+        .algorithm(one)
+        .build()
+        .unwrap()
+        .layer(service_fn(|_: ()| {
+            std::future::pending::<Result<(), BoxError>>()
+        }));
+    let mut holder = svc.clone();
+    holder.ready().await.unwrap();
+    let _held = holder.call(());
+    svc.oneshot(()).await.unwrap_err()
+}
+
+/// A `Throttled` from a real throttle in front of a service that fails.
+async fn throttled() -> BoxError {
+    use palisade::adaptive::ThrottleLayer;
+    let svc = ThrottleLayer::builder()
+        .min_answered(0)
+        .seed(1)
+        .build()
+        .unwrap()
+        .layer(service_fn(|_: ()| async {
+            Err::<(), BoxError>("down".into())
+        }));
+    loop {
+        let err = svc.clone().oneshot(()).await.unwrap_err();
+        if ErrorKind::of(&err) == ErrorKind::Throttled {
+            return err;
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_adaptive_rejections_are_busy_and_unavailable() {
+    let limited = concurrency_limited().await;
+    let res = to_response::<String>(&*limited).unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(retry_after_of(&res), Some("1"));
+    let status = to_status(&*limited).unwrap();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert_eq!(status.message(), limited.to_string());
+    assert_eq!(ErrorKind::of_dyn(&status), ErrorKind::ConcurrencyLimited);
+
+    let throttled = throttled().await;
+    let res = to_response::<String>(&*throttled).unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(retry_after_of(&res), Some("1"));
+    let status = to_status(&*throttled).unwrap();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(pushback(&status), None);
+    assert_eq!(ErrorKind::of_dyn(&status), ErrorKind::Throttled);
+}

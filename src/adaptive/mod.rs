@@ -102,10 +102,15 @@
 //!   when the response comes can outlive its request: the same issue).
 //!   A call the classifier ignores, or one dropped before its outcome was
 //!   known, is taken back out.
-//! * **Where it differs from peers.** go-zero: K 1.5, 10 s window,
-//!   counted after the call; Kratos: K ≈ 1.67, 3 s window, nothing
-//!   rejected under 100 requests. Here [`min_requests`](ThrottleBuilder::min_requests)
-//!   (default 10) plays the last part.
+//! * **Enough history first.** Nothing is rejected until the window holds
+//!   [`min_answered`](ThrottleBuilder::min_answered) answered requests
+//!   (100 by default): the formula alone would turn half the calls away
+//!   after one failure, and would read a client's first burst of calls in
+//!   flight, none answered yet, as a failing service. Once there is
+//!   history, calls in flight count as above.
+//! * **Where it differs from peers.** go-zero: K 1.5, 10 s window, counted
+//!   after the call, 5 requests of grace; Kratos: K ≈ 1.67, 3 s window,
+//!   counted after the call, nothing rejected under 100 requests.
 //!
 //! ```
 //! use palisade::adaptive::ThrottleLayer;
@@ -114,7 +119,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() {
-//! let throttle = ThrottleLayer::builder().name("search").seed(7).build().unwrap();
+//! let throttle = ThrottleLayer::builder().name("search").min_answered(10).seed(7).build().unwrap();
 //! let handle = throttle.handle();
 //! let down = throttle.layer(service_fn(|_: ()| async { Err::<(), BoxError>("503".into()) }));
 //!

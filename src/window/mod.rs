@@ -35,7 +35,7 @@ pub(crate) type Code = u8;
 /// The code of an entry bearing the marks `marks` (bit `j` of `marks` is
 /// mark `j + 1`).
 #[inline]
-pub(crate) fn code(marks: u8) -> Code {
+pub(crate) const fn code(marks: u8) -> Code {
     1 | marks << 1
 }
 

@@ -3,14 +3,13 @@
 
 use std::sync::TryLockError;
 use std::sync::atomic::Ordering::*;
-use std::sync::atomic::fence;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::adaptive::{LimitAlgorithm, Sample};
 use crate::clock::{Epoch, nanos};
-use crate::sync::{AtomicU64, Mutex, MutexGuard};
+use crate::sync::{AtomicU64, Mutex, MutexGuard, fence};
 
 /// How samples are gathered before the algorithm learns from them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,5 +175,75 @@ impl Learner {
             Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
             Err(TryLockError::WouldBlock) => None,
         }
+    }
+}
+
+#[cfg(all(test, palisade_loom))]
+mod loom_tests {
+    use super::*;
+    use crate::sync::Arc;
+    use std::sync::atomic::AtomicU32;
+
+    /// Counts the samples and failures it is taught.
+    #[derive(Debug, Default)]
+    struct Counting {
+        taught: Arc<std::sync::Mutex<Vec<Sample>>>,
+    }
+
+    impl LimitAlgorithm for Counting {
+        fn initial_limit(&self) -> u32 {
+            1
+        }
+        fn update(&mut self, sample: &Sample) -> u32 {
+            self.taught.lock().unwrap().push(*sample);
+            1
+        }
+    }
+
+    /// Two calls finish at once, per sample: whichever finds the lock
+    /// taken leaves its sample in the pile, and one of the two learns it
+    /// before both have returned. No sample is left waiting, and the
+    /// failure is learned. (Fails if `close_if_over` stops after its
+    /// first attempt. The fences are for std's mutex, whose failed
+    /// `try_lock` and unlock are not sequentially consistent; loom's mutex
+    /// is, so this model cannot show them missing.)
+    #[test]
+    fn loom_no_sample_is_left_in_the_pile() {
+        loom::model(|| {
+            let taught = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let learner = Arc::new(Learner::new(
+                Box::new(Counting {
+                    taught: taught.clone(),
+                }),
+                Windows::PER_SAMPLE,
+            ));
+            let applied = Arc::new(AtomicU32::new(0));
+            let ended = Instant::now();
+            let other = {
+                let (learner, applied) = (learner.clone(), applied.clone());
+                loom::thread::spawn(move || {
+                    learner.learn(
+                        Sample::new(Duration::from_millis(5), 1, true),
+                        ended,
+                        &|_| {
+                            applied.fetch_add(1, SeqCst);
+                        },
+                    );
+                })
+            };
+            learner.learn(
+                Sample::new(Duration::from_millis(3), 2, false),
+                ended,
+                &|_| {
+                    applied.fetch_add(1, SeqCst);
+                },
+            );
+            other.join().unwrap();
+            assert_eq!(learner.pile.count(), 0, "a sample was left in the pile");
+            let taught = taught.lock().unwrap();
+            assert!(taught.iter().any(|s| s.dropped()), "{taught:?}");
+            assert!((1..=2).contains(&taught.len()));
+            assert_eq!(applied.load(SeqCst) as usize, taught.len());
+        });
     }
 }

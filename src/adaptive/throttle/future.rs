@@ -16,9 +16,10 @@ use crate::error::Throttled;
 /// status a [`Settle`] classifier reads there (it is then part of the
 /// body's type).
 ///
-/// Told a success, it counts an accept; a failure, nothing more (the
-/// request was counted when it was sent). Ignored, or dropped without an
-/// outcome (the call was cancelled), it takes the request back out.
+/// Told a success, it counts an accept; a failure, no accept (the request
+/// was counted when it was sent); either way the request is no longer in
+/// flight. Ignored, or dropped without an outcome (the call was
+/// cancelled), it takes the request back out.
 pub struct ThrottleGuard<C> {
     shared: Arc<Shared<C>>,
     /// When the request was counted: its outcome goes in the same bucket.
@@ -41,8 +42,8 @@ impl<C> Tracker for ThrottleGuard<C> {
     fn finish(mut self, outcome: Outcome) {
         let core = &self.shared.core;
         match outcome {
-            Outcome::Success => core.accepted(self.at),
-            Outcome::Failure => {}
+            Outcome::Success => core.answered(self.at, true),
+            Outcome::Failure => core.answered(self.at, false),
             Outcome::Ignored => core.uncount(self.at),
         }
         self.settled = true;

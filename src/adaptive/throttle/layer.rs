@@ -15,10 +15,14 @@ use crate::sync::AtomicU64;
 use crate::validate;
 use crate::window::TimeWindow;
 
-/// The window's lanes: every request, and the requests the service
-/// accepted.
+/// The window's lanes: every request; the requests the service accepted;
+/// the requests sent and not yet answered.
 pub(crate) const REQUESTS: usize = 0;
 pub(crate) const ACCEPTS: usize = 1;
+pub(crate) const PENDING: usize = 2;
+
+/// What a sent request adds to the lanes: a request, pending.
+const SENT: crate::window::Code = crate::window::code(0b10);
 
 /// How many steps the window slides by.
 const BUCKETS: usize = 20;
@@ -28,10 +32,10 @@ const BUCKETS: usize = 20;
 #[derive(Debug)]
 pub(crate) struct Core {
     pub(crate) name: Arc<str>,
-    window: TimeWindow<2>,
+    window: TimeWindow<3>,
     epoch: Epoch,
     k: f64,
-    min_requests: u64,
+    min_answered: u64,
     seed: u64,
     /// Numbers the draws, so that a seeded throttle replays them.
     draws: AtomicU64,
@@ -40,28 +44,32 @@ pub(crate) struct Core {
 
 impl Core {
     /// The share of calls to reject, from the window's totals: SRE's
-    /// `max(0, (requests − K·accepts) / (requests + 1))`, and none below
-    /// the minimum of requests.
-    pub(crate) fn probability(&self, [requests, accepts]: [u64; 2]) -> f64 {
-        if requests < self.min_requests {
+    /// `max(0, (requests − K·accepts) / (requests + 1))`, calls in flight
+    /// counted as requests; none while fewer than the minimum were
+    /// answered.
+    pub(crate) fn probability(&self, totals: [u64; 3]) -> f64 {
+        let [requests, accepts, pending] = totals;
+        if requests.saturating_sub(pending) < self.min_answered {
             return 0.0;
         }
         let requests = requests as f64;
         ((requests - self.k * accepts as f64) / (requests + 1.0)).max(0.0)
     }
 
-    /// Counts a request, before it is sent, and decides whether it goes:
-    /// `Ok` with the time it was counted at (its outcome is counted in
-    /// the same bucket), or the rejection.
+    /// Counts a request and decides whether it goes: `Ok` with the time
+    /// it was counted at, as a request in flight (its outcome is counted
+    /// in the same bucket), or the rejection, counted as a request
+    /// answered at once.
     #[inline]
     pub(crate) fn admit(&self) -> Result<u64, Throttled> {
         let now = self.epoch.nanos_now();
         let totals = self.window.totals(now);
-        self.window.record(crate::window::code(0), now);
         let probability = self.probability(totals);
         if probability > 0.0 && self.draw() < probability {
+            self.window.record(crate::window::code(0), now);
             return Err(self.rejection(probability, totals));
         }
+        self.window.record(SENT, now);
         Ok(now)
     }
 
@@ -71,7 +79,7 @@ impl Core {
     }
 
     #[cold]
-    fn rejection(&self, probability: f64, [requests, accepts]: [u64; 2]) -> Throttled {
+    fn rejection(&self, probability: f64, [requests, accepts, _]: [u64; 3]) -> Throttled {
         self.listeners
             .emit(&self.name, || ThrottleEvent::Throttled { probability });
         Throttled::new(
@@ -84,24 +92,26 @@ impl Core {
         )
     }
 
-    /// The service accepted the request counted at `at`.
+    /// The request counted at `at` was answered: accepted, or not.
     #[inline]
-    pub(crate) fn accepted(&self, at: u64) {
-        let mut deltas = [0; 2];
-        deltas[ACCEPTS] = 1;
+    pub(crate) fn answered(&self, at: u64, accepted: bool) {
+        let mut deltas = [0; 3];
+        deltas[ACCEPTS] = i64::from(accepted);
+        deltas[PENDING] = -1;
         self.window.add(deltas, at);
     }
 
     /// The request counted at `at` counts neither way after all (ignored
     /// by the classifier, or dropped before its outcome was known).
     pub(crate) fn uncount(&self, at: u64) {
-        let mut deltas = [0; 2];
+        let mut deltas = [0; 3];
         deltas[REQUESTS] = -1;
+        deltas[PENDING] = -1;
         self.window.add(deltas, at);
     }
 
     /// The window's totals now.
-    pub(crate) fn totals(&self) -> [u64; 2] {
+    pub(crate) fn totals(&self) -> [u64; 3] {
         self.window.totals(self.epoch.nanos_now())
     }
 }
@@ -138,7 +148,7 @@ impl<C> fmt::Debug for ThrottleLayer<C> {
             .field("name", &core.name)
             .field("k", &core.k)
             .field("window", &Duration::from_nanos(core.window.length_nanos()))
-            .field("min_requests", &core.min_requests)
+            .field("min_answered", &core.min_answered)
             .finish()
     }
 }
@@ -174,7 +184,7 @@ impl<S, C> Layer<S> for ThrottleLayer<C> {
 /// | [`name`](Self::name) | `"throttle"` |
 /// | [`k`](Self::k) | 2: throttling starts when fewer than half the requests are accepted (SRE's) |
 /// | [`window`](Self::window) | 2 minutes (SRE's), sliding in 20 steps |
-/// | [`min_requests`](Self::min_requests) | 10: nothing is rejected while the window holds fewer requests |
+/// | [`min_answered`](Self::min_answered) | 100 (Kratos's): nothing is rejected until the window holds as many answered requests |
 /// | [`classifier`](Self::classifier) | [`DefaultClassifier`]: every `Ok` is an accept |
 /// | [`seed`](Self::seed) | drawn at random |
 #[must_use = "a builder does nothing until `build` is called"]
@@ -182,7 +192,7 @@ pub struct ThrottleBuilder<C = DefaultClassifier> {
     name: Arc<str>,
     k: f64,
     window: Duration,
-    min_requests: u32,
+    min_answered: u32,
     classifier: C,
     seed: Option<u64>,
     listeners: Listeners,
@@ -194,7 +204,7 @@ impl Default for ThrottleBuilder {
             name: Arc::from("throttle"),
             k: 2.0,
             window: Duration::from_secs(120),
-            min_requests: 10,
+            min_answered: 100,
             classifier: DefaultClassifier,
             seed: None,
             listeners: Listeners::default(),
@@ -208,7 +218,7 @@ impl<C: fmt::Debug> fmt::Debug for ThrottleBuilder<C> {
             .field("name", &self.name)
             .field("k", &self.k)
             .field("window", &self.window)
-            .field("min_requests", &self.min_requests)
+            .field("min_answered", &self.min_answered)
             .field("classifier", &self.classifier)
             .field("seed", &self.seed)
             .field("listeners", &self.listeners)
@@ -242,12 +252,20 @@ impl<C> ThrottleBuilder<C> {
         self
     }
 
-    /// Nothing is rejected while the window holds fewer requests than
-    /// this, so that a quiet client's first failure does not turn half
-    /// its next calls away (the formula alone rejects half after one
-    /// failed request). 0 applies the formula from the first request.
-    pub fn min_requests(mut self, requests: u32) -> Self {
-        self.min_requests = requests;
+    /// Nothing is rejected until the window holds this many answered
+    /// requests (rejected locally, or sent and answered).
+    ///
+    /// The formula alone judges from too little: one failed request turns
+    /// half of the next calls away. And calls in flight count as requests
+    /// not accepted (see the [module docs](super)): a client that starts
+    /// with 50 calls at once would, from the formula alone, reject most of
+    /// the next ones before any had time to be answered. With a minimum
+    /// of `n` answered, up to `n` calls may be in flight at the start
+    /// (and after a quiet spell longer than the window) without any
+    /// rejection while the service accepts them. 0 applies the formula
+    /// from the first request.
+    pub fn min_answered(mut self, requests: u32) -> Self {
+        self.min_answered = requests;
         self
     }
 
@@ -262,7 +280,7 @@ impl<C> ThrottleBuilder<C> {
             name: self.name,
             k: self.k,
             window: self.window,
-            min_requests: self.min_requests,
+            min_answered: self.min_answered,
             classifier,
             seed: self.seed,
             listeners: self.listeners,
@@ -304,7 +322,7 @@ impl<C> ThrottleBuilder<C> {
                     window: TimeWindow::new(BUCKETS, width),
                     epoch: Epoch::now(),
                     k: self.k,
-                    min_requests: u64::from(self.min_requests),
+                    min_answered: u64::from(self.min_answered),
                     seed: self.seed.unwrap_or_else(rand::random),
                     draws: AtomicU64::new(0),
                     listeners: self.listeners,

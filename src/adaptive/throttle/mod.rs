@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 
 use tower::Service;
 
-use self::layer::{ACCEPTS, Core, REQUESTS, Shared};
+use self::layer::{ACCEPTS, Core, PENDING, REQUESTS, Shared};
 use crate::BoxError;
 use crate::classify::Settle;
 
@@ -138,6 +138,12 @@ impl ThrottleHandle {
         self.shared.core().totals()[ACCEPTS]
     }
 
+    /// The requests in the window sent and not yet answered: counted as
+    /// requests, not (yet) as accepts.
+    pub fn in_flight(&self) -> u64 {
+        self.shared.core().totals()[PENDING]
+    }
+
     /// The share of calls the throttle rejects now, in [0, 1).
     pub fn probability(&self) -> f64 {
         let core = self.shared.core();
@@ -152,6 +158,7 @@ impl fmt::Debug for ThrottleHandle {
             .field("name", &self.name())
             .field("requests", &totals[REQUESTS])
             .field("accepts", &totals[ACCEPTS])
+            .field("in_flight", &totals[PENDING])
             .field("probability", &self.shared.core().probability(totals))
             .finish()
     }
