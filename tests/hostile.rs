@@ -165,6 +165,60 @@ proptest! {
     }
 
     #[test]
+    fn adaptive_algorithms_never_panic_and_stay_within_their_bounds(
+        initial in numbers(), min in numbers(), max in numbers(), ratio in floats(),
+        smoothing in floats(), tolerance in floats(), window in numbers(), queue in numbers(),
+        timeout in durations(), multiplier in numbers(),
+        samples in proptest::collection::vec((durations(), numbers(), any::<bool>()), 1..60),
+    ) {
+        use palisade::adaptive::{Aimd, Gradient2, LimitAlgorithm, Sample, Vegas};
+        let mut algorithms: Vec<(Box<dyn LimitAlgorithm>, u32, u32)> = Vec::new();
+        if let Ok(a) = Aimd::builder().initial_limit(initial).min_limit(min).max_limit(max)
+            .backoff_ratio(ratio).timeout(timeout).build() {
+            algorithms.push((Box::new(a), min, max));
+        }
+        if let Ok(v) = Vegas::builder().initial_limit(initial).min_limit(min).max_limit(max)
+            .smoothing(smoothing).probe_multiplier(multiplier).seed(1).build() {
+            algorithms.push((Box::new(v), min, max));
+        }
+        if let Ok(g) = Gradient2::builder().initial_limit(initial).min_limit(min).max_limit(max)
+            .smoothing(smoothing).rtt_tolerance(tolerance).long_window(window).queue_size(queue).build() {
+            algorithms.push((Box::new(g), min, max));
+        }
+        for (mut algorithm, min, max) in algorithms {
+            prop_assert!((min..=max).contains(&algorithm.initial_limit()));
+            for (rtt, in_flight, dropped) in &samples {
+                let limit = algorithm.update(&Sample::new(*rtt, *in_flight, *dropped));
+                prop_assert!((min..=max).contains(&limit), "{} not in {}..={}", limit, min, max);
+            }
+        }
+    }
+
+    #[test]
+    fn adaptive_limit_and_throttle_builders_never_panic(
+        queue in numbers(), max_wait in durations(), min_window in durations(),
+        max_window in durations(), min_samples in numbers(), k in floats(),
+        window in durations(), min_answered in numbers(), call_wait in 0u64..5000,
+    ) {
+        use palisade::adaptive::{AdaptiveLimitLayer, ThrottleLayer};
+        let limit = AdaptiveLimitLayer::builder().max_queue(queue).max_wait(max_wait)
+            .window(min_window, max_window).min_samples(min_samples).build();
+        if let Ok(layer) = limit {
+            for _ in 0..3 {
+                one_call(layer.layer(sleeper()), Duration::from_millis(call_wait));
+            }
+            prop_assert_eq!(layer.handle().in_flight(), 0);
+        }
+        let throttle = ThrottleLayer::builder().k(k).window(window).min_answered(min_answered).build();
+        if let Ok(layer) = throttle {
+            for _ in 0..3 {
+                one_call(layer.layer(sleeper()), Duration::from_millis(call_wait));
+            }
+            prop_assert_eq!(layer.handle().in_flight(), 0);
+        }
+    }
+
+    #[test]
     fn timeout_and_bulkhead_builders_never_panic(
         timeout in durations(), permits in numbers(), queue in numbers(),
         max_wait in durations(), call_wait in durations(),

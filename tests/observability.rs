@@ -159,6 +159,119 @@ async fn hedge_events_become_structured_tracing_events() {
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn adaptive_events_become_structured_tracing_events() {
+    use palisade::adaptive::{AdaptiveLimitLayer, Aimd, ThrottleLayer};
+    let capture = Capture::default();
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let limit = AdaptiveLimitLayer::builder()
+        .name("a")
+        .algorithm(
+            Aimd::builder()
+                .initial_limit(2)
+                .min_limit(1)
+                .build()
+                .unwrap(),
+        )
+        .per_sample()
+        .on_event(TracingEvents)
+        .build()
+        .unwrap();
+    let svc = limit.layer(failing());
+    svc.clone().oneshot(()).await.unwrap_err(); // 2 → 1
+    let mut held = svc.clone();
+    held.ready().await.unwrap();
+    svc.clone().oneshot(()).await.unwrap_err(); // refused
+    drop(held);
+    let throttle = ThrottleLayer::builder()
+        .name("t")
+        .min_answered(0)
+        .seed(1)
+        .on_event(TracingEvents)
+        .build()
+        .unwrap();
+    let svc = throttle.layer(failing());
+    while capture.0.lock().unwrap().len() < 3 {
+        svc.clone().oneshot(()).await.unwrap_err();
+    }
+    let lines = capture.0.lock().unwrap().clone();
+    assert_eq!(
+        lines[0],
+        "DEBUG palisade adaptive limit moved layer=\"a\" from=2 to=1"
+    );
+    assert_eq!(
+        lines[1],
+        "WARN palisade call rejected: concurrency limited layer=\"a\" timed_out_in_queue=false"
+    );
+    assert!(
+        lines[2].starts_with("WARN palisade call rejected: throttled layer=\"t\" probability=0."),
+        "{lines:#?}"
+    );
+}
+
+#[test]
+fn adaptive_events_are_counted_through_the_metrics_facade() {
+    use palisade::adaptive::{AdaptiveLimitLayer, Aimd, ThrottleLayer};
+    let recorder = Recorder::default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let throttled = metrics::with_local_recorder(&recorder, || {
+        rt.block_on(async {
+            let limit = AdaptiveLimitLayer::builder()
+                .name("a")
+                .algorithm(
+                    Aimd::builder()
+                        .initial_limit(3)
+                        .min_limit(1)
+                        .build()
+                        .unwrap(),
+                )
+                .per_sample()
+                .on_event(MetricsEvents::new())
+                .build()
+                .unwrap();
+            let svc = limit.layer(failing());
+            svc.clone().oneshot(()).await.unwrap_err(); // 3 → 2
+            svc.clone().oneshot(()).await.unwrap_err(); // 2 → 1
+            let mut held = svc.clone();
+            held.ready().await.unwrap();
+            svc.clone().oneshot(()).await.unwrap_err(); // refused
+            let throttle = ThrottleLayer::builder()
+                .name("t")
+                .min_answered(0)
+                .seed(1)
+                .on_event(MetricsEvents::new())
+                .build()
+                .unwrap();
+            let svc = throttle.layer(failing());
+            let mut throttled = 0;
+            for _ in 0..20 {
+                let err = svc.clone().oneshot(()).await.unwrap_err();
+                throttled += u64::from(
+                    palisade::error::ErrorKind::of(&err) == palisade::error::ErrorKind::Throttled,
+                );
+            }
+            throttled
+        })
+    });
+    assert_eq!(
+        recorder.get("palisade.adaptive_limit.limit{palisade.layer.name=a}"),
+        1
+    );
+    assert_eq!(
+        recorder.get("palisade.adaptive_limit.rejected_calls{palisade.adaptive_limit.rejection_reason=full,palisade.layer.name=a}"),
+        1
+    );
+    assert!(throttled > 0);
+    assert_eq!(
+        recorder.get("palisade.throttle.throttled_calls{palisade.layer.name=t}"),
+        throttled
+    );
+}
+
 /// A `metrics` recorder that sums counters and keeps the last gauge values.
 #[derive(Default)]
 struct Recorder {

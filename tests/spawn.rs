@@ -89,6 +89,16 @@ async fn every_layer_future_spawns() {
     let chaos = ChaosLayer::<u32, u32>::builder().build().unwrap();
     assert_eq!(spawn_both(chaos.layer(numbers()), || 1).await, (2, 2));
 
+    let adaptive = palisade::adaptive::AdaptiveLimitLayer::builder()
+        .build()
+        .unwrap();
+    assert_eq!(spawn_both(adaptive.layer(numbers()), || 1).await, (2, 2));
+
+    let throttle = palisade::adaptive::ThrottleLayer::builder()
+        .build()
+        .unwrap();
+    assert_eq!(spawn_both(throttle.layer(numbers()), || 1).await, (2, 2));
+
     let preset = Resilience::builder().build().unwrap();
     assert_eq!(spawn_both(preset.layer(numbers()), || 1).await, (2, 2));
 }
@@ -122,6 +132,19 @@ async fn http_stacks_spawn_with_replayed_bodies_and_covered_bodies() {
         .layer(breaker)
         .service(echo());
     let (first, second) = spawn_both(stack, request).await;
+    for res in [first, second] {
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "abc");
+    }
+
+    // The adaptive limit and the throttle with gRPC's classifier: the body
+    // holds each one's guard until its status.
+    let stack = Resilience::http()
+        .adaptive_limit(|limit| limit.classifier(GrpcClassifier::new()))
+        .throttle(|throttle| throttle.classifier(GrpcClassifier::new()))
+        .build()
+        .unwrap();
+    let (first, second) = spawn_both(stack.layer(echo()), request).await;
     for res in [first, second] {
         let body = res.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body, "abc");

@@ -95,6 +95,36 @@ fn rate_limiter_with_room() {
     assert_eq!(allocations_per_10k(layer.layer(bare())), 0);
 }
 
+#[test]
+fn adaptive_limit_with_room() {
+    // Vegas learning from every call (windows of one sample), and from
+    // windows: neither allocates.
+    for layer in [
+        palisade::adaptive::AdaptiveLimitLayer::builder()
+            .per_sample()
+            .build()
+            .unwrap(),
+        palisade::adaptive::AdaptiveLimitLayer::builder()
+            .window(Duration::ZERO, Duration::from_nanos(1))
+            .min_samples(3)
+            .build()
+            .unwrap(),
+    ] {
+        assert_eq!(allocations_per_10k(layer.layer(bare())), 0);
+        assert_eq!(layer.handle().in_flight(), 0);
+    }
+}
+
+#[test]
+fn throttle_of_a_healthy_service() {
+    let layer = palisade::adaptive::ThrottleLayer::builder()
+        .build()
+        .unwrap();
+    assert_eq!(allocations_per_10k(layer.layer(bare())), 0);
+    let handle = layer.handle();
+    assert_eq!((handle.requests(), handle.accepts()), (10_010, 10_010));
+}
+
 /// A keyed layer's call whose key has an instance: the lookup, the
 /// instance's `Arc` and the call through it allocate nothing (the warm-up
 /// makes the eight instances).
