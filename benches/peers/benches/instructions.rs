@@ -6,7 +6,8 @@
 //! ```
 //!
 //! drives `<calls>` calls through one stack (`bare`, `breaker`, `bulkhead`,
-//! `rate-limit`, `retry`, `retry-no-budget`, `timeout`, `preset`, `fallback`,
+//! `adaptive-vegas`, `adaptive-vegas-per-sample`, `throttle`,
+//! `tower-concurrency-limit`, `tower-resilience-adaptive`, `rate-limit`, `retry`, `retry-no-budget`, `timeout`, `preset`, `fallback`,
 //! `tower-retry`, `tower-timeout`, `tower-rate-limit`, `governor`,
 //! `keyed-rate-limit`, `governor-keyed`, `hedge`, `hedge-p95`,
 //! `tower-hedge`) in a current-thread runtime and exits. The script runs
@@ -90,6 +91,45 @@ fn run(stack: &str, calls: u64) {
                 .build()
                 .unwrap()
                 .layer(bare()),
+            calls,
+        ),
+        "adaptive-vegas" => drive(
+            palisade::adaptive::AdaptiveLimitLayer::builder()
+                .algorithm(palisade::adaptive::Vegas::builder().initial_limit(100).build().unwrap())
+                .build()
+                .unwrap()
+                .layer(bare()),
+            calls,
+        ),
+        "adaptive-vegas-per-sample" => drive(
+            palisade::adaptive::AdaptiveLimitLayer::builder()
+                .algorithm(palisade::adaptive::Vegas::builder().initial_limit(100).build().unwrap())
+                .per_sample()
+                .build()
+                .unwrap()
+                .layer(bare()),
+            calls,
+        ),
+        "throttle" => drive(
+            palisade::adaptive::ThrottleLayer::builder()
+                .build()
+                .unwrap()
+                .layer(bare()),
+            calls,
+        ),
+        "tower-concurrency-limit" => drive(
+            tower::limit::ConcurrencyLimitLayer::new(100).layer(bare()),
+            calls,
+        ),
+        "tower-resilience-adaptive" => drive(
+            tower_resilience::adaptive::AdaptiveLimiterLayer::new(
+                tower_resilience::adaptive::Vegas::builder()
+                    .initial_limit(100)
+                    .max_limit(1000)
+                    .build()
+                    .unwrap(),
+            )
+            .layer(bare()),
             calls,
         ),
         "rate-limit" => drive(
@@ -251,6 +291,11 @@ const STACKS: &[&str] = &[
     "bare",
     "breaker",
     "bulkhead",
+    "adaptive-vegas",
+    "adaptive-vegas-per-sample",
+    "throttle",
+    "tower-concurrency-limit",
+    "tower-resilience-adaptive",
     "rate-limit",
     "retry",
     "retry-no-budget",

@@ -148,6 +148,61 @@ fn bulkhead(c: &mut Criterion) {
     group.finish();
 }
 
+/// Issue 17: the adaptive limit and the throttle with room, against the
+/// plain bulkhead they are measured by, tower's fixed limit and
+/// tower-resilience's adaptive limiter.
+fn adaptive(c: &mut Criterion) {
+    use palisade::adaptive::{AdaptiveLimitLayer, Aimd, ThrottleLayer, Vegas};
+    let mut group = c.benchmark_group("adaptive_limit_with_room");
+    bench_service(&mut group, "bare", bare());
+    let bulkhead = palisade::bulkhead::BulkheadLayer::builder()
+        .max_concurrent(100)
+        .build()
+        .unwrap();
+    bench_service(&mut group, "palisade bulkhead", bulkhead.layer(bare()));
+    let vegas = || Vegas::builder().initial_limit(100).build().unwrap();
+    let windowed = AdaptiveLimitLayer::builder()
+        .algorithm(vegas())
+        .build()
+        .unwrap();
+    bench_service(&mut group, "palisade adaptive Vegas", windowed.layer(bare()));
+    let per_sample = AdaptiveLimitLayer::builder()
+        .algorithm(vegas())
+        .per_sample()
+        .build()
+        .unwrap();
+    bench_service(
+        &mut group,
+        "palisade adaptive Vegas per sample",
+        per_sample.layer(bare()),
+    );
+    let aimd = AdaptiveLimitLayer::builder()
+        .algorithm(Aimd::builder().initial_limit(100).max_limit(1000).build().unwrap())
+        .build()
+        .unwrap();
+    bench_service(&mut group, "palisade adaptive AIMD", aimd.layer(bare()));
+    let throttle = ThrottleLayer::builder().build().unwrap();
+    bench_service(&mut group, "palisade throttle", throttle.layer(bare()));
+    bench_service(
+        &mut group,
+        "tower 0.5 ConcurrencyLimit",
+        tower::limit::ConcurrencyLimitLayer::new(100).layer(bare()),
+    );
+    let theirs = tower_resilience::adaptive::AdaptiveLimiterLayer::new(
+        tower_resilience::adaptive::Vegas::builder()
+            .initial_limit(100)
+            .max_limit(1000)
+            .build()
+            .unwrap(),
+    );
+    bench_service(
+        &mut group,
+        "tower-resilience 0.13 adaptive Vegas",
+        theirs.layer(bare()),
+    );
+    group.finish();
+}
+
 /// tower's retry policy for the pass-through case: never retries.
 #[derive(Clone)]
 struct NeverRetry;
@@ -473,6 +528,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = circuit_breaker, timeout, bulkhead, rate_limit, keyed, retry, hedge, full_stack
+    targets = circuit_breaker, timeout, bulkhead, adaptive, rate_limit, keyed, retry, hedge, full_stack
 }
 criterion_main!(peers);

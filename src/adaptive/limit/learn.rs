@@ -61,9 +61,16 @@ impl Pile {
     fn add(&self, sample: &Sample) {
         let rtt = nanos(sample.rtt());
         self.rtt_nanos.fetch_add(rtt, SeqCst);
-        self.min_rtt_nanos.fetch_min(rtt, SeqCst);
-        self.in_flight
-            .fetch_max(u64::from(sample.in_flight()), SeqCst);
+        // A new minimum or maximum is rare once a window is under way: a
+        // load spares the read-modify-write (a compare-and-swap loop on
+        // x86) in the common case.
+        if rtt < self.min_rtt_nanos.load(Relaxed) {
+            self.min_rtt_nanos.fetch_min(rtt, SeqCst);
+        }
+        let in_flight = u64::from(sample.in_flight());
+        if in_flight > self.in_flight.load(Relaxed) {
+            self.in_flight.fetch_max(in_flight, SeqCst);
+        }
         let one = 1 + if sample.dropped() { FAILED } else { 0 };
         self.counts.fetch_add(one, SeqCst);
     }
@@ -134,15 +141,13 @@ impl Learner {
     }
 
     fn close_if_over(&self, now: u64, apply: &impl Fn(u32)) {
-        loop {
+        while self.is_over(now) {
             // Orders "added, then looked at the lock" against "let go,
-            // then looked at the pile": of a sample added while the lock
-            // was held and its holder, one sees the other, so no sample
-            // is left waiting behind a window that is over.
+            // then looked at the pile" (the fence below): of a sample
+            // added while the lock was held and its holder, one sees the
+            // other, so no sample is left waiting behind a window that is
+            // over. A call whose window is not over needs neither.
             fence(SeqCst);
-            if !self.is_over(now) {
-                return;
-            }
             let Some(mut algorithm) = self.try_lock() else {
                 return;
             };
@@ -156,6 +161,8 @@ impl Learner {
                 self.window_end
                     .store(now.saturating_add(nanos(length)), SeqCst);
             }
+            drop(algorithm);
+            fence(SeqCst);
         }
     }
 
