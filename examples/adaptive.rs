@@ -22,7 +22,9 @@
 //! `cargo run --example adaptive` prints, every 5 s of virtual time, each
 //! client's limit, the calls a second the service answered for it, and the
 //! 99th percentile latency of those it let through. `SEED=7` sets Vegas's
-//! seed (default 17); nothing else is random.
+//! seed (default 17); nothing else is random. `PER_SAMPLE=1` has the
+//! adaptive limits learn from every sample on its own rather than in the
+//! layer's windows.
 //!
 //! [`Aimd`]: palisade::adaptive::Aimd
 //! [`Vegas`]: palisade::adaptive::Vegas
@@ -132,6 +134,12 @@ fn service(workers: Arc<Semaphore>) -> BoxCloneService<(), (), BoxError> {
 /// Runs the whole timeline with `client` (the caller's runtime must have
 /// its clock paused); one [`Second`] per second.
 pub async fn simulate(client: Client, seed: u64) -> Vec<Second> {
+    simulate_with(client, seed, false).await
+}
+
+/// [`simulate`], with the adaptive limits learning from every sample on
+/// its own if `per_sample` (what the layer's windows are compared with).
+pub async fn simulate_with(client: Client, seed: u64, per_sample: bool) -> Vec<Second> {
     let workers = Arc::new(Semaphore::new(PHASES[0].0 as usize));
     let inner = service(workers.clone());
     let (svc, limit): (Svc, Box<dyn Fn() -> u32>) = match client {
@@ -173,6 +181,11 @@ pub async fn simulate(client: Client, seed: u64) -> Vec<Second> {
                         .build()
                         .unwrap(),
                 ),
+            };
+            let builder = if per_sample {
+                builder.per_sample()
+            } else {
+                builder
             };
             let layer = builder.build().unwrap();
             let handle = layer.handle();
@@ -300,9 +313,10 @@ async fn main() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(17);
+    let per_sample = std::env::var_os("PER_SAMPLE").is_some();
     let mut runs = Vec::new();
     for client in Client::ALL {
-        runs.push((client, simulate(client, seed).await));
+        runs.push((client, simulate_with(client, seed, per_sample).await));
     }
     println!(
         "Capacity 50, then 10, then 80 calls at once; 1,000 calls a second arrive.\n\
