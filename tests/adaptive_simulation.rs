@@ -11,7 +11,7 @@ mod adaptive;
 
 use std::time::Duration;
 
-use adaptive::{Client, PHASES, Second, simulate};
+use adaptive::{Client, PHASES, Second, simulate, simulate_with};
 
 /// The seconds of each phase from 20 s after its change to its end.
 fn settled(run: &[Second]) -> Vec<(u32, &[Second])> {
@@ -72,4 +72,26 @@ async fn each_limit_follows_the_capacity_and_keeps_the_latency_below_a_fixed_bul
             }
         }
     }
+}
+
+/// Why the layer learns in windows: the same run with every sample on its
+/// own (BENCHMARKS.md, "Why windows"). AIMD backs off once per slowed
+/// call and serves about half of what the service can; Gradient2's long
+/// average follows a lasting overload, and its limit climbs to the
+/// ceiling.
+#[tokio::test(start_paused = true)]
+async fn learning_each_sample_on_its_own_overreacts() {
+    let aimd = simulate_with(Client::Aimd, 17, true).await;
+    let [(capacity, first), ..] = settled(&aimd)[..] else {
+        panic!("three phases")
+    };
+    for second in first {
+        assert!(second.limit < f64::from(capacity) * 0.7, "{second:?}");
+        assert!(second.served < capacity * 10 * 6 / 10, "{second:?}");
+    }
+    let gradient = simulate_with(Client::Gradient2, 17, true).await;
+    let [_, _, (_, last)] = settled(&gradient)[..] else {
+        panic!("three phases")
+    };
+    assert!(last.iter().all(|s| s.limit == 200.0), "{last:?}");
 }
