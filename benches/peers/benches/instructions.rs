@@ -95,7 +95,12 @@ fn run(stack: &str, calls: u64) {
         ),
         "adaptive-vegas" => drive(
             palisade::adaptive::AdaptiveLimitLayer::builder()
-                .algorithm(palisade::adaptive::Vegas::builder().initial_limit(100).build().unwrap())
+                .algorithm(
+                    palisade::adaptive::Vegas::builder()
+                        .initial_limit(100)
+                        .build()
+                        .unwrap(),
+                )
                 .build()
                 .unwrap()
                 .layer(bare()),
@@ -103,7 +108,12 @@ fn run(stack: &str, calls: u64) {
         ),
         "adaptive-vegas-per-sample" => drive(
             palisade::adaptive::AdaptiveLimitLayer::builder()
-                .algorithm(palisade::adaptive::Vegas::builder().initial_limit(100).build().unwrap())
+                .algorithm(
+                    palisade::adaptive::Vegas::builder()
+                        .initial_limit(100)
+                        .build()
+                        .unwrap(),
+                )
                 .per_sample()
                 .build()
                 .unwrap()

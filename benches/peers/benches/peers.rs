@@ -165,7 +165,11 @@ fn adaptive(c: &mut Criterion) {
         .algorithm(vegas())
         .build()
         .unwrap();
-    bench_service(&mut group, "palisade adaptive Vegas", windowed.layer(bare()));
+    bench_service(
+        &mut group,
+        "palisade adaptive Vegas",
+        windowed.layer(bare()),
+    );
     let per_sample = AdaptiveLimitLayer::builder()
         .algorithm(vegas())
         .per_sample()
@@ -177,7 +181,13 @@ fn adaptive(c: &mut Criterion) {
         per_sample.layer(bare()),
     );
     let aimd = AdaptiveLimitLayer::builder()
-        .algorithm(Aimd::builder().initial_limit(100).max_limit(1000).build().unwrap())
+        .algorithm(
+            Aimd::builder()
+                .initial_limit(100)
+                .max_limit(1000)
+                .build()
+                .unwrap(),
+        )
         .build()
         .unwrap();
     bench_service(&mut group, "palisade adaptive AIMD", aimd.layer(bare()));

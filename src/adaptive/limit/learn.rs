@@ -31,12 +31,13 @@ impl Windows {
     };
 }
 
-/// The samples of the open window, in atomics: a count and a count of
-/// failures in one word (failures in the high half), the sum of RTTs, the
-/// lowest RTT, and the highest in-flight count.
+/// The samples of the open window, in atomics: their count, how many
+/// failed, the sum of their RTTs, the lowest RTT, and the highest
+/// in-flight count.
 #[derive(Debug)]
 struct Pile {
-    counts: AtomicU64,
+    count: AtomicU64,
+    failed: AtomicU64,
     rtt_nanos: AtomicU64,
     min_rtt_nanos: AtomicU64,
     in_flight: AtomicU64,
@@ -45,16 +46,14 @@ struct Pile {
 impl Default for Pile {
     fn default() -> Self {
         Self {
-            counts: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
             rtt_nanos: AtomicU64::new(0),
             min_rtt_nanos: AtomicU64::new(u64::MAX),
             in_flight: AtomicU64::new(0),
         }
     }
 }
-
-const FAILED: u64 = 1 << 32;
-const COUNT: u64 = FAILED - 1;
 
 impl Pile {
     #[inline]
@@ -71,12 +70,14 @@ impl Pile {
         if in_flight > self.in_flight.load(Relaxed) {
             self.in_flight.fetch_max(in_flight, SeqCst);
         }
-        let one = 1 + if sample.dropped() { FAILED } else { 0 };
-        self.counts.fetch_add(one, SeqCst);
+        if sample.dropped() {
+            self.failed.fetch_add(1, SeqCst);
+        }
+        self.count.fetch_add(1, SeqCst);
     }
 
     fn count(&self) -> u64 {
-        self.counts.load(SeqCst) & COUNT
+        self.count.load(SeqCst)
     }
 
     /// The window's samples as one: their mean RTT, highest in-flight
@@ -85,11 +86,11 @@ impl Pile {
     /// and itself counted in the next window: the means move a little, no
     /// sample is lost.
     fn take(&self) -> Option<(Sample, Duration)> {
-        let counts = self.counts.swap(0, SeqCst);
-        let (count, failed) = (counts & COUNT, counts >> 32);
+        let count = self.count.swap(0, SeqCst);
         if count == 0 {
             return None;
         }
+        let failed = self.failed.swap(0, SeqCst);
         let rtt = self.rtt_nanos.swap(0, SeqCst) / count;
         let min_rtt = self.min_rtt_nanos.swap(u64::MAX, SeqCst).min(rtt);
         let in_flight = self.in_flight.swap(0, SeqCst);
