@@ -12,12 +12,17 @@
 //!   failures, with a handle to read and steer it.
 //! * [`retry`]: retries with jittered backoff, server hints, a retry budget
 //!   and a deadline.
+//! * [`hedge`]: hedged requests that cut the tail of slow calls, within
+//!   the retry's budget and with its request copies.
 //! * [`timeout`]: a per-call time limit whose timer costs nothing for calls
 //!   that finish at once.
 //! * [`bulkhead`]: at most N calls in flight, with a bounded FIFO queue.
 //! * [`rate_limit`]: at most N calls per period (GCRA, one atomic), with a
 //!   burst and weighted requests, rejecting at once or waiting up to a
 //!   maximum; one limiter shared by every clone.
+//! * [`adaptive`]: a concurrency limit that an algorithm (AIMD, Vegas,
+//!   Gradient2, or yours) moves from each call's latency and outcome, and
+//!   Google SRE's client-side adaptive throttling.
 //! * [`keyed`]: one instance of a breaker, bulkhead or limiter per key
 //!   (per host, per tenant), in a registry bounded in memory; breakers
 //!   that leave a load balancer while open.
