@@ -160,6 +160,35 @@ async fn hedge_events_become_structured_tracing_events() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn rate_limit_events_become_structured_tracing_events() {
+    use palisade::rate_limit::RateLimitLayer;
+    let capture = Capture::default();
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let limiter = RateLimitLayer::builder()
+        .name("l")
+        .rate(10, Duration::from_secs(1))
+        .burst(1)
+        .max_wait(Duration::from_millis(150))
+        .on_event(TracingEvents)
+        .build()
+        .unwrap();
+    let svc = limiter.layer(service_fn(|_: ()| async { Ok::<_, BoxError>(()) }));
+    svc.clone().oneshot(()).await.unwrap();
+    let waiting = tokio::spawn(svc.clone().oneshot(())); // waits 100 ms
+    tokio::task::yield_now().await;
+    svc.clone().oneshot(()).await.unwrap_err(); // would wait 200 ms
+    waiting.await.unwrap().unwrap();
+    let lines = capture.0.lock().unwrap().clone();
+    assert_eq!(
+        lines,
+        [
+            "DEBUG palisade call delayed by the rate limiter layer=\"l\" wait=100ms",
+            "WARN palisade call rejected: rate limited layer=\"l\" retry_after=200ms",
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn adaptive_events_become_structured_tracing_events() {
     use palisade::adaptive::{AdaptiveLimitLayer, Aimd, ThrottleLayer};
     let capture = Capture::default();

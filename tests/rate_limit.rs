@@ -503,3 +503,69 @@ async fn readiness_is_the_inner_services_and_debug_says_what_it_wraps() {
     );
     drop((first, second));
 }
+
+/// Last session's survivors (TESTING.md): what the limiter's events say,
+/// and the `Debug` of its layer and builder.
+#[tokio::test(start_paused = true)]
+async fn events_say_what_happened_and_debug_shows_the_settings() {
+    let said = Arc::new(Mutex::new(Vec::new()));
+    let log = said.clone();
+    let builder = RateLimitLayer::builder()
+        .name("api")
+        .rate(10, Duration::from_secs(1))
+        .burst(2)
+        .max_wait(Duration::from_millis(150))
+        .cost(|n: &u32| *n)
+        .on_event(move |e: &Event<'_>| log.lock().unwrap().push(e.to_string()));
+    assert_eq!(
+        format!("{builder:?}"),
+        "RateLimitBuilder { name: \"api\", rate: Some((10, 1s)), burst: Some(2), \
+         max_wait: Some(150ms), cost: CostFn, listeners: 1 listener(s) }"
+    );
+    let layer = builder.build().unwrap();
+    assert_eq!(
+        format!("{layer:?}"),
+        "RateLimitLayer { name: \"api\", count: 10, per: 1s, burst: 2, max_wait: 150ms }"
+    );
+    let svc = layer.layer(echo());
+    svc.clone().oneshot(2).await.unwrap(); // the burst
+    svc.clone().oneshot(1).await.unwrap(); // waits 100 ms
+    svc.clone().oneshot(2).await.unwrap_err(); // would wait 200 ms: over the maximum
+    svc.clone().oneshot(3).await.unwrap_err(); // above the burst
+    assert_eq!(
+        *said.lock().unwrap(),
+        [
+            "rate limiter `api`: call admitted after waiting 100ms",
+            "rate limiter `api`: call rejected, retry after 200ms",
+            "rate limiter `api`: call rejected, its cost is above the burst",
+        ]
+    );
+}
+
+/// A keyed limiter held by a call waiting its turn is in use: the
+/// registry, full, must not evict it for another key (last session's
+/// survivors `in_use` → `false` and `>` → `<`).
+#[tokio::test(start_paused = true)]
+async fn a_keyed_limiter_held_by_a_waiting_call_is_not_evicted() {
+    use palisade::keyed::KeyedLayer;
+    let keyed = KeyedLayer::builder(
+        RateLimitLayer::builder()
+            .rate(1, Duration::from_secs(1))
+            .max_wait(Duration::from_secs(5))
+            .build()
+            .unwrap(),
+    )
+    .key(|n: &u32| *n)
+    .max_keys(1)
+    .build()
+    .unwrap();
+    let svc = keyed.layer(echo());
+    svc.clone().oneshot(1).await.unwrap(); // key 1 spends its cell
+    let waiting = tokio::spawn(svc.clone().oneshot(1)); // and waits a second
+    tokio::task::yield_now().await;
+    let err = svc.clone().oneshot(2).await.unwrap_err();
+    assert_eq!(ErrorKind::of(&err), ErrorKind::TooManyKeys, "{err}");
+    assert_eq!(waiting.await.unwrap().unwrap(), 1);
+    // Once nothing holds it, key 1's limiter may go for key 2.
+    assert_eq!(svc.oneshot(2).await.unwrap(), 2);
+}

@@ -230,13 +230,14 @@ impl Default for RateLimitBuilder {
     }
 }
 
-impl<C> fmt::Debug for RateLimitBuilder<C> {
+impl<C: fmt::Debug> fmt::Debug for RateLimitBuilder<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimitBuilder")
             .field("name", &self.name)
             .field("rate", &self.rate)
             .field("burst", &self.burst)
             .field("max_wait", &self.max_wait)
+            .field("cost", &self.cost)
             .field("listeners", &self.listeners)
             .finish()
     }
