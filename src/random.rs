@@ -33,10 +33,18 @@ mod tests {
         let outputs: Vec<u64> = (1..=3u64).map(|i| mix(i.wrapping_mul(GAMMA))).collect();
         assert_eq!(
             outputs,
-            [0xE220_A839_7B1D_CDAF, 0x6E78_9E6A_A1B9_65F4, 0x06C4_5D18_8009_454F]
+            [
+                0xE220_A839_7B1D_CDAF,
+                0x6E78_9E6A_A1B9_65F4,
+                0x06C4_5D18_8009_454F
+            ]
         );
         assert_eq!(unit(u64::MAX), 1.0 - f64::EPSILON / 2.0, "just below 1");
-        assert_eq!(unit(1 << 11), 1.0 / (1u64 << 53) as f64, "53 bits: the lowest 11 dropped");
+        assert_eq!(
+            unit(1 << 11),
+            1.0 / (1u64 << 53) as f64,
+            "53 bits: the lowest 11 dropped"
+        );
     }
 
     #[test]
