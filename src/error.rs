@@ -954,8 +954,9 @@ impl ConfigError {
     /// The preset's part whose parameter was refused, when the error came
     /// from [`ResilienceBuilder::build`](crate::preset::ResilienceBuilder::build):
     /// one of `"respond"`, `"fallback"`, `"total_timeout"`, `"retry"`,
-    /// `"hedge"`, `"circuit_breaker"`, `"rate_limit"`, `"bulkhead"` and
-    /// `"attempt_timeout"` (the setters' names).
+    /// `"hedge"`, `"circuit_breaker"`, `"throttle"`, `"rate_limit"`,
+    /// `"bulkhead"`, `"adaptive_limit"` and `"attempt_timeout"` (the
+    /// setters' names).
     pub fn part(&self) -> Option<&'static str> {
         self.part
     }

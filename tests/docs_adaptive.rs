@@ -66,6 +66,11 @@ fn gate() -> (oneshot::Sender<bool>, Gate) {
     oneshot::channel()
 }
 
+/// A gate whose sender is gone: the call fails (if it is made at all).
+fn dropped_gate() -> Gate {
+    gate().1
+}
+
 async fn gated(rx: Gate) -> Result<(), BoxError> {
     match rx.await {
         Ok(false) => Ok(()),
@@ -579,13 +584,24 @@ fn gradient2_formula_with_a_plain_mean() {
 // Gradient2: "Callers using less than half the limit leave it as it is."
 #[test]
 fn gradient2_app_limited() {
-    let mut g = Gradient2::builder().min_limit(1).build().unwrap();
-    assert_eq!(g.update(&ok(10, 20)), 20); // 20.8
-    assert_eq!(g.update(&ok(1000, 10)), 20, "10 of 20.8: less than half");
-    assert!(
-        g.update(&ok(1000, 11)) < 20,
-        "11 of 20.8: the slow call counts"
+    let g = || {
+        Gradient2::builder()
+            .min_limit(1)
+            .smoothing(1.0)
+            .build()
+            .unwrap()
+    };
+    let mut limited = g();
+    assert_eq!(limited.update(&ok(10, 20)), 24, "20 × 1 + 4");
+    assert_eq!(
+        limited.update(&ok(1000, 11)),
+        24,
+        "11 of 24: less than half"
     );
+    let mut used = g();
+    assert_eq!(used.update(&ok(10, 20)), 24);
+    // 12 of 24: half. long RTT 505 ms: gradient 1.5 × 505 / 1000 = 0.7575
+    assert_eq!(used.update(&ok(1000, 12)), 22, "24 × 0.7575 + 4 = 22.18");
 }
 
 // Gradient2: "when it is more than twice the latest RTT (the service got
@@ -667,8 +683,9 @@ fn gradient2_builder_validation() {
 
 // ===================================================== the adaptive layer
 
-// The adaptive module's example, through the layer with its default windows:
-// "assert_eq!(handle.limit(), 9, "a failure: 10 × 0.9");
+// The adaptive module's example: "// Every call teaches the algorithm at
+// once; by default it learns from windows of at least 10 calls and 100 ms.
+// .per_sample()" ... "assert_eq!(handle.limit(), 9, "a failure: 10 × 0.9");
 //  svc.oneshot(false).await?;
 //  assert_eq!(handle.limit(), 9, "1 call in flight of 9: too few to grow on");"
 #[tokio::test(start_paused = true)]
@@ -684,6 +701,7 @@ async fn layer_module_example() {
         )
         .max_queue(50)
         .max_wait(ms(100))
+        .per_sample()
         .build()
         .unwrap();
     let handle = limit.handle();
@@ -1041,7 +1059,7 @@ async fn layer_lowered_limit_cuts_no_call_off() {
     tasks.next().unwrap().await.unwrap().unwrap();
     assert_eq!((handle.limit(), handle.in_flight()), (1, 2));
 
-    let refused = svc.clone().oneshot(gate().1).await.unwrap_err();
+    let refused = svc.clone().oneshot(dropped_gate()).await.unwrap_err();
     let limited = refused
         .downcast_ref::<ConcurrencyLimited>()
         .expect("over the new limit");
@@ -1055,7 +1073,7 @@ async fn layer_lowered_limit_cuts_no_call_off() {
         .unwrap()
         .expect("the call in flight was not cut off");
     assert_eq!(handle.in_flight(), 1);
-    let refused = svc.clone().oneshot(gate().1).await.unwrap_err();
+    let refused = svc.clone().oneshot(dropped_gate()).await.unwrap_err();
     assert_eq!(
         ErrorKind::of(&refused),
         ErrorKind::ConcurrencyLimited,
@@ -1299,7 +1317,7 @@ async fn layer_services_and_clones_share_one_limit() {
     let (ta, ra) = gate();
     let a = tokio::spawn(first.clone().oneshot(ra));
     settle().await;
-    let err = second.clone().oneshot(gate().1).await.unwrap_err();
+    let err = second.clone().oneshot(dropped_gate()).await.unwrap_err();
     assert_eq!(ErrorKind::of(&err), ErrorKind::ConcurrencyLimited);
     for handle in [layer.handle(), second.handle(), first.handle().clone()] {
         assert_eq!((handle.name(), handle.in_flight()), ("shared", 1));
@@ -1455,15 +1473,113 @@ async fn layer_grpc_trailers_hold_the_permit_until_the_body_ends() {
     );
 }
 
+/// An algorithm whose first update blocks until the test lets it go.
+#[derive(Debug, Clone)]
+struct Blocking {
+    samples: Arc<Mutex<Vec<Sample>>>,
+    first: Arc<std::sync::atomic::AtomicBool>,
+    entered: Arc<Mutex<std::sync::mpsc::Sender<()>>>,
+    release: Arc<Mutex<std::sync::mpsc::Receiver<()>>>,
+}
+
+impl LimitAlgorithm for Blocking {
+    fn initial_limit(&self) -> u32 {
+        100
+    }
+    fn update(&mut self, sample: &Sample) -> u32 {
+        self.samples.lock().unwrap().push(*sample);
+        if !self.first.swap(true, Ordering::SeqCst) {
+            self.entered.lock().unwrap().send(()).unwrap();
+            self.release.lock().unwrap().recv().unwrap();
+        }
+        100
+    }
+}
+
+// "No lock waited for. The algorithm's lock is only ever tried: a call that
+// finds it taken leaves its sample in the pile, which the holder, or the
+// next call, learns. No sample is lost and no finishing call waits";
+// LimitAlgorithm: "With per_sample, each call's own sample; a call that
+// finishes while another sample is being learned is not lost, but folded
+// with the others that do into one sample (taken as a window's are),
+// learned right after" (a window's: "their mean RTT, their highest
+// in-flight count, and failed if any of them failed").
+// (Real threads; the 30 s timeout only guards against a hang.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn layer_samples_finishing_during_learning_are_folded() {
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel();
+    let alg = Blocking {
+        samples: Arc::default(),
+        first: Arc::default(),
+        entered: Arc::new(Mutex::new(entered_tx)),
+        release: Arc::new(Mutex::new(release_rx)),
+    };
+    let layer = AdaptiveLimitLayer::builder()
+        .algorithm(alg.clone())
+        .per_sample()
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let svc = layer.layer(service_fn(gated));
+    let mut gates = Vec::new();
+    let mut calls = Vec::new();
+    for i in 1..=6 {
+        let (tx, rx) = gate();
+        calls.push(tokio::spawn(svc.clone().oneshot(rx)));
+        while handle.in_flight() < i {
+            tokio::task::yield_now().await;
+        }
+        gates.push(tx);
+    }
+    let mut gates = gates.into_iter();
+    let mut calls = calls.into_iter();
+    // A (1 in flight) succeeds, and learning its sample blocks.
+    gates.next().unwrap().send(false).unwrap();
+    let a = calls.next().unwrap();
+    tokio::task::spawn_blocking(move || entered_rx.recv().unwrap())
+        .await
+        .unwrap();
+    // B, C, D (2, 3, 4 in flight) succeed; E, F (5, 6) fail.
+    for fail in [false, false, false, true, true] {
+        gates.next().unwrap().send(fail).unwrap();
+    }
+    for (i, call) in calls.enumerate() {
+        let result = tokio::time::timeout(Duration::from_secs(30), call)
+            .await
+            .expect("a finishing call does not wait for the learner")
+            .unwrap();
+        assert_eq!(result.is_err(), i >= 3);
+    }
+    release_tx.send(()).unwrap();
+    a.await.unwrap().unwrap();
+    assert_eq!(handle.in_flight(), 0);
+    let samples = alg.samples.lock().unwrap().clone();
+    assert_eq!(
+        samples.len(),
+        2,
+        "A, then the five folded into one: {samples:?}"
+    );
+    assert_eq!((samples[0].in_flight(), samples[0].dropped()), (1, false));
+    assert!(samples[1].dropped(), "two of the five failed: {samples:?}");
+    assert_eq!(
+        samples[1].in_flight(),
+        6,
+        "the highest in-flight count: {samples:?}"
+    );
+}
+
 // ========================================================== the throttle
 
-// The adaptive module's throttle example: "Every request failed: past the
-// first 10, nearly all are turned away without reaching the service."
+// The adaptive module's throttle example: "ThrottleLayer::builder()
+// .name("search").min_answered(10).seed(7)" ... "Every request failed: past
+// the first 10, nearly all are turned away without reaching the service."
 // "assert_eq!((handle.requests(), handle.accepts()), (100, 0));"
 #[tokio::test(start_paused = true)]
 async fn throttle_module_example() {
     let throttle = ThrottleLayer::builder()
         .name("search")
+        .min_answered(10)
         .seed(7)
         .build()
         .unwrap();
@@ -1485,24 +1601,45 @@ async fn throttle_module_example() {
     assert_eq!(handle.name(), "search");
 }
 
-// ThrottleBuilder default table: "name "throttle"; min_requests 10: nothing
-// is rejected while the window holds fewer requests"; handle.probability():
-// "The share of calls the throttle rejects now".
+// ThrottleBuilder default table: "name "throttle"; min_answered 100
+// (Kratos's): nothing is rejected until the window holds as many answered
+// requests"; handle.probability(): "The share of calls the throttle rejects
+// now".
 #[tokio::test(start_paused = true)]
-async fn throttle_min_requests_default() {
+async fn throttle_min_answered_default() {
     let throttle = ThrottleLayer::builder().seed(3).build().unwrap();
     let handle = throttle.handle();
     assert_eq!(handle.name(), "throttle");
     let (calls, inner) = counting(|_| true);
     let svc = throttle.layer(inner);
-    for i in 0..10 {
-        assert_eq!(handle.probability(), 0.0, "{i} requests: fewer than 10");
+    for i in 0..100 {
+        assert_eq!(handle.probability(), 0.0, "{i} answered: fewer than 100");
         let err = svc.clone().oneshot(()).await.unwrap_err();
         assert_eq!(ErrorKind::of(&err), ErrorKind::Inner);
     }
-    assert_eq!(calls.load(Ordering::SeqCst), 10);
+    assert_eq!(calls.load(Ordering::SeqCst), 100);
     assert!(
-        approx(handle.probability(), 10.0 / 11.0),
+        approx(handle.probability(), 100.0 / 101.0),
+        "{}",
+        handle.probability()
+    );
+}
+
+// ThrottleBuilder::min_answered: "0 applies the formula from the first
+// request"; "The formula alone judges from too little: one failed request
+// turns half of the next calls away."
+#[tokio::test(start_paused = true)]
+async fn throttle_min_answered_zero_applies_the_formula_at_once() {
+    let throttle = ThrottleLayer::builder()
+        .min_answered(0)
+        .seed(3)
+        .build()
+        .unwrap();
+    let handle = throttle.handle();
+    let (_, inner) = counting(|_| true);
+    throttle.layer(inner).oneshot(()).await.unwrap_err();
+    assert!(
+        approx(handle.probability(), 0.5),
         "{}",
         handle.probability()
     );
@@ -1510,6 +1647,7 @@ async fn throttle_min_requests_default() {
 
 // "rejects each new call locally, with Throttled, with probability
 // max(0, (requests − K × accepts) / (requests + 1))", K 2 by default.
+// (Counts above 100 requests, so that whatever the minimum, the formula applies.)
 #[tokio::test(start_paused = true)]
 async fn throttle_probability_formula_default_k() {
     let throttle = ThrottleLayer::builder().seed(5).build().unwrap();
@@ -1517,10 +1655,10 @@ async fn throttle_probability_formula_default_k() {
     let (ok_calls, up) = counting(|_| false);
     let (bad_calls, down) = counting(|_| true);
     let (up, down) = (throttle.layer(up), throttle.layer(down));
-    for _ in 0..6 {
+    for _ in 0..60 {
         up.clone().oneshot(()).await.unwrap();
     }
-    for _ in 0..6 {
+    for _ in 0..60 {
         down.clone().oneshot(()).await.unwrap_err();
         assert_eq!(handle.probability(), 0.0, "requests ≤ 2 × accepts");
     }
@@ -1529,13 +1667,13 @@ async fn throttle_probability_formula_default_k() {
             ok_calls.load(Ordering::SeqCst),
             bad_calls.load(Ordering::SeqCst)
         ),
-        (6, 6)
+        (60, 60)
     );
     down.clone().oneshot(()).await.unwrap_err();
-    assert_eq!((handle.requests(), handle.accepts()), (13, 6));
+    assert_eq!((handle.requests(), handle.accepts()), (121, 60));
     assert!(
-        approx(handle.probability(), 1.0 / 14.0),
-        "(13 − 12) / 14: {}",
+        approx(handle.probability(), 1.0 / 122.0),
+        "(121 − 120) / 122: {}",
         handle.probability()
     );
 }
@@ -1547,16 +1685,16 @@ async fn throttle_probability_formula_k_one_and_a_half() {
     let handle = throttle.handle();
     let up = throttle.layer(counting(|_| false).1);
     let down = throttle.layer(counting(|_| true).1);
-    for _ in 0..4 {
+    for _ in 0..40 {
         up.clone().oneshot(()).await.unwrap();
     }
-    for _ in 0..8 {
+    for _ in 0..80 {
         down.clone().oneshot(()).await.unwrap_err();
     }
-    assert_eq!((handle.requests(), handle.accepts()), (12, 4));
+    assert_eq!((handle.requests(), handle.accepts()), (120, 40));
     assert!(
-        approx(handle.probability(), 6.0 / 13.0),
-        "(12 − 6) / 13: {}",
+        approx(handle.probability(), 60.0 / 121.0),
+        "(120 − 60) / 121: {}",
         handle.probability()
     );
 }
@@ -1568,19 +1706,22 @@ async fn throttle_k_one_point_one() {
     let handle = throttle.handle();
     let up = throttle.layer(counting(|_| false).1);
     let down = throttle.layer(counting(|_| true).1);
-    for _ in 0..10 {
+    for _ in 0..100 {
         up.clone().oneshot(()).await.unwrap();
     }
-    down.clone().oneshot(()).await.unwrap_err();
+    for _ in 0..10 {
+        down.clone().oneshot(()).await.unwrap_err();
+    }
+    assert_eq!((handle.requests(), handle.accepts()), (110, 100));
     assert_eq!(
         handle.probability(),
         0.0,
-        "1 in 11 failed: 11 − 1.1 × 10 = 0"
+        "1 in 11 failed: 110 − 1.1 × 100 = 0"
     );
     down.clone().oneshot(()).await.unwrap_err();
     assert!(
-        approx(handle.probability(), 1.0 / 13.0),
-        "2 in 12: {}",
+        approx(handle.probability(), 1.0 / 112.0),
+        "11 in 111: {}",
         handle.probability()
     );
 }
@@ -1592,28 +1733,33 @@ async fn throttle_calls_in_flight_count_as_requests() {
     let throttle = ThrottleLayer::builder().build().unwrap();
     let handle = throttle.handle();
     let svc = throttle.layer(service_fn(gated));
-    for _ in 0..9 {
-        svc.clone().oneshot(gate().1).await.unwrap_err(); // 9 failures
+    for _ in 0..149 {
+        svc.clone().oneshot(dropped_gate()).await.unwrap_err(); // failures (or throttled)
     }
-    assert_eq!(
-        handle.probability(),
-        0.0,
-        "9 requests: fewer than min_requests"
-    );
-    let (tx, rx) = gate();
-    let call = tokio::spawn(svc.clone().oneshot(rx));
-    settle().await;
-    assert_eq!((handle.requests(), handle.accepts()), (10, 0));
+    assert_eq!(handle.requests(), 149);
+    // The next call that is not throttled stays in flight.
+    let (tx, call) = loop {
+        let (tx, rx) = gate();
+        let call = tokio::spawn(svc.clone().oneshot(rx));
+        settle().await;
+        if !call.is_finished() {
+            break (tx, call);
+        }
+        let err = call.await.unwrap().unwrap_err();
+        assert!(err.is::<Throttled>(), "{err}");
+    };
+    let r = handle.requests();
+    assert_eq!(handle.accepts(), 0);
     assert!(
-        approx(handle.probability(), 10.0 / 11.0),
-        "{}",
+        approx(handle.probability(), r as f64 / (r as f64 + 1.0)),
+        "the call in flight is a request not accepted: {r}, {}",
         handle.probability()
     );
     tx.send(false).unwrap();
     call.await.unwrap().unwrap();
-    assert_eq!((handle.requests(), handle.accepts()), (10, 1));
+    assert_eq!((handle.requests(), handle.accepts()), (r, 1));
     assert!(
-        approx(handle.probability(), 8.0 / 11.0),
+        approx(handle.probability(), (r as f64 - 2.0) / (r as f64 + 1.0)),
         "{}",
         handle.probability()
     );
@@ -1641,7 +1787,7 @@ async fn throttle_ignored_and_failed_calls() {
         (0, 0),
         "ignored: taken back out"
     );
-    svc.clone().oneshot(gate().1).await.unwrap_err(); // "gate dropped": a failure
+    svc.clone().oneshot(dropped_gate()).await.unwrap_err(); // "gate dropped": a failure
     assert_eq!(
         (handle.requests(), handle.accepts()),
         (1, 0),
@@ -1742,7 +1888,7 @@ async fn throttle_throttled_error() {
     assert_eq!(
         err.to_string(),
         format!(
-            "throttle \"search\" rejected the call locally: 0 of {} requests accepted in the last 120s, so it rejects {:.1}% of calls.",
+            "throttle \"search\" rejected the call locally: 0 of {} requests accepted in the last 120s, so it rejects {:.1}% of calls",
             t.requests(),
             t.probability() * 100.0
         )
@@ -1764,7 +1910,7 @@ async fn throttle_events_match_the_rejections() {
         .unwrap();
     let svc = throttle.layer(counting(|_| true).1);
     let mut probabilities = Vec::new();
-    for _ in 0..50 {
+    for _ in 0..200 {
         let err = svc.clone().oneshot(()).await.unwrap_err();
         if let Some(t) = err.downcast_ref::<Throttled>() {
             probabilities.push(t.probability());
@@ -2092,7 +2238,7 @@ async fn preset_on_event_reaches_the_new_parts() {
         .build()
         .unwrap();
     let svc = stack.layer(counting(|_| true).1);
-    for _ in 0..20 {
+    for _ in 0..200 {
         svc.clone().oneshot(()).await.unwrap_err();
     }
     let names = names.lock().unwrap();
@@ -2346,9 +2492,9 @@ async fn metrics_rows_for_the_adaptive_limit_and_the_throttle() {
     let (ta, ra) = gate();
     let a = tokio::spawn(svc.clone().oneshot(ra));
     settle().await;
-    let b = tokio::spawn(svc.clone().oneshot(gate().1));
+    let b = tokio::spawn(svc.clone().oneshot(dropped_gate()));
     settle().await;
-    svc.clone().oneshot(gate().1).await.unwrap_err(); // full
+    svc.clone().oneshot(dropped_gate()).await.unwrap_err(); // full
     sleep(ms(20)).await;
     b.await.unwrap().unwrap_err(); // queue_timeout
     ta.send(false).unwrap();
@@ -2360,7 +2506,8 @@ async fn metrics_rows_for_the_adaptive_limit_and_the_throttle() {
         .filter(|e| e.name == "palisade.adaptive_limit.limit" && e.kind == "gauge")
         .map(|e| e.value)
         .collect();
-    assert_eq!(gauges, [1.0], "{entries:?}");
+    // 2 → 1 on the failure; the last call (1 in flight of 1) raises it to 2.
+    assert_eq!(gauges, [1.0, 2.0], "{entries:?}");
     let reasons: Vec<String> = entries
         .iter()
         .filter(|e| e.name == "palisade.adaptive_limit.rejected_calls" && e.kind == "counter")
@@ -2382,7 +2529,7 @@ async fn metrics_rows_for_the_adaptive_limit_and_the_throttle() {
         .unwrap();
     let down = throttle.layer(counting(|_| true).1);
     let mut throttled = 0.0;
-    for _ in 0..50 {
+    for _ in 0..200 {
         throttled += f64::from(u8::from(
             down.clone()
                 .oneshot(())

@@ -27,13 +27,25 @@
 //!   at all and only gives its permit back, as concurrency-limits'
 //!   `onIgnore` and Envoy's cancelled samples do. The calls in flight a
 //!   sample carries are counted when it started, itself included.
-//! * **No lock waited for.** The algorithm learns one sample at a time
-//!   behind a lock that is only ever *tried*: a call that finishes while
-//!   another sample is being learned folds its sample into a pile (a count
-//!   of failures, a sum of RTTs, the highest in-flight count), which the
-//!   holder learns before it lets go. No sample is lost and no finishing
-//!   call waits (concurrency-limits takes a monitor lock per sample;
-//!   tower-resilience and tower-acc a mutex per completion).
+//! * **Learned in windows.** Each finished call adds its sample to the
+//!   open window's pile (atomic adds: a count, a count of failures, a sum
+//!   of RTTs, the lowest RTT and the highest in-flight count); the first
+//!   call to finish after the window is over teaches the algorithm the
+//!   pile as one sample (the mean RTT, the highest in-flight count, failed
+//!   if any call failed), as concurrency-limits' `WindowedLimit` does. A
+//!   window lasts twice the lowest RTT, from 100 ms to 250 ms, and holds at
+//!   least 10 calls ([`window`](AdaptiveLimitBuilder::window),
+//!   [`min_samples`](AdaptiveLimitBuilder::min_samples); per call with
+//!   [`per_sample`](AdaptiveLimitBuilder::per_sample)). Learned per
+//!   call, AIMD backs off once for each of the calls one overload slowed,
+//!   and Gradient2's long average spans only seconds (BENCHMARKS.md shows
+//!   both).
+//! * **No lock waited for.** The algorithm's lock is only ever *tried*: a
+//!   call that finds it taken leaves its sample in the pile, which the
+//!   holder, or the next call, learns. No sample is lost and no finishing
+//!   call waits (concurrency-limits takes a monitor lock per sample
+//!   without its `WindowedLimit`; tower-resilience and tower-acc a mutex
+//!   per completion).
 //! * **Reading it.** [`AdaptiveLimitHandle::limit`] is the limit now; each
 //!   change is an [`AdaptiveLimitEvent::LimitChanged`], and the gauge
 //!   `palisade.adaptive_limit.limit` with
@@ -60,6 +72,9 @@
 //!     .algorithm(Aimd::builder().initial_limit(10).min_limit(2).build()?)
 //!     .max_queue(50)
 //!     .max_wait(Duration::from_millis(100))
+//!     // Every call teaches the algorithm at once; by default it learns
+//!     // from windows of at least 10 calls and 100 ms.
+//!     .per_sample()
 //!     .build()?;
 //! let handle = limit.handle();
 //! let svc = limit.layer(service_fn(|fail: bool| async move {

@@ -75,8 +75,9 @@
 //! value from the fixed lists above, which are the variants of an enum of
 //! palisade's. No label ever carries a per-request value (no URL, no
 //! status code, no error text). So a breaker has at most 6 state series,
-//! 36 transition series and 8 call series; a retry at most 1 + 7 + 10
-//! series; a hedge at most 3 + 6 + 2 + 2 + 1.
+//! 36 transition series and 8 call series; a retry at most 1 + 9 + 10
+//! series; a hedge at most 3 + 6 + 2 + 2 + 1; an adaptive limit 1 + 2; a
+//! throttle 1.
 //!
 //! **The retry budget.** A spent budget is counted as
 //! `palisade.retry.failed_calls` with `palisade.retry.give_up_reason` =

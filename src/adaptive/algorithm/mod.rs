@@ -101,14 +101,18 @@ impl Sample {
 
 /// Moves a concurrency limit from the samples of finished calls.
 ///
-/// The layer calls [`update`](Self::update) with every sample, one at a
-/// time (an algorithm needs no lock of its own), and applies the limit it
-/// returns, kept within 1 and
-/// [`MAX_ADAPTIVE_LIMIT`](super::MAX_ADAPTIVE_LIMIT). Samples of calls
-/// that finish while another sample is being learned are not lost: they
-/// are folded together (their count of failures, mean RTT and highest
-/// in-flight count) and learned right after, as at most one failed and one
-/// successful sample.
+/// The layer calls [`update`](Self::update) one sample at a time (an
+/// algorithm needs no lock of its own), and applies the limit it returns,
+/// kept within 1 and [`MAX_ADAPTIVE_LIMIT`](super::MAX_ADAPTIVE_LIMIT).
+///
+/// What it calls it with: by default, one sample per
+/// [window](super::AdaptiveLimitBuilder::window), the window's calls taken
+/// as one (their mean RTT, their highest in-flight count, and failed if
+/// any of them failed), as concurrency-limits' `WindowedLimit` feeds its
+/// algorithms. With [`per_sample`](super::AdaptiveLimitBuilder::per_sample),
+/// each call's own sample; a call that finishes while another sample is
+/// being learned is not lost, but folded with the others that do into one
+/// sample (taken as a window's are), learned right after.
 pub trait LimitAlgorithm: fmt::Debug + Send + 'static {
     /// The limit before the first sample.
     fn initial_limit(&self) -> u32;
