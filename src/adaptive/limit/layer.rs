@@ -71,7 +71,39 @@ pub(crate) struct Shared<C> {
 /// One layer is one limit: every service it wraps and every clone of them
 /// draw from the same permits and queue, and teach the same algorithm.
 ///
-/// Made by [`AdaptiveLimitLayer::builder`]; see the [module docs](super).
+/// Made by [`AdaptiveLimitLayer::builder`]; see the [family's
+/// docs](crate::adaptive).
+///
+/// # Examples
+///
+/// An HTTP client whose limit Gradient2 moves, with HTTP's classifier (a
+/// 503 is a failure, a 404 a success):
+///
+/// ```
+/// use palisade::adaptive::{AdaptiveLimitLayer, Gradient2};
+/// use palisade::classify::HttpClassifier;
+/// use palisade::error::BoxError;
+/// use std::time::Duration;
+/// use tower::{Layer, ServiceExt, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), BoxError> {
+/// let limit = AdaptiveLimitLayer::builder()
+///     .name("catalog")
+///     .algorithm(Gradient2::builder().min_limit(4).max_limit(64).build()?)
+///     .classifier(HttpClassifier::new())
+///     .max_queue(16)
+///     .max_wait(Duration::from_millis(50))
+///     .build()?;
+/// let handle = limit.handle();
+/// let client = limit.layer(service_fn(|_: http::Request<()>| async {
+///     Ok::<_, BoxError>(http::Response::new(()))
+/// }));
+/// client.oneshot(http::Request::new(())).await?;
+/// assert_eq!((handle.limit(), handle.in_flight()), (20, 0));
+/// # Ok(())
+/// # }
+/// ```
 pub struct AdaptiveLimitLayer<C = DefaultClassifier> {
     shared: Arc<Shared<C>>,
 }

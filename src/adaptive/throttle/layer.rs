@@ -128,7 +128,43 @@ pub(crate) struct Shared<C> {
 /// One layer is one throttle: every service it wraps and every clone of
 /// them count in the same window.
 ///
-/// Made by [`ThrottleLayer::builder`]; see the [module docs](super).
+/// Made by [`ThrottleLayer::builder`]; see the [family's
+/// docs](crate::adaptive).
+///
+/// # Examples
+///
+/// In front of a service that accepts one call in four: once it has
+/// answered 100 of them, calls are turned away locally, with a probability
+/// that stays above what K = 2 lets through for a service that accepts so
+/// few, and most of them never leave the client.
+///
+/// ```
+/// use palisade::adaptive::ThrottleLayer;
+/// use palisade::error::{BoxError, ErrorKind};
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// use tower::{Layer, ServiceExt, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let throttle = ThrottleLayer::builder().name("search").seed(1).build().unwrap();
+/// let sent = Arc::new(AtomicU32::new(0));
+/// let seen = sent.clone();
+/// let busy = throttle.layer(service_fn(move |_: ()| {
+///     let n = seen.fetch_add(1, Ordering::Relaxed);
+///     async move { if n % 4 == 0 { Ok(()) } else { Err::<(), BoxError>("busy".into()) } }
+/// }));
+/// let mut throttled = 0;
+/// for _ in 0..2_000 {
+///     if let Err(e) = busy.clone().oneshot(()).await {
+///         throttled += u32::from(ErrorKind::of(&e) == ErrorKind::Throttled);
+///     }
+/// }
+/// let sent = sent.load(Ordering::Relaxed);
+/// assert_eq!(sent + throttled, 2_000);
+/// assert!(throttled > 800, "most of the excess is turned away: {throttled}");
+/// # }
+/// ```
 pub struct ThrottleLayer<C = DefaultClassifier> {
     shared: Arc<Shared<C>>,
 }
