@@ -1179,3 +1179,62 @@ async fn a_retry_above_retries_the_refusals_it_is_told_to_with_their_reason() {
         "was rejected locally by a throttle"
     );
 }
+
+// ------------------------------------------------------------------ Debug
+
+#[test]
+fn debug_says_what_each_part_holds() {
+    let builder = AdaptiveLimitLayer::builder()
+        .name("inventory")
+        .algorithm(Aimd::default())
+        .max_queue(3)
+        .max_wait(ms(5));
+    let text = format!("{builder:?}");
+    assert!(
+        text.starts_with("AdaptiveLimitBuilder { name: \"inventory\", algorithm: Aimd {")
+            && text.contains("classifier: DefaultClassifier, max_queue: 3, max_wait: Some(5ms)")
+            && text.contains("min_samples: 10")
+            && text.ends_with("listeners: 0 listener(s) }"),
+        "{text}"
+    );
+    let layer = builder.build().unwrap();
+    assert_eq!(
+        format!("{layer:?}"),
+        "AdaptiveLimitLayer { name: \"inventory\", limit: 20, max_queue: 3, max_wait: Some(5ms) }"
+    );
+    let mut svc = layer.layer(tower::util::BoxService::new(sleeper()));
+    let text = format!("{svc:?}");
+    assert!(
+        text.starts_with("AdaptiveLimit { inner: BoxService")
+            && text.ends_with("name: \"inventory\", limit: 20 }"),
+        "{text}"
+    );
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(svc.poll_ready(&mut cx).is_ready());
+    let fut = svc.call((1, false));
+    let text = format!("{fut:?}");
+    assert!(
+        text.starts_with("ResponseFuture { rejected: false, guard: Some(LimitGuard { limit: \"inventory\", started: ")
+            && text.ends_with("in_flight: 1 }) }"),
+        "{text}"
+    );
+    drop(fut);
+    let throttle = ThrottleLayer::builder().name("search").k(1.5).seed(3);
+    assert_eq!(
+        format!("{throttle:?}"),
+        "ThrottleBuilder { name: \"search\", k: 1.5, window: 120s, min_answered: 100, \
+         classifier: DefaultClassifier, seed: Some(3), listeners: 0 listener(s) }"
+    );
+    let throttle = throttle.build().unwrap();
+    assert_eq!(
+        format!("{throttle:?}"),
+        "ThrottleLayer { name: \"search\", k: 1.5, window: 120s, min_answered: 100 }"
+    );
+    let mut svc = throttle.layer(tower::util::BoxService::new(sleeper()));
+    assert!(format!("{svc:?}").ends_with("name: \"search\" }"));
+    let fut = svc.call((1, false));
+    assert_eq!(
+        format!("{fut:?}"),
+        "ResponseFuture { rejected: false, guard: Some(ThrottleGuard { throttle: \"search\" }) }"
+    );
+}
