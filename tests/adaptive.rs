@@ -1238,3 +1238,41 @@ fn debug_says_what_each_part_holds() {
         "ResponseFuture { rejected: false, guard: Some(ThrottleGuard { throttle: \"search\" }) }"
     );
 }
+
+/// A window lasts twice the *lowest* RTT of the one before (as
+/// concurrency-limits' `WindowedLimit`), not twice the mean.
+#[tokio::test(start_paused = true)]
+async fn a_window_lasts_twice_the_lowest_rtt_of_the_last() {
+    let algorithm = Scripted::new(100);
+    let layer = AdaptiveLimitLayer::builder()
+        .algorithm(algorithm.clone())
+        .window(MS, Duration::from_secs(10))
+        .min_samples(2)
+        .build()
+        .unwrap();
+    let svc = layer.layer(sleeper());
+    let start = Instant::now();
+    let at = |t: u64, rtt: u64| {
+        let svc = svc.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(start + ms(t)).await;
+            svc.oneshot((rtt, false)).await.unwrap()
+        })
+    };
+    // The first window (1 ms, two calls) closes at 150 ms: RTTs 50 and
+    // 150 ms, mean 100, lowest 50. The next lasts 100 ms: to 250 ms
+    // (twice the mean would run it to 350 ms).
+    let calls = [at(0, 50), at(0, 150), at(160, 10), at(240, 10)];
+    for call in calls {
+        call.await.unwrap();
+    }
+    let seen = algorithm.seen();
+    assert_eq!(
+        seen,
+        [
+            Sample::new(ms(100), 2, false),
+            Sample::new(ms(10), 1, false)
+        ],
+        "the second window closed at 250 ms"
+    );
+}
