@@ -1276,3 +1276,26 @@ async fn a_window_lasts_twice_the_lowest_rtt_of_the_last() {
         "the second window closed at 250 ms"
     );
 }
+
+/// The throttle decides in `call`; until then it is as ready as the
+/// service below it (a full bulkhead there keeps it pending).
+#[tokio::test(start_paused = true)]
+async fn the_throttle_is_as_ready_as_the_service_below() {
+    let bulkhead = palisade::bulkhead::BulkheadLayer::builder()
+        .max_concurrent(1)
+        .max_queue(1)
+        .build()
+        .unwrap();
+    let below = bulkhead.layer(sleeper());
+    let mut holder = below.clone();
+    holder.ready().await.unwrap();
+    let mut svc = ThrottleLayer::builder().build().unwrap().layer(below);
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(
+        svc.poll_ready(&mut cx).is_pending(),
+        "the bulkhead below is full"
+    );
+    drop(holder);
+    assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    assert_eq!(svc.call((1, false)).await.unwrap(), 1);
+}
