@@ -1299,3 +1299,46 @@ async fn the_throttle_is_as_ready_as_the_service_below() {
     assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
     assert_eq!(svc.call((1, false)).await.unwrap(), 1);
 }
+
+/// Each call is rejected with the probability the formula gives at that
+/// moment, no more and no less: over 3,000 calls, the number rejected is
+/// the sum of those probabilities, within four standard deviations. (With
+/// seed 0, so that a draw that ignored the call's number would show.)
+#[tokio::test(start_paused = true)]
+async fn each_call_is_rejected_with_the_probability_of_its_moment() {
+    let throttle = ThrottleLayer::builder()
+        .min_answered(0)
+        .seed(0)
+        .build()
+        .unwrap();
+    let handle = throttle.handle();
+    let received = Arc::new(AtomicU32::new(0));
+    let seen = received.clone();
+    // Accepts one call in three of those it receives.
+    let svc = throttle.layer(service_fn(move |_: ()| {
+        let n = seen.fetch_add(1, Ordering::Relaxed);
+        async move {
+            if n % 3 == 0 {
+                Ok(())
+            } else {
+                Err::<(), BoxError>("busy".into())
+            }
+        }
+    }));
+    let (mut expected, mut variance, mut rejected) = (0.0, 0.0, 0u32);
+    for _ in 0..3_000 {
+        let p = handle.probability();
+        expected += p;
+        variance += p * (1.0 - p);
+        if let Err(e) = svc.clone().oneshot(()).await {
+            rejected += u32::from(ErrorKind::of(&e) == ErrorKind::Throttled);
+        }
+    }
+    let gap = (f64::from(rejected) - expected).abs();
+    assert!(
+        gap <= 4.0 * variance.sqrt() + 1.0,
+        "{rejected} rejected, {expected:.0} expected (σ {:.1})",
+        variance.sqrt()
+    );
+    assert!(expected > 500.0 && expected < 2_900.0, "{expected}");
+}
