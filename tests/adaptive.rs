@@ -1342,3 +1342,37 @@ async fn each_call_is_rejected_with_the_probability_of_its_moment() {
     );
     assert!(expected > 500.0 && expected < 2_900.0, "{expected}");
 }
+
+/// Gradient2's long RTT decays by 5% a sample while it is more than twice
+/// the latest, so that a service that got faster for good is soon judged
+/// against its new RTT (without the decay, the long average would take
+/// hundreds of samples to come down, and a rise back to four times the new
+/// RTT would still read as no queue).
+#[test]
+fn gradient2s_long_rtt_catches_up_with_a_faster_service() {
+    let mut g = Gradient2::builder()
+        .initial_limit(50)
+        .min_limit(1)
+        .max_limit(1_000)
+        .build()
+        .unwrap();
+    for _ in 0..10 {
+        g.update(&ok(100, 1_000)); // the long RTT: 100 ms
+    }
+    let mut before = 0;
+    for _ in 0..100 {
+        before = g.update(&ok(10, 1_000)); // now 10 ms, for good
+    }
+    // The long RTT has come down to about 20 ms: 40 ms is a queue.
+    let after = g.update(&ok(40, 1_000));
+    assert!(after < before, "{after} after {before}");
+}
+
+/// Callers using exactly half the limit are not app-limited (the rule is
+/// "fewer than half").
+#[test]
+fn gradient2_learns_from_callers_using_exactly_half() {
+    let mut g = Gradient2::builder().min_limit(1).build().unwrap();
+    assert_eq!(g.update(&ok(10, 10)), 20, "10 of 20: learned, 20.8");
+    assert_eq!(g.update(&ok(10, 20)), 21, "21.6");
+}
