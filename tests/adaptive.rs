@@ -1376,3 +1376,61 @@ fn gradient2_learns_from_callers_using_exactly_half() {
     assert_eq!(g.update(&ok(10, 10)), 20, "10 of 20: learned, 20.8");
     assert_eq!(g.update(&ok(10, 20)), 21, "21.6");
 }
+
+/// Gradient2's long RTT after its warm-up of ten samples is an exponential
+/// average with factor 2 / (long_window + 1).
+#[test]
+fn gradient2s_long_rtt_is_an_exponential_average_after_ten_samples() {
+    let mut g = Gradient2::builder()
+        .initial_limit(100)
+        .min_limit(1)
+        .max_limit(1_000)
+        .smoothing(1.0)
+        .long_window(10)
+        .build()
+        .unwrap();
+    for i in 1..=10 {
+        assert_eq!(
+            g.update(&ok(100, 1_000)),
+            100 + 4 * i,
+            "a gradient of 1: + 4"
+        );
+    }
+    // The long RTT: 100 × 9/11 + 200 × 2/11 = 118.18 ms; the gradient
+    // 1.5 × 118.18 / 200 = 0.886; the limit 140 × 0.886 + 4 = 128.1.
+    assert_eq!(g.update(&ok(200, 1_000)), 128);
+}
+
+/// Vegas measures its no-load RTT again after `probe_multiplier × limit`
+/// samples times a random factor in [0.5, 1): between 300 and 600 samples
+/// at a limit of 20, at a sample that differs from seed to seed.
+#[test]
+fn vegas_probes_after_a_random_share_of_thirty_times_its_limit() {
+    let mut firsts = Vec::new();
+    for seed in 0..20 {
+        let mut vegas = Vegas::builder().seed(seed).build().unwrap();
+        vegas.update(&ok(10, 20)); // the no-load RTT: 10 ms
+        // Samples of 20 ms from callers using 1 of 20: app-limited, so the
+        // limit stays; a copy then asked with 20 in flight grows only if
+        // the no-load RTT was measured again (20 ms: no queue).
+        let mut first = None;
+        for n in 2..=700 {
+            let mut probe = vegas.clone();
+            if probe.update(&ok(20, 20)) > 20 {
+                first = Some(n - 1);
+                break;
+            }
+            vegas.update(&ok(20, 1));
+        }
+        let first = first.unwrap_or_else(|| panic!("seed {seed}: no probe in 700 samples"));
+        assert!(
+            (299..=600).contains(&first),
+            "seed {seed}: probed at sample {first}"
+        );
+        firsts.push(first);
+    }
+    assert!(
+        firsts.iter().min() < firsts.iter().max(),
+        "the factor is drawn: {firsts:?}"
+    );
+}
