@@ -1434,3 +1434,12 @@ fn vegas_probes_after_a_random_share_of_thirty_times_its_limit() {
         "the factor is drawn: {firsts:?}"
     );
 }
+
+/// Vegas's app-limited rule is "fewer than half": callers using exactly
+/// half the limit are learned from.
+#[test]
+fn vegas_learns_from_callers_using_exactly_half() {
+    let mut vegas = Vegas::builder().seed(3).build().unwrap();
+    vegas.update(&ok(100, 20));
+    assert_eq!(vegas.update(&ok(100, 10)), 26, "10 of 20: no queue, + 6");
+}
