@@ -1443,3 +1443,30 @@ fn vegas_learns_from_callers_using_exactly_half() {
     vegas.update(&ok(100, 20));
     assert_eq!(vegas.update(&ok(100, 10)), 26, "10 of 20: no queue, + 6");
 }
+
+/// Vegas's thresholds are multiples of ⌊log10(limit)⌋ (3×, 6×), and its
+/// bounds are strict as concurrency-limits writes them: at a queue of
+/// exactly 3 × log the limit stays, at exactly 6 × log too.
+#[test]
+fn vegas_thresholds_scale_with_log10_of_the_limit() {
+    let at = |limit: u32, rtt_micros: u64| {
+        let mut vegas = Vegas::builder()
+            .initial_limit(limit)
+            .seed(3)
+            .build()
+            .unwrap();
+        vegas.update(&ok(100, limit)); // no-load RTT 100 ms
+        vegas.update(&Sample::new(
+            Duration::from_micros(rtt_micros),
+            limit,
+            false,
+        ))
+    };
+    // At 20, log 1: queue = ceil(20 × (1 − 100 / rtt)).
+    assert_eq!(at(20, 115_000), 20, "queue 3 = 3 × log: stays");
+    assert_eq!(at(20, 140_000), 20, "queue 6 = 6 × log: stays");
+    // At 150, log 2.
+    assert_eq!(at(150, 103_200), 152, "queue 5 < 6: + log");
+    assert_eq!(at(150, 108_300), 150, "queue 12 = 6 × log: stays");
+    assert_eq!(at(150, 109_100), 148, "queue 13 > 12: − log");
+}
