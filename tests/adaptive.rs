@@ -133,6 +133,15 @@ fn aimd_defaults_are_concurrency_limits() {
 
 #[test]
 fn vegas_rules_step_by_step() {
+    assert_eq!(Vegas::default().initial_limit(), 20);
+    assert_eq!(
+        Vegas::builder()
+            .initial_limit(7)
+            .build()
+            .unwrap()
+            .initial_limit(),
+        7
+    );
     let new = || {
         let mut v = Vegas::builder().seed(3).build().unwrap();
         v.update(&ok(100, 20)); // no-load RTT 100 ms, limit 20 (log 1)
