@@ -1327,7 +1327,7 @@ async fn each_call_is_rejected_with_the_probability_of_its_moment() {
     let svc = throttle.layer(service_fn(move |_: ()| {
         let n = seen.fetch_add(1, Ordering::Relaxed);
         async move {
-            if n % 3 == 0 {
+            if n.is_multiple_of(3) {
                 Ok(())
             } else {
                 Err::<(), BoxError>("busy".into())
