@@ -153,6 +153,7 @@
 //! [concurrency-limits]: https://github.com/Netflix/concurrency-limits
 
 mod algorithm;
+pub mod future;
 pub mod limit;
 pub mod throttle;
 
