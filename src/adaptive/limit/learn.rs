@@ -105,7 +105,8 @@ impl Pile {
 
 /// The algorithm, and the window it learns from next.
 ///
-/// Every finished call adds its sample to the pile (two atomic adds, one more for a failure, a new lowest RTT or a new highest in-flight count);
+/// Every finished call adds its sample to the pile (two atomic adds, one
+/// more for a failure, a new lowest RTT or a new highest in-flight count);
 /// the first call to finish after the window's end takes the algorithm's
 /// lock (only ever *tried*: a call that finds it taken leaves its sample
 /// for the holder or the next window) and teaches it the pile as one
