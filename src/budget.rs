@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::clock::Epoch;
 use crate::error::ConfigError;
+use crate::settings::settings_struct;
 use crate::sync::{Arc, AtomicU64, Mutex, MutexGuard};
 use crate::validate;
 use crate::window::TimeWindow;
@@ -304,6 +305,33 @@ impl Windows {
             let at = (taken >> COUNT_BITS) * tenth;
             self.deposits.add([count as i64], at);
         }
+    }
+}
+
+settings_struct! {
+    /// A [`RetryBudget`] as plain data: each unset field keeps the
+    /// default (`ttl` 10 s, `min_per_sec` 10, `percent` 0.2).
+    pub struct BudgetSettings {
+        /// How long a request counts ([`RetryBudget::new`]'s `ttl`).
+        ttl: Duration as "crate::settings::duration::option",
+        /// Retries a second allowed whatever the traffic.
+        min_per_sec: u32,
+        /// The share of the requests that may be retried, in `[0, 1]`.
+        percent: f64,
+    }
+}
+
+impl BudgetSettings {
+    /// Validates the settings and makes the budget.
+    ///
+    /// # Errors
+    /// What [`RetryBudget::new`] refuses, named `ttl` or `percent`.
+    pub fn build(&self) -> Result<RetryBudget, ConfigError> {
+        RetryBudget::new(
+            self.ttl.unwrap_or(Duration::from_secs(10)),
+            self.min_per_sec.unwrap_or(10),
+            self.percent.unwrap_or(0.2),
+        )
     }
 }
 

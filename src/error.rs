@@ -753,6 +753,8 @@ impl StdError for Elapsed {}
 /// assert_eq!(ErrorKind::of(&err), ErrorKind::Inner);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 #[non_exhaustive]
 pub enum ErrorKind {
     /// A [`CircuitOpen`] rejection.
@@ -927,12 +929,21 @@ impl FromIterator<ErrorKind> for ErrorKinds {
 /// A builder was given a configuration that cannot work.
 ///
 /// Names the offending parameter and says why, so the message can be shown
-/// as is.
+/// as is. An error found in a [configuration document](crate::config) also
+/// says where, as a dotted path from the document's root
+/// ([`path`](Self::path)):
+///
+/// ```text
+/// invalid `instances.inventory.circuit_breaker.failure_rate_threshold`: must be a fraction in (0, 1], got 1.5
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     part: Option<&'static str>,
     parameter: &'static str,
     reason: String,
+    /// Where the settings came from, outermost first (`instances`,
+    /// `inventory`, `circuit_breaker`); empty for a builder's own error.
+    at: Vec<String>,
 }
 
 impl ConfigError {
@@ -941,6 +952,7 @@ impl ConfigError {
             part: None,
             parameter,
             reason: reason.into(),
+            at: Vec::new(),
         }
     }
 
@@ -948,6 +960,13 @@ impl ConfigError {
     /// named stays: it is the innermost).
     pub(crate) fn in_part(mut self, part: &'static str) -> Self {
         self.part.get_or_insert(part);
+        self
+    }
+
+    /// The same error, found under `key` of a settings document: keys are
+    /// added from the innermost out.
+    pub(crate) fn under(mut self, key: impl Into<String>) -> Self {
+        self.at.insert(0, key.into());
         self
     }
 
@@ -970,14 +989,30 @@ impl ConfigError {
     pub fn reason(&self) -> &str {
         &self.reason
     }
+
+    /// Where the refused value is: the keys that lead to it from the root
+    /// of a [configuration document](crate::config) or settings struct,
+    /// joined by dots, the parameter last
+    /// (`instances.inventory.retry.backoff.max_delay`); for a builder's own
+    /// error, the part (if any) and the parameter (`circuit_breaker.minimum_calls`).
+    pub fn path(&self) -> String {
+        let mut path = String::new();
+        for key in &self.at {
+            path.push_str(key);
+            path.push('.');
+        }
+        if let (true, Some(part)) = (self.at.is_empty(), self.part) {
+            path.push_str(part);
+            path.push('.');
+        }
+        path.push_str(self.parameter);
+        path
+    }
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.part {
-            Some(part) => write!(f, "invalid `{part}.{}`: {}", self.parameter, self.reason),
-            None => write!(f, "invalid `{}`: {}", self.parameter, self.reason),
-        }
+        write!(f, "invalid `{}`: {}", self.path(), self.reason)
     }
 }
 

@@ -23,7 +23,7 @@ const PATTERNS: &[&str] = &[
 ];
 
 /// Above the patterns: they may name any of them.
-const ABOVE: &[&str] = &["preset", "lib.rs"];
+const ABOVE: &[&str] = &["preset", "config", "lib.rs"];
 
 /// Where palisade meets a protocol's callers, and the only parts of the
 /// crate each may name: `respond` turns the rejection types into statuses

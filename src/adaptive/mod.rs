@@ -162,9 +162,11 @@ pub use self::algorithm::{
 };
 pub use self::limit::{
     AdaptiveLimit, AdaptiveLimitBuilder, AdaptiveLimitEvent, AdaptiveLimitHandle,
-    AdaptiveLimitLayer,
+    AdaptiveLimitLayer, AdaptiveLimitSettings, AlgorithmKind, AlgorithmSettings,
 };
-pub use self::throttle::{Throttle, ThrottleBuilder, ThrottleEvent, ThrottleHandle, ThrottleLayer};
+pub use self::throttle::{
+    Throttle, ThrottleBuilder, ThrottleEvent, ThrottleHandle, ThrottleLayer, ThrottleSettings,
+};
 
 use crate::error::ConfigError;
 use crate::semaphore::Semaphore;

@@ -51,8 +51,10 @@
 //! ```
 
 mod custom;
+mod settings;
 
 pub use self::custom::{CustomBackoff, CustomBackoffBuilder, CustomDelays};
+pub use self::settings::{BackoffKind, BackoffSettings};
 
 use std::time::Duration;
 
@@ -66,6 +68,8 @@ use crate::validate;
 /// How randomness spreads the delays; see the [module docs](self) for the
 /// formulas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum Jitter {
     /// No randomness: every client waits the same. Synchronised clients stay
     /// synchronised; use only when there is a single client.

@@ -85,12 +85,14 @@ mod body;
 mod event;
 mod future;
 mod layer;
+mod settings;
 
 #[cfg(feature = "http")]
 pub use self::body::ResponseBody;
 pub use self::event::BulkheadEvent;
 pub use self::future::ResponseFuture;
 pub use self::layer::{BulkheadBuilder, BulkheadLayer, BulkheadMetrics, MAX_BULKHEAD_PERMITS};
+pub use self::settings::BulkheadSettings;
 
 use std::fmt;
 use std::marker::PhantomData;

@@ -120,6 +120,8 @@ struct Settings {
     seed: Option<u64>,
     listeners: Listeners,
     eject_when_open: bool,
+    /// A setting [`settings`](CircuitBreakerBuilder::settings) could not apply.
+    refused: Option<ConfigError>,
 }
 
 /// The count window when none is set.
@@ -174,6 +176,7 @@ impl CircuitBreakerBuilder {
                 seed: None,
                 listeners: Listeners::default(),
                 eject_when_open: false,
+                refused: None,
             },
             classifier: DefaultClassifier,
         }
@@ -348,6 +351,13 @@ impl<C> CircuitBreakerBuilder<C> {
         self
     }
 
+    /// Records a setting that [`settings`](Self::settings) could not
+    /// apply; `build` returns the first such error before any other check.
+    pub(crate) fn refuse(mut self, error: crate::error::ConfigError) -> Self {
+        self.settings.refused.get_or_insert(error);
+        self
+    }
+
     /// Seeds the randomness of [`wait_backoff`](Self::wait_backoff)'s jitter.
     pub fn seed(mut self, seed: u64) -> Self {
         self.settings.seed = Some(seed);
@@ -372,7 +382,10 @@ impl<C> CircuitBreakerBuilder<C> {
     /// explicit count window holds (or than the longest count window, with
     /// the default window), zero or more than 1000 half-open calls, a zero
     /// maximum half-open duration.
-    pub fn build(self) -> Result<CircuitBreakerLayer<C>, ConfigError> {
+    pub fn build(mut self) -> Result<CircuitBreakerLayer<C>, ConfigError> {
+        if let Some(refused) = self.settings.refused.take() {
+            return Err(refused);
+        }
         // An explicit window is judged on its own first, so that its own
         // error is the one reported.
         if let Some(window) = self.settings.window {

@@ -128,6 +128,7 @@ mod future;
 mod handle;
 mod layer;
 mod metrics;
+mod settings;
 mod state;
 mod window;
 mod word;
@@ -139,6 +140,7 @@ pub use self::event::BreakerEvent;
 pub use self::future::{CallGuard, ResponseFuture};
 pub use self::handle::CircuitBreakerHandle;
 pub use self::layer::CircuitBreakerLayer;
+pub use self::settings::CircuitBreakerSettings;
 
 use std::fmt;
 use std::future::Future;

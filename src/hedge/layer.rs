@@ -31,6 +31,8 @@ pub const MAX_ATTEMPTS: u32 = 5;
 /// The names and meanings are Polly's (`HedgingStrategyOptions`, whose
 /// `Delay` selects them: positive, zero, infinite).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 #[non_exhaustive]
 pub enum HedgeMode {
     /// A new attempt when the newest one has not answered within the
@@ -234,6 +236,8 @@ struct Settings {
     max_hint: Duration,
     budget: Option<RetryBudget>,
     listeners: Listeners,
+    /// A setting [`settings`](HedgeBuilder::settings) could not apply.
+    refused: Option<ConfigError>,
 }
 
 impl<C, K> fmt::Debug for HedgeBuilder<C, K> {
@@ -268,6 +272,7 @@ impl HedgeBuilder {
                 max_hint: Duration::from_secs(30),
                 budget: Some(RetryBudget::default()),
                 listeners: Listeners::default(),
+                refused: None,
             },
             classifier: DefaultClassifier,
             replay: ByClone,
@@ -276,6 +281,13 @@ impl HedgeBuilder {
 }
 
 impl<C, K> HedgeBuilder<C, K> {
+    /// Records a setting that [`settings`](Self::settings) could not
+    /// apply; `build` returns the first such error before any other check.
+    pub(crate) fn refuse(mut self, error: ConfigError) -> Self {
+        self.settings.refused.get_or_insert(error);
+        self
+    }
+
     crate::event::name_and_listeners!(
         "hedge layer",
         "The name carried by this layer's events.",
@@ -436,6 +448,9 @@ impl<C, K> HedgeBuilder<C, K> {
     /// under five milliseconds (`delay_percentile.window`).
     pub fn build(self) -> Result<HedgeLayer<C, K>, ConfigError> {
         let s = self.settings;
+        if let Some(refused) = s.refused {
+            return Err(refused);
+        }
         validate::within("max_attempts", s.max_attempts, 1..=MAX_ATTEMPTS)?;
         if s.delay.is_zero() {
             return Err(ConfigError::new(

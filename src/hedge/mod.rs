@@ -139,10 +139,12 @@
 mod event;
 mod future;
 mod layer;
+mod settings;
 
 pub use self::event::{HedgeEvent, HedgeTrigger, SkipReason};
 pub use self::future::ResponseFuture;
 pub use self::layer::{HedgeBuilder, HedgeLayer, HedgeMode, MAX_ATTEMPTS};
+pub use self::settings::{HedgeSettings, PercentileSettings};
 // Named here too, where a hedge's user looks: the budget and the replay
 // strategies are the retry's, on the ground floor.
 pub use crate::budget::RetryBudget;

@@ -215,6 +215,8 @@ pub struct RateLimitBuilder<C = One> {
     max_wait: Option<Duration>,
     cost: C,
     listeners: Listeners,
+    /// A setting [`settings`](RateLimitBuilder::settings) could not apply.
+    refused: Option<ConfigError>,
 }
 
 impl Default for RateLimitBuilder {
@@ -226,6 +228,7 @@ impl Default for RateLimitBuilder {
             max_wait: None,
             cost: One,
             listeners: Listeners::default(),
+            refused: None,
         }
     }
 }
@@ -244,6 +247,13 @@ impl<C: fmt::Debug> fmt::Debug for RateLimitBuilder<C> {
 }
 
 impl<C> RateLimitBuilder<C> {
+    /// Records a setting that [`settings`](Self::settings) could not
+    /// apply; `build` returns the first such error before any other check.
+    pub(crate) fn refuse(mut self, error: ConfigError) -> Self {
+        self.refused.get_or_insert(error);
+        self
+    }
+
     crate::event::name_and_listeners!(
         "rate limiter",
         "The name carried by this limiter's events and rejections."
@@ -319,6 +329,7 @@ impl<C> RateLimitBuilder<C> {
             max_wait: self.max_wait,
             cost: CostFn(Arc::new(cost)),
             listeners: self.listeners,
+            refused: self.refused,
         }
     }
 
@@ -330,6 +341,9 @@ impl<C> RateLimitBuilder<C> {
     /// one whose span (burst × interval) is longer than about 584 years, a
     /// zero or unrepresentable maximum wait.
     pub fn build(self) -> Result<RateLimitLayer<C>, ConfigError> {
+        if let Some(refused) = self.refused {
+            return Err(refused);
+        }
         let Some((count, per)) = self.rate else {
             return Err(ConfigError::new(
                 "rate",

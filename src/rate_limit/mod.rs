@@ -83,10 +83,12 @@ mod event;
 mod future;
 mod gcra;
 mod layer;
+mod settings;
 
 pub use self::event::RateLimitEvent;
 pub use self::future::ResponseFuture;
 pub use self::layer::{Cost, CostFn, One, RateLimitBuilder, RateLimitLayer, RateLimitMetrics};
+pub use self::settings::RateLimitSettings;
 
 use std::fmt;
 use std::sync::Arc;

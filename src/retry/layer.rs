@@ -112,7 +112,7 @@ pub const MAX_ATTEMPTS: u32 = 100;
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct RetryBuilder<C = DefaultClassifier, B = Backoff, K = ByClone> {
     settings: Settings,
-    backoff: B,
+    pub(super) backoff: B,
     classifier: C,
     replay: K,
 }
@@ -129,6 +129,8 @@ struct Settings {
     seed: Option<u64>,
     listeners: Listeners,
     attempt_spans: bool,
+    /// A setting [`settings`](RetryBuilder::settings) could not apply.
+    refused: Option<ConfigError>,
 }
 
 impl<C, B, K> fmt::Debug for RetryBuilder<C, B, K> {
@@ -165,6 +167,7 @@ impl RetryBuilder {
                 seed: None,
                 listeners: Listeners::default(),
                 attempt_spans: false,
+                refused: None,
             },
             backoff: Backoff::exponential(Duration::from_millis(100))
                 .max_delay(Duration::from_secs(10))
@@ -367,6 +370,13 @@ impl<C, B, K> RetryBuilder<C, B, K> {
         self
     }
 
+    /// Records a setting that [`settings`](Self::settings) could not
+    /// apply; `build` returns the first such error before any other check.
+    pub(crate) fn refuse(mut self, error: crate::error::ConfigError) -> Self {
+        self.settings.refused.get_or_insert(error);
+        self
+    }
+
     /// Seeds the jitter: the `n`-th call through the layer always draws the
     /// same delays. Without a seed, every call draws fresh randomness.
     pub fn seed(mut self, seed: u64) -> Self {
@@ -388,6 +398,9 @@ impl<C, B, K> RetryBuilder<C, B, K> {
     /// they were built.)
     pub fn build(self) -> Result<RetryLayer<C, B, K>, ConfigError> {
         let s = self.settings;
+        if let Some(refused) = s.refused {
+            return Err(refused);
+        }
         validate::within("max_attempts", s.max_attempts, 1..=MAX_ATTEMPTS)?;
         if s.retry_on.contains(ErrorKind::Inner) {
             return Err(ConfigError::new(

@@ -129,14 +129,16 @@
 mod event;
 mod future;
 mod layer;
+mod settings;
 mod span;
 
 pub use self::event::{GiveUpReason, RetryEvent, RetryReason};
 pub use self::future::ResponseFuture;
 pub use self::layer::{MAX_ATTEMPTS, RetryBuilder, RetryLayer};
+pub use self::settings::RetrySettings;
 // The budget and the replay strategies live on the ground floor, where
 // hedging shares them; they are named here too, where a retry's user looks.
-pub use crate::budget::RetryBudget;
+pub use crate::budget::{BudgetSettings, RetryBudget};
 #[cfg(feature = "reqwest")]
 pub use crate::replay::ReqwestRequests;
 pub use crate::replay::{ByClone, Cloned, Replay, ReplaySource};

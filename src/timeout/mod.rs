@@ -79,12 +79,14 @@ mod body;
 mod event;
 mod future;
 mod layer;
+mod settings;
 
 #[cfg(feature = "http")]
 pub use self::body::ResponseBody;
 pub use self::event::TimeoutEvent;
 pub use self::future::ResponseFuture;
 pub use self::layer::{TimeoutBuilder, TimeoutLayer};
+pub use self::settings::TimeoutSettings;
 
 use std::fmt;
 use std::marker::PhantomData;

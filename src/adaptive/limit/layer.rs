@@ -166,12 +166,14 @@ impl<S, C> Layer<S> for AdaptiveLimitLayer<C> {
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct AdaptiveLimitBuilder<C = DefaultClassifier> {
     name: Arc<str>,
-    algorithm: Box<dyn LimitAlgorithm>,
+    pub(super) algorithm: Box<dyn LimitAlgorithm>,
     classifier: C,
     max_queue: u32,
     max_wait: Option<Duration>,
-    windows: Windows,
+    pub(super) windows: Windows,
     listeners: Listeners,
+    /// A setting [`settings`](AdaptiveLimitBuilder::settings) could not apply.
+    refused: Option<ConfigError>,
 }
 
 impl Default for AdaptiveLimitBuilder {
@@ -188,6 +190,7 @@ impl Default for AdaptiveLimitBuilder {
                 min_samples: 10,
             },
             listeners: Listeners::default(),
+            refused: None,
         }
     }
 }
@@ -207,6 +210,13 @@ impl<C: fmt::Debug> fmt::Debug for AdaptiveLimitBuilder<C> {
 }
 
 impl<C> AdaptiveLimitBuilder<C> {
+    /// Records a setting that [`settings`](Self::settings) could not
+    /// apply; `build` returns the first such error before any other check.
+    pub(crate) fn refuse(mut self, error: ConfigError) -> Self {
+        self.refused.get_or_insert(error);
+        self
+    }
+
     crate::event::name_and_listeners!(
         "adaptive limit",
         "The name carried by this limit's events and rejections."
@@ -236,6 +246,7 @@ impl<C> AdaptiveLimitBuilder<C> {
             max_wait: self.max_wait,
             windows: self.windows,
             listeners: self.listeners,
+            refused: self.refused,
         }
     }
 
@@ -296,6 +307,9 @@ impl<C> AdaptiveLimitBuilder<C> {
     /// window whose shortest is longer than its longest, zero samples per
     /// window.
     pub fn build(self) -> Result<AdaptiveLimitLayer<C>, ConfigError> {
+        if let Some(refused) = self.refused {
+            return Err(refused);
+        }
         let initial = self.algorithm.initial_limit();
         validate::within("initial_limit", initial, 1..=MAX_ADAPTIVE_LIMIT)?;
         validate::within("max_queue", self.max_queue, 0..=MAX_ADAPTIVE_LIMIT)?;

@@ -5,10 +5,12 @@ mod event;
 mod future;
 mod layer;
 mod learn;
+mod settings;
 
 pub use self::event::AdaptiveLimitEvent;
 pub use self::future::{LimitGuard, ResponseFuture};
 pub use self::layer::{AdaptiveLimitBuilder, AdaptiveLimitLayer};
+pub use self::settings::{AdaptiveLimitSettings, AlgorithmKind, AlgorithmSettings};
 
 use std::fmt;
 use std::sync::Arc;

@@ -5,10 +5,12 @@
 mod event;
 mod future;
 mod layer;
+mod settings;
 
 pub use self::event::ThrottleEvent;
 pub use self::future::{ResponseFuture, ThrottleGuard};
 pub use self::layer::{ThrottleBuilder, ThrottleLayer};
+pub use self::settings::ThrottleSettings;
 
 use std::fmt;
 use std::sync::Arc;
