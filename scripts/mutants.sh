@@ -36,6 +36,8 @@ modules=(
   "adaptive_algorithms|src/adaptive/algorithm/mod.rs src/adaptive/algorithm/aimd.rs src/adaptive/algorithm/vegas.rs src/adaptive/algorithm/gradient.rs|--test adaptive"
   "adaptive_limit|src/adaptive/limit/learn.rs src/adaptive/limit/layer.rs src/adaptive/limit/future.rs src/adaptive/limit/mod.rs src/adaptive/limit/event.rs|--test adaptive --test adaptive_stress --test grpc_eos --test observability"
   "throttle|src/adaptive/throttle/layer.rs src/adaptive/throttle/future.rs src/adaptive/throttle/mod.rs src/adaptive/throttle/event.rs|--test adaptive --test adaptive_stress --test grpc_eos --test observability"
+  "config|src/config/document.rs src/config/stack.rs src/config/slot.rs src/config/mod.rs src/settings/mod.rs src/settings/duration.rs|--lib --test config --test docs_config"
+  "settings|src/backoff/settings.rs src/budget.rs src/circuit_breaker/settings.rs src/retry/settings.rs src/timeout/settings.rs src/bulkhead/settings.rs src/rate_limit/settings.rs src/hedge/settings.rs src/adaptive/limit/settings.rs src/adaptive/throttle/settings.rs|--lib --test config --test docs_config"
   "keyed|src/keyed/mod.rs src/keyed/layer.rs src/keyed/key.rs src/keyed/future.rs src/keyed/handle.rs src/keyed/event.rs|--lib --test keyed --test observability --test docs_keyed --test ejection -- --skip a_million"
 )
 
