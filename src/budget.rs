@@ -89,10 +89,6 @@ pub struct RetryBudget {
 
 struct Inner {
     ttl: Duration,
-    min_per_sec: u32,
-    percent: f64,
-    /// `min_per_sec × ttl`, in retries.
-    reserve: f64,
     /// A tenth of `ttl`, rounded down: the requests' buckets.
     tenth: u64,
     /// The requests of the newest bucket seen, not yet in the window: the
@@ -107,6 +103,13 @@ struct Inner {
 }
 
 struct Windows {
+    /// The share of the requests that funds retries: read by each retry
+    /// decision under the lock, and moved by a reload under it
+    /// ([`RetryBudget::retune`]).
+    percent: f64,
+    min_per_sec: u32,
+    /// `min_per_sec × ttl`, in retries.
+    reserve: f64,
     /// The requests: ten buckets of `tenth`, so that none counts for
     /// longer than `ttl`.
     deposits: TimeWindow<1>,
@@ -117,10 +120,11 @@ struct Windows {
 
 impl fmt::Debug for RetryBudget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let windows = self.inner.windows();
         f.debug_struct("RetryBudget")
             .field("ttl", &self.inner.ttl)
-            .field("min_per_sec", &self.inner.min_per_sec)
-            .field("percent", &self.inner.percent)
+            .field("min_per_sec", &windows.min_per_sec)
+            .field("percent", &windows.percent)
             .finish()
     }
 }
@@ -170,6 +174,34 @@ impl RetryBudget {
     pub fn remaining(&self) -> u64 {
         self.inner.remaining(|| self.inner.now())
     }
+
+    /// Whether [`retune`](Self::retune) would take `other`'s settings: the
+    /// same `ttl`.
+    pub(crate) fn retunable(&self, other: &RetryBudget) -> bool {
+        self.inner.ttl == other.inner.ttl
+    }
+
+    /// Takes `other`'s `percent` and `min_per_sec`, keeping this budget's
+    /// requests and retries (a reloaded configuration keeps the balance):
+    /// `false`, and nothing changed, if their `ttl`s differ (the windows'
+    /// buckets are cut by it).
+    pub(crate) fn retune(&self, other: &RetryBudget) -> bool {
+        if Arc::ptr_eq(&self.inner, &other.inner) {
+            return true;
+        }
+        if !self.retunable(other) {
+            return false;
+        }
+        let (percent, min_per_sec, reserve) = {
+            let theirs = other.inner.windows();
+            (theirs.percent, theirs.min_per_sec, theirs.reserve)
+        };
+        let mut mine = self.inner.windows();
+        mine.percent = percent;
+        mine.min_per_sec = min_per_sec;
+        mine.reserve = reserve;
+        true
+    }
 }
 
 impl Inner {
@@ -192,12 +224,12 @@ impl Inner {
         debug_assert!(withdrawals.length_nanos() - withdrawals.width_nanos() >= ttl_nanos);
         Ok(Self {
             ttl,
-            min_per_sec,
-            percent,
-            reserve,
             tenth,
             batch: AtomicU64::new(0),
             windows: Mutex::new(Windows {
+                percent,
+                min_per_sec,
+                reserve,
                 deposits,
                 withdrawals,
             }),
@@ -290,7 +322,7 @@ impl Inner {
     fn funded(&self, windows: &Windows, now: u64) -> u64 {
         let [deposits] = windows.deposits.totals(now);
         let [withdrawals] = windows.withdrawals.totals(now);
-        let funded = self.percent * deposits as f64 + self.reserve;
+        let funded = windows.percent * deposits as f64 + windows.reserve;
         // `as` saturates: a count beyond u64::MAX (never) stays there.
         (funded.floor() as u64).saturating_sub(withdrawals)
     }

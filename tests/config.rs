@@ -95,7 +95,7 @@ fn refused(toml_text: &str) -> palisade::error::ConfigError {
 fn a_document_reads_back_what_it_writes_in_toml_and_in_json() {
     let read = document(EVERYTHING);
     let config = Config::new(read.clone()).expect("every value is valid");
-    assert_eq!(config.names().collect::<Vec<_>>(), ["hedged", "plain"]);
+    assert_eq!(config.names(), ["hedged", "plain"]);
 
     let as_toml = toml::to_string(&read).unwrap();
     assert_eq!(document(&as_toml), read, "{as_toml}");
@@ -114,8 +114,8 @@ fn a_document_reads_back_what_it_writes_in_toml_and_in_json() {
     // Resolved settings read back too (a stack's settings are a document's).
     let hedged = config.settings("hedged").unwrap();
     let again: StackSettings =
-        serde_json::from_str(&serde_json::to_string(hedged).unwrap()).unwrap();
-    assert_eq!(&again, hedged);
+        serde_json::from_str(&serde_json::to_string(&hedged).unwrap()).unwrap();
+    assert_eq!(again, hedged);
 }
 
 #[test]
@@ -619,28 +619,42 @@ fn families_of_fields_are_inherited_whole() {
 fn a_stack_has_the_parts_its_instance_chose_named_after_it() {
     let config = Config::new(document(EVERYTHING)).unwrap();
     let hedged = config.stack("hedged").unwrap();
-    assert!(hedged.total_timeout().first().is_some());
-    let hedge = hedged
-        .repeat()
-        .second()
-        .expect("a hedge in the repeat slot");
+    assert!(hedged.parts().total_timeout().first().is_some());
+    let parts = hedged.parts();
+    let hedge = parts.repeat().second().expect("a hedge in the repeat slot");
     assert!(hedge.budget().is_some());
     assert_eq!(
-        hedged.circuit_breaker().second().unwrap().handle().name(),
+        hedged
+            .parts()
+            .circuit_breaker()
+            .second()
+            .unwrap()
+            .handle()
+            .name(),
         "shed"
     );
-    assert!(hedged.rate_limit().is_empty(), "left out with `without`");
-    let limit = hedged.concurrency().second().unwrap().handle();
+    assert!(
+        hedged.parts().rate_limit().is_empty(),
+        "left out with `without`"
+    );
+    let limit = hedged.parts().concurrency().second().unwrap().handle();
     assert_eq!((limit.name(), limit.limit()), ("moving", 30));
-    assert!(hedged.attempt_timeout().first().is_some());
+    assert!(hedged.parts().attempt_timeout().first().is_some());
 
     let plain = config.stack("plain").unwrap();
-    let retry = plain.repeat().first().expect("a retry");
+    let plain_parts = plain.parts();
+    let retry = plain_parts.repeat().first().expect("a retry");
     assert!(retry.budget().is_none(), "no_budget");
-    let breaker = plain.circuit_breaker().first().unwrap().handle();
+    let breaker = plain.parts().circuit_breaker().first().unwrap().handle();
     assert_eq!(breaker.name(), "breaker", "the defaults named it");
     assert_eq!(
-        plain.concurrency().second().unwrap().handle().name(),
+        plain
+            .parts()
+            .concurrency()
+            .second()
+            .unwrap()
+            .handle()
+            .name(),
         "plain"
     );
 
@@ -648,14 +662,26 @@ fn a_stack_has_the_parts_its_instance_chose_named_after_it() {
         Config::new(document("[instances.orders]\nbulkhead = {}\nthrottle = {}")).unwrap();
     let orders = unnamed.stack("orders").unwrap();
     assert_eq!(
-        orders.concurrency().first().unwrap().handle().name(),
+        orders
+            .parts()
+            .concurrency()
+            .first()
+            .unwrap()
+            .handle()
+            .name(),
         "orders"
     );
     assert_eq!(
-        orders.circuit_breaker().second().unwrap().handle().name(),
+        orders
+            .parts()
+            .circuit_breaker()
+            .second()
+            .unwrap()
+            .handle()
+            .name(),
         "orders"
     );
-    assert!(orders.repeat().is_empty() && orders.total_timeout().is_empty());
+    assert!(orders.parts().repeat().is_empty() && orders.parts().total_timeout().is_empty());
 
     let missing = config.stack("inventory").unwrap_err();
     assert_eq!(missing.parameter(), "instances");
@@ -683,7 +709,7 @@ async fn a_stack_behaves_as_its_settings_say_and_reports_to_the_configs_listener
     .unwrap()
     .on_event(move |event: &Event<'_>| log.lock().unwrap().push(event.name().to_string()));
     let stack = config.stack("flaky").unwrap();
-    let breaker = stack.circuit_breaker().first().unwrap().handle();
+    let breaker = stack.parts().circuit_breaker().first().unwrap().handle();
 
     let calls = Arc::new(Mutex::new(0u32));
     let counter = calls.clone();

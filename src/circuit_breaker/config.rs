@@ -1,5 +1,7 @@
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::time::Duration;
 
 use super::layer::CircuitBreakerLayer;
@@ -28,6 +30,141 @@ pub(crate) struct Config {
     pub(crate) half_open_calls: u32,
     pub(crate) max_half_open_duration: Duration,
     pub(crate) seed: Option<u64>,
+}
+
+/// A breaker's settings as its core holds them: the name and the seed
+/// fixed, the thresholds and waits in atomics, so that
+/// [`retune`](Self::retune) moves them under a running breaker (a
+/// reloaded configuration) while every read stays a plain load. They are
+/// std's atomics even under loom: no breaker mechanism the loom models
+/// check depends on them. A judgment racing a retune may see some values
+/// old and some new, each of them valid.
+#[derive(Debug)]
+pub(crate) struct Tuned {
+    pub(crate) name: Arc<str>,
+    pub(crate) seed: Option<u64>,
+    failure_rate_threshold: AtomicU64,
+    slow_call_rate_threshold: AtomicU64,
+    /// Nanoseconds; `u64::MAX`: no call is slow.
+    slow_call_duration: AtomicU64,
+    /// 0: no limit (a validated limit is at least 1).
+    consecutive_failures: AtomicU32,
+    minimum_calls: AtomicU32,
+    wait_duration: AtomicU64,
+    half_open_calls: AtomicU32,
+    max_half_open_duration: AtomicU64,
+    /// Read once per run of re-opens, under the breaker's transition lock.
+    wait_backoff: std::sync::Mutex<Option<Backoff>>,
+}
+
+impl Tuned {
+    pub(crate) fn new(config: Config) -> Self {
+        let tuned = Tuned {
+            name: config.name.clone(),
+            seed: config.seed,
+            failure_rate_threshold: AtomicU64::new(0),
+            slow_call_rate_threshold: AtomicU64::new(0),
+            slow_call_duration: AtomicU64::new(0),
+            consecutive_failures: AtomicU32::new(0),
+            minimum_calls: AtomicU32::new(0),
+            wait_duration: AtomicU64::new(0),
+            half_open_calls: AtomicU32::new(0),
+            max_half_open_duration: AtomicU64::new(0),
+            wait_backoff: std::sync::Mutex::new(None),
+        };
+        tuned.retune(&config);
+        tuned
+    }
+
+    /// Takes `config`'s thresholds and waits (not its name or seed).
+    pub(crate) fn retune(&self, config: &Config) {
+        self.failure_rate_threshold
+            .store(config.failure_rate_threshold.to_bits(), Relaxed);
+        self.slow_call_rate_threshold
+            .store(config.slow_call_rate_threshold.to_bits(), Relaxed);
+        self.slow_call_duration
+            .store(config.slow_call_duration.map_or(u64::MAX, nanos), Relaxed);
+        self.consecutive_failures
+            .store(config.consecutive_failures.unwrap_or(0), Relaxed);
+        self.minimum_calls.store(config.minimum_calls, Relaxed);
+        self.wait_duration
+            .store(nanos(config.wait_duration), Relaxed);
+        self.half_open_calls.store(config.half_open_calls, Relaxed);
+        self.max_half_open_duration
+            .store(nanos(config.max_half_open_duration), Relaxed);
+        *self
+            .wait_backoff
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = config.wait_backoff;
+    }
+
+    /// The settings as a [`Config`] again (for a fresh breaker like this one).
+    pub(crate) fn snapshot(&self) -> Config {
+        Config {
+            name: self.name.clone(),
+            failure_rate_threshold: self.failure_rate_threshold(),
+            slow_call_rate_threshold: self.slow_call_rate_threshold(),
+            slow_call_duration: self.slow_call_duration(),
+            consecutive_failures: self.consecutive_failures(),
+            minimum_calls: self.minimum_calls(),
+            wait_duration: self.wait_duration(),
+            wait_backoff: self.wait_backoff(),
+            half_open_calls: self.half_open_calls(),
+            max_half_open_duration: self.max_half_open_duration(),
+            seed: self.seed,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn failure_rate_threshold(&self) -> f64 {
+        f64::from_bits(self.failure_rate_threshold.load(Relaxed))
+    }
+
+    #[inline]
+    pub(crate) fn slow_call_rate_threshold(&self) -> f64 {
+        f64::from_bits(self.slow_call_rate_threshold.load(Relaxed))
+    }
+
+    #[inline]
+    pub(crate) fn slow_call_duration(&self) -> Option<Duration> {
+        match self.slow_call_duration.load(Relaxed) {
+            u64::MAX => None,
+            n => Some(Duration::from_nanos(n)),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn consecutive_failures(&self) -> Option<u32> {
+        match self.consecutive_failures.load(Relaxed) {
+            0 => None,
+            n => Some(n),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn minimum_calls(&self) -> u32 {
+        self.minimum_calls.load(Relaxed)
+    }
+
+    pub(crate) fn wait_duration(&self) -> Duration {
+        Duration::from_nanos(self.wait_duration.load(Relaxed))
+    }
+
+    #[inline]
+    pub(crate) fn half_open_calls(&self) -> u32 {
+        self.half_open_calls.load(Relaxed)
+    }
+
+    pub(crate) fn max_half_open_duration(&self) -> Duration {
+        Duration::from_nanos(self.max_half_open_duration.load(Relaxed))
+    }
+
+    pub(crate) fn wait_backoff(&self) -> Option<Backoff> {
+        *self
+            .wait_backoff
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -62,6 +62,18 @@ impl<C> CircuitBreakerLayer<C> {
         }
     }
 
+    /// Takes `other`'s thresholds and waits, keeping this breaker's state
+    /// and window (a reloaded configuration): `false`, and nothing
+    /// changed, if their names, seeds or windows differ.
+    pub(crate) fn retune(&self, other: &CircuitBreakerLayer<C>) -> bool {
+        self.shared.core.retune(&other.shared.core)
+    }
+
+    /// Whether [`retune`](Self::retune) would take `other`'s settings.
+    pub(crate) fn retunable(&self, other: &CircuitBreakerLayer<C>) -> bool {
+        self.shared.core.retunable(&other.shared.core)
+    }
+
     /// A handle to read and steer this breaker.
     pub fn handle(&self) -> CircuitBreakerHandle
     where

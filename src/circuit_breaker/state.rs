@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::config::Config;
+use super::config::{Config, Tuned};
 use super::eject::Eject;
 use super::window::{Sample, Window};
 use super::word::{Gate, Probes, StateWord};
@@ -56,7 +56,7 @@ impl Admission {
 #[derive(Debug)]
 pub(crate) struct Core {
     state: CachePadded<AtomicU64>,
-    pub(crate) config: Config,
+    pub(crate) config: Tuned,
     pub(super) window: Window,
     pub(super) consecutive_failures: AtomicU32,
     /// While open: when a probe may be admitted; while half-open: when the
@@ -80,7 +80,7 @@ impl Core {
     pub(crate) fn new(config: Config, window: Window, listeners: Listeners) -> Self {
         Self {
             state: CachePadded(AtomicU64::new(StateWord::new(CircuitState::Closed, 0).0)),
-            config,
+            config: Tuned::new(config),
             window,
             consecutive_failures: AtomicU32::new(0),
             open_until: AtomicU64::new(0),
@@ -105,7 +105,33 @@ impl Core {
     /// A breaker with this one's settings and listeners (`listeners`, if
     /// given), an empty window, closed.
     pub(crate) fn fresh(&self, listeners: Listeners) -> Self {
-        Self::new(self.config.clone(), self.window.fresh(), listeners)
+        Self::new(self.config.snapshot(), self.window.fresh(), listeners)
+    }
+
+    /// Takes `other`'s thresholds and waits, keeping this breaker's state,
+    /// window and counters; `false` (and nothing changed) if the two
+    /// differ in what cannot change under traffic: the name, the seed,
+    /// the window's kind or size. A run of re-opens starts its waits
+    /// again from the new backoff.
+    pub(crate) fn retune(&self, other: &Core) -> bool {
+        if !self.retunable(other) {
+            return false;
+        }
+        let mut transitions = self.transitions.lock().unwrap();
+        let config = other.config.snapshot();
+        if self.config.wait_backoff() != config.wait_backoff {
+            transitions.open_waits = None;
+        }
+        self.config.retune(&config);
+        true
+    }
+
+    /// Whether [`retune`](Self::retune) would take `other`'s settings:
+    /// the same name, seed, and window kind and size.
+    pub(crate) fn retunable(&self, other: &Core) -> bool {
+        self.config.name == other.config.name
+            && self.config.seed == other.config.seed
+            && self.window.same_shape(&other.window)
     }
 
     /// Whether the breaker is as a new one: closed, with an empty window
@@ -140,7 +166,7 @@ impl Core {
                 let until = self.open_until.load(Acquire);
                 let probes = self.probes();
                 let full =
-                    probes.belongs_to(word) && probes.admitted >= self.config.half_open_calls;
+                    probes.belongs_to(word) && probes.admitted >= self.config.half_open_calls();
                 drop(probes);
                 (full && self.epoch.nanos_now() < until).then_some(Some(until))
             }
@@ -177,13 +203,13 @@ impl Core {
     /// Whether a call's end must read the clock.
     #[inline]
     pub(crate) fn needs_end_time(&self) -> bool {
-        self.config.slow_call_duration.is_some() || self.window.needs_clock()
+        self.config.slow_call_duration().is_some() || self.window.needs_clock()
     }
 
     /// Whether a call's start must read the clock.
     #[inline]
     pub(crate) fn needs_start_time(&self) -> bool {
-        self.config.slow_call_duration.is_some()
+        self.config.slow_call_duration().is_some()
     }
 
     /// Decides whether a call may go through now.
@@ -263,7 +289,7 @@ impl Core {
 
     fn try_take_probe(&self, word: StateWord) -> bool {
         let mut probes = self.probes();
-        if !probes.belongs_to(word) || probes.admitted >= self.config.half_open_calls {
+        if !probes.belongs_to(word) || probes.admitted >= self.config.half_open_calls() {
             return false;
         }
         probes.admitted += 1;
@@ -296,7 +322,7 @@ impl Core {
         now: Option<Instant>,
     ) {
         let word = admission.0;
-        let slow = match (self.config.slow_call_duration, elapsed) {
+        let slow = match (self.config.slow_call_duration(), elapsed) {
             (Some(limit), Some(took)) => took > limit,
             _ => false,
         };
@@ -343,7 +369,7 @@ impl Core {
 
     #[cold]
     fn finish_probe(&self, word: StateWord, sample: Sample) {
-        let limit = self.config.half_open_calls;
+        let limit = self.config.half_open_calls();
         let probes = {
             let mut probes = self.probes();
             if !probes.belongs_to(word) {
@@ -360,8 +386,8 @@ impl Core {
         let n = f64::from(limit);
         let failure_rate = f64::from(probes.failed) / n;
         let slow_rate = f64::from(probes.slow) / n;
-        let (to, reason) = if failure_rate >= self.config.failure_rate_threshold
-            || slow_rate >= self.config.slow_call_rate_threshold
+        let (to, reason) = if failure_rate >= self.config.failure_rate_threshold()
+            || slow_rate >= self.config.slow_call_rate_threshold()
         {
             (CircuitState::Open, TransitionReason::ProbesFailed)
         } else {
@@ -376,10 +402,10 @@ impl Core {
     fn evaluate(&self, word: StateWord, now_nanos: u64) {
         let config = &self.config;
         let consecutive = config
-            .consecutive_failures
+            .consecutive_failures()
             .is_some_and(|n| self.consecutive_failures.load(Relaxed) >= n);
         let totals = self.window.totals(now_nanos);
-        if totals.calls < u64::from(config.minimum_calls) {
+        if totals.calls < u64::from(config.minimum_calls()) {
             // A rate over too few calls says little; n failures in a row
             // say what they say however few calls there were (Envoy's
             // `consecutive_5xx`, Finagle's `consecutiveFailures`).
@@ -395,8 +421,12 @@ impl Core {
         let calls = totals.calls as f64;
         let failure_rate = totals.failures as f64 / calls;
         let slow_rate = totals.slow as f64 / calls;
-        let failure_exceeded = failure_rate >= config.failure_rate_threshold;
-        let slow_exceeded = slow_rate >= config.slow_call_rate_threshold;
+        // Read once: a retune racing this judgment must not make its
+        // event name a threshold other than the one it was judged by.
+        let failure_threshold = config.failure_rate_threshold();
+        let slow_threshold = config.slow_call_rate_threshold();
+        let failure_exceeded = failure_rate >= failure_threshold;
+        let slow_exceeded = slow_rate >= slow_threshold;
         if word.is(CircuitState::MetricsOnly) {
             self.edge(FAILURE_EXCEEDED, failure_exceeded, failure_rate);
             self.edge(SLOW_EXCEEDED, slow_exceeded, slow_rate);
@@ -420,14 +450,14 @@ impl Core {
                 self.listeners
                     .emit(name, || BreakerEvent::FailureRateExceeded {
                         rate: failure_rate,
-                        threshold: config.failure_rate_threshold,
+                        threshold: failure_threshold,
                     })
             }
             TransitionReason::SlowCallRate => {
                 self.listeners
                     .emit(name, || BreakerEvent::SlowCallRateExceeded {
                         rate: slow_rate,
-                        threshold: config.slow_call_rate_threshold,
+                        threshold: slow_threshold,
                     })
             }
             _ => {}
@@ -450,12 +480,12 @@ impl Core {
                     if flag == FAILURE_EXCEEDED {
                         BreakerEvent::FailureRateExceeded {
                             rate,
-                            threshold: config.failure_rate_threshold,
+                            threshold: config.failure_rate_threshold(),
                         }
                     } else {
                         BreakerEvent::SlowCallRateExceeded {
                             rate,
-                            threshold: config.slow_call_rate_threshold,
+                            threshold: config.slow_call_rate_threshold(),
                         }
                     }
                 });
@@ -503,7 +533,7 @@ impl Core {
                 *self.probes() = Probes::fresh(next);
                 let now = self.epoch.nanos_now();
                 self.open_until.store(
-                    now.saturating_add(nanos(self.config.max_half_open_duration)),
+                    now.saturating_add(nanos(self.config.max_half_open_duration())),
                     Release,
                 );
             }
@@ -540,8 +570,8 @@ impl Core {
     }
 
     fn next_open_wait(&self, state: &mut TransitionState) -> Duration {
-        let Some(backoff) = &self.config.wait_backoff else {
-            return self.config.wait_duration;
+        let Some(backoff) = self.config.wait_backoff() else {
+            return self.config.wait_duration();
         };
         let waits = state
             .open_waits
@@ -549,7 +579,7 @@ impl Core {
                 Some(seed) => backoff.delays_seeded(seed),
                 None => backoff.delays(),
             });
-        waits.next().unwrap_or(self.config.wait_duration)
+        waits.next().unwrap_or(self.config.wait_duration())
     }
 }
 

@@ -86,6 +86,18 @@ impl Window {
     }
 
     /// An empty window of the same kind and size.
+    /// Whether `other` is a window of the same kind and size: the one
+    /// thing a breaker retuned under traffic cannot change.
+    pub(crate) fn same_shape(&self, other: &Window) -> bool {
+        match (self, other) {
+            (Window::Count(a), Window::Count(b)) => a.size() == b.size(),
+            (Window::Time(a), Window::Time(b)) => {
+                a.width_nanos() == b.width_nanos() && a.length_nanos() == b.length_nanos()
+            }
+            _ => false,
+        }
+    }
+
     pub(crate) fn fresh(&self) -> Self {
         match self {
             Window::Count(w) => Window::Count(w.fresh()),

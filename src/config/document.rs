@@ -43,6 +43,19 @@ pub enum PartName {
 }
 
 impl PartName {
+    /// Every part, outermost first.
+    pub(crate) const ALL: [PartName; 9] = [
+        PartName::TotalTimeout,
+        PartName::Retry,
+        PartName::Hedge,
+        PartName::CircuitBreaker,
+        PartName::Throttle,
+        PartName::RateLimit,
+        PartName::Bulkhead,
+        PartName::AdaptiveLimit,
+        PartName::AttemptTimeout,
+    ];
+
     /// The name as the document writes it: `"circuit_breaker"`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -159,8 +172,23 @@ const SLOTS: [(PartName, PartName); 3] = [
 ];
 
 impl StackSettings {
+    /// Whether `part` has the same settings here and in `other`.
+    pub(crate) fn same_part(&self, other: &StackSettings, part: PartName) -> bool {
+        match part {
+            PartName::TotalTimeout => self.total_timeout == other.total_timeout,
+            PartName::Retry => self.retry == other.retry,
+            PartName::Hedge => self.hedge == other.hedge,
+            PartName::CircuitBreaker => self.circuit_breaker == other.circuit_breaker,
+            PartName::Throttle => self.throttle == other.throttle,
+            PartName::RateLimit => self.rate_limit == other.rate_limit,
+            PartName::Bulkhead => self.bulkhead == other.bulkhead,
+            PartName::AdaptiveLimit => self.adaptive_limit == other.adaptive_limit,
+            PartName::AttemptTimeout => self.attempt_timeout == other.attempt_timeout,
+        }
+    }
+
     /// Whether the part is set.
-    fn has(&self, part: PartName) -> bool {
+    pub(crate) fn has(&self, part: PartName) -> bool {
         match part {
             PartName::TotalTimeout => self.total_timeout.is_some(),
             PartName::Retry => self.retry.is_some(),
@@ -191,19 +219,7 @@ impl StackSettings {
 
     /// The parts this stack has, outermost first.
     pub fn parts(&self) -> impl Iterator<Item = PartName> + '_ {
-        [
-            PartName::TotalTimeout,
-            PartName::Retry,
-            PartName::Hedge,
-            PartName::CircuitBreaker,
-            PartName::Throttle,
-            PartName::RateLimit,
-            PartName::Bulkhead,
-            PartName::AdaptiveLimit,
-            PartName::AttemptTimeout,
-        ]
-        .into_iter()
-        .filter(|part| self.has(*part))
+        PartName::ALL.into_iter().filter(|part| self.has(*part))
     }
 
     /// Refuses two parts in one slot, and `without` a part set here.

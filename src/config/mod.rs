@@ -92,30 +92,54 @@ mod stack;
 
 pub use self::document::{Document, PartName, StackSettings};
 pub use self::slot::{Slot, SlotFuture, SlotService};
-pub use self::stack::{StackLayer, Stacked};
+pub use self::stack::{Change, PartChange, PartsService, StackLayer, StackParts, Stacked};
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+
+use self::stack::Reload;
 
 use crate::classify::DefaultClassifier;
 use crate::error::ConfigError;
 use crate::event::{Listener, Listeners};
 use crate::replay::ByClone;
 
-/// A validated [`Document`]: every instance resolved over its bases, and
-/// the listeners its stacks report to. Makes each instance's
-/// [`StackLayer`].
+/// What a [`Config::reload`] changed: each part of each running stack
+/// that was added, removed, retuned in place or rebuilt (a part whose
+/// settings did not change is not listed: it is the same part, state and
+/// all).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Reloaded {
+    /// The parts, stack by stack in the order the stacks were made.
+    pub changes: Vec<PartChange>,
+}
+
+/// A validated [`Document`]: every instance resolved over its bases; makes
+/// each instance's [`StackLayer`], and [reloads](Self::reload) them all
+/// from a new document. A handle: its clones are the same configuration.
 #[derive(Clone)]
 pub struct Config {
+    shared: Arc<Mutex<State>>,
+}
+
+struct State {
     instances: BTreeMap<String, StackSettings>,
     listeners: Listeners,
+    /// Every stack made and still alive, to reload.
+    stacks: Vec<Weak<dyn Reload>>,
 }
 
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.state();
         f.debug_struct("Config")
-            .field("instances", &self.instances)
+            .field("instances", &state.instances)
+            .field(
+                "stacks",
+                &state.stacks.iter().filter(|s| s.strong_count() > 0).count(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -131,27 +155,36 @@ impl Config {
     /// instance sets, or a setting a builder refuses.
     pub fn new(document: Document) -> Result<Self, ConfigError> {
         Ok(Self {
-            instances: document.resolve()?,
-            listeners: Listeners::default(),
+            shared: Arc::new(Mutex::new(State {
+                instances: document.resolve()?,
+                listeners: Listeners::default(),
+                stacks: Vec::new(),
+            })),
         })
     }
 
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Registers `listener` on every part of every stack made from here
-    /// on: one event stream for all instances, each event carrying its
-    /// part's name (the instance's, unless the settings name it).
-    pub fn on_event(mut self, listener: impl Listener) -> Self {
-        self.listeners.push(Arc::new(listener));
+    /// on (and on the parts a reload builds for them): one event stream
+    /// for all instances, each event carrying its part's name: the
+    /// instance's, unless the settings name it, and `<instance>.total` and
+    /// `<instance>.attempt` for the two timeouts.
+    pub fn on_event(self, listener: impl Listener) -> Self {
+        self.state().listeners.push(Arc::new(listener));
         self
     }
 
     /// The instances' names, in order.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.instances.keys().map(String::as_str)
+    pub fn names(&self) -> Vec<String> {
+        self.state().instances.keys().cloned().collect()
     }
 
     /// An instance's settings, resolved: what its stack is built from.
-    pub fn settings(&self, instance: &str) -> Option<&StackSettings> {
-        self.instances.get(instance)
+    pub fn settings(&self, instance: &str) -> Option<StackSettings> {
+        self.state().instances.get(instance).cloned()
     }
 
     /// The instance's stack, for any request and response: every `Err`
@@ -167,12 +200,15 @@ impl Config {
         self.stack_with(instance, DefaultClassifier, ByClone)
     }
 
-    /// The instance's stack for an HTTP client (`reqwest::Client`, hyper's
-    /// client): the [`HttpClassifier`](crate::classify::HttpClassifier)
-    /// and [`ReplayBodies`](crate::replay::ReplayBodies), as in
+    /// The instance's stack for a `reqwest::Client`: the
+    /// [`HttpClassifier`](crate::classify::HttpClassifier) and
+    /// [`ReplayBodies`](crate::replay::ReplayBodies), as in
     /// [`Resilience::http`](crate::Resilience::http). The numbers are the
     /// document's (the builders' defaults where it says nothing), not the
-    /// standard stack's.
+    /// standard stack's. The client must take the request as the stack
+    /// hands it on, with its body as sent (no retry or hedge) or replayed
+    /// (`ReplayBody`): a `reqwest::Client`, or a service generic over the
+    /// body; hyper's legacy client, which takes one body type, does not fit.
     ///
     /// # Errors
     /// No instance of that name (parameter `instances`).
@@ -197,21 +233,91 @@ impl Config {
     ///
     /// # Errors
     /// No instance of that name (parameter `instances`).
-    pub fn stack_with<C: Clone, K: Clone>(
+    pub fn stack_with<C, K>(
         &self,
         instance: &str,
         classifier: C,
         replay: K,
-    ) -> Result<StackLayer<C, K>, ConfigError> {
-        let settings = self.instances.get(instance).ok_or_else(|| {
+    ) -> Result<StackLayer<C, K>, ConfigError>
+    where
+        C: Clone + Send + Sync + 'static,
+        K: Clone + Send + Sync + 'static,
+    {
+        let mut state = self.state();
+        let settings = state.instances.get(instance).ok_or_else(|| {
             ConfigError::new(
                 "instances",
                 format!(
                     "there is no instance {instance:?}; the document has {:?}",
-                    self.instances.keys().collect::<Vec<_>>()
+                    state.instances.keys().collect::<Vec<_>>()
                 ),
             )
         })?;
-        StackLayer::build(instance, settings, classifier, replay, &self.listeners)
+        let stack = StackLayer::new(
+            instance,
+            settings,
+            classifier,
+            replay,
+            state.listeners.clone(),
+        )?;
+        state.stacks.retain(|s| s.strong_count() > 0);
+        state.stacks.push(stack.reloadable());
+        Ok(stack)
+    }
+
+    /// Applies a new document to every stack made from this configuration,
+    /// while they run.
+    ///
+    /// All or nothing: the document is resolved and validated first, and
+    /// every stack's new parts are built before any is put in place; an
+    /// error changes nothing. In place:
+    ///
+    /// * a part whose settings did not change stays, state and all;
+    /// * a circuit breaker whose name, seed and window are unchanged takes
+    ///   its new thresholds and waits in place, keeping its state (open
+    ///   stays open) and its window; a throttle whose name and window are
+    ///   unchanged takes its new `k` and `min_answered`, keeping its
+    ///   counts; a bulkhead whose other settings are unchanged takes its
+    ///   new limit as [`BulkheadHandle::set_max_concurrent`](crate::bulkhead::BulkheadHandle::set_max_concurrent)
+    ///   does, keeping its calls in flight;
+    /// * any other changed part is built anew, and a new retry or hedge
+    ///   keeps the old one's budget, balance included, when the budget's
+    ///   `ttl` is unchanged (taking the new `percent` and `min_per_sec`);
+    ///   an adaptive limit, a rate limiter or a breaker with a new window
+    ///   starts afresh.
+    ///
+    /// Each service sees the new parts at its next `poll_ready` (one atomic
+    /// load tells it); calls already made finish with the parts, and so the
+    /// settings, they started with.
+    ///
+    /// # Errors
+    /// What [`Config::new`] refuses, or a document without an instance
+    /// that a running stack was made for (parameter `instances`).
+    pub fn reload(&self, document: Document) -> Result<Reloaded, ConfigError> {
+        let instances = document.resolve()?;
+        let mut state = self.state();
+        state.stacks.retain(|s| s.strong_count() > 0);
+        let stacks: Vec<Arc<dyn Reload>> = state.stacks.iter().filter_map(Weak::upgrade).collect();
+        for stack in &stacks {
+            if !instances.contains_key(stack.instance()) {
+                return Err(ConfigError::new(
+                    "instances",
+                    format!(
+                        "{:?} is gone from the document, but a running stack was made from it; keep it until the stack is dropped",
+                        stack.instance()
+                    ),
+                ));
+            }
+        }
+        let mut plans = Vec::with_capacity(stacks.len());
+        for stack in &stacks {
+            plans.push(stack.plan(&instances[stack.instance()])?);
+        }
+        let mut changes = Vec::new();
+        for plan in plans {
+            changes.extend(plan.commit());
+        }
+        state.instances = instances;
+        Ok(Reloaded { changes })
     }
 }

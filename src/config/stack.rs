@@ -1,36 +1,34 @@
 //! [`StackLayer`]: the layers a [`StackSettings`] describes, in the
-//! preset's order, under one type whatever the document chose.
+//! preset's order, under one type whatever the document chose, and
+//! replaced under running services when the configuration is reloaded.
 
-use std::sync::Arc;
+use std::fmt;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Acquire, Release};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::task::{Context, Poll};
 
-use tower::Layer;
 use tower::layer::util::Identity;
+use tower::{Layer, Service};
 
 use super::document::{PartName, StackSettings};
 use super::slot::{Slot, SlotService};
 use crate::adaptive::{AdaptiveLimit, AdaptiveLimitLayer, Throttle, ThrottleLayer};
 use crate::backoff::Backoff;
-use crate::bulkhead::{Bulkhead, BulkheadLayer};
+use crate::bulkhead::{Bulkhead, BulkheadLayer, BulkheadSettings};
 use crate::circuit_breaker::{CircuitBreaker, CircuitBreakerLayer};
-use crate::error::ConfigError;
+use crate::error::{BoxError, ConfigError};
 use crate::event::Listeners;
 use crate::hedge::{Hedge, HedgeLayer};
 use crate::rate_limit::{RateLimit, RateLimitLayer};
-use crate::retry::{Retry, RetryLayer};
+use crate::retry::{Retry, RetryBudget, RetryLayer};
 use crate::timeout::{Timeout, TimeoutLayer};
 
-/// A stack built from a [`StackSettings`]: a [`Slot`] for each of the
-/// preset's places, holding the part the settings chose or nothing.
-/// Made by [`Config::stack`](super::Config::stack) and its siblings.
-///
-/// Every stack of a classifier `C` and a request replay `K` has this
-/// type, whatever parts its document chose, so a client's type does not
-/// change with its configuration: [`Stacked`] names the service.
-///
-/// Each slot's layer can be read back, for its handle:
-/// `stack.circuit_breaker().first().map(|breaker| breaker.handle())`.
+/// The layers of one generation of a stack: a [`Slot`] for each of the
+/// preset's places, holding the part the settings chose or nothing. Read
+/// the current ones from [`StackLayer::parts`].
 #[derive(Debug, Clone)]
-pub struct StackLayer<C, K> {
+pub struct StackParts<C, K> {
     total_timeout: Slot<TimeoutLayer, Identity>,
     repeat: Slot<RetryLayer<C, Backoff, K>, HedgeLayer<C, K>>,
     circuit_breaker: Slot<CircuitBreakerLayer<C>, ThrottleLayer<C>>,
@@ -39,8 +37,8 @@ pub struct StackLayer<C, K> {
     attempt_timeout: Slot<TimeoutLayer, Identity>,
 }
 
-/// The service a [`StackLayer<C, K>`] makes of `S`.
-pub type Stacked<S, C, K> =
+/// The service a [`StackParts<C, K>`] makes of `S`.
+pub type PartsService<S, C, K> =
     SlotService<Timeout<Repeated<S, C, K>>, Repeated<S, C, K>, Repeated<S, C, K>>;
 
 /// The stack below the total timeout.
@@ -61,7 +59,7 @@ type Bounded<S, C> =
 /// The per-attempt timeout over the service.
 type Attempted<S> = SlotService<Timeout<S>, S, S>;
 
-impl<C, K> StackLayer<C, K> {
+impl<C, K> StackParts<C, K> {
     /// The total timeout's slot.
     pub fn total_timeout(&self) -> &Slot<TimeoutLayer, Identity> {
         &self.total_timeout
@@ -93,123 +91,8 @@ impl<C, K> StackLayer<C, K> {
     }
 }
 
-impl<C: Clone, K: Clone> StackLayer<C, K> {
-    /// Builds the parts of `settings` (already resolved and validated by
-    /// the [`Config`](super::Config)), each named after the instance
-    /// unless its settings name it, the timeouts `<name>.total` and
-    /// `<name>.attempt`.
-    pub(crate) fn build(
-        name: &str,
-        settings: &StackSettings,
-        classifier: C,
-        replay: K,
-        listeners: &Listeners,
-    ) -> Result<Self, ConfigError> {
-        let under = |part: PartName| {
-            move |e: ConfigError| {
-                e.under(part.as_str())
-                    .under(name.to_string())
-                    .under("instances")
-            }
-        };
-        let named: Arc<str> = Arc::from(name);
-        macro_rules! listened {
-            ($builder:expr) => {
-                listeners.iter().fold($builder, |builder, listener| {
-                    builder.add_listener(listener.clone())
-                })
-            };
-        }
-        let timeout = |timeout, suffix: &str, part: PartName| match timeout {
-            None => Ok(Slot::Empty),
-            Some(timeout) => listened!(TimeoutLayer::builder().name(format!("{name}.{suffix}")))
-                .timeout(timeout)
-                .build()
-                .map(Slot::First)
-                .map_err(|e| ConfigError::new(part.as_str(), e.reason().to_string())),
-        };
-        let total_timeout = timeout(settings.total_timeout, "total", PartName::TotalTimeout)
-            .map_err(|e| e.under(name.to_string()).under("instances"))?;
-        let attempt_timeout = timeout(
-            settings.attempt_timeout,
-            "attempt",
-            PartName::AttemptTimeout,
-        )
-        .map_err(|e| e.under(name.to_string()).under("instances"))?;
-        let repeat = match (&settings.retry, &settings.hedge) {
-            (Some(retry), _) => Slot::First(
-                listened!(RetryLayer::builder().name(named.clone()))
-                    .classifier(classifier.clone())
-                    .requests(replay.clone())
-                    .settings(retry)
-                    .build()
-                    .map_err(under(PartName::Retry))?,
-            ),
-            (None, Some(hedge)) => Slot::Second(
-                listened!(HedgeLayer::builder().name(named.clone()))
-                    .classifier(classifier.clone())
-                    .requests(replay)
-                    .settings(hedge)
-                    .build()
-                    .map_err(under(PartName::Hedge))?,
-            ),
-            (None, None) => Slot::Empty,
-        };
-        let circuit_breaker = match (&settings.circuit_breaker, &settings.throttle) {
-            (Some(breaker), _) => Slot::First(
-                listened!(CircuitBreakerLayer::builder().name(named.clone()))
-                    .classifier(classifier.clone())
-                    .settings(breaker)
-                    .build()
-                    .map_err(under(PartName::CircuitBreaker))?,
-            ),
-            (None, Some(throttle)) => Slot::Second(
-                listened!(ThrottleLayer::builder().name(named.clone()))
-                    .classifier(classifier.clone())
-                    .settings(throttle)
-                    .build()
-                    .map_err(under(PartName::Throttle))?,
-            ),
-            (None, None) => Slot::Empty,
-        };
-        let rate_limit = match &settings.rate_limit {
-            Some(limit) => Slot::First(
-                listened!(RateLimitLayer::builder().name(named.clone()))
-                    .settings(limit)
-                    .build()
-                    .map_err(under(PartName::RateLimit))?,
-            ),
-            None => Slot::Empty,
-        };
-        let concurrency = match (&settings.bulkhead, &settings.adaptive_limit) {
-            (Some(bulkhead), _) => Slot::First(
-                listened!(BulkheadLayer::builder().name(named.clone()))
-                    .settings(bulkhead)
-                    .build()
-                    .map_err(under(PartName::Bulkhead))?,
-            ),
-            (None, Some(limit)) => Slot::Second(
-                listened!(AdaptiveLimitLayer::builder().name(named.clone()))
-                    .classifier(classifier)
-                    .settings(limit)
-                    .build()
-                    .map_err(under(PartName::AdaptiveLimit))?,
-            ),
-            (None, None) => Slot::Empty,
-        };
-        Ok(StackLayer {
-            total_timeout,
-            repeat,
-            circuit_breaker,
-            rate_limit,
-            concurrency,
-            attempt_timeout,
-        })
-    }
-}
-
-impl<S, C, K: Clone> Layer<S> for StackLayer<C, K> {
-    type Service = Stacked<S, C, K>;
+impl<S, C, K: Clone> Layer<S> for StackParts<C, K> {
+    type Service = PartsService<S, C, K>;
 
     fn layer(&self, inner: S) -> Self::Service {
         let attempted = self.attempt_timeout.layer(inner);
@@ -218,5 +101,646 @@ impl<S, C, K: Clone> Layer<S> for StackLayer<C, K> {
         let broken = self.circuit_breaker.layer(limited);
         let repeated = self.repeat.layer(broken);
         self.total_timeout.layer(repeated)
+    }
+}
+
+/// What a reload did to one part of one stack, in a [`Reloaded`](super::Reloaded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Change {
+    /// The part is new in the stack.
+    Added,
+    /// The part left the stack.
+    Removed,
+    /// The part's new settings were taken by the running part, which kept
+    /// its state: a breaker's state and window, a throttle's counts, a
+    /// bulkhead's calls in flight.
+    Retuned,
+    /// A new part replaced the old one; state that still makes sense came
+    /// with it (a retry's or a hedge's budget keeps its balance when its
+    /// `ttl` is unchanged).
+    Rebuilt,
+}
+
+/// A part and what a reload did to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PartChange {
+    /// The instance whose stack it is.
+    pub instance: String,
+    /// The part, by the document's name for it.
+    pub part: PartName,
+    /// What became of it.
+    pub change: Change,
+}
+
+/// One stack's parts, the generation they belong to, and what they are
+/// built with: shared by the [`StackLayer`], its clones, every service
+/// made from it, and (weakly) by the [`Config`](super::Config) that
+/// reloads it.
+pub(crate) struct Live<C, K> {
+    name: String,
+    classifier: C,
+    replay: K,
+    listeners: Listeners,
+    /// Bumped after each new generation is in `current`: the only thing a
+    /// call reads to know that its service is up to date.
+    generation: AtomicU64,
+    current: RwLock<Current<C, K>>,
+}
+
+struct Current<C, K> {
+    generation: u64,
+    settings: StackSettings,
+    parts: Arc<StackParts<C, K>>,
+}
+
+impl<C, K> Live<C, K> {
+    fn current(&self) -> (u64, Arc<StackParts<C, K>>) {
+        let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
+        (current.generation, current.parts.clone())
+    }
+}
+
+/// A reloadable stack, as the [`Config`](super::Config) holds it.
+pub(crate) trait Reload: Send + Sync {
+    /// The instance it was made for.
+    fn instance(&self) -> &str;
+
+    /// Builds the parts for `settings` without touching the running ones;
+    /// the returned commit puts them in place.
+    fn plan(&self, settings: &StackSettings) -> Result<Box<dyn Commit + '_>, ConfigError>;
+}
+
+/// A planned reload of one stack.
+pub(crate) trait Commit {
+    /// Retunes what is kept, puts the new parts in place, and says what
+    /// changed.
+    fn commit(self: Box<Self>) -> Vec<PartChange>;
+}
+
+/// A stack built from a [`StackSettings`], which a reload of its
+/// [`Config`](super::Config) changes under running services: each
+/// service sees the new parts at its next `poll_ready`, and calls in
+/// flight finish with the parts they started with. Made by
+/// [`Config::stack`](super::Config::stack) and its siblings.
+///
+/// Every stack of a classifier `C` and a request replay `K` has this
+/// type, whatever parts its document chose, so a client's type does not
+/// change with its configuration: [`Stacked`] is the service.
+///
+/// The current parts can be read back, for their handles:
+/// `stack.parts().circuit_breaker().first().map(|breaker| breaker.handle())`.
+pub struct StackLayer<C, K> {
+    live: Arc<Live<C, K>>,
+}
+
+impl<C, K> Clone for StackLayer<C, K> {
+    fn clone(&self) -> Self {
+        Self {
+            live: self.live.clone(),
+        }
+    }
+}
+
+impl<C, K> fmt::Debug for StackLayer<C, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StackLayer")
+            .field("instance", &self.live.name)
+            .field("generation", &self.live.generation.load(Acquire))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C, K> StackLayer<C, K> {
+    /// The instance this stack was made for.
+    pub fn instance(&self) -> &str {
+        &self.live.name
+    }
+
+    /// The parts in use now (a reload may replace them at any time).
+    pub fn parts(&self) -> Arc<StackParts<C, K>> {
+        self.live.current().1
+    }
+
+    /// The settings the current parts were built from.
+    pub fn settings(&self) -> StackSettings {
+        let current = self
+            .live
+            .current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        current.settings.clone()
+    }
+}
+
+impl<C: Clone + 'static, K: Clone + 'static> StackLayer<C, K> {
+    pub(crate) fn new(
+        name: &str,
+        settings: &StackSettings,
+        classifier: C,
+        replay: K,
+        listeners: Listeners,
+    ) -> Result<Self, ConfigError> {
+        let live = Live {
+            name: name.to_string(),
+            classifier,
+            replay,
+            listeners,
+            generation: AtomicU64::new(0),
+            current: RwLock::new(Current {
+                generation: 0,
+                settings: StackSettings::default(),
+                parts: Arc::new(StackParts {
+                    total_timeout: Slot::Empty,
+                    repeat: Slot::Empty,
+                    circuit_breaker: Slot::Empty,
+                    rate_limit: Slot::Empty,
+                    concurrency: Slot::Empty,
+                    attempt_timeout: Slot::Empty,
+                }),
+            }),
+        };
+        let (parts, _) = live.build(settings, None)?;
+        {
+            let mut current = live.current.write().unwrap_or_else(PoisonError::into_inner);
+            current.settings = settings.clone();
+            current.parts = Arc::new(parts);
+        }
+        Ok(Self {
+            live: Arc::new(live),
+        })
+    }
+
+    /// The stack's shared state, for the [`Config`](super::Config) to
+    /// reload it.
+    pub(crate) fn reloadable(&self) -> std::sync::Weak<dyn Reload>
+    where
+        C: Send + Sync + 'static,
+        K: Send + Sync + 'static,
+    {
+        let live: Arc<dyn Reload> = self.live.clone();
+        Arc::downgrade(&live)
+    }
+}
+
+/// A retune to run when a reload commits.
+type Retune = Box<dyn FnOnce()>;
+
+impl<C: Clone + 'static, K: Clone + 'static> Live<C, K> {
+    /// The parts for `settings`; with `old` (the running settings and
+    /// parts), the parts whose settings did not change are the old ones,
+    /// and those that can take new settings in place are retuned (the
+    /// returned closures, run at commit) rather than rebuilt.
+    #[allow(clippy::type_complexity)]
+    fn build(
+        &self,
+        settings: &StackSettings,
+        old: Option<(&StackSettings, &StackParts<C, K>)>,
+    ) -> Result<(StackParts<C, K>, Vec<(PartName, Change, Option<Retune>)>), ConfigError> {
+        let name = self.name.as_str();
+        let under = |part: PartName| {
+            move |e: ConfigError| {
+                e.under(part.as_str())
+                    .under(name.to_string())
+                    .under("instances")
+            }
+        };
+        let listeners = &self.listeners;
+        macro_rules! listened {
+            ($builder:expr) => {
+                listeners.iter().fold($builder, |builder, listener| {
+                    builder.add_listener(listener.clone())
+                })
+            };
+        }
+        let old_settings = old.map(|(s, _)| s);
+        let old_parts = old.map(|(_, p)| p);
+
+        let timeout =
+            |timeout: Option<std::time::Duration>, suffix: &str, part: PartName| match timeout {
+                None => Ok(Slot::Empty),
+                Some(timeout) => {
+                    listened!(TimeoutLayer::builder().name(format!("{name}.{suffix}")))
+                        .timeout(timeout)
+                        .build()
+                        .map(Slot::First)
+                        .map_err(|e| {
+                            ConfigError::new(part.as_str(), e.reason().to_string())
+                                .under(name.to_string())
+                                .under("instances")
+                        })
+                }
+            };
+        let total_timeout = match old {
+            Some((was, parts)) if was.total_timeout == settings.total_timeout => {
+                parts.total_timeout.clone()
+            }
+            _ => timeout(settings.total_timeout, "total", PartName::TotalTimeout)?,
+        };
+        let attempt_timeout = match old {
+            Some((was, parts)) if was.attempt_timeout == settings.attempt_timeout => {
+                parts.attempt_timeout.clone()
+            }
+            _ => timeout(
+                settings.attempt_timeout,
+                "attempt",
+                PartName::AttemptTimeout,
+            )?,
+        };
+
+        // A new retry or hedge keeps the old one's budget (and so its
+        // balance) when the budget's `ttl` is the same, taking the new
+        // share at commit.
+        let old_budget: Option<RetryBudget> = old_parts.and_then(|p| match &p.repeat {
+            Slot::First(retry) => retry.budget().cloned(),
+            Slot::Second(hedge) => hedge.budget().cloned(),
+            Slot::Empty => None,
+        });
+        let mut budget_retune: Option<Retune> = None;
+        let mut keep_budget = |fresh: Option<&RetryBudget>| -> Option<RetryBudget> {
+            let (old, fresh) = (old_budget.as_ref()?, fresh?);
+            if !old.retunable(fresh) {
+                return None;
+            }
+            let (old, fresh) = (old.clone(), fresh.clone());
+            let kept = old.clone();
+            budget_retune = Some(Box::new(move || {
+                old.retune(&fresh);
+            }));
+            Some(kept)
+        };
+        let repeat = match (old, &settings.retry, &settings.hedge) {
+            (Some((was, parts)), Some(retry), _)
+                if was.retry.as_ref() == Some(retry) && parts.repeat.first().is_some() =>
+            {
+                parts.repeat.clone()
+            }
+            (Some((was, parts)), None, Some(hedge))
+                if was.hedge.as_ref() == Some(hedge) && parts.repeat.second().is_some() =>
+            {
+                parts.repeat.clone()
+            }
+            (_, Some(retry), _) => {
+                let make = || {
+                    listened!(RetryLayer::builder().name(name))
+                        .classifier(self.classifier.clone())
+                        .requests(self.replay.clone())
+                        .settings(retry)
+                };
+                let fresh = make().build().map_err(under(PartName::Retry))?;
+                Slot::First(match keep_budget(fresh.budget()) {
+                    Some(kept) => make()
+                        .budget(kept)
+                        .build()
+                        .map_err(under(PartName::Retry))?,
+                    None => fresh,
+                })
+            }
+            (_, None, Some(hedge)) => {
+                let make = || {
+                    listened!(HedgeLayer::builder().name(name))
+                        .classifier(self.classifier.clone())
+                        .requests(self.replay.clone())
+                        .settings(hedge)
+                };
+                let fresh = make().build().map_err(under(PartName::Hedge))?;
+                Slot::Second(match keep_budget(fresh.budget()) {
+                    Some(kept) => make()
+                        .budget(kept)
+                        .build()
+                        .map_err(under(PartName::Hedge))?,
+                    None => fresh,
+                })
+            }
+            (_, None, None) => Slot::Empty,
+        };
+        let mut retunes: Vec<(PartName, Retune)> = Vec::new();
+        let circuit_breaker = match (&settings.circuit_breaker, &settings.throttle) {
+            (Some(breaker), _) => {
+                let fresh = listened!(CircuitBreakerLayer::builder().name(name))
+                    .classifier(self.classifier.clone())
+                    .settings(breaker)
+                    .build()
+                    .map_err(under(PartName::CircuitBreaker))?;
+                match old {
+                    Some((was, parts)) if was.circuit_breaker.as_ref() == Some(breaker) => {
+                        parts.circuit_breaker.clone()
+                    }
+                    Some((_, parts)) => match parts.circuit_breaker.first() {
+                        Some(running) if running.retunable(&fresh) => {
+                            let running = running.clone();
+                            let kept = running.clone();
+                            retunes.push((
+                                PartName::CircuitBreaker,
+                                Box::new(move || {
+                                    running.retune(&fresh);
+                                }),
+                            ));
+                            Slot::First(kept)
+                        }
+                        _ => Slot::First(fresh),
+                    },
+                    None => Slot::First(fresh),
+                }
+            }
+            (None, Some(throttle)) => {
+                let fresh = listened!(ThrottleLayer::builder().name(name))
+                    .classifier(self.classifier.clone())
+                    .settings(throttle)
+                    .build()
+                    .map_err(under(PartName::Throttle))?;
+                match old {
+                    Some((was, parts)) if was.throttle.as_ref() == Some(throttle) => {
+                        parts.circuit_breaker.clone()
+                    }
+                    Some((_, parts)) => match parts.circuit_breaker.second() {
+                        Some(running) if running.retunable(&fresh) => {
+                            let running = running.clone();
+                            let kept = running.clone();
+                            retunes.push((
+                                PartName::Throttle,
+                                Box::new(move || {
+                                    running.retune(&fresh);
+                                }),
+                            ));
+                            Slot::Second(kept)
+                        }
+                        _ => Slot::Second(fresh),
+                    },
+                    None => Slot::Second(fresh),
+                }
+            }
+            (None, None) => Slot::Empty,
+        };
+
+        let rate_limit = match (old, &settings.rate_limit) {
+            (Some((was, parts)), Some(limit)) if was.rate_limit.as_ref() == Some(limit) => {
+                parts.rate_limit.clone()
+            }
+            (_, Some(limit)) => Slot::First(
+                listened!(RateLimitLayer::builder().name(name))
+                    .settings(limit)
+                    .build()
+                    .map_err(under(PartName::RateLimit))?,
+            ),
+            (_, None) => Slot::Empty,
+        };
+        let concurrency = match (&settings.bulkhead, &settings.adaptive_limit) {
+            (Some(bulkhead), _) => {
+                let fresh = listened!(BulkheadLayer::builder().name(name))
+                    .settings(bulkhead)
+                    .build()
+                    .map_err(under(PartName::Bulkhead))?;
+                match old {
+                    Some((was, parts)) if was.bulkhead.as_ref() == Some(bulkhead) => {
+                        parts.concurrency.clone()
+                    }
+                    // Only the limit moved: the running bulkhead takes it,
+                    // keeping its calls in flight and its queue.
+                    Some((was, parts))
+                        if parts.concurrency.first().is_some()
+                            && was.bulkhead.as_ref().map(without_limit)
+                                == Some(without_limit(bulkhead)) =>
+                    {
+                        let running = parts.concurrency.first().unwrap().handle();
+                        let limit = fresh.handle().max_concurrent();
+                        retunes.push((
+                            PartName::Bulkhead,
+                            Box::new(move || {
+                                let _ = running.set_max_concurrent(limit);
+                            }),
+                        ));
+                        parts.concurrency.clone()
+                    }
+                    _ => Slot::First(fresh),
+                }
+            }
+            (None, Some(limit)) => match old {
+                Some((was, parts)) if was.adaptive_limit.as_ref() == Some(limit) => {
+                    parts.concurrency.clone()
+                }
+                _ => Slot::Second(
+                    listened!(AdaptiveLimitLayer::builder().name(name))
+                        .classifier(self.classifier.clone())
+                        .settings(limit)
+                        .build()
+                        .map_err(under(PartName::AdaptiveLimit))?,
+                ),
+            },
+            (None, None) => Slot::Empty,
+        };
+        let mut changes = Vec::new();
+        if let Some(was) = old_settings {
+            for part in PartName::ALL {
+                let change = match (was.has(part), settings.has(part)) {
+                    (false, false) => continue,
+                    (false, true) => Change::Added,
+                    (true, false) => Change::Removed,
+                    (true, true) if was.same_part(settings, part) => continue,
+                    (true, true) if retunes.iter().any(|(p, _)| *p == part) => Change::Retuned,
+                    (true, true) => Change::Rebuilt,
+                };
+                let retune = retunes
+                    .iter()
+                    .position(|(p, _)| *p == part)
+                    .map(|i| retunes.swap_remove(i).1);
+                changes.push((part, change, retune));
+            }
+        }
+        // The kept budget takes its new share when the new retry or hedge
+        // goes in.
+        if let Some(retune) = budget_retune {
+            let part = if settings.retry.is_some() {
+                PartName::Retry
+            } else {
+                PartName::Hedge
+            };
+            if let Some(entry) = changes.iter_mut().find(|(p, _, _)| *p == part) {
+                entry.2 = Some(retune);
+            }
+        }
+        Ok((
+            StackParts {
+                total_timeout,
+                repeat,
+                circuit_breaker,
+                rate_limit,
+                concurrency,
+                attempt_timeout,
+            },
+            changes,
+        ))
+    }
+}
+
+/// A bulkhead's settings but its limit: what a change of the limit alone
+/// leaves equal.
+fn without_limit(settings: &BulkheadSettings) -> BulkheadSettings {
+    let mut settings = settings.clone();
+    settings.max_concurrent = None;
+    settings
+}
+
+impl<C, K> Reload for Live<C, K>
+where
+    C: Clone + Send + Sync + 'static,
+    K: Clone + Send + Sync + 'static,
+{
+    fn instance(&self) -> &str {
+        &self.name
+    }
+
+    fn plan(&self, settings: &StackSettings) -> Result<Box<dyn Commit + '_>, ConfigError> {
+        let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
+        let old_settings = current.settings.clone();
+        let old_parts = current.parts.clone();
+        drop(current);
+        let (parts, changes) = self.build(settings, Some((&old_settings, &old_parts)))?;
+        Ok(Box::new(Plan {
+            live: self,
+            settings: settings.clone(),
+            parts,
+            changes,
+        }))
+    }
+}
+
+struct Plan<'a, C, K> {
+    live: &'a Live<C, K>,
+    settings: StackSettings,
+    parts: StackParts<C, K>,
+    changes: Vec<(PartName, Change, Option<Retune>)>,
+}
+
+impl<C, K> Commit for Plan<'_, C, K> {
+    fn commit(self: Box<Self>) -> Vec<PartChange> {
+        let mut report = Vec::new();
+        for (part, change, retune) in self.changes {
+            if let Some(retune) = retune {
+                retune();
+            }
+            report.push(PartChange {
+                instance: self.live.name.clone(),
+                part,
+                change,
+            });
+        }
+        if report.is_empty() {
+            return report;
+        }
+        let mut current = self
+            .live
+            .current
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        current.generation += 1;
+        current.settings = self.settings;
+        current.parts = Arc::new(self.parts);
+        // Published after the parts: a service that sees the number finds
+        // the parts it stands for.
+        self.live.generation.store(current.generation, Release);
+        report
+    }
+}
+
+/// The service a [`StackLayer`] makes: the current parts over `S`,
+/// rebuilt from the new parts at the first `poll_ready` after a reload
+/// (the only cost on the way of a call: one atomic load). Calls already
+/// made keep the parts they started with. A clone made after a reload is
+/// built from the new parts, so that a template service that is cloned
+/// for each call (`svc.clone().oneshot(request)`) and never polled itself
+/// costs one rebuild per clone, not a stale stack.
+pub struct Stacked<S, C, K> {
+    inner: S,
+    live: Arc<Live<C, K>>,
+    generation: u64,
+    stack: PartsService<S, C, K>,
+}
+
+impl<S: fmt::Debug, C, K> fmt::Debug for Stacked<S, C, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stacked")
+            .field("instance", &self.live.name)
+            .field("generation", &self.generation)
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Clone, C, K: Clone> Stacked<S, C, K> {
+    fn new(inner: S, live: Arc<Live<C, K>>) -> Self {
+        let (generation, parts) = live.current();
+        let stack = parts.layer(inner.clone());
+        Self {
+            inner,
+            live,
+            generation,
+            stack,
+        }
+    }
+
+    /// Whether a reload made new parts since this service was built.
+    #[inline]
+    fn is_stale(&self) -> bool {
+        self.live.generation.load(Acquire) != self.generation
+    }
+
+    #[cold]
+    fn refresh(&mut self) {
+        let (generation, parts) = self.live.current();
+        self.stack = parts.layer(self.inner.clone());
+        self.generation = generation;
+    }
+}
+
+impl<S, C, K> Clone for Stacked<S, C, K>
+where
+    S: Clone,
+    K: Clone,
+    PartsService<S, C, K>: Clone,
+{
+    fn clone(&self) -> Self {
+        if self.is_stale() {
+            return Self::new(self.inner.clone(), self.live.clone());
+        }
+        Self {
+            inner: self.inner.clone(),
+            live: self.live.clone(),
+            generation: self.generation,
+            stack: self.stack.clone(),
+        }
+    }
+}
+
+impl<S, C, K, Req> Service<Req> for Stacked<S, C, K>
+where
+    S: Clone,
+    K: Clone,
+    PartsService<S, C, K>: Service<Req, Error = BoxError>,
+{
+    type Response = <PartsService<S, C, K> as Service<Req>>::Response;
+    type Error = BoxError;
+    type Future = <PartsService<S, C, K> as Service<Req>>::Future;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if self.is_stale() {
+            self.refresh();
+        }
+        self.stack.poll_ready(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, request: Req) -> Self::Future {
+        self.stack.call(request)
+    }
+}
+
+impl<S: Clone, C, K: Clone> Layer<S> for StackLayer<C, K> {
+    type Service = Stacked<S, C, K>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Stacked::new(inner, self.live.clone())
     }
 }

@@ -30,6 +30,11 @@ impl<const N: usize> CountWindow<N> {
         }
     }
 
+    /// How many entries the window holds.
+    pub(crate) fn size(&self) -> usize {
+        self.slots.len()
+    }
+
     /// An empty window of the same size.
     pub(crate) fn fresh(&self) -> Self {
         Self::new(self.slots.len())

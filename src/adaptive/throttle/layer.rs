@@ -34,8 +34,10 @@ pub(crate) struct Core {
     pub(crate) name: Arc<str>,
     window: TimeWindow<3>,
     epoch: Epoch,
-    k: f64,
-    min_answered: u64,
+    /// `k`'s bits, and `min_answered`: std's atomics, so that a reloaded
+    /// configuration moves them under traffic ([`Core::retune`]).
+    k: std::sync::atomic::AtomicU64,
+    min_answered: std::sync::atomic::AtomicU64,
     seed: u64,
     /// Numbers the draws, so that a seeded throttle replays them.
     draws: AtomicU64,
@@ -43,17 +45,39 @@ pub(crate) struct Core {
 }
 
 impl Core {
+    /// Takes `other`'s `k` and `min_answered`, keeping this throttle's
+    /// window: `false`, and nothing changed, if their names or windows
+    /// differ.
+    pub(crate) fn retune(&self, other: &Core) -> bool {
+        if !self.retunable(other) {
+            return false;
+        }
+        self.k.store(other.k.load(Relaxed), Relaxed);
+        self.min_answered
+            .store(other.min_answered.load(Relaxed), Relaxed);
+        true
+    }
+
+    /// Whether [`retune`](Self::retune) would take `other`'s settings: the
+    /// same name and window.
+    pub(crate) fn retunable(&self, other: &Core) -> bool {
+        self.name == other.name
+            && self.window.length_nanos() == other.window.length_nanos()
+            && self.window.width_nanos() == other.window.width_nanos()
+    }
+
     /// The share of calls to reject, from the window's totals: SRE's
     /// `max(0, (requests − K·accepts) / (requests + 1))`, calls in flight
     /// counted as requests; none while fewer than the minimum were
     /// answered.
     pub(crate) fn probability(&self, totals: [u64; 3]) -> f64 {
         let [requests, accepts, pending] = totals;
-        if requests.saturating_sub(pending) < self.min_answered {
+        if requests.saturating_sub(pending) < self.min_answered.load(Relaxed) {
             return 0.0;
         }
         let requests = requests as f64;
-        ((requests - self.k * accepts as f64) / (requests + 1.0)).max(0.0)
+        let k = f64::from_bits(self.k.load(Relaxed));
+        ((requests - k * accepts as f64) / (requests + 1.0)).max(0.0)
     }
 
     /// Counts a request and decides whether it goes: `Ok` with the time
@@ -182,9 +206,9 @@ impl<C> fmt::Debug for ThrottleLayer<C> {
         let core = &self.shared.core;
         f.debug_struct("ThrottleLayer")
             .field("name", &core.name)
-            .field("k", &core.k)
+            .field("k", &f64::from_bits(core.k.load(Relaxed)))
             .field("window", &Duration::from_nanos(core.window.length_nanos()))
-            .field("min_answered", &core.min_answered)
+            .field("min_answered", &core.min_answered.load(Relaxed))
             .finish()
     }
 }
@@ -200,6 +224,20 @@ impl<C: Send + Sync + 'static> ThrottleLayer<C> {
     /// A handle to read the throttle's counts and its share of rejections.
     pub fn handle(&self) -> ThrottleHandle {
         ThrottleHandle::new(self.shared.clone())
+    }
+}
+
+impl<C> ThrottleLayer<C> {
+    /// Takes `other`'s `k` and `min_answered`, keeping this throttle's
+    /// counts (a reloaded configuration): `false`, and nothing changed, if
+    /// their names or windows differ.
+    pub(crate) fn retune(&self, other: &ThrottleLayer<C>) -> bool {
+        self.shared.core.retune(&other.shared.core)
+    }
+
+    /// Whether [`retune`](Self::retune) would take `other`'s settings.
+    pub(crate) fn retunable(&self, other: &ThrottleLayer<C>) -> bool {
+        self.shared.core.retunable(&other.shared.core)
     }
 }
 
@@ -357,8 +395,8 @@ impl<C> ThrottleBuilder<C> {
                     name: self.name,
                     window: TimeWindow::new(BUCKETS, width),
                     epoch: Epoch::now(),
-                    k: self.k,
-                    min_answered: u64::from(self.min_answered),
+                    k: std::sync::atomic::AtomicU64::new(self.k.to_bits()),
+                    min_answered: std::sync::atomic::AtomicU64::new(u64::from(self.min_answered)),
                     seed: self.seed.unwrap_or_else(rand::random),
                     draws: AtomicU64::new(0),
                     listeners: self.listeners,
