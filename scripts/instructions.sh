@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "valgrind is needed" >&2; exit 2; }
 N=${N:-200000}
 stacks=("$@")
-[ ${#stacks[@]} -gt 0 ] || stacks=(bare breaker bulkhead adaptive-vegas adaptive-vegas-per-sample throttle tower-concurrency-limit tower-resilience-adaptive rate-limit retry retry-no-budget timeout fallback preset tower-retry tower-timeout tower-rate-limit governor keyed-rate-limit governor-keyed hedge hedge-p95 tower-hedge)
+[ ${#stacks[@]} -gt 0 ] || stacks=(bare breaker bulkhead adaptive-vegas adaptive-vegas-per-sample throttle tower-concurrency-limit tower-resilience-adaptive rate-limit retry retry-no-budget timeout fallback preset preset-five config-five tower-retry tower-timeout tower-rate-limit governor keyed-rate-limit governor-keyed hedge hedge-p95 tower-hedge)
 cargo bench -p palisade-peers --bench instructions --no-run >/dev/null 2>&1
 bin=$( (ls -t "${CARGO_TARGET_DIR:-target}"/release/deps/instructions-* 2>/dev/null || true) | grep -v '\.d$' | head -1)
 [ -x "$bin" ] || { echo "the instructions bench did not build" >&2; exit 2; }

@@ -924,3 +924,30 @@ async fn every_builder_takes_its_settings() {
     assert!(svc.oneshot(()).await.is_err());
     assert_eq!(*calls.lock().unwrap(), 7);
 }
+
+#[test]
+fn a_config_and_its_stacks_say_what_they_hold() {
+    let config = Config::new(document("[instances.orders]\nbulkhead = {}")).unwrap();
+    let stack = config.stack("orders").unwrap();
+    let debug = format!("{config:?}");
+    assert!(debug.starts_with("Config {"), "{debug}");
+    assert!(
+        debug.contains("\"orders\"") && debug.contains("stacks: 1"),
+        "{debug}"
+    );
+    let debug = format!("{stack:?}");
+    assert!(
+        debug.contains("instance: \"orders\"") && debug.contains("generation: 0"),
+        "{debug}"
+    );
+    assert_eq!(stack.instance(), "orders");
+    let parts = stack.parts();
+    assert!(!parts.concurrency().is_empty());
+    assert!(parts.concurrency().second().is_none());
+    assert!(parts.repeat().is_empty() && parts.repeat().first().is_none());
+    drop((stack, parts));
+    assert!(
+        format!("{config:?}").contains("stacks: 0"),
+        "a dropped stack is not counted"
+    );
+}

@@ -166,3 +166,63 @@ impl BackoffSettings {
         builder.max_delay(max).jitter(jitter).build()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// Over a base of the same kind, an unset field keeps the base's value;
+    /// over a base of another kind, nothing of the base's growth is taken.
+    #[test]
+    fn unset_fields_keep_the_base_of_the_same_kind() {
+        let only_cap = BackoffSettings {
+            max_delay: Some(ms(900)),
+            ..BackoffSettings::default()
+        };
+        let constant = Backoff::constant(ms(70))
+            .jitter(Jitter::None)
+            .build()
+            .unwrap();
+        assert_eq!(
+            only_cap.build_over(Some(&constant)).unwrap(),
+            Backoff::constant(ms(70))
+                .jitter(Jitter::None)
+                .max_delay(ms(900))
+                .build()
+                .unwrap()
+        );
+        let linear = Backoff::linear(ms(10), ms(20)).build().unwrap();
+        assert_eq!(
+            only_cap.build_over(Some(&linear)).unwrap(),
+            Backoff::linear(ms(10), ms(20))
+                .max_delay(ms(900))
+                .build()
+                .unwrap()
+        );
+        let exponential = Backoff::exponential(ms(30)).factor(3.0).build().unwrap();
+        assert_eq!(
+            only_cap.build_over(Some(&exponential)).unwrap(),
+            Backoff::exponential(ms(30))
+                .factor(3.0)
+                .max_delay(ms(900))
+                .build()
+                .unwrap()
+        );
+        // A kind of its own: the base's growth does not count.
+        let own_kind = BackoffSettings {
+            kind: Some(BackoffKind::Exponential),
+            ..BackoffSettings::default()
+        };
+        let error = own_kind.build_over(Some(&linear)).unwrap_err();
+        assert_eq!(error.parameter(), "initial");
+        let same_kind = BackoffSettings {
+            kind: Some(BackoffKind::Linear),
+            ..BackoffSettings::default()
+        };
+        assert_eq!(same_kind.build_over(Some(&linear)).unwrap(), linear);
+    }
+}

@@ -72,12 +72,6 @@ impl PartName {
     }
 }
 
-impl Merge for Vec<PartName> {
-    fn over(self, _: &Self) -> Self {
-        self
-    }
-}
-
 /// One stack's settings: a part in each slot of the preset's order, each
 /// optional.
 ///

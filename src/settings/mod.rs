@@ -98,3 +98,41 @@ macro_rules! settings_struct {
     };
 }
 pub(crate) use settings_struct;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backoff::Jitter;
+    use crate::error::ErrorKind;
+    use crate::hedge::HedgeMode;
+
+    /// A value that is set replaces the base's whole; an unset one takes it.
+    #[test]
+    fn a_set_value_replaces_the_base_and_an_unset_one_takes_it() {
+        fn check<T: Merge + PartialEq + std::fmt::Debug>(mine: T, base: T) {
+            assert_eq!(
+                Some(mine.clone()).over(&Some(base.clone())),
+                Some(mine.clone())
+            );
+            assert_eq!(None.over(&Some(base.clone())), Some(base));
+            assert_eq!(Some(mine.clone()).over(&None), Some(mine));
+        }
+        check(3u32, 4);
+        check(3u64, 4);
+        check(0.25f64, 0.5);
+        check(true, false);
+        check(String::from("mine"), String::from("base"));
+        check(Duration::from_secs(1), Duration::from_secs(2));
+        check(vec![ErrorKind::Elapsed], vec![ErrorKind::CircuitOpen]);
+        check(Jitter::Equal, Jitter::Full);
+        check(HedgeMode::Fallback, HedgeMode::Parallel);
+        check(
+            crate::backoff::BackoffKind::Linear,
+            crate::backoff::BackoffKind::Constant,
+        );
+        check(
+            crate::adaptive::AlgorithmKind::Aimd,
+            crate::adaptive::AlgorithmKind::Gradient2,
+        );
+    }
+}

@@ -8,7 +8,7 @@
 //! drives `<calls>` calls through one stack (`bare`, `breaker`, `bulkhead`,
 //! `adaptive-vegas`, `adaptive-vegas-per-sample`, `throttle`,
 //! `tower-concurrency-limit`, `tower-resilience-adaptive`, `rate-limit`, `retry`, `retry-no-budget`, `timeout`, `preset`, `fallback`,
-//! `tower-retry`, `tower-timeout`, `tower-rate-limit`, `governor`,
+//! `preset-five`, `config-five`, `tower-retry`, `tower-timeout`, `tower-rate-limit`, `governor`,
 //! `keyed-rate-limit`, `governor-keyed`, `hedge`, `hedge-p95`,
 //! `tower-hedge`) in a current-thread runtime and exits. The script runs
 //! it with 0 and with N calls under valgrind; the difference over N is the
@@ -178,6 +178,34 @@ fn run(stack: &str, calls: u64) {
                 .layer(bare()),
             calls,
         ),
+        "preset-five" => drive(
+            palisade::Resilience::builder()
+                .total_timeout(Duration::from_secs(10))
+                .retry(|retry| retry)
+                .circuit_breaker(|breaker| breaker)
+                .bulkhead(|bulkhead| bulkhead.max_concurrent(100))
+                .attempt_timeout(Duration::from_secs(1))
+                .build()
+                .unwrap()
+                .layer(bare()),
+            calls,
+        ),
+        "config-five" => {
+            use palisade::bulkhead::BulkheadSettings;
+            use palisade::config::{Config, Document, StackSettings};
+            let mut stack = StackSettings::default();
+            stack.total_timeout = Some(Duration::from_secs(10));
+            stack.retry = Some(Default::default());
+            stack.circuit_breaker = Some(Default::default());
+            let mut bulkhead = BulkheadSettings::default();
+            bulkhead.max_concurrent = Some(100);
+            stack.bulkhead = Some(bulkhead);
+            stack.attempt_timeout = Some(Duration::from_secs(1));
+            let mut document = Document::default();
+            document.instances.insert("bench".to_string(), stack);
+            let config = Config::new(document).unwrap();
+            drive(config.stack("bench").unwrap().layer(bare()), calls)
+        }
         "fallback" => drive(
             FallbackLayer::builder(from_sync_fn(|_: Failed<u64, u64>| Ok(0)))
                 .build()
@@ -311,6 +339,8 @@ const STACKS: &[&str] = &[
     "retry-no-budget",
     "timeout",
     "preset",
+    "preset-five",
+    "config-five",
     "fallback",
     "tower-retry",
     "tower-timeout",

@@ -533,11 +533,48 @@ fn hedge(c: &mut Criterion) {
     group.finish();
 }
 
+/// The same five parts from the preset (typed, fixed at compile time) and
+/// from a configuration document (chosen at run time, reloadable): what
+/// the document's slots and the reload check cost a call.
+fn config_stack(c: &mut Criterion) {
+    use palisade::bulkhead::BulkheadSettings;
+    use palisade::config::{Config, Document, StackSettings};
+
+    let mut group = c.benchmark_group("config_stack");
+    bench_service(&mut group, "bare", bare());
+    let preset = palisade::Resilience::builder()
+        .total_timeout(Duration::from_secs(10))
+        .retry(|retry| retry)
+        .circuit_breaker(|breaker| breaker)
+        .bulkhead(|bulkhead| bulkhead.max_concurrent(100))
+        .attempt_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    bench_service(&mut group, "preset, five parts", preset.layer(bare()));
+    let mut stack = StackSettings::default();
+    stack.total_timeout = Some(Duration::from_secs(10));
+    stack.retry = Some(Default::default());
+    stack.circuit_breaker = Some(Default::default());
+    let mut bulkhead = BulkheadSettings::default();
+    bulkhead.max_concurrent = Some(100);
+    stack.bulkhead = Some(bulkhead);
+    stack.attempt_timeout = Some(Duration::from_secs(1));
+    let mut document = Document::default();
+    document.instances.insert("bench".to_string(), stack);
+    let config = Config::new(document).unwrap();
+    bench_service(
+        &mut group,
+        "config, the same five parts",
+        config.stack("bench").unwrap().layer(bare()),
+    );
+    group.finish();
+}
+
 criterion_group! {
     name = peers;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = circuit_breaker, timeout, bulkhead, adaptive, rate_limit, keyed, retry, hedge, full_stack
+    targets = circuit_breaker, timeout, bulkhead, adaptive, rate_limit, keyed, retry, hedge, full_stack, config_stack
 }
 criterion_main!(peers);
