@@ -262,6 +262,57 @@ fn full_preset_with_every_part_on() {
     assert_eq!(allocations_per_10k(stack.layer(bare())), 0);
 }
 
+/// A stack from a configuration document: the same parts in slots chosen
+/// at run time, and a reload check in each `poll_ready`. Between two
+/// reloads, a call allocates nothing; the first call after one rebuilds
+/// the service's stack (which clones `Arc`s, and allocates nothing
+/// either).
+#[test]
+fn stack_from_a_document_with_every_kind_of_slot() {
+    use palisade::config::{Config, Document};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let text = r#"
+        [instances.all]
+        total_timeout = "5s"
+        retry = {}
+        circuit_breaker = {}
+        rate_limit = { rate = 1000000, per = "1s" }
+        bulkhead = { max_concurrent = 10 }
+        attempt_timeout = "1s"
+        [instances.others]
+        hedge = { delay = "1s" }
+        throttle = {}
+        adaptive_limit = {}
+    "#;
+    let config = Config::new(toml::from_str::<Document>(text).unwrap()).unwrap();
+    let all = config.stack("all").unwrap().layer(bare());
+    assert_eq!(allocations_per_10k(all), 0);
+    let others = config.stack("others").unwrap().layer(bare());
+    assert_eq!(allocations_per_10k(others), 0);
+    let empty = Config::new(toml::from_str::<Document>("[instances.none]").unwrap()).unwrap();
+    assert_eq!(
+        allocations_per_10k(empty.stack("none").unwrap().layer(bare())),
+        0
+    );
+
+    // The first call after a reload rebuilds its service's stack.
+    let mut svc = config.stack("all").unwrap().layer(bare());
+    assert_eq!(allocations_per_10k(&mut svc), 0);
+    config
+        .reload(toml::from_str::<Document>(&text.replace("\"5s\"", "\"6s\"")).unwrap())
+        .unwrap();
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let (allocs, answer) = allocations_during(|| {
+        assert!(svc.poll_ready(&mut cx).is_ready());
+        now(svc.call(7)).unwrap()
+    });
+    assert_eq!((allocs, answer), (0, 7));
+}
+
 #[test]
 fn timeout_with_a_ready_inner_future() {
     // Inside a runtime: the timeout reads tokio's clock.

@@ -25,6 +25,9 @@
 //!   [`stack_with`](Config::stack_with) for a classifier and request
 //!   replay of your own) makes an instance's [`StackLayer`], whose type is
 //!   the same whatever parts the document chose.
+//! * **Reload.** [`Config::reload`] applies a new document to every stack
+//!   made from the configuration while they run: all or nothing, keeping
+//!   the state that still makes sense (see below).
 //!
 //! # Example
 //!
@@ -79,12 +82,70 @@
 //! # }
 //! ```
 //!
+//! # Reload
+//!
+//! ```
+//! use palisade::circuit_breaker::CircuitState;
+//! use palisade::config::{Change, Config, Document, PartName};
+//! use palisade::error::BoxError;
+//! use tower::{Layer, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), BoxError> {
+//! let config = Config::new(toml::from_str::<Document>(
+//!     "[instances.db]\ncircuit_breaker = { consecutive_failures = 2, wait_duration = \"10s\" }",
+//! )?)?;
+//! let stack = config.stack("db")?;
+//! let svc = stack.layer(service_fn(|_: u32| async { Err::<u32, BoxError>("down".into()) }));
+//! for _ in 0..2 {
+//!     let _ = svc.clone().oneshot(1).await;
+//! }
+//! let breaker = stack.parts().circuit_breaker().first().unwrap().handle();
+//! assert_eq!(breaker.state(), CircuitState::Open);
+//!
+//! // New thresholds: the running breaker takes them and stays open.
+//! let reloaded = config.reload(toml::from_str(
+//!     "[instances.db]\ncircuit_breaker = { consecutive_failures = 5, wait_duration = \"1m\" }",
+//! )?)?;
+//! assert_eq!(reloaded.changes[0].part, PartName::CircuitBreaker);
+//! assert_eq!(reloaded.changes[0].change, Change::Retuned);
+//! assert_eq!(breaker.state(), CircuitState::Open);
+//!
+//! // A document that cannot work changes nothing.
+//! let refused = config.reload(toml::from_str(
+//!     "[instances.db]\ncircuit_breaker = { consecutive_failures = 0 }",
+//! )?);
+//! assert_eq!(refused.unwrap_err().path(), "instances.db.circuit_breaker.consecutive_failures");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! What a reload keeps, part by part (see [`Config::reload`]):
+//!
+//! | part | settings unchanged | settings changed |
+//! |---|---|---|
+//! | any | the same part, state and all | |
+//! | circuit breaker | | retuned in place (state, window and counters kept) unless its name, seed or window (kind or size) changed, then a fresh breaker |
+//! | throttle | | retuned in place (counts kept) unless its name or window changed |
+//! | bulkhead | | only `max_concurrent` changed: the running bulkhead takes the limit (calls in flight and queue kept); otherwise a new bulkhead (calls in flight on the old one are not counted by the new one) |
+//! | retry, hedge | | a new part that keeps the old budget and its balance when the budget's `ttl` is unchanged, taking its new `percent` and `min_per_sec`; a hedge's latency histogram starts afresh |
+//! | adaptive limit, rate limit, timeouts | | a new part: a learned limit, a limiter's debt start afresh |
+//!
+//! Reading the settings costs a call nothing new: a stack's parts are
+//! plain layers, and a service learns of a reload from one atomic load in
+//! its `poll_ready` (BENCHMARKS.md, "Configuration").
+//!
 //! # What a document cannot say
 //!
 //! What is code stays code: the classifier, how requests are copied for a
 //! retry, a fallback's answer, a rate limiter's cost function, a hedge's
 //! delay function, `cover_body` (which changes the response's type) and
-//! listeners (given to [`Config::on_event`]).
+//! listeners (given to [`Config::on_event`]). A stack from a document
+//! takes a classifier that judges at the response head (the default, the
+//! HTTP classifier): gRPC's, which reads trailers, gives the breaker's,
+//! throttle's and adaptive limit's responses bodies of their own types,
+//! which slots chosen at run time cannot hold (issue 18 leaves this, and
+//! gRPC's service config, for later).
 
 mod document;
 mod slot;
