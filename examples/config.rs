@@ -26,7 +26,7 @@ async fn main() -> Result<(), BoxError> {
     let config = Config::new(document)?;
     for name in config.names() {
         let parts: Vec<_> = config
-            .settings(name)
+            .settings(&name)
             .unwrap()
             .parts()
             .map(|p| p.as_str())
