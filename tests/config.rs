@@ -777,6 +777,50 @@ async fn an_http_stack_from_a_file_retries_a_real_server_through_reqwest() {
     assert_eq!(server.seen().len(), 4);
 }
 
+/// hyper's legacy client takes one body type: every stack from a document
+/// hands it `Request<ReplayBody<B>>`, whether a retry, a hedge or nothing
+/// fills the repeat slot (test first: the docs-only pass found that an
+/// empty slot handed it `Request<B>`, and this did not compile).
+#[tokio::test(start_paused = true)]
+async fn hyper_clients_legacy_client_fits_every_stack_from_a_document() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::client::legacy::connect::HttpConnector;
+    use hyper_util::rt::TokioExecutor;
+    use palisade::retry::ReplayBody;
+
+    let server = Server::start(vec![Reply::status(503)], Reply::status(200).body("ok")).await;
+    let config = Config::new(document(
+        r#"
+        [instances.retried]
+        retry = { max_attempts = 2, backoff = { kind = "constant", delay = "1ms" } }
+        [instances.hedged]
+        hedge = { max_attempts = 2, delay = "1s" }
+        [instances.bare]
+        attempt_timeout = "5s"
+        "#,
+    ))
+    .unwrap();
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let hyper: Client<_, ReplayBody<Full<Bytes>>> =
+        Client::builder(TokioExecutor::new()).build(connector);
+    let get = || {
+        http::Request::get(server.url("/"))
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    for (instance, status) in [("retried", 200), ("hedged", 200), ("bare", 200)] {
+        let client = config.http_stack(instance).unwrap().layer(hyper.clone());
+        let response = client.oneshot(get()).await.unwrap();
+        assert_eq!(response.status(), status, "{instance}");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"ok");
+    }
+    assert_eq!(server.seen().len(), 4, "the first 503 was retried");
+}
+
 /// The builders take the settings structs directly, and what they set is
 /// what the built layer does.
 #[tokio::test(start_paused = true)]

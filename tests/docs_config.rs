@@ -2243,20 +2243,13 @@ fn http_stack_wraps_a_reqwest_client() {
     let _fut = svc.oneshot(req);
 }
 
-// FINDING: `Config::http_stack` says "The instance's stack for an HTTP
-// client (reqwest::Client, hyper's client)", but hyper's client cannot be
-// wrapped: every slot of a `Stacked` passes the same `S`, so an empty slot
-// hands `S` the caller's `Request<B>` while the retry hands it
-// `Request<ReplayBody<B>>`; hyper_util's `Client<C, B>` serves only
-// `Request<B>`. This does not compile (E0599, `oneshot` exists but its
-// trait bounds were not satisfied), so it stays a comment:
-//
-//     use hyper_util::client::legacy::Client;
-//     use hyper_util::rt::TokioExecutor;
-//     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-//     let svc = config(HTTP_DOC).http_stack("api").unwrap().layer(client);
-//     let _fut = svc.oneshot(get());
-//
+// FINDING (fixed): `Config::http_stack` said it serves hyper's client, but
+// an empty repeat slot handed the client `Request<B>` where a retry hands
+// it `Request<ReplayBody<B>>`, and hyper's legacy client takes one body
+// type: wrapping it did not compile. An empty repeat slot now hands the
+// request on as a single attempt would (`SentOnce`); the test is
+// `hyper_clients_legacy_client_fits_every_stack_from_a_document` in
+// tests/config.rs, which did not compile before the fix.
 // The tests above use `Http`, a service generic over the request body.
 
 #[tokio::test(start_paused = true)]

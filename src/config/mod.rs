@@ -153,7 +153,9 @@ mod stack;
 
 pub use self::document::{Document, PartName, StackSettings};
 pub use self::slot::{Slot, SlotFuture, SlotService};
-pub use self::stack::{Change, PartChange, PartsService, StackLayer, StackParts, Stacked};
+pub use self::stack::{
+    Change, PartChange, PartsService, SentOnce, StackLayer, StackParts, Stacked,
+};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -261,15 +263,15 @@ impl Config {
         self.stack_with(instance, DefaultClassifier, ByClone)
     }
 
-    /// The instance's stack for a `reqwest::Client`: the
+    /// The instance's stack for an HTTP client: the
     /// [`HttpClassifier`](crate::classify::HttpClassifier) and
     /// [`ReplayBodies`](crate::replay::ReplayBodies), as in
     /// [`Resilience::http`](crate::Resilience::http). The numbers are the
     /// document's (the builders' defaults where it says nothing), not the
-    /// standard stack's. The client must take the request as the stack
-    /// hands it on, with its body as sent (no retry or hedge) or replayed
-    /// (`ReplayBody`): a `reqwest::Client`, or a service generic over the
-    /// body; hyper's legacy client, which takes one body type, does not fit.
+    /// standard stack's. A `reqwest::Client` takes its requests as they
+    /// come; hyper's client gets an `http::Request<B>` as
+    /// `http::Request<ReplayBody<B>>` whatever fills the repeat slot (so
+    /// build it as `Client<_, ReplayBody<B>>`; see [`SentOnce`]).
     ///
     /// # Errors
     /// No instance of that name (parameter `instances`).

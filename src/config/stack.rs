@@ -21,6 +21,7 @@ use crate::error::{BoxError, ConfigError};
 use crate::event::Listeners;
 use crate::hedge::{Hedge, HedgeLayer};
 use crate::rate_limit::{RateLimit, RateLimitLayer};
+use crate::replay::Replay;
 use crate::retry::{Retry, RetryBudget, RetryLayer};
 use crate::timeout::{Timeout, TimeoutLayer};
 
@@ -29,6 +30,9 @@ use crate::timeout::{Timeout, TimeoutLayer};
 /// the current ones from [`StackLayer::parts`].
 #[derive(Debug, Clone)]
 pub struct StackParts<C, K> {
+    /// How requests are handed on when no retry or hedge fills the repeat
+    /// slot: as they would be for one attempt ([`SentOnce`]).
+    replay: K,
     total_timeout: Slot<TimeoutLayer, Identity>,
     repeat: Slot<RetryLayer<C, Backoff, K>, HedgeLayer<C, K>>,
     circuit_breaker: Slot<CircuitBreakerLayer<C>, ThrottleLayer<C>>,
@@ -42,8 +46,11 @@ pub type PartsService<S, C, K> =
     SlotService<Timeout<Repeated<S, C, K>>, Repeated<S, C, K>, Repeated<S, C, K>>;
 
 /// The stack below the total timeout.
-type Repeated<S, C, K> =
-    SlotService<Retry<Broken<S, C>, C, Backoff, K>, Hedge<Broken<S, C>, C, K>, Broken<S, C>>;
+type Repeated<S, C, K> = SlotService<
+    Retry<Broken<S, C>, C, Backoff, K>,
+    Hedge<Broken<S, C>, C, K>,
+    SentOnce<Broken<S, C>, K>,
+>;
 
 /// The stack below the repeat slot.
 type Broken<S, C> =
@@ -99,8 +106,46 @@ impl<S, C, K: Clone> Layer<S> for StackParts<C, K> {
         let bounded = self.concurrency.layer(attempted);
         let limited = self.rate_limit.layer(bounded);
         let broken = self.circuit_breaker.layer(limited);
-        let repeated = self.repeat.layer(broken);
+        let repeated = match &self.repeat {
+            Slot::Empty => SlotService::Empty(SentOnce {
+                inner: broken,
+                replay: self.replay.clone(),
+            }),
+            Slot::First(retry) => SlotService::First(retry.layer(broken)),
+            Slot::Second(hedge) => SlotService::Second(hedge.layer(broken)),
+        };
         self.total_timeout.layer(repeated)
+    }
+}
+
+/// An empty repeat slot: each request is handed on as a retry or a hedge
+/// would hand on its only attempt ([`Replay::only`]), so that the service
+/// below takes one request type whatever fills the slot (an
+/// `http::Request<B>` reaches it as `http::Request<ReplayBody<B>>` with
+/// [`ReplayBodies`](crate::replay::ReplayBodies), recorded nowhere).
+#[derive(Debug, Clone)]
+pub struct SentOnce<S, K> {
+    inner: S,
+    replay: K,
+}
+
+impl<S, K, Req> Service<Req> for SentOnce<S, K>
+where
+    K: Replay<Req>,
+    S: Service<K::Request>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, request: Req) -> S::Future {
+        self.inner.call(self.replay.only(request))
     }
 }
 
@@ -245,13 +290,14 @@ impl<C: Clone + 'static, K: Clone + 'static> StackLayer<C, K> {
         let live = Live {
             name: name.to_string(),
             classifier,
-            replay,
+            replay: replay.clone(),
             listeners,
             generation: AtomicU64::new(0),
             current: RwLock::new(Current {
                 generation: 0,
                 settings: StackSettings::default(),
                 parts: Arc::new(StackParts {
+                    replay,
                     total_timeout: Slot::Empty,
                     repeat: Slot::Empty,
                     circuit_breaker: Slot::Empty,
@@ -562,6 +608,7 @@ impl<C: Clone + 'static, K: Clone + 'static> Live<C, K> {
         }
         Ok((
             StackParts {
+                replay: self.replay.clone(),
                 total_timeout,
                 repeat,
                 circuit_breaker,
