@@ -474,3 +474,127 @@ fn reloads_under_traffic_lose_no_call_and_no_permit() {
         assert_eq!(bulkhead.in_flight(), 0, "every permit came back");
     });
 }
+
+/// Each part, changed alone, is reported alone, and an unchanged document
+/// reports nothing, for every part a stack can have.
+#[tokio::test(start_paused = true)]
+async fn each_part_changed_alone_is_reported_alone() {
+    let one = r#"
+        [instances.a]
+        total_timeout = "5s"
+        retry = { max_attempts = 2 }
+        circuit_breaker = { count_window = 10 }
+        rate_limit = { rate = 100, per = "1s" }
+        bulkhead = { max_concurrent = 4, max_queue = 2 }
+        attempt_timeout = "1s"
+        [instances.b]
+        hedge = { max_attempts = 2 }
+        throttle = { k = 2.0 }
+        adaptive_limit = { max_queue = 1 }
+        "#;
+    let config = Config::new(document(one)).unwrap();
+    let _a = config.stack("a").unwrap();
+    let _b = config.stack("b").unwrap();
+    assert!(config.reload(document(one)).unwrap().changes.is_empty());
+    for (from, to, instance, part, what) in [
+        (
+            "total_timeout = \"5s\"",
+            "total_timeout = \"6s\"",
+            "a",
+            PartName::TotalTimeout,
+            Change::Rebuilt,
+        ),
+        (
+            "retry = { max_attempts = 2 }",
+            "retry = { max_attempts = 3 }",
+            "a",
+            PartName::Retry,
+            Change::Rebuilt,
+        ),
+        (
+            "count_window = 10 }",
+            "count_window = 20 }",
+            "a",
+            PartName::CircuitBreaker,
+            Change::Rebuilt,
+        ),
+        (
+            "rate = 100,",
+            "rate = 200,",
+            "a",
+            PartName::RateLimit,
+            Change::Rebuilt,
+        ),
+        (
+            "max_queue = 2 }",
+            "max_queue = 3 }",
+            "a",
+            PartName::Bulkhead,
+            Change::Rebuilt,
+        ),
+        (
+            "attempt_timeout = \"1s\"",
+            "attempt_timeout = \"2s\"",
+            "a",
+            PartName::AttemptTimeout,
+            Change::Rebuilt,
+        ),
+        (
+            "hedge = { max_attempts = 2 }",
+            "hedge = { max_attempts = 3 }",
+            "b",
+            PartName::Hedge,
+            Change::Rebuilt,
+        ),
+        (
+            "k = 2.0",
+            "k = 3.0",
+            "b",
+            PartName::Throttle,
+            Change::Retuned,
+        ),
+        (
+            "adaptive_limit = { max_queue = 1 }",
+            "adaptive_limit = { max_queue = 2 }",
+            "b",
+            PartName::AdaptiveLimit,
+            Change::Rebuilt,
+        ),
+    ] {
+        let changed = one.replace(from, to);
+        assert_ne!(changed, one, "{from}");
+        let reloaded = config.reload(document(&changed)).unwrap();
+        assert_eq!(
+            summary(&reloaded.changes),
+            [change(instance, part, what)],
+            "{from} → {to}"
+        );
+        // And back: the same part again.
+        let back = config.reload(document(one)).unwrap();
+        assert_eq!(summary(&back.changes), [change(instance, part, what)]);
+    }
+}
+
+/// The configuration tracks the stacks it made only while they live.
+#[tokio::test(start_paused = true)]
+async fn the_configuration_forgets_stacks_that_were_dropped() {
+    let config = Config::new(document("[instances.a]\nbulkhead = {}")).unwrap();
+    let first = config.stack("a").unwrap();
+    let second = config.stack("a").unwrap();
+    assert!(format!("{config:?}").contains("tracked: 2"), "{config:?}");
+    drop(first);
+    let _third = config.stack("a").unwrap();
+    assert!(
+        format!("{config:?}").contains("tracked: 2"),
+        "a new stack sweeps the dropped one: {config:?}"
+    );
+    drop(second);
+    drop(_third);
+    config
+        .reload(document("[instances.a]\nbulkhead = {}"))
+        .unwrap();
+    assert!(
+        format!("{config:?}").contains("tracked: 0"),
+        "a reload sweeps too: {config:?}"
+    );
+}

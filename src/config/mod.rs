@@ -203,6 +203,8 @@ impl fmt::Debug for Config {
                 "stacks",
                 &state.stacks.iter().filter(|s| s.strong_count() > 0).count(),
             )
+            // Dropped stacks are swept when a stack is made or a reload runs.
+            .field("tracked", &state.stacks.len())
             .finish_non_exhaustive()
     }
 }
