@@ -119,3 +119,15 @@ impl<C, K> HedgeBuilder<C, K> {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::Merge;
+
+    #[test]
+    fn a_set_mode_replaces_the_bases() {
+        let mine = Some(HedgeMode::Fallback);
+        assert_eq!(mine.over(&Some(HedgeMode::Parallel)), mine);
+    }
+}

@@ -247,3 +247,14 @@ impl<C> AdaptiveLimitBuilder<C> {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_set_kind_replaces_the_bases() {
+        let mine = Some(AlgorithmKind::Aimd);
+        assert_eq!(mine.over(&Some(AlgorithmKind::Gradient2)), mine);
+    }
+}
