@@ -92,7 +92,7 @@ impl<F> CustomBackoffBuilder<F> {
         self
     }
 
-    /// The jitter applied to each delay: `None`, `Full` or `Equal`.
+    /// The jitter applied to each delay: `None`, `Full`, `Equal` or `Grpc`.
     pub fn jitter(mut self, jitter: Jitter) -> Self {
         self.jitter = jitter;
         self
@@ -107,7 +107,7 @@ impl<F> CustomBackoffBuilder<F> {
         if matches!(self.jitter, Jitter::Decorrelated | Jitter::DecorrelatedV2) {
             return Err(ConfigError::new(
                 "jitter",
-                "decorrelated jitters bring their own growth; a custom backoff takes None, Full or Equal",
+                "decorrelated jitters bring their own growth; a custom backoff takes None, Full, Equal or Grpc",
             ));
         }
         Ok(CustomBackoff {
@@ -152,6 +152,7 @@ impl<I: Iterator<Item = Duration>> Iterator for CustomDelays<I> {
         let jittered = match self.jitter {
             Jitter::Full => self.rng.random_range(0..=t),
             Jitter::Equal => t / 2 + self.rng.random_range(0..=t - t / 2),
+            Jitter::Grpc => (t as f64 * self.rng.random_range(0.8..=1.2)) as u64,
             // `build` admits no other kind.
             _ => t,
         };

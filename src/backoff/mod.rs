@@ -24,6 +24,7 @@
 //! | [`Equal`](Jitter::Equal) | `t/2 + uniform[0, t/2]` with `t = min(cap, base(n))` |
 //! | [`Decorrelated`](Jitter::Decorrelated) | `min(cap, uniform[initial, 3·previous])`, previous starting at `initial` |
 //! | [`DecorrelatedV2`](Jitter::DecorrelatedV2) | Polly's decorrelated jitter V2: a smooth exponential curve whose first delay has median `initial`, with jitter spread evenly, capped |
+//! | [`Grpc`](Jitter::Grpc) | `min(cap, base(n)) × uniform[0.8, 1.2]`, gRPC's retry backoff (proposal A6): up to a fifth above the cap |
 //!
 //! The two decorrelated kinds bring their own growth, so they are accepted
 //! only with [`Backoff::exponential`] (whose `initial` is their base and whose
@@ -85,6 +86,11 @@ pub enum Jitter {
     /// Polly's `DecorrelatedJitterBackoffV2`: an even spread around an
     /// exponential curve, without the clumping of the other kinds.
     DecorrelatedV2,
+    /// gRPC's (proposal A6, since 2024): the capped delay times a uniform
+    /// factor in `[0.8, 1.2]`. The one kind that may exceed the cap, by up
+    /// to a fifth, as A6 says. (A6's earlier rule, uniform in
+    /// `[0, min(cap, base(n))]`, is [`Full`](Self::Full).)
+    Grpc,
 }
 
 /// Something that makes a fresh sequence of delays for each logical call.
@@ -174,7 +180,8 @@ impl Backoff {
         self.jitter
     }
 
-    /// The cap: no delay is ever longer.
+    /// The cap: no delay is ever longer, but for [`Jitter::Grpc`]'s, which
+    /// may be a fifth longer (as gRPC's own clients wait).
     pub fn max_delay(&self) -> Duration {
         Duration::from_nanos(self.max_nanos)
     }
@@ -251,7 +258,8 @@ impl BackoffBuilder {
         self
     }
 
-    /// The cap: no delay is ever longer. Must be at least the initial delay.
+    /// The cap: no delay is ever longer (but by [`Jitter::Grpc`]'s fifth).
+    /// Must be at least the initial delay.
     pub const fn max_delay(mut self, max: Duration) -> Self {
         self.max = max;
         self
@@ -371,6 +379,11 @@ impl Delays {
             Jitter::Equal => {
                 let t = b.base_nanos(n);
                 t / 2 + self.rng.random_range(0..=t - t / 2)
+            }
+            Jitter::Grpc => {
+                let t = b.base_nanos(n);
+                // `as` saturates: 1.2 × a delay near u64::MAX stays there.
+                (t as f64 * self.rng.random_range(0.8..=1.2)) as u64
             }
             Jitter::Decorrelated => {
                 let base = b.initial_nanos();

@@ -10,6 +10,7 @@ fn jitters() -> impl Strategy<Value = Jitter> {
         Just(Jitter::Equal),
         Just(Jitter::Decorrelated),
         Just(Jitter::DecorrelatedV2),
+        Just(Jitter::Grpc),
     ]
 }
 
@@ -53,7 +54,9 @@ proptest! {
         let mut previous = initial;
         for n in 0..(skip as u32 + 40) {
             let d = delays.next().unwrap();
-            prop_assert!(d <= cap, "delay {n}: {d:?} above cap {cap:?}");
+            if jitter != Jitter::Grpc {
+                prop_assert!(d <= cap, "delay {n}: {d:?} above cap {cap:?}");
+            }
             match jitter {
                 Jitter::None => {
                     let expected = exponential_2n(initial, n).min(cap.as_nanos());
@@ -71,6 +74,13 @@ proptest! {
                     prop_assert!(d.as_nanos() <= (previous.as_nanos() * 3).min(cap.as_nanos()));
                 }
                 Jitter::DecorrelatedV2 => {}
+                Jitter::Grpc => {
+                    // Within a fifth of the capped delay, either side (and
+                    // a nanosecond for the float's rounding).
+                    let t = exponential_2n(initial, n).min(cap.as_nanos()) as f64;
+                    let d = d.as_nanos() as f64;
+                    prop_assert!(d >= (t * 0.8).floor() - 1.0 && d <= t * 1.2 + 1.0, "{d} for {t}");
+                }
             }
             previous = d;
         }
@@ -122,8 +132,10 @@ proptest! {
         let built = Backoff::exponential(initial).factor(factor).max_delay(max).jitter(jitter).build();
         if let Ok(backoff) = built {
             prop_assert!(factor.is_finite() && factor >= 1.0);
+            // gRPC's jitter may exceed the cap by a fifth, as A6 says.
+            let bound = if jitter == Jitter::Grpc { max.as_nanos() * 6 / 5 + 1 } else { max.as_nanos() };
             for d in backoff.delays_seeded(3).take(200) {
-                prop_assert!(d <= max);
+                prop_assert!(d.as_nanos() <= bound);
             }
         }
     }
@@ -301,4 +313,46 @@ fn custom_delays_are_capped_jittered_and_end() {
     assert!(delays.iter().all(|d| (50 * MS..=100 * MS).contains(d)));
     assert!(delays.windows(2).any(|w| w[0] != w[1]));
     assert_eq!(delays, jittered.make_delays(9).collect::<Vec<_>>());
+    let grpc = Backoff::custom(|| vec![100 * MS; 50])
+        .max_delay(100 * MS)
+        .jitter(Jitter::Grpc)
+        .build()
+        .unwrap();
+    let delays: Vec<_> = grpc.make_delays(9).collect();
+    assert!(delays.iter().all(|d| (80 * MS..=120 * MS).contains(d)));
+    assert!(
+        delays.iter().any(|d| *d > 100 * MS),
+        "above the cap, as A6 says"
+    );
+    assert!(delays.iter().any(|d| *d < 100 * MS));
+}
+
+/// gRPC's jitter (A6 since 2024): the capped delay times [0.8, 1.2].
+#[test]
+fn grpc_jitter_spreads_a_fifth_either_side_of_the_capped_delay() {
+    let backoff = Backoff::exponential(100 * MS)
+        .max_delay(Duration::from_secs(1))
+        .jitter(Jitter::Grpc)
+        .build()
+        .unwrap();
+    let mut low = [u64::MAX; 6];
+    let mut high = [0u64; 6];
+    for seed in 0..2000 {
+        for (n, d) in backoff.delays_seeded(seed).take(6).enumerate() {
+            let ms = d.as_millis() as u64;
+            low[n] = low[n].min(ms);
+            high[n] = high[n].max(ms);
+        }
+    }
+    // 100, 200, 400, 800, then the cap: 1,000.
+    for (n, base) in [100u64, 200, 400, 800, 1000, 1000].into_iter().enumerate() {
+        assert!(
+            low[n] >= base * 8 / 10 && low[n] < base * 82 / 100,
+            "{n}: {low:?}"
+        );
+        assert!(
+            high[n] <= base * 12 / 10 && high[n] > base * 118 / 100,
+            "{n}: {high:?}"
+        );
+    }
 }
