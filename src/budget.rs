@@ -7,6 +7,7 @@ use std::sync::PoisonError;
 use std::sync::atomic::Ordering::*;
 use std::time::Duration;
 
+use crate::classify::{Classify, DelayHint, Outcome, rejection_kind};
 use crate::clock::Epoch;
 use crate::error::ConfigError;
 use crate::settings::settings_struct;
@@ -84,8 +85,31 @@ const FLUSH_AT: u64 = 1 << 20;
 /// ```
 #[derive(Clone)]
 pub struct RetryBudget {
-    inner: Arc<Inner>,
+    kind: Kind,
 }
+
+#[derive(Clone)]
+enum Kind {
+    /// Finagle's share of the recent requests.
+    Share(Arc<Inner>),
+    /// gRPC's retry throttling (proposal A6).
+    Tokens(Arc<Tokens>),
+}
+
+/// gRPC's retry throttling, counted in thousandths of a token as grpc-java
+/// and gRPC's C core count them (A6 allows three decimal places).
+struct Tokens {
+    /// `maxTokens` × 1000.
+    max: u64,
+    /// `tokenRatio` × 1000, its fourth decimal place and beyond dropped.
+    ratio: u64,
+    /// The tokens left, from 0 to `max`: lock-free, each change one
+    /// read-modify-write so that none is lost to a racing one.
+    count: AtomicU64,
+}
+
+/// A failure takes one whole token.
+const TOKEN: u64 = 1000;
 
 struct Inner {
     ttl: Duration,
@@ -120,12 +144,25 @@ struct Windows {
 
 impl fmt::Debug for RetryBudget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let windows = self.inner.windows();
-        f.debug_struct("RetryBudget")
-            .field("ttl", &self.inner.ttl)
-            .field("min_per_sec", &windows.min_per_sec)
-            .field("percent", &windows.percent)
-            .finish()
+        match &self.kind {
+            Kind::Share(inner) => {
+                let windows = inner.windows();
+                f.debug_struct("RetryBudget")
+                    .field("ttl", &inner.ttl)
+                    .field("min_per_sec", &windows.min_per_sec)
+                    .field("percent", &windows.percent)
+                    .finish()
+            }
+            Kind::Tokens(tokens) => f
+                .debug_struct("RetryBudget")
+                .field("max_tokens", &(tokens.max / TOKEN))
+                .field("token_ratio", &(tokens.ratio as f64 / TOKEN as f64))
+                .field(
+                    "tokens",
+                    &(tokens.count.load(Relaxed) as f64 / TOKEN as f64),
+                )
+                .finish(),
+        }
     }
 }
 
@@ -152,55 +189,226 @@ impl RetryBudget {
     /// outside `[0, 1]` or NaN (parameter `percent`).
     pub fn new(ttl: Duration, min_per_sec: u32, percent: f64) -> Result<Self, ConfigError> {
         Ok(Self {
-            inner: Arc::new(Inner::new(ttl, min_per_sec, percent)?),
+            kind: Kind::Share(Arc::new(Inner::new(ttl, min_per_sec, percent)?)),
+        })
+    }
+
+    /// gRPC's retry throttling (proposal A6's `retryThrottling`): a bucket
+    /// of `max_tokens` tokens, full at the start. Every failure the retry
+    /// or the hedge would send again takes one token (A6: a failure with a
+    /// retryable or non-fatal status code, or a pushback that says not to
+    /// retry); every success gives back `token_ratio` of one, up to
+    /// `max_tokens`. Retries and hedges are sent only while more than half
+    /// the tokens are left.
+    ///
+    /// Unlike [`new`](Self::new)'s share, the bucket learns from answers,
+    /// not from requests: it needs the retry or hedge layer it is given to
+    /// judge every attempt, which they do (a call sent once, because its
+    /// request cannot be copied, is not judged). A retry takes its
+    /// failure's token before it asks for the retry, as grpc-go and
+    /// grpc-java do: with 10 tokens, four failures in a row are retried
+    /// and the fifth is not.
+    ///
+    /// Tokens are counted in thousandths, as grpc-java and gRPC's C core
+    /// count them: `token_ratio`'s decimals beyond the third are dropped
+    /// (A6: 0.5466 is 0.546).
+    ///
+    /// # Errors
+    /// `max_tokens` outside 1 to 1000 (parameter `max_tokens`);
+    /// `token_ratio` not a finite number of at least 0.001, the smallest
+    /// share of a token counted (parameter `token_ratio`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use palisade::retry::RetryBudget;
+    ///
+    /// // A6's example: 10 tokens, a tenth of one back for each success.
+    /// let budget = RetryBudget::tokens(10, 0.1).unwrap();
+    /// assert_eq!(budget.remaining(), 4, "four failures in a row are retried");
+    /// assert!(RetryBudget::tokens(0, 0.1).is_err());
+    /// assert!(RetryBudget::tokens(10, 0.0004).is_err());
+    /// ```
+    pub fn tokens(max_tokens: u32, token_ratio: f64) -> Result<Self, ConfigError> {
+        if !(1..=1000).contains(&max_tokens) {
+            return Err(ConfigError::new(
+                "max_tokens",
+                format!("must be from 1 to 1000, got {max_tokens}"),
+            ));
+        }
+        // A tiny nudge so that a ratio written with three decimals (0.57,
+        // 569.999... thousandths in binary) keeps its last one.
+        let thousandths = (token_ratio * TOKEN as f64 + 1e-9).floor();
+        if !token_ratio.is_finite() || thousandths < 1.0 {
+            return Err(ConfigError::new(
+                "token_ratio",
+                format!("must be a finite number of at least 0.001, got {token_ratio}"),
+            ));
+        }
+        let max = u64::from(max_tokens) * TOKEN;
+        Ok(Self {
+            kind: Kind::Tokens(Arc::new(Tokens {
+                max,
+                // Above `max`, a ratio refills as much as `max` does.
+                ratio: (thousandths as u64).min(max),
+                count: AtomicU64::new(max),
+            })),
         })
     }
 
     /// Records a request, at the time it came: one clock read and one
     /// atomic add. (Counting requests in batches without their times cannot
     /// tell 30 requests, 3 s of quiet and one more from 31 requests and
-    /// then quiet, and gets one of them wrong.)
+    /// then quiet, and gets one of them wrong.) A [`tokens`](Self::tokens)
+    /// budget counts answers, not requests: nothing.
     #[inline]
     pub fn deposit(&self) {
-        self.inner.deposit(self.inner.now());
+        if let Kind::Share(inner) = &self.kind {
+            inner.deposit(inner.now());
+        }
     }
 
-    /// Takes one retry from the budget, if it has one.
+    /// Takes one retry from the budget, if it has one. A
+    /// [`tokens`](Self::tokens) budget takes nothing (the failure took its
+    /// token): it answers whether more than half the tokens are left.
     pub fn try_withdraw(&self) -> bool {
-        self.inner.try_withdraw(|| self.inner.now())
+        match &self.kind {
+            Kind::Share(inner) => inner.try_withdraw(|| inner.now()),
+            Kind::Tokens(tokens) => tokens.allows(),
+        }
     }
 
-    /// How many retries the budget would allow now.
+    /// How many retries the budget would allow now; for a
+    /// [`tokens`](Self::tokens) budget, how many failures in a row would be
+    /// retried.
     pub fn remaining(&self) -> u64 {
-        self.inner.remaining(|| self.inner.now())
+        match &self.kind {
+            Kind::Share(inner) => inner.remaining(|| inner.now()),
+            Kind::Tokens(tokens) => tokens.remaining(),
+        }
     }
 
-    /// Whether [`retune`](Self::retune) would take `other`'s settings: the
-    /// same `ttl`.
+    /// Whether the budget learns from answers ([`tokens`](Self::tokens)),
+    /// so that the retry and the hedge must tell it each one.
+    #[inline]
+    pub(crate) fn counts_answers(&self) -> bool {
+        matches!(self.kind, Kind::Tokens(_))
+    }
+
+    /// Tells a budget that learns from answers ([`tokens`](Self::tokens))
+    /// how an attempt ended, as gRPC's throttling counts: a success gives
+    /// back its ratio of a token; a failure that the retry or the hedge
+    /// would send again, or that the server said not to retry, takes one.
+    /// A palisade rejection, a request that never left (A6's transparent
+    /// retries), and every other answer count neither way.
+    #[cold]
+    pub(crate) fn count<C, Res, E>(&self, classifier: &C, result: &Result<Res, E>)
+    where
+        C: Classify<Res, E>,
+        E: 'static,
+    {
+        if result.as_ref().err().and_then(rejection_kind).is_some() {
+            return;
+        }
+        match classifier.classify(result) {
+            Outcome::Success => self.succeeded(),
+            Outcome::Failure
+                if !classifier.is_not_sent(result)
+                    && (classifier.is_retryable_failure(result)
+                        || classifier.delay_hint(result) == Some(DelayHint::DoNotRetry)) =>
+            {
+                self.failed();
+            }
+            Outcome::Failure | Outcome::Ignored => {}
+        }
+    }
+
+    /// An attempt succeeded: a [`tokens`](Self::tokens) budget takes back
+    /// its ratio of a token.
+    pub(crate) fn succeeded(&self) {
+        if let Kind::Tokens(tokens) = &self.kind {
+            tokens.succeeded();
+        }
+    }
+
+    /// An attempt failed in a way the retry or the hedge would send again:
+    /// a [`tokens`](Self::tokens) budget gives up a token.
+    pub(crate) fn failed(&self) {
+        if let Kind::Tokens(tokens) = &self.kind {
+            tokens.failed();
+        }
+    }
+
+    /// Whether [`retune`](Self::retune) would take `other`'s settings: two
+    /// shares of the same `ttl`.
     pub(crate) fn retunable(&self, other: &RetryBudget) -> bool {
-        self.inner.ttl == other.inner.ttl
+        match (&self.kind, &other.kind) {
+            (Kind::Share(mine), Kind::Share(theirs)) => mine.ttl == theirs.ttl,
+            (Kind::Tokens(mine), Kind::Tokens(theirs)) => Arc::ptr_eq(mine, theirs),
+            _ => false,
+        }
     }
 
     /// Takes `other`'s `percent` and `min_per_sec`, keeping this budget's
     /// requests and retries (a reloaded configuration keeps the balance):
     /// `false`, and nothing changed, if their `ttl`s differ (the windows'
-    /// buckets are cut by it).
+    /// buckets are cut by it) or they are not both shares.
     pub(crate) fn retune(&self, other: &RetryBudget) -> bool {
-        if Arc::ptr_eq(&self.inner, &other.inner) {
+        let (Kind::Share(mine), Kind::Share(theirs)) = (&self.kind, &other.kind) else {
+            return self.retunable(other);
+        };
+        if Arc::ptr_eq(mine, theirs) {
             return true;
         }
         if !self.retunable(other) {
             return false;
         }
         let (percent, min_per_sec, reserve) = {
-            let theirs = other.inner.windows();
+            let theirs = theirs.windows();
             (theirs.percent, theirs.min_per_sec, theirs.reserve)
         };
-        let mut mine = self.inner.windows();
+        let mut mine = mine.windows();
         mine.percent = percent;
         mine.min_per_sec = min_per_sec;
         mine.reserve = reserve;
         true
+    }
+
+    #[cfg(all(test, not(palisade_loom)))]
+    fn share(&self) -> &Inner {
+        match &self.kind {
+            Kind::Share(inner) => inner,
+            Kind::Tokens(_) => panic!("a share budget"),
+        }
+    }
+}
+
+impl Tokens {
+    /// Retries are sent while the count is above half the bucket.
+    fn allows(&self) -> bool {
+        self.count.load(Relaxed) > self.max / 2
+    }
+
+    fn remaining(&self) -> u64 {
+        let threshold = self.max / 2;
+        // The failures after which the count is still above the threshold.
+        self.count
+            .load(Relaxed)
+            .checked_sub(threshold + 1)
+            .map_or(0, |above| above / TOKEN)
+    }
+
+    fn failed(&self) {
+        let _ = self
+            .count
+            .fetch_update(Relaxed, Relaxed, |count| Some(count.saturating_sub(TOKEN)));
+    }
+
+    fn succeeded(&self) {
+        // A full bucket, the common case, is only read.
+        let _ = self.count.fetch_update(Relaxed, Relaxed, |count| {
+            (count < self.max).then(|| (count + self.ratio).min(self.max))
+        });
     }
 }
 
@@ -442,7 +650,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn batches_are_settled_once_each() {
         let budget = RetryBudget::new(Duration::from_secs(3600), 0, 1.0).unwrap();
-        let inner = &*budget.inner;
+        let inner = budget.share();
         for _ in 0..FLUSH_AT + 5 {
             budget.deposit();
         }
@@ -465,6 +673,104 @@ mod tests {
             budget.deposit();
         }
         assert_eq!(budget.remaining(), 6);
+    }
+
+    /// A6's throttling walked through as gRPC's C core tests it
+    /// (`retry_throttle_test.cc`): 4 tokens, threshold 2.
+    #[test]
+    fn tokens_follow_grpcs_walk_through() {
+        let budget = RetryBudget::tokens(4, 0.1).unwrap();
+        assert!(budget.counts_answers());
+        budget.deposit();
+        assert!(budget.try_withdraw(), "4 tokens: above the threshold");
+        budget.failed();
+        assert!(budget.try_withdraw(), "3 tokens: above");
+        budget.failed();
+        assert!(!budget.try_withdraw(), "2 tokens: not above");
+        assert_eq!(budget.remaining(), 0);
+        budget.succeeded();
+        assert!(budget.try_withdraw(), "2.1 tokens: above again");
+        budget.failed();
+        budget.failed();
+        budget.failed();
+        budget.failed();
+        assert!(!budget.try_withdraw(), "never below zero...");
+        for _ in 0..21 {
+            budget.succeeded();
+        }
+        assert!(budget.try_withdraw(), "...so 2.1 tokens after 21 successes");
+        for _ in 0..100 {
+            budget.succeeded();
+        }
+        assert_eq!(budget.remaining(), 1, "never above the maximum: 4 tokens");
+        assert!(budget.try_withdraw(), "a withdrawal takes nothing");
+        assert_eq!(budget.remaining(), 1);
+    }
+
+    #[test]
+    fn remaining_tokens_count_the_failures_still_retried() {
+        // A6's example: retried while more than 5 of 10 tokens are left.
+        let budget = RetryBudget::tokens(10, 0.1).unwrap();
+        assert_eq!(budget.remaining(), 4);
+        let retried = (0..10)
+            .take_while(|_| {
+                budget.failed();
+                budget.try_withdraw()
+            })
+            .count();
+        assert_eq!(retried, 4);
+        // An odd maximum: the threshold is 1.5 tokens of 3.
+        let budget = RetryBudget::tokens(3, 1.0).unwrap();
+        assert_eq!(budget.remaining(), 1);
+        budget.failed();
+        assert!(budget.try_withdraw(), "2 > 1.5");
+        budget.failed();
+        assert!(!budget.try_withdraw(), "1 < 1.5");
+    }
+
+    #[test]
+    fn token_ratios_keep_three_decimals() {
+        let ratio = |r: f64| match RetryBudget::tokens(10, r).unwrap().kind {
+            Kind::Tokens(tokens) => tokens.ratio,
+            Kind::Share(_) => unreachable!(),
+        };
+        assert_eq!(ratio(0.1), 100);
+        assert_eq!(ratio(0.5466), 546, "A6: 0.5466 is treated as 0.546");
+        assert_eq!(ratio(0.57), 570, "569.99... thousandths in binary");
+        assert_eq!(ratio(0.001), 1);
+        assert_eq!(ratio(2.5), 2500);
+        assert_eq!(ratio(50.0), 10_000, "no more than the bucket");
+    }
+
+    #[test]
+    fn bad_token_budgets_are_refused() {
+        let p = |r: Result<RetryBudget, ConfigError>| r.unwrap_err().parameter();
+        assert_eq!(p(RetryBudget::tokens(0, 0.1)), "max_tokens");
+        assert_eq!(p(RetryBudget::tokens(1001, 0.1)), "max_tokens");
+        for bad in [0.0, 0.0009, -1.0, f64::NAN, f64::INFINITY] {
+            assert_eq!(p(RetryBudget::tokens(10, bad)), "token_ratio", "{bad}");
+        }
+        assert!(RetryBudget::tokens(1000, 0.001).is_ok());
+        assert!(RetryBudget::tokens(1, 1.0).is_ok());
+    }
+
+    #[test]
+    fn a_share_counts_no_answers_and_kinds_do_not_retune_each_other() {
+        let share = RetryBudget::default();
+        let tokens = RetryBudget::tokens(10, 0.1).unwrap();
+        assert!(!share.counts_answers());
+        share.failed();
+        share.succeeded();
+        assert!(!share.retunable(&tokens));
+        assert!(!tokens.retunable(&share));
+        assert!(!tokens.retune(&RetryBudget::tokens(10, 0.1).unwrap()));
+        assert!(tokens.retune(&tokens.clone()));
+        assert!(!share.retune(&tokens));
+        let debug = format!("{tokens:?}");
+        assert_eq!(
+            debug,
+            "RetryBudget { max_tokens: 10, token_ratio: 0.1, tokens: 10.0 }"
+        );
     }
 
     #[test]
@@ -528,6 +834,31 @@ mod loom_tests {
             );
             assert_eq!(windows.withdrawals.totals(width)[0], u64::from(granted));
             assert_eq!(inner.funded(&windows, width), u64::from(!granted));
+        });
+    }
+
+    /// A failure and a success race on 1.5 of 2 tokens (a whole token
+    /// back per success): whichever comes first, the count ends at 1.5
+    /// (1.5 - 1 + 1) or 1 (2, capped, - 1), never losing either change.
+    ///
+    /// Seen to fail (0.5 or 2 left) with either change made as a load and
+    /// a store.
+    #[test]
+    fn loom_no_token_change_is_lost() {
+        loom::model(|| {
+            let budget = RetryBudget::tokens(2, 1.0).unwrap();
+            let Kind::Tokens(tokens) = &budget.kind else {
+                unreachable!()
+            };
+            tokens.count.store(1500, Relaxed);
+            let other = {
+                let budget = budget.clone();
+                loom::thread::spawn(move || budget.failed())
+            };
+            budget.succeeded();
+            other.join().unwrap();
+            let left = tokens.count.load(Relaxed);
+            assert!(left == 1500 || left == 1000, "{left} thousandths left");
         });
     }
 

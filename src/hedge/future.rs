@@ -208,6 +208,11 @@ impl<F: Future, S, C, Src: ReplaySource> Hedging<F, S, C, Src> {
         E: 'static,
         F: Future<Output = Result<Res, E>>,
     {
+        if let Some(budget) = &self.shared.budget
+            && budget.counts_answers()
+        {
+            budget.count(&self.shared.classifier, &result);
+        }
         let kind = result.as_ref().err().and_then(rejection_kind);
         let outcome = match kind {
             Some(_) => Outcome::Failure,

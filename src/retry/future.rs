@@ -161,6 +161,7 @@ where
     C: Classify<Res, E>,
     E: 'static,
 {
+    count_answer(shared, result);
     let Some(kind) = to_decide(&shared.classifier, result) else {
         return;
     };
@@ -171,6 +172,21 @@ where
         attempts: 1,
         reason,
     });
+}
+
+/// Tells a budget that learns from answers (gRPC's tokens) how an attempt
+/// ended; a share of the requests needs nothing.
+#[inline]
+fn count_answer<C, B, Res, E>(shared: &Shared<C, B>, result: &Result<Res, E>)
+where
+    C: Classify<Res, E>,
+    E: 'static,
+{
+    if let Some(budget) = &shared.budget
+        && budget.counts_answers()
+    {
+        budget.count(&shared.classifier, result);
+    }
 }
 
 enum Next {
@@ -204,7 +220,10 @@ where
         E: 'static,
     {
         match to_decide(&self.shared.classifier, result) {
-            None => Next::Return,
+            None => {
+                count_answer(&self.shared, result);
+                Next::Return
+            }
             Some(kind) => self.decide_retry(attempt, retryable, kind, result),
         }
     }
@@ -224,6 +243,9 @@ where
         E: 'static,
     {
         let shared = Arc::clone(&self.shared);
+        // Before the attempts are counted: gRPC's throttling takes a token
+        // for the last attempt's failure too (grpc-go, grpc-java).
+        count_answer(&shared, result);
         let reason = match judge(&shared, attempt, retryable, kind, result) {
             Ok(reason) => reason,
             Err(give_up) => return self.give_up(attempt, give_up),

@@ -144,6 +144,8 @@ pub use crate::replay::ReqwestRequests;
 pub use crate::replay::{ByClone, Cloned, Replay, ReplaySource};
 #[cfg(feature = "http")]
 pub use crate::replay::{DEFAULT_REPLAY_LIMIT, HttpSource, Recording, ReplayBodies, ReplayBody};
+#[cfg(feature = "grpc")]
+pub use crate::replay::{GRPC_PREVIOUS_RPC_ATTEMPTS, PreviousAttempts, PreviousAttemptsSource};
 #[cfg(feature = "tonic")]
 pub use crate::replay::{TonicBodies, TonicSource};
 
@@ -257,10 +259,18 @@ where
             next: None,
         });
         // A call that cannot be retried still says why its failure is
-        // returned, when someone listens.
+        // returned, when someone listens, and tells a budget that learns
+        // from answers how it ended.
         let after = match retrying {
             Some(retrying) => After::Retrying(retrying),
-            None if !shared.listeners.is_empty() => After::Watching(Arc::clone(shared)),
+            None if !shared.listeners.is_empty()
+                || shared
+                    .budget
+                    .as_ref()
+                    .is_some_and(RetryBudget::counts_answers) =>
+            {
+                After::Watching(Arc::clone(shared))
+            }
             None => After::Nothing,
         };
         ResponseFuture::new(future, span, retryable, after)
