@@ -72,8 +72,13 @@
 //! same mistake is reported by rustc as `Retry<..>: Service<_>` not being
 //! satisfied, without these notes: see `TESTING.md`.
 
+#[cfg(feature = "grpc")]
+mod attempts;
 #[cfg(feature = "http")]
 mod body;
+
+#[cfg(feature = "grpc")]
+pub use self::attempts::{GRPC_PREVIOUS_RPC_ATTEMPTS, PreviousAttempts, PreviousAttemptsSource};
 
 #[cfg(feature = "http")]
 pub use self::body::{DEFAULT_REPLAY_LIMIT, HttpSource, Recording, ReplayBodies, ReplayBody};
