@@ -91,10 +91,54 @@ impl GrpcCode {
         }
     }
 
+    /// The code's name as gRPC writes it: `"UNAVAILABLE"`, `"DEADLINE_EXCEEDED"`.
+    pub fn name(self) -> &'static str {
+        NAMES[self as usize]
+    }
+
+    /// The code of a name as gRPC writes it, in any case (`"UNAVAILABLE"`,
+    /// `"unavailable"`), as gRPC's service config (proposal A6) lists
+    /// status codes.
+    ///
+    /// ```
+    /// use palisade::classify::GrpcCode;
+    ///
+    /// assert_eq!(GrpcCode::from_name("deadline_exceeded"), Some(GrpcCode::DeadlineExceeded));
+    /// assert_eq!(GrpcCode::Unavailable.name(), "UNAVAILABLE");
+    /// assert_eq!(GrpcCode::from_name("UNAVAILABLE "), None);
+    /// ```
+    pub fn from_name(name: &str) -> Option<GrpcCode> {
+        NAMES
+            .iter()
+            .position(|known| known.eq_ignore_ascii_case(name))
+            .map(|i| Self::ALL[i])
+    }
+
     fn bit(self) -> u32 {
         1 << (self as u8)
     }
 }
+
+/// The codes' names, in numeric order.
+const NAMES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
 
 impl fmt::Display for GrpcCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -392,6 +436,17 @@ impl<T> Classify<tonic::Response<T>, tonic::Status> for GrpcClassifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_code_has_its_name_back() {
+        for code in GrpcCode::ALL {
+            assert_eq!(GrpcCode::from_name(code.name()), Some(code));
+            assert_eq!(GrpcCode::from_name(&code.name().to_lowercase()), Some(code));
+        }
+        assert_eq!(GrpcCode::DataLoss.name(), "DATA_LOSS");
+        assert_eq!(GrpcCode::from_name("14"), None);
+        assert_eq!(GrpcCode::from_name(""), None);
+    }
     use proptest::prelude::*;
     use std::time::Duration;
 
