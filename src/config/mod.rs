@@ -144,10 +144,13 @@
 //! takes a classifier that judges at the response head (the default, the
 //! HTTP classifier): gRPC's, which reads trailers, gives the breaker's,
 //! throttle's and adaptive limit's responses bodies of their own types,
-//! which slots chosen at run time cannot hold (issue 18 leaves this, and
-//! gRPC's service config, for later).
+//! which slots chosen at run time cannot hold. For gRPC channels, the
+//! service config that gRPC's own clients read is in [`grpc`] (feature
+//! `grpc-service-config`).
 
 mod document;
+#[cfg(feature = "grpc-service-config")]
+pub mod grpc;
 mod slot;
 mod stack;
 
