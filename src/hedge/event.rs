@@ -104,7 +104,8 @@ pub enum SkipReason {
     /// [`max_hint`](super::HedgeBuilder::max_hint).
     HintAboveCap,
     /// The request could not be copied beside the running attempts: its
-    /// body was still being sent, or was over the replay limit.
+    /// body was over the replay limit, or failed. (A body still being sent
+    /// is waited for.)
     NotCopyable,
     /// The service failed while getting ready for the hedge.
     NotReady,

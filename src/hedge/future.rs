@@ -337,9 +337,13 @@ impl<F: Future, S, C, Src: ReplaySource> Hedging<F, S, C, Src> {
         }
         if self.next.is_none() {
             // Beside running attempts, only a copy that takes nothing from
-            // them (a body still being sent is not shared).
+            // them: a body still being sent is not shared, but waited for
+            // (the source wakes this task as the body is read).
             let copy = if running > 0 {
-                self.source.alongside()
+                match self.source.poll_alongside(cx) {
+                    Poll::Ready(copy) => copy,
+                    Poll::Pending => return Ok(false),
+                }
             } else {
                 self.source.again()
             };

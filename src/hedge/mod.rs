@@ -57,7 +57,9 @@
 //! nothing from it ([`ReplaySource::alongside`]), so a streamed body can
 //! be hedged only once it has been read whole (an empty body at once): a
 //! hedge that comes due while the first attempt is still sending the body
-//! is not sent, and neither is any later one for that call
+//! waits for it, and is sent as soon as the body has been read
+//! ([`ReplaySource::poll_alongside`]); a body over the replay limit cannot
+//! be copied, and no hedge is sent for that call
 //! ([`SkipReason::NotCopyable`]). Once no attempt runs (every one failed),
 //! the next is made as the retry makes it, and may take the body over.
 //!

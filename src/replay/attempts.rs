@@ -1,5 +1,7 @@
 //! gRPC's `grpc-previous-rpc-attempts` request header (proposal A6).
 
+use std::task::{Context, Poll};
+
 use http::HeaderValue;
 use http::header::HeaderName;
 
@@ -114,6 +116,12 @@ where
     fn alongside(&mut self) -> Option<Self::Request> {
         let req = self.source.alongside()?;
         Some(self.stamp(req))
+    }
+
+    fn poll_alongside(&mut self, cx: &mut Context<'_>) -> Poll<Option<Self::Request>> {
+        self.source
+            .poll_alongside(cx)
+            .map(|req| req.map(|req| self.stamp(req)))
     }
 }
 

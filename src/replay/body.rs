@@ -15,7 +15,7 @@
 use std::fmt;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -118,6 +118,9 @@ struct BodyState<B> {
     owner: u32,
     /// The newest attempt made.
     issued: u32,
+    /// A hedge waiting for the body to be recorded whole
+    /// ([`HttpSource::poll_alongside`]): woken when the body moves on.
+    waiting: Option<Waker>,
 }
 
 impl<B: Body> BodyState<B> {
@@ -263,6 +266,10 @@ where
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(frame) => frame,
             };
+            // The body moved on: it may be whole now, or lost.
+            if let Some(hedge) = state.waiting.take() {
+                hedge.wake();
+            }
             match frame {
                 None => state.rest_ended = true,
                 Some(Ok(frame)) => {
@@ -375,6 +382,7 @@ where
                 lost: false,
                 owner: 0,
                 issued: 0,
+                waiting: None,
             }),
             // Not retryable: kept only for an attempt that never read its
             // body (a connection failure), which needs no recording.
@@ -408,8 +416,8 @@ impl<B: Body> ReplaySource for HttpSource<B> {
 
     /// A copy only once the caller's body has ended, whole within the
     /// limit: the copy plays the recording back and leaves the running
-    /// attempts' bodies alone. Before that, `None` (a hedge is not sent
-    /// while the first attempt is still sending the body).
+    /// attempts' bodies alone. Before that, `None` (the hedge asks
+    /// [`poll_alongside`](Self::poll_alongside), which waits).
     fn alongside(&mut self) -> Option<Self::Request> {
         let attempt = {
             let mut state = self.recording.lock();
@@ -422,6 +430,20 @@ impl<B: Body> ReplaySource for HttpSource<B> {
         let mut body = ReplayBody::new(Arc::clone(&self.recording), attempt);
         body.beside = true;
         Some(http::Request::from_parts(self.parts.clone(), body))
+    }
+
+    /// [`alongside`](Self::alongside), waiting while the running attempt
+    /// is still sending the body: woken each time it reads more, ready
+    /// once the body is whole (a copy) or over the limit (`None`).
+    fn poll_alongside(&mut self, cx: &mut Context<'_>) -> Poll<Option<Self::Request>> {
+        {
+            let mut state = self.recording.lock();
+            if !state.lost && !state.rest_is_done() {
+                state.waiting = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+        }
+        Poll::Ready(self.alongside())
     }
 }
 

@@ -91,6 +91,7 @@ pub use self::tonic::{TonicBodies, TonicSource};
 
 #[cfg(feature = "reqwest")]
 use std::fmt;
+use std::task::{Context, Poll};
 
 /// Turns a caller's request into the first attempt's, and keeps a
 /// [`ReplaySource`] to make the next ones.
@@ -171,6 +172,18 @@ pub trait ReplaySource {
     /// still sending its body cannot share it.
     fn alongside(&mut self) -> Option<Self::Request> {
         self.again()
+    }
+
+    /// [`alongside`](Self::alongside), for a source that can tell "not
+    /// yet" from "never": `Pending` while a copy cannot be made yet but
+    /// may be (a body still being sent), waking the task when that may
+    /// have changed. The hedge asks this. The default is
+    /// `Ready(self.alongside())`; [`HttpSource`] waits for the body to be
+    /// recorded whole, so that a hedge due while the first attempt still
+    /// sends the body is sent as soon as it has been.
+    fn poll_alongside(&mut self, cx: &mut Context<'_>) -> Poll<Option<Self::Request>> {
+        let _ = cx;
+        Poll::Ready(self.alongside())
     }
 }
 

@@ -112,6 +112,15 @@ where
             .alongside()
             .map(|req| req.map(tonic::body::Body::new))
     }
+
+    fn poll_alongside(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Request>> {
+        self.0
+            .poll_alongside(cx)
+            .map(|req| req.map(|req| req.map(tonic::body::Body::new)))
+    }
 }
 
 #[cfg(test)]
