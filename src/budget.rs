@@ -280,7 +280,8 @@ impl RetryBudget {
 
     /// How many retries the budget would allow now; for a
     /// [`tokens`](Self::tokens) budget, how many failures in a row would be
-    /// retried.
+    /// retried (each takes its token first: with 2 tokens, none is, though
+    /// [`try_withdraw`](Self::try_withdraw) says yes before the failure).
     pub fn remaining(&self) -> u64 {
         match &self.kind {
             Kind::Share(inner) => inner.remaining(|| inner.now()),

@@ -26,6 +26,12 @@
 //! | `grpc-retry-pushback-ms` | read from the answer: the retry waits exactly that long (then resumes its backoff); a negative or unreadable value ends the retries and counts as a throttling failure |
 //! | `grpc-previous-rpc-attempts` | set on every attempt after the first ([`PreviousAttempts`](crate::retry::PreviousAttempts)): 1 on the second, and so on |
 //!
+//! A call returns what its last attempt answered (a hedged call, the
+//! winner or the first attempt's failure), its error boxed: tonic's
+//! generated client sees the server's `Status` as it was. A connection
+//! that failed before the request left is sent again whatever the codes
+//! (gRPC's transparent retry), and takes no token.
+//!
 //! Every status but OK is a failure for the retry's and the hedge's
 //! [events](crate::event) and for the tokens (A6 counts an OK call as a
 //! success). The layers' events are named after the method config's first

@@ -106,7 +106,8 @@ pub struct HedgingPolicy {
 pub struct RetryThrottling {
     /// `maxTokens`: 1 to 1000.
     pub max_tokens: u32,
-    /// `tokenRatio`: above zero; decimals beyond the third are dropped.
+    /// `tokenRatio`: at least 0.001; decimals beyond the third are dropped
+    /// when it is read (A6: 0.5466 is 0.546).
     pub token_ratio: f64,
 }
 
@@ -127,9 +128,20 @@ impl ServiceConfig {
     /// Reads a service config from parsed JSON.
     ///
     /// # Errors
+    /// Integers (`maxAttempts`, `maxTokens`, a status code, the message
+    /// sizes) are JSON integers or strings of digits (`"3"`), as
+    /// protobuf's JSON writes integer fields and gRPC's C core reads them;
+    /// other numbers (`backoffMultiplier`, `tokenRatio`) are JSON numbers.
+    /// Status codes are also names, in any case (`"UNAVAILABLE"`,
+    /// `"unavailable"`), and a code listed twice counts once. Unknown
+    /// fields are ignored, as gRPC's clients ignore them.
+    ///
     /// As A6 and gRPC's C core, grpc-java and grpc-rust validate, the
     /// whole config is refused (grpc-go instead drops a bad retry policy
-    /// with a warning):
+    /// with a warning), the error's path naming the value
+    /// (`methodConfig[1].name[0].service` for a name given twice,
+    /// `methodConfig[0].hedgingPolicy` for a config with both policies,
+    /// `service_config` for a document that is not a JSON object):
     /// * a document or a `methodConfig` entry that is not an object;
     /// * a `name` whose `method` has no `service`, or a name given twice in
     ///   the document;
@@ -538,6 +550,8 @@ fn retry_throttling(value: &Value) -> Result<RetryThrottling, ConfigError> {
         .map_err(|e| ConfigError::new("tokenRatio", e.reason().to_owned()))?;
     Ok(RetryThrottling {
         max_tokens: max_tokens as u32,
-        token_ratio,
+        // As the bucket counts it (thousandths, the rest dropped), with
+        // the same nudge for a ratio that binary cannot write exactly.
+        token_ratio: (token_ratio * 1000.0 + 1e-9).floor() / 1000.0,
     })
 }
