@@ -462,3 +462,99 @@ mod hedging {
         );
     }
 }
+
+/// Stacks from a configuration document (issue 18) over a `Channel`, with
+/// tonic's generated client: the breaker, the throttle and the adaptive
+/// limit read the status at the end of the body, so their responses'
+/// bodies are joined (`config::JoinedBodies`).
+mod from_a_document {
+    use super::*;
+    use palisade::circuit_breaker::CircuitState;
+    use palisade::config::{Config, Document};
+    use palisade::respond::GrpcRejectionLayer;
+    use tower::ServiceBuilder;
+
+    fn config() -> Config {
+        let document: Document = toml::from_str(
+            r#"
+            [instances.inventory]
+            retry = { max_attempts = 3, no_budget = true, backoff = { kind = "constant", delay = "10ms", jitter = "none" } }
+            circuit_breaker = { count_window = 10, minimum_calls = 10 }
+            adaptive_limit = { per_sample = true }
+            attempt_timeout = "5s"
+
+            [instances.search]
+            throttle = { min_answered = 1000 }
+            bulkhead = { max_concurrent = 4 }
+            "#,
+        )
+        .unwrap();
+        Config::new(document).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_document_stack_retries_unavailable_and_judges_by_the_status() {
+        let server = TestServer::start().await;
+        let config = config();
+        let stack = config.grpc_stack("inventory").unwrap();
+        let breaker = stack.parts().circuit_breaker().first().unwrap().handle();
+        let mut client = HealthClient::new(
+            ServiceBuilder::new()
+                .layer(GrpcRejectionLayer::new())
+                .layer(stack.clone())
+                .service(server.channel().await),
+        );
+
+        server.fail_next(1, None);
+        let reply = client.check(check()).await.unwrap().into_inner();
+        assert_eq!(
+            reply.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
+        let calls = server.calls();
+        assert_eq!(calls.len(), 2, "UNAVAILABLE, then the answer");
+        assert_eq!(calls[0].1, calls[1].1, "the same request, replayed");
+        let metrics = breaker.metrics();
+        assert_eq!(
+            (metrics.calls, metrics.failures),
+            (2, 1),
+            "each attempt judged"
+        );
+
+        // Forced open, the breaker's refusal reaches the generated client
+        // as UNAVAILABLE.
+        breaker.force_open();
+        let status = client.check(check()).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        assert_eq!(
+            palisade::error::ErrorKind::of_dyn(&status),
+            palisade::error::ErrorKind::CircuitOpen
+        );
+        assert_eq!(breaker.state(), CircuitState::ForcedOpen);
+        assert_eq!(server.calls().len(), 2, "nothing sent while open");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_document_stack_without_a_retry_sends_each_call_once() {
+        let server = TestServer::start().await;
+        let config = config();
+        let stack = config.grpc_stack("search").unwrap();
+        let throttle = stack.parts().circuit_breaker().second().unwrap().handle();
+        let mut client = HealthClient::new(
+            ServiceBuilder::new()
+                .layer(GrpcRejectionLayer::new())
+                .layer(stack)
+                .service(server.channel().await),
+        );
+        client.check(check()).await.unwrap();
+        server.fail_next(1, None);
+        let status = client.check(check()).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert_eq!(server.calls().len(), 2, "no retry in this stack");
+        assert_eq!(
+            (throttle.requests(), throttle.accepts()),
+            (2, 1),
+            "the throttle read both statuses"
+        );
+    }
+}

@@ -765,3 +765,72 @@ async fn a_refused_connection_is_retried_whatever_the_request_through_the_breake
     );
     assert_eq!(calls_and_failures(&handle), (3, 3));
 }
+
+// ---------------------------------------------------------------------------
+// A stack from a configuration document (`Config::grpc_stack`).
+// ---------------------------------------------------------------------------
+
+/// Guards: a stack whose parts a document chose reads gRPC's status where
+/// it is, as the preset's does: the breaker and the adaptive limit count a
+/// stream that ends in UNAVAILABLE when its trailers arrive, the retry does
+/// not send it again (its head arrived), and a reload that changes only
+/// the breaker's thresholds keeps its counts.
+#[tokio::test(start_paused = true)]
+async fn a_stack_from_a_document_judges_a_stream_by_its_trailers() {
+    use palisade::config::{Config, Document};
+    let server = Scripted::default();
+    let addr = start_tonic(server.clone()).await;
+    let text = |threshold: &str| {
+        format!(
+            r#"[instances.watch]
+            retry = {{ max_attempts = 3, no_budget = true }}
+            circuit_breaker = {{ count_window = 20, minimum_calls = 20, failure_rate_threshold = {threshold} }}
+            adaptive_limit = {{ per_sample = true }}"#
+        )
+    };
+    let config = Config::new(toml::from_str::<Document>(&text("0.5")).unwrap()).unwrap();
+    let stack = config.grpc_stack("watch").unwrap();
+    let handle = stack.parts().circuit_breaker().first().unwrap().handle();
+    let mut client = HealthClient::new(
+        ServiceBuilder::new()
+            .layer(stack)
+            .service(channel(addr).await),
+    );
+    for _ in 0..3 {
+        let mut stream = client
+            .watch(request("going-away"))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut messages = 0;
+        let status = loop {
+            match stream.message().await {
+                Ok(Some(_)) => messages += 1,
+                Ok(None) => panic!("the stream ends in an error"),
+                Err(status) => break status,
+            }
+        };
+        assert_eq!((messages, status.code()), (5, Code::Unavailable));
+    }
+    assert_eq!(
+        server.watches.load(SeqCst),
+        3,
+        "committed at the head: no retry"
+    );
+    assert_eq!(calls_and_failures(&handle), (3, 3));
+
+    let mut stream = client.watch(request("five-ok")).await.unwrap().into_inner();
+    while stream.message().await.unwrap().is_some() {}
+    assert_eq!(calls_and_failures(&handle), (4, 3));
+
+    config
+        .reload(toml::from_str::<Document>(&text("0.9")).unwrap())
+        .unwrap();
+    let mut stream = client.watch(request("five-ok")).await.unwrap().into_inner();
+    while stream.message().await.unwrap().is_some() {}
+    assert_eq!(
+        calls_and_failures(&handle),
+        (5, 3),
+        "the same breaker, retuned, counting on"
+    );
+}

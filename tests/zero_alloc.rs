@@ -438,3 +438,117 @@ fn metrics_events_allocate_nothing_per_event() {
         0
     );
 }
+
+/// Copies an `http::Request` with an empty body, allocating nothing (its
+/// header map and extensions are empty): the replay of the next test.
+#[derive(Clone, Copy)]
+struct FreshRequests;
+
+type EmptyRequest = http::Request<http_body_util::Empty<bytes::Bytes>>;
+
+impl palisade::retry::Replay<EmptyRequest> for FreshRequests {
+    type Request = EmptyRequest;
+    type Source = FreshRequests;
+
+    fn first(&self, req: EmptyRequest, _retryable: bool) -> (EmptyRequest, Option<FreshRequests>) {
+        (req, Some(FreshRequests))
+    }
+}
+
+impl palisade::retry::ReplaySource for FreshRequests {
+    type Request = EmptyRequest;
+
+    fn again(&mut self) -> Option<EmptyRequest> {
+        Some(http::Request::new(http_body_util::Empty::new()))
+    }
+}
+
+/// Allocations of 1,000 calls (after a warm-up of 10), each response's
+/// body read to its end.
+fn allocations_of_1000_calls<S, B>(svc: &mut S) -> u64
+where
+    S: Service<EmptyRequest, Response = http::Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body + Unpin,
+    B::Error: std::fmt::Debug,
+{
+    for _ in 0..10 {
+        call_and_read(svc);
+    }
+    allocations_during(|| {
+        for _ in 0..1000 {
+            call_and_read(svc);
+        }
+    })
+    .0
+}
+
+/// One call, its response body read to the end.
+fn call_and_read<S, B>(svc: &mut S)
+where
+    S: Service<EmptyRequest, Response = http::Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body + Unpin,
+    B::Error: std::fmt::Debug,
+{
+    use http_body_util::BodyExt;
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    assert!(svc.poll_ready(&mut cx).is_ready());
+    let response = now(svc.call(http::Request::new(http_body_util::Empty::new()))).unwrap();
+    let mut body = response.into_body();
+    assert!(now(body.frame()).is_none(), "an empty body");
+}
+
+/// A stack from a document with gRPC's classifier joins its parts' bodies
+/// (`JoinedBodies`: the breaker's and the adaptive limit's bodies wait for
+/// the trailers) and allocates nothing per call, the body read to its end
+/// included.
+#[test]
+fn grpc_stack_from_a_document_joins_bodies_without_allocating() {
+    use palisade::classify::GrpcClassifier;
+    use palisade::config::{Config, Document, JoinedBodies};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let text = r#"
+        [instances.all]
+        total_timeout = "5s"
+        retry = {}
+        circuit_breaker = {}
+        rate_limit = { rate = 1000000, per = "1s" }
+        adaptive_limit = {}
+        attempt_timeout = "1s"
+        [instances.others]
+        hedge = { delay = "1s" }
+        throttle = {}
+        bulkhead = { max_concurrent = 10 }
+    "#;
+    let config = Config::new(toml::from_str::<Document>(text).unwrap()).unwrap();
+    // A trailers-only OK: the status in the head. Making its header map
+    // allocates in the server itself, which the stack must not add to.
+    let server = service_fn(|_: EmptyRequest| {
+        std::future::ready(
+            http::Response::builder()
+                .header("grpc-status", "0")
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .map_err(BoxError::from),
+        )
+    });
+    let mut bare = server;
+    let server_alone = allocations_of_1000_calls(&mut bare);
+    assert!(server_alone > 0, "the server's own header maps");
+    for name in ["all", "others"] {
+        let mut svc = config
+            .stack_with(name, GrpcClassifier::new(), FreshRequests)
+            .unwrap()
+            .shaped::<JoinedBodies>()
+            .layer(server);
+        assert_eq!(
+            allocations_of_1000_calls(&mut svc),
+            server_alone,
+            "{name}: the stack adds no allocation"
+        );
+    }
+}

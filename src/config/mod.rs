@@ -21,7 +21,8 @@
 //! * **Stacks.** [`Config::new`] resolves and validates every instance at
 //!   once; an error names the path of the value refused
 //!   (`instances.inventory.circuit_breaker.failure_rate_threshold`).
-//!   [`Config::stack`] (or [`http_stack`](Config::http_stack), or
+//!   [`Config::stack`] (or [`http_stack`](Config::http_stack),
+//!   [`grpc_stack`](Config::grpc_stack), or
 //!   [`stack_with`](Config::stack_with) for a classifier and request
 //!   replay of your own) makes an instance's [`StackLayer`], whose type is
 //!   the same whatever parts the document chose.
@@ -140,13 +141,20 @@
 //! What is code stays code: the classifier, how requests are copied for a
 //! retry, a fallback's answer, a rate limiter's cost function, a hedge's
 //! delay function, `cover_body` (which changes the response's type) and
-//! listeners (given to [`Config::on_event`]). A stack from a document
-//! takes a classifier that judges at the response head (the default, the
-//! HTTP classifier): gRPC's, which reads trailers, gives the breaker's,
-//! throttle's and adaptive limit's responses bodies of their own types,
-//! which slots chosen at run time cannot hold. For gRPC channels, the
-//! service config that gRPC's own clients read is in [`grpc`] (feature
-//! `grpc-service-config`).
+//! listeners (given to [`Config::on_event`]).
+//!
+//! # gRPC
+//!
+//! [`Config::grpc_stack`] makes an instance's stack for a tonic `Channel`
+//! with gRPC's classifier: the breaker, the throttle and the adaptive
+//! limit judge a stream by the status in its trailers, as
+//! [`Resilience::grpc`](crate::Resilience::grpc)'s do. Their bodies, each
+//! of its own type, are joined into one ([`JoinedBodies`], no
+//! allocation). [`stack_with`](Config::stack_with) and
+//! [`StackLayer`]'s other shape, [`SameResponses`], need a classifier that
+//! judges at the response head. The service config that gRPC's own
+//! clients read (proposal A6: retry and hedging policies per method,
+//! retry throttling) is in `config::grpc` (feature `grpc-service-config`).
 
 mod document;
 #[cfg(feature = "grpc-service-config")]
@@ -155,9 +163,14 @@ mod slot;
 mod stack;
 
 pub use self::document::{Document, PartName, StackSettings};
+#[cfg(feature = "http")]
+pub use self::slot::{BodySlotFuture, BodySlotService, SlotBody};
 pub use self::slot::{Slot, SlotFuture, SlotService};
+#[cfg(feature = "http")]
+pub use self::stack::{BodiesPartsService, JoinedBodies};
 pub use self::stack::{
-    Change, PartChange, PartsService, SentOnce, StackLayer, StackParts, Stacked,
+    Change, PartChange, PartsService, SameResponses, SentOnce, Shape, StackLayer, StackParts,
+    Stacked,
 };
 
 use std::collections::BTreeMap;
@@ -291,6 +304,59 @@ impl Config {
             crate::classify::HttpClassifier::new(),
             crate::replay::ReplayBodies::default(),
         )
+    }
+
+    /// The instance's stack for a gRPC client over a tonic `Channel`: the
+    /// [`GrpcClassifier`](crate::classify::GrpcClassifier) (for the breaker,
+    /// the throttle and the adaptive limit, the status in the trailers at
+    /// the end of a stream; for the retry and the hedge, A6's rules) and
+    /// [`TonicBodies`](crate::replay::TonicBodies), as in
+    /// [`Resilience::grpc`](crate::Resilience::grpc), with the numbers of
+    /// the document. Its breaker's and concurrency slots join their parts'
+    /// bodies ([`JoinedBodies`]: no allocation). Put
+    /// [`GrpcRejectionLayer`](crate::respond::GrpcRejectionLayer) around it
+    /// so that its rejections reach the generated client as `Status`es:
+    ///
+    /// ```
+    /// use palisade::config::{Config, Document};
+    /// use palisade::respond::GrpcRejectionLayer;
+    /// use tonic_health::pb::health_client::HealthClient;
+    /// use tower::ServiceBuilder;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), palisade::error::BoxError> {
+    /// let config = Config::new(toml::from_str::<Document>(
+    ///     "[instances.inventory]\nretry = {}\ncircuit_breaker = {}\nadaptive_limit = {}",
+    /// )?)?;
+    /// let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:50051").connect_lazy();
+    /// let client = HealthClient::new(
+    ///     ServiceBuilder::new()
+    ///         .layer(GrpcRejectionLayer::new())
+    ///         .layer(config.grpc_stack("inventory")?)
+    ///         .service(channel),
+    /// );
+    /// # let _ = client;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// No instance of that name (parameter `instances`).
+    #[cfg(feature = "tonic")]
+    pub fn grpc_stack(
+        &self,
+        instance: &str,
+    ) -> Result<
+        StackLayer<crate::classify::GrpcClassifier, crate::replay::TonicBodies, JoinedBodies>,
+        ConfigError,
+    > {
+        Ok(self
+            .stack_with(
+                instance,
+                crate::classify::GrpcClassifier::new(),
+                crate::replay::TonicBodies::default(),
+            )?
+            .shaped())
     }
 
     /// The instance's stack with a classifier and a request replay of

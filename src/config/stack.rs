@@ -3,6 +3,7 @@
 //! replaced under running services when the configuration is reloaded.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Acquire, Release};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -12,6 +13,8 @@ use tower::layer::util::Identity;
 use tower::{Layer, Service};
 
 use super::document::{PartName, StackSettings};
+#[cfg(feature = "http")]
+use super::slot::BodySlotService;
 use super::slot::{Slot, SlotService};
 use crate::adaptive::{AdaptiveLimit, AdaptiveLimitLayer, Throttle, ThrottleLayer};
 use crate::backoff::Backoff;
@@ -66,6 +69,106 @@ type Bounded<S, C> =
 /// The per-attempt timeout over the service.
 type Attempted<S> = SlotService<Timeout<S>, S, S>;
 
+#[cfg(feature = "http")]
+/// The service a [`StackParts<C, K>`] makes of `S` for a classifier that
+/// reads the end of a body (gRPC's): as [`PartsService`], but the
+/// breaker's and the concurrency slots join their parts' bodies
+/// ([`BodySlotService`]).
+pub type BodiesPartsService<S, C, K> =
+    SlotService<Timeout<BodiesRepeated<S, C, K>>, BodiesRepeated<S, C, K>, BodiesRepeated<S, C, K>>;
+
+#[cfg(feature = "http")]
+type BodiesRepeated<S, C, K> = SlotService<
+    Retry<BodiesBroken<S, C>, C, Backoff, K>,
+    Hedge<BodiesBroken<S, C>, C, K>,
+    SentOnce<BodiesBroken<S, C>, K>,
+>;
+
+#[cfg(feature = "http")]
+type BodiesBroken<S, C> = BodySlotService<
+    CircuitBreaker<BodiesLimited<S, C>, C>,
+    Throttle<BodiesLimited<S, C>, C>,
+    BodiesLimited<S, C>,
+>;
+
+#[cfg(feature = "http")]
+type BodiesLimited<S, C> =
+    SlotService<RateLimit<BodiesBounded<S, C>>, BodiesBounded<S, C>, BodiesBounded<S, C>>;
+
+#[cfg(feature = "http")]
+type BodiesBounded<S, C> =
+    BodySlotService<Bulkhead<Attempted<S>>, AdaptiveLimit<Attempted<S>, C>, Attempted<S>>;
+
+/// How a stack's slots give one response type for the parts they may
+/// hold: the third parameter of [`StackLayer`] and [`Stacked`].
+pub trait Shape<S, C, K> {
+    /// The service the parts make of `S`.
+    type Service;
+
+    /// Layers the parts over `inner`.
+    fn make(parts: &StackParts<C, K>, inner: S) -> Self::Service
+    where
+        K: Clone;
+}
+
+/// Every part answers with the same response type, as with a classifier
+/// that judges at the response head: the default shape.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SameResponses;
+
+#[cfg(feature = "http")]
+/// The breaker's and the concurrency slots join their parts' bodies into
+/// a [`SlotBody`](super::SlotBody), as a classifier that reads the end of
+/// a body needs (gRPC's: the breaker's, the throttle's and the adaptive
+/// limit's bodies each wait for the trailers): [`Config::grpc_stack`](super::Config::grpc_stack).
+/// No allocation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JoinedBodies;
+
+/// The parts over `inner`, the breaker's and the concurrency slots made by
+/// `$join` (`layer`, or `layer_bodies`).
+macro_rules! stack_up {
+    ($parts:expr, $inner:expr, $join:ident) => {{
+        let parts = $parts;
+        let attempted = parts.attempt_timeout.layer($inner);
+        let bounded = parts.concurrency.$join(attempted);
+        let limited = parts.rate_limit.layer(bounded);
+        let broken = parts.circuit_breaker.$join(limited);
+        let repeated = match &parts.repeat {
+            Slot::Empty => SlotService::Empty(SentOnce {
+                inner: broken,
+                replay: parts.replay.clone(),
+            }),
+            Slot::First(retry) => SlotService::First(retry.layer(broken)),
+            Slot::Second(hedge) => SlotService::Second(hedge.layer(broken)),
+        };
+        parts.total_timeout.layer(repeated)
+    }};
+}
+
+impl<S, C, K> Shape<S, C, K> for SameResponses {
+    type Service = PartsService<S, C, K>;
+
+    fn make(parts: &StackParts<C, K>, inner: S) -> Self::Service
+    where
+        K: Clone,
+    {
+        stack_up!(parts, inner, layer)
+    }
+}
+
+#[cfg(feature = "http")]
+impl<S, C, K> Shape<S, C, K> for JoinedBodies {
+    type Service = BodiesPartsService<S, C, K>;
+
+    fn make(parts: &StackParts<C, K>, inner: S) -> Self::Service
+    where
+        K: Clone,
+    {
+        stack_up!(parts, inner, layer_bodies)
+    }
+}
+
 impl<C, K> StackParts<C, K> {
     /// The total timeout's slot.
     pub fn total_timeout(&self) -> &Slot<TimeoutLayer, Identity> {
@@ -102,19 +205,7 @@ impl<S, C, K: Clone> Layer<S> for StackParts<C, K> {
     type Service = PartsService<S, C, K>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let attempted = self.attempt_timeout.layer(inner);
-        let bounded = self.concurrency.layer(attempted);
-        let limited = self.rate_limit.layer(bounded);
-        let broken = self.circuit_breaker.layer(limited);
-        let repeated = match &self.repeat {
-            Slot::Empty => SlotService::Empty(SentOnce {
-                inner: broken,
-                replay: self.replay.clone(),
-            }),
-            Slot::First(retry) => SlotService::First(retry.layer(broken)),
-            Slot::Second(hedge) => SlotService::Second(hedge.layer(broken)),
-        };
-        self.total_timeout.layer(repeated)
+        SameResponses::make(self, inner)
     }
 }
 
@@ -236,19 +327,25 @@ pub(crate) trait Commit {
 ///
 /// The current parts can be read back, for their handles:
 /// `stack.parts().circuit_breaker().first().map(|breaker| breaker.handle())`.
-pub struct StackLayer<C, K> {
+///
+/// `H`, the [`Shape`], says how the slots give one response type:
+/// [`SameResponses`] (the default) or [`JoinedBodies`]
+/// ([`Config::grpc_stack`](super::Config::grpc_stack)).
+pub struct StackLayer<C, K, H = SameResponses> {
     live: Arc<Live<C, K>>,
+    _shape: PhantomData<fn() -> H>,
 }
 
-impl<C, K> Clone for StackLayer<C, K> {
+impl<C, K, H> Clone for StackLayer<C, K, H> {
     fn clone(&self) -> Self {
         Self {
             live: self.live.clone(),
+            _shape: PhantomData,
         }
     }
 }
 
-impl<C, K> fmt::Debug for StackLayer<C, K> {
+impl<C, K, H> fmt::Debug for StackLayer<C, K, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StackLayer")
             .field("instance", &self.live.name)
@@ -257,7 +354,20 @@ impl<C, K> fmt::Debug for StackLayer<C, K> {
     }
 }
 
-impl<C, K> StackLayer<C, K> {
+impl<C, K, H> StackLayer<C, K, H> {
+    /// The same stack, its slots giving one response type as the
+    /// [`Shape`] `H2` says: [`JoinedBodies`] for a classifier of your own
+    /// that reads the end of a body, as
+    /// `config.stack_with(name, GrpcClassifier::new(), ReplayBodies::default())?.shaped::<JoinedBodies>()`
+    /// for gRPC over hyper's client ([`Config::grpc_stack`](super::Config::grpc_stack)
+    /// does this for a tonic `Channel`).
+    pub fn shaped<H2>(self) -> StackLayer<C, K, H2> {
+        StackLayer {
+            live: self.live,
+            _shape: PhantomData,
+        }
+    }
+
     /// The instance this stack was made for.
     pub fn instance(&self) -> &str {
         &self.live.name
@@ -315,6 +425,7 @@ impl<C: Clone + 'static, K: Clone + 'static> StackLayer<C, K> {
         }
         Ok(Self {
             live: Arc::new(live),
+            _shape: PhantomData,
         })
     }
 
@@ -698,14 +809,17 @@ impl<C, K> Commit for Plan<'_, C, K> {
 /// built from the new parts, so that a template service that is cloned
 /// for each call (`svc.clone().oneshot(request)`) and never polled itself
 /// costs one rebuild per clone, not a stale stack.
-pub struct Stacked<S, C, K> {
+pub struct Stacked<S, C, K, H = SameResponses>
+where
+    H: Shape<S, C, K>,
+{
     inner: S,
     live: Arc<Live<C, K>>,
     generation: u64,
-    stack: PartsService<S, C, K>,
+    stack: H::Service,
 }
 
-impl<S: fmt::Debug, C, K> fmt::Debug for Stacked<S, C, K> {
+impl<S: fmt::Debug, C, K, H: Shape<S, C, K>> fmt::Debug for Stacked<S, C, K, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Stacked")
             .field("instance", &self.live.name)
@@ -715,10 +829,10 @@ impl<S: fmt::Debug, C, K> fmt::Debug for Stacked<S, C, K> {
     }
 }
 
-impl<S: Clone, C, K: Clone> Stacked<S, C, K> {
+impl<S: Clone, C, K: Clone, H: Shape<S, C, K>> Stacked<S, C, K, H> {
     fn new(inner: S, live: Arc<Live<C, K>>) -> Self {
         let (generation, parts) = live.current();
-        let stack = parts.layer(inner.clone());
+        let stack = H::make(&parts, inner.clone());
         Self {
             inner,
             live,
@@ -736,16 +850,17 @@ impl<S: Clone, C, K: Clone> Stacked<S, C, K> {
     #[cold]
     fn refresh(&mut self) {
         let (generation, parts) = self.live.current();
-        self.stack = parts.layer(self.inner.clone());
+        self.stack = H::make(&parts, self.inner.clone());
         self.generation = generation;
     }
 }
 
-impl<S, C, K> Clone for Stacked<S, C, K>
+impl<S, C, K, H> Clone for Stacked<S, C, K, H>
 where
     S: Clone,
     K: Clone,
-    PartsService<S, C, K>: Clone,
+    H: Shape<S, C, K>,
+    H::Service: Clone,
 {
     fn clone(&self) -> Self {
         if self.is_stale() {
@@ -760,15 +875,16 @@ where
     }
 }
 
-impl<S, C, K, Req> Service<Req> for Stacked<S, C, K>
+impl<S, C, K, H, Req> Service<Req> for Stacked<S, C, K, H>
 where
     S: Clone,
     K: Clone,
-    PartsService<S, C, K>: Service<Req, Error = BoxError>,
+    H: Shape<S, C, K>,
+    H::Service: Service<Req, Error = BoxError>,
 {
-    type Response = <PartsService<S, C, K> as Service<Req>>::Response;
+    type Response = <H::Service as Service<Req>>::Response;
     type Error = BoxError;
-    type Future = <PartsService<S, C, K> as Service<Req>>::Future;
+    type Future = <H::Service as Service<Req>>::Future;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
@@ -784,8 +900,8 @@ where
     }
 }
 
-impl<S: Clone, C, K: Clone> Layer<S> for StackLayer<C, K> {
-    type Service = Stacked<S, C, K>;
+impl<S: Clone, C, K: Clone, H: Shape<S, C, K>> Layer<S> for StackLayer<C, K, H> {
+    type Service = Stacked<S, C, K, H>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Stacked::new(inner, self.live.clone())
