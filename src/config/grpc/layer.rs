@@ -28,6 +28,21 @@ use crate::retry::{self, RetryLayer};
 /// largest value (A6 sets no cap: the retry waits exactly what it says).
 const LONGEST_PUSHBACK: Duration = Duration::from_millis(i32::MAX as u64);
 
+/// Gives a retry's or a hedge's builder the throttling tokens (or no
+/// budget: A6 throttles only when the config says so) and the listeners.
+macro_rules! budget_and_listeners {
+    ($builder:expr, $budget:expr, $listeners:expr) => {{
+        let mut builder = match $budget {
+            Some(budget) => $builder.budget(budget),
+            None => $builder.no_budget(),
+        };
+        for listener in $listeners {
+            builder = builder.add_listener(Arc::clone(listener));
+        }
+        builder
+    }};
+}
+
 /// Applies a gRPC [`ServiceConfig`] to a channel: each call is sent under
 /// the retry or hedging policy of its method, as gRPC's own clients do
 /// (proposal A6).
@@ -315,13 +330,7 @@ impl<K> ServiceConfigBuilder<K> {
             .classifier(a6_classifier(&policy.retryable_status_codes))
             .requests(PreviousAttempts::new(self.replay.clone()))
             .max_hint(LONGEST_PUSHBACK);
-        builder = match budget {
-            Some(budget) => builder.budget(budget),
-            None => builder.no_budget(),
-        };
-        for listener in &self.listeners {
-            builder = builder.add_listener(Arc::clone(listener));
-        }
+        builder = budget_and_listeners!(builder, budget, &self.listeners);
         builder.build().map(MethodPolicy::Retry).map_err(a6_names)
     }
 
@@ -345,13 +354,7 @@ impl<K> ServiceConfigBuilder<K> {
         } else {
             builder.delay(policy.hedging_delay)
         };
-        builder = match budget {
-            Some(budget) => builder.budget(budget),
-            None => builder.no_budget(),
-        };
-        for listener in &self.listeners {
-            builder = builder.add_listener(Arc::clone(listener));
-        }
+        builder = budget_and_listeners!(builder, budget, &self.listeners);
         builder.build().map(MethodPolicy::Hedge).map_err(a6_names)
     }
 
@@ -370,13 +373,7 @@ impl<K> ServiceConfigBuilder<K> {
             .max_attempts(1)
             .classifier(a6_classifier(&[]))
             .requests(PreviousAttempts::new(self.replay.clone()));
-        builder = match budget {
-            Some(budget) => builder.budget(budget),
-            None => builder.no_budget(),
-        };
-        for listener in &self.listeners {
-            builder = builder.add_listener(Arc::clone(listener));
-        }
+        builder = budget_and_listeners!(builder, budget, &self.listeners);
         builder.build().map(MethodPolicy::Retry)
     }
 }
