@@ -468,6 +468,7 @@ fn every_refusal_names_the_path_of_its_value() {
             "",
         ),
     ];
+    assert_eq!(cases.len(), 44, "the count the README states");
     for (text, path, says) in cases {
         let error = refused(text);
         assert_eq!(error.path(), *path, "{text}: {error}");
