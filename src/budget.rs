@@ -22,8 +22,12 @@ const BUCKETS: u32 = 10;
 const COUNT_BITS: u32 = 24;
 const COUNT: u64 = (1 << COUNT_BITS) - 1;
 /// A batch this large goes into the window at once, so that its count never
-/// reaches the bucket's bits (racing deposits add at most one each).
+/// reaches the bucket's bits (racing adds bring at most a thread's batch,
+/// [`LOCAL_BATCH`], each).
 const FLUSH_AT: u64 = 1 << 20;
+/// The most requests a thread keeps before adding them to the budget's
+/// shared batch (see [Accuracy](RetryBudget#accuracy)).
+pub(crate) const LOCAL_BATCH: u64 = 32;
 
 /// A retry budget, as Finagle's `RetryBudget` (and Envoy's retry budgets):
 /// retries may be at most `percent` of the requests of the last `ttl`, plus
@@ -51,18 +55,31 @@ const FLUSH_AT: u64 = 1 << 20;
 ///   already used up `percent` × the requests of the last 9/10 of `ttl` +
 ///   `min_per_sec` × `ttl`.
 ///
-/// Under concurrency, a request that races a retry decision may or may not
-/// be counted by it; no request is lost or counted twice, and no two
-/// decisions spend the same retry (`tests/retry_budget.rs` and the `loom_`
-/// models here).
+/// Each thread keeps the requests it makes in a batch of its own, dated by
+/// the tenth of `ttl` they came in (every request still reads the clock:
+/// none is dated wrong), and adds the batch to the budget when that tenth
+/// ends, when it holds 32 requests, when the same thread asks for a retry
+/// or for [`remaining`](Self::remaining), and when the thread ends. A retry
+/// decision therefore counts every request of its own thread, and may miss
+/// up to 31 requests of each other thread that made requests through the
+/// budget: the second bound above holds less that many requests. A
+/// missed request is only counted late (at its own time) or, if its thread
+/// makes no request for `ttl`, not at all; never twice, and never for
+/// longer than its `ttl`, so the first bound holds exactly. Under
+/// concurrency, a request that races a retry decision may or may not be
+/// counted by it; no request is lost from a batch or counted twice, and no
+/// two decisions spend the same retry (`tests/retry_budget.rs` and the
+/// `loom_` models here).
 ///
 /// # Cost
 ///
 /// A request needs its time: each deposit reads the clock (about 30 ns on
 /// the machine of BENCHMARKS.md; no reading is shared between layers, see
-/// `clock`). Then one atomic
-/// add; the first request of each tenth of `ttl` also takes a lock, to put
-/// the last tenth's count into the window. Requests cannot be counted
+/// `clock`) and compares it with the end of its thread's batch's tenth of
+/// `ttl`. It writes nothing that another thread reads: one request in 32,
+/// and the first of each tenth of `ttl` on each thread, adds the thread's
+/// batch to the budget (one compare-and-swap; a batch of an older tenth
+/// than the budget's open one takes the lock). Requests cannot be counted
 /// exactly without their time: 30 requests at once, 3 s of quiet and one
 /// more request look, to a budget that reads no clock for them, the same
 /// as 31 requests at once and 3 s of quiet; over a 1 s `ttl` the first has
@@ -256,15 +273,16 @@ impl RetryBudget {
         })
     }
 
-    /// Records a request, at the time it came: one clock read and one
-    /// atomic add. (Counting requests in batches without their times cannot
-    /// tell 30 requests, 3 s of quiet and one more from 31 requests and
-    /// then quiet, and gets one of them wrong.) A [`tokens`](Self::tokens)
-    /// budget counts answers, not requests: nothing.
+    /// Records a request, at the time it came: one clock read, counted in
+    /// the thread's own batch (see [Accuracy](Self#accuracy)). (Counting
+    /// requests in batches without their times cannot tell 30 requests,
+    /// 3 s of quiet and one more from 31 requests and then quiet, and gets
+    /// one of them wrong.) A [`tokens`](Self::tokens) budget counts
+    /// answers, not requests: nothing.
     #[inline]
     pub fn deposit(&self) {
         if let Kind::Share(inner) = &self.kind {
-            inner.deposit(inner.now());
+            local::deposit(inner, crate::clock::now());
         }
     }
 
@@ -273,7 +291,10 @@ impl RetryBudget {
     /// token): it answers whether more than half the tokens are left.
     pub fn try_withdraw(&self) -> bool {
         match &self.kind {
-            Kind::Share(inner) => inner.try_withdraw(|| inner.now()),
+            Kind::Share(inner) => {
+                local::settle(inner);
+                inner.try_withdraw(|| inner.now())
+            }
             Kind::Tokens(tokens) => tokens.allows(),
         }
     }
@@ -284,7 +305,10 @@ impl RetryBudget {
     /// [`try_withdraw`](Self::try_withdraw) says yes before the failure).
     pub fn remaining(&self) -> u64 {
         match &self.kind {
-            Kind::Share(inner) => inner.remaining(|| inner.now()),
+            Kind::Share(inner) => {
+                local::settle(inner);
+                inner.remaining(|| inner.now())
+            }
             Kind::Tokens(tokens) => tokens.remaining(),
         }
     }
@@ -377,6 +401,11 @@ impl RetryBudget {
 
     #[cfg(all(test, not(palisade_loom)))]
     fn share(&self) -> &Inner {
+        self.share_arc()
+    }
+
+    #[cfg(all(test, not(palisade_loom)))]
+    fn share_arc(&self) -> &Arc<Inner> {
         match &self.kind {
             Kind::Share(inner) => inner,
             Kind::Tokens(_) => panic!("a share budget"),
@@ -450,34 +479,50 @@ impl Inner {
         self.epoch.nanos_now()
     }
 
-    /// Records a request made at `now` (nanoseconds since `epoch`), or
-    /// later.
+    /// The bucket (tenth of `ttl`) of `nanos` since the epoch.
+    fn bucket_of(&self, nanos: u64) -> u64 {
+        nanos / self.tenth
+    }
+
+    /// Records `count` requests made in `bucket`, at most
+    /// [`LOCAL_BATCH`] (a thread's batch).
     ///
-    /// The request joins the open batch if that batch's bucket is its own
-    /// or newer. A newer one was opened by a request that read the clock
-    /// after this one, but before this one's add: dating this one there is
-    /// not later than the add. The first request of a newer bucket opens
-    /// the batch anew and puts the old one into the window.
-    #[inline]
-    fn deposit(&self, now: u64) {
+    /// They join the open batch if it is their bucket's; they open the
+    /// batch anew if theirs is newer, putting the old one into the window;
+    /// and they go into the window, under its lock, if theirs is older
+    /// (a thread's batch added late). Never into a newer bucket than their
+    /// own: a request must not count for longer than `ttl`.
+    fn add(&self, bucket: u64, count: u64) {
+        debug_assert!((1..=LOCAL_BATCH).contains(&count));
         let mut seen = self.batch.load(Relaxed);
-        // Before the end of the open batch's bucket: the common case, found
-        // without a division.
-        while now >= ((seen >> COUNT_BITS) + 1).saturating_mul(self.tenth) {
-            match self.batch.compare_exchange_weak(
-                seen,
-                (now / self.tenth) << COUNT_BITS | 1,
-                Relaxed,
-                Relaxed,
-            ) {
+        loop {
+            let open = seen >> COUNT_BITS;
+            if bucket < open {
+                return self
+                    .windows()
+                    .deposits
+                    .add([count as i64], bucket * self.tenth);
+            }
+            let (next, joins) = if bucket == open {
+                (seen + count, true)
+            } else {
+                (bucket << COUNT_BITS | count, false)
+            };
+            match self
+                .batch
+                .compare_exchange_weak(seen, next, Relaxed, Relaxed)
+            {
+                Ok(_) if joins => {
+                    let before = seen & COUNT;
+                    if before < FLUSH_AT && before + count >= FLUSH_AT {
+                        let windows = self.windows();
+                        self.flush(&windows);
+                    }
+                    return;
+                }
                 Ok(_) => return self.settle(seen),
                 Err(actual) => seen = actual,
             }
-        }
-        let before = self.batch.fetch_add(1, Relaxed);
-        if before & COUNT == FLUSH_AT - 1 {
-            let windows = self.windows();
-            self.flush(&windows);
         }
     }
 
@@ -547,6 +592,200 @@ impl Windows {
             self.deposits.add([count as i64], at);
         }
     }
+}
+
+/// Each thread's batches of requests, one per budget it serves (a few at
+/// once), so that a request writes nothing another thread reads. See
+/// [Accuracy](RetryBudget#accuracy).
+#[cfg(not(palisade_loom))]
+mod local {
+    use std::cell::RefCell;
+    use std::sync::{Arc, Weak};
+
+    use tokio::time::Instant;
+
+    use super::{Inner, LOCAL_BATCH};
+
+    /// The budgets a thread keeps a batch for at once; a fifth takes the
+    /// place of the one that waited longest for its turn.
+    const SLOTS: usize = 4;
+
+    /// A thread's requests to one budget, not yet in it: all of one bucket.
+    struct Batch {
+        /// The budget's address, to find its batch by: the weak count below
+        /// keeps it from being another budget's.
+        address: *const Inner,
+        /// The budget: held weakly, so that a batch does not keep it alive.
+        owner: Weak<Inner>,
+        bucket: u64,
+        /// The end of `bucket`: a request before it joins the batch.
+        until: Option<Instant>,
+        count: u64,
+    }
+
+    impl Batch {
+        const EMPTY: Self = Self {
+            address: std::ptr::null(),
+            owner: Weak::new(),
+            bucket: 0,
+            until: None,
+            count: 0,
+        };
+
+        /// Adds the batch to `inner`, its owner.
+        fn settle_into(&mut self, inner: &Inner) {
+            if self.count > 0 {
+                inner.add(self.bucket, self.count);
+                self.count = 0;
+            }
+        }
+
+        /// Opens a batch of `inner`'s for a request at `now`.
+        #[cold]
+        fn open(&mut self, inner: &Inner, now: Instant) {
+            self.settle_into(inner);
+            let bucket = inner.bucket_of(inner.epoch.nanos_at(now));
+            self.bucket = bucket;
+            // A bucket whose end cannot be an `Instant` (centuries away)
+            // batches nothing: each request is added on its own.
+            self.until = bucket
+                .checked_add(1)
+                .and_then(|next| next.checked_mul(inner.tenth))
+                .and_then(|end| inner.epoch.checked_instant_at(end));
+            self.count = 1;
+            if self.until.is_none() {
+                self.settle_into(inner);
+            }
+        }
+    }
+
+    struct Batches {
+        slots: [Batch; SLOTS],
+        /// The slot the next budget takes.
+        next: usize,
+    }
+
+    impl Drop for Batches {
+        /// A thread that ends adds what it kept.
+        fn drop(&mut self) {
+            for slot in &mut self.slots {
+                if let Some(owner) = slot.owner.upgrade() {
+                    slot.settle_into(&owner);
+                }
+            }
+        }
+    }
+
+    thread_local! {
+        static BATCHES: RefCell<Batches> = const {
+            RefCell::new(Batches {
+                slots: [const { Batch::EMPTY }; SLOTS],
+                next: 0,
+            })
+        };
+    }
+
+    /// Records a request to `inner` made at `now`.
+    #[inline]
+    pub(super) fn deposit(inner: &Arc<Inner>, now: Instant) {
+        let kept = BATCHES.try_with(|batches| {
+            let Ok(mut batches) = batches.try_borrow_mut() else {
+                return false;
+            };
+            let batches = &mut *batches;
+            let owner = Arc::as_ptr(inner);
+            let slot = match batches
+                .slots
+                .iter_mut()
+                .position(|s| s.owner.as_ptr() == owner)
+            {
+                Some(found) => &mut batches.slots[found],
+                None => take_slot(batches, inner),
+            };
+            match slot.until {
+                Some(until) if now < until => {
+                    slot.count += 1;
+                    if slot.count == LOCAL_BATCH {
+                        slot.settle_into(inner);
+                    }
+                }
+                _ => slot.open(inner, now),
+            }
+            true
+        });
+        // A thread that is ending, or a deposit from within a deposit (never):
+        // straight to the budget.
+        if kept != Ok(true) {
+            inner.add(inner.bucket_of(inner.epoch.nanos_at(now)), 1);
+        }
+    }
+
+    /// Gives `inner` a slot, adding the batch that was in it to its owner.
+    #[cold]
+    fn take_slot<'a>(batches: &'a mut Batches, inner: &Arc<Inner>) -> &'a mut Batch {
+        // A slot whose budget is gone first, then each in turn.
+        let index = batches
+            .slots
+            .iter()
+            .position(|s| s.owner.strong_count() == 0)
+            .unwrap_or_else(|| {
+                let index = batches.next;
+                batches.next = (index + 1) % SLOTS;
+                index
+            });
+        let slot = &mut batches.slots[index];
+        if let Some(owner) = slot.owner.upgrade() {
+            slot.settle_into(&owner);
+        }
+        *slot = Batch {
+            address: Arc::as_ptr(inner),
+            owner: Arc::downgrade(inner),
+            ..Batch::EMPTY
+        };
+        slot
+    }
+
+    /// Adds this thread's batch of `inner`'s, if it keeps one, so that a
+    /// decision counts every request of its own thread.
+    pub(super) fn settle(inner: &Arc<Inner>) {
+        let _ = BATCHES.try_with(|batches| {
+            if let Ok(mut batches) = batches.try_borrow_mut() {
+                let address = Arc::as_ptr(inner);
+                if let Some(slot) = batches.slots.iter_mut().find(|s| s.address == address) {
+                    slot.settle_into(inner);
+                }
+            }
+        });
+    }
+
+    /// The requests this thread keeps for `inner`, not yet added.
+    #[cfg(test)]
+    pub(super) fn kept(inner: &Arc<Inner>) -> u64 {
+        BATCHES.with_borrow(|batches| {
+            let address = Arc::as_ptr(inner);
+            batches
+                .slots
+                .iter()
+                .find(|s| s.address == address)
+                .map_or(0, |s| s.count)
+        })
+    }
+}
+
+/// Under loom, whose threads are models, each request is added at once:
+/// the models check the shared batch and the window, where threads meet.
+#[cfg(palisade_loom)]
+mod local {
+    use tokio::time::Instant;
+
+    use super::Inner;
+    use crate::sync::Arc;
+
+    pub(super) fn deposit(inner: &Arc<Inner>, now: Instant) {
+        inner.add(inner.bucket_of(inner.epoch.nanos_at(now)), 1);
+    }
+
+    pub(super) fn settle(_: &Arc<Inner>) {}
 }
 
 settings_struct! {
@@ -645,6 +884,82 @@ mod tests {
         assert_eq!(budget.remaining(), 1, "the retry left, 1,050 ms after");
     }
 
+    /// A thread keeps its requests until it has 32, until their tenth of
+    /// `ttl` ends, or until it decides a retry itself; each goes into the
+    /// window at its own tenth.
+    #[tokio::test(start_paused = true)]
+    async fn a_threads_batch_is_added_when_full_when_its_tenth_ends_or_when_asked() {
+        let budget = RetryBudget::new(Duration::from_secs(1), 0, 1.0).unwrap();
+        let Kind::Share(inner) = &budget.kind else {
+            unreachable!()
+        };
+        let in_window =
+            |at| inner.windows().deposits.totals(at)[0] + (inner.batch.load(Relaxed) & COUNT);
+        for _ in 0..LOCAL_BATCH - 1 {
+            budget.deposit();
+        }
+        assert_eq!(local::kept(inner), LOCAL_BATCH - 1);
+        assert_eq!(in_window(0), 0, "nothing shared yet");
+        budget.deposit();
+        assert_eq!(local::kept(inner), 0);
+        assert_eq!(in_window(0), LOCAL_BATCH, "a full batch is added");
+        budget.deposit();
+        budget.deposit();
+        tokio::time::advance(Duration::from_millis(150)).await;
+        budget.deposit();
+        assert_eq!(local::kept(inner), 1, "the next tenth opened a batch");
+        assert_eq!(in_window(150_000_000), LOCAL_BATCH + 2);
+        assert_eq!(
+            budget.remaining(),
+            LOCAL_BATCH + 3,
+            "its own thread's count"
+        );
+        assert_eq!(local::kept(inner), 0);
+        tokio::time::advance(Duration::from_millis(900)).await; // 1,050 ms
+        assert_eq!(
+            budget.remaining(),
+            1,
+            "the first tenth's left; the request of the second did not"
+        );
+    }
+
+    /// A thread serves four budgets at once; a fifth takes a slot and adds
+    /// the batch that was in it, and a thread that ends adds what it kept.
+    #[test]
+    fn batches_outlive_neither_their_slot_nor_their_thread() {
+        let budgets: Vec<RetryBudget> = (0..5)
+            .map(|_| RetryBudget::new(Duration::from_secs(3600), 0, 1.0).unwrap())
+            .collect();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let shared = budgets.clone();
+        std::thread::spawn(move || {
+            let _entered = runtime.enter();
+            for budget in &shared[..4] {
+                budget.deposit();
+                budget.deposit();
+            }
+            for budget in &shared[..4] {
+                assert_eq!(local::kept(budget.share_arc()), 2);
+            }
+            shared[4].deposit();
+            assert_eq!(local::kept(shared[4].share_arc()), 1);
+            let evicted = shared[..4]
+                .iter()
+                .filter(|b| local::kept(b.share_arc()) == 0)
+                .count();
+            assert_eq!(evicted, 1, "one batch made room");
+        })
+        .join()
+        .unwrap();
+        for budget in &budgets[..4] {
+            assert_eq!(budget.remaining(), 2, "each budget got its two");
+        }
+        assert_eq!(budgets[4].remaining(), 1);
+    }
+
     /// Deposits of a bucket are added in batches; a batch put into the
     /// window stays open for the rest of its bucket, and a very large one
     /// is put in before its count can overflow.
@@ -652,19 +967,19 @@ mod tests {
     async fn batches_are_settled_once_each() {
         let budget = RetryBudget::new(Duration::from_secs(3600), 0, 1.0).unwrap();
         let inner = budget.share();
-        for _ in 0..FLUSH_AT + 5 {
+        for _ in 0..FLUSH_AT + LOCAL_BATCH + 5 {
             budget.deposit();
         }
         assert_eq!(
             inner.batch.load(Relaxed) & COUNT,
-            5,
-            "the first FLUSH_AT went in"
+            LOCAL_BATCH,
+            "the first FLUSH_AT went in; the thread kept 5"
         );
         assert_eq!(inner.windows().deposits.totals(inner.now())[0], FLUSH_AT);
         assert!(budget.try_withdraw());
         assert_eq!(inner.batch.load(Relaxed) & COUNT, 0);
         budget.deposit();
-        assert_eq!(budget.remaining(), FLUSH_AT + 6 - 1);
+        assert_eq!(budget.remaining(), FLUSH_AT + LOCAL_BATCH + 6 - 1);
     }
 
     #[tokio::test(start_paused = true)]
@@ -795,18 +1110,22 @@ mod tests {
 mod loom_tests {
     use super::*;
 
-    /// One thread makes two requests in the first bucket while another
-    /// makes one in the next (its rollover races the first thread's adds),
-    /// and a retry decision flushes the open batch. Whatever the
-    /// interleaving, every request ends in the window exactly once, and a
-    /// retry is granted only if two requests were counted (50%).
+    /// One thread adds its batch of two requests of the first bucket while
+    /// another adds one of the next (its rollover races the first
+    /// thread's add), and a retry decision flushes the open batch.
+    /// Whatever the interleaving, every request ends in the window exactly
+    /// once and in its own bucket (never a newer one: it would count for
+    /// longer than `ttl`), and a retry is granted only if two requests
+    /// were counted (50%).
     ///
     /// Seen to fail (a request lost) with the flush's `fetch_and` replaced
     /// by a load and a store, with the rollover's compare-and-swap replaced
     /// by a store, and with the rollover putting its batch into the window
     /// without the lock: the window's bucket recycling, racing an add, drops
     /// it (`circuit_breaker::window` says so), which for retries would mean
-    /// granting too many.
+    /// granting too many. Seen to fail (the two requests dated in the
+    /// second bucket) with a batch joining whatever bucket is open, as one
+    /// `fetch_add`.
     #[test]
     fn loom_no_request_is_lost_or_counted_twice() {
         loom::model(|| {
@@ -814,14 +1133,11 @@ mod loom_tests {
             let width = inner.tenth;
             let first = {
                 let inner = inner.clone();
-                loom::thread::spawn(move || {
-                    inner.deposit(0);
-                    inner.deposit(0);
-                })
+                loom::thread::spawn(move || inner.add(0, 2))
             };
             let next = {
                 let inner = inner.clone();
-                loom::thread::spawn(move || inner.deposit(width))
+                loom::thread::spawn(move || inner.add(1, 1))
             };
             let granted = inner.try_withdraw(|| width);
             first.join().unwrap();
@@ -835,6 +1151,11 @@ mod loom_tests {
             );
             assert_eq!(windows.withdrawals.totals(width)[0], u64::from(granted));
             assert_eq!(inner.funded(&windows, width), u64::from(!granted));
+            assert_eq!(
+                windows.deposits.totals(10 * width)[0],
+                1,
+                "the first bucket's two left with it"
+            );
         });
     }
 

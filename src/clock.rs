@@ -47,6 +47,11 @@ impl Epoch {
         self.0 + Duration::from_nanos(nanos)
     }
 
+    /// The instant `nanos` after the epoch, if an `Instant` can hold it.
+    pub(crate) fn checked_instant_at(&self, nanos: u64) -> Option<Instant> {
+        self.0.checked_add(Duration::from_nanos(nanos))
+    }
+
     /// Now, in nanoseconds since the epoch.
     #[inline]
     pub(crate) fn nanos_now(&self) -> u64 {

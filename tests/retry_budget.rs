@@ -207,6 +207,97 @@ async fn a_layer_quiet_after_some_traffic_retries_what_it_funds() {
     assert_eq!(calls.load(SeqCst), 4, "the third call was retried");
 }
 
+/// Requests made on other threads: each thread keeps up to 31 of them
+/// before the budget sees them (the docs' bound), and adds what it kept
+/// when it ends; a thread's own decisions count all of its own.
+#[test]
+fn other_threads_requests_are_missed_by_at_most_31_each_until_they_end() {
+    const THREADS: u64 = 4;
+    const EACH: u64 = 100;
+    let budget = RetryBudget::new(Duration::from_secs(3600), 0, 0.5).unwrap();
+    let made = Arc::new(std::sync::Barrier::new(THREADS as usize + 1));
+    let end = Arc::new(std::sync::Barrier::new(THREADS as usize + 1));
+    let threads: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let (budget, made, end) = (budget.clone(), made.clone(), end.clone());
+            std::thread::spawn(move || {
+                for _ in 0..EACH {
+                    budget.deposit();
+                }
+                made.wait();
+                end.wait();
+            })
+        })
+        .collect();
+    made.wait();
+    let seen = budget.remaining();
+    let all = THREADS * EACH / 2;
+    let fewest = (THREADS * EACH - THREADS * 31) / 2;
+    assert!(
+        (fewest..=all).contains(&seen),
+        "{seen} retries funded while the threads run: not in {fewest}..={all}"
+    );
+    // 100 = 3 × 32 + 4: each thread still keeps 4.
+    assert_eq!(seen, (THREADS * EACH - THREADS * 4) / 2);
+    end.wait();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert_eq!(
+        budget.remaining(),
+        all,
+        "the threads added theirs as they ended"
+    );
+}
+
+/// Eight threads make requests and ask for retries at once, sharing one
+/// budget of 50%: however their batches interleave, the retries granted
+/// never pass half the requests made before them, and once the threads
+/// end, the budget holds exactly what is left.
+#[test]
+fn concurrent_requests_and_retries_never_overdraw() {
+    const THREADS: usize = 8;
+    const ROUNDS: usize = 2_000;
+    let budget = RetryBudget::new(Duration::from_secs(3600), 0, 0.5).unwrap();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let granted = Arc::new(AtomicUsize::new(0));
+    let start = Arc::new(std::sync::Barrier::new(THREADS));
+    let threads: Vec<_> = (0..THREADS)
+        .map(|n| {
+            let (budget, requests, granted, start) = (
+                budget.clone(),
+                requests.clone(),
+                granted.clone(),
+                start.clone(),
+            );
+            std::thread::spawn(move || {
+                start.wait();
+                for round in 0..ROUNDS {
+                    // Counted before the deposit, so that the total read
+                    // below is at least the requests the budget has seen.
+                    requests.fetch_add(1, SeqCst);
+                    budget.deposit();
+                    if (round + n) % 3 == 0 && budget.try_withdraw() {
+                        let granted = granted.fetch_add(1, SeqCst) + 1;
+                        let made = requests.load(SeqCst);
+                        assert!(
+                            granted * 2 <= made,
+                            "{granted} retries granted after {made} requests"
+                        );
+                    }
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    let (requests, granted) = (requests.load(SeqCst) as u64, granted.load(SeqCst) as u64);
+    assert_eq!(requests, (THREADS * ROUNDS) as u64);
+    assert!(granted > 0, "some retries were funded");
+    assert_eq!(budget.remaining(), requests / 2 - granted);
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Deposit(u32),

@@ -81,9 +81,11 @@
 //!
 //! When the first attempt succeeds: one clone of the request (with
 //! `max_attempts(1)`, none) and one of the service, one `Arc` clone, one
-//! budget deposit (a clock read and an atomic add: each request counts from
-//! when it came, which the budget's formula needs),
-//! no timer, no allocation of palisade's own.
+//! budget deposit (a clock read, since each request counts from when it
+//! came, which the budget's formula needs; counted in the thread's own
+//! batch, so nothing another thread reads is written: see the budget's
+//! [Accuracy](RetryBudget#accuracy)), no timer, no allocation of
+//! palisade's own.
 //!
 //! # Examples
 //!
