@@ -3,7 +3,7 @@
 # shared machine): each stack is driven with 0 and with N calls, and the
 # difference is divided by N. Prints "stack  instructions/call  over bare".
 #
-#   scripts/instructions.sh            # every stack, N = 200000
+#   scripts/instructions.sh            # every stack (each layer and each peer), N = 200000
 #   N=50000 scripts/instructions.sh retry preset
 #   CARGO_TARGET_DIR=/elsewhere scripts/instructions.sh rate-limit
 set -euo pipefail
@@ -11,10 +11,11 @@ cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "valgrind is needed" >&2; exit 2; }
 N=${N:-200000}
 stacks=("$@")
-[ ${#stacks[@]} -gt 0 ] || stacks=(bare breaker bulkhead adaptive-vegas adaptive-vegas-per-sample throttle tower-concurrency-limit tower-resilience-adaptive rate-limit retry retry-no-budget timeout fallback preset preset-five config-five tower-retry tower-timeout tower-rate-limit governor keyed-rate-limit governor-keyed hedge hedge-p95 tower-hedge)
 cargo bench -p palisade-peers --bench instructions --no-run >/dev/null 2>&1
 bin=$( (ls -t "${CARGO_TARGET_DIR:-target}"/release/deps/instructions-* 2>/dev/null || true) | grep -v '\.d$' | head -1)
 [ -x "$bin" ] || { echo "the instructions bench did not build" >&2; exit 2; }
+# Every stack the bench knows, palisade's layers and their peers, unless named.
+[ ${#stacks[@]} -gt 0 ] || mapfile -t stacks < <("$bin" list)
 irefs() {
   valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null "$bin" "$1" "$2" 2>&1 \
     | awk '/I *refs:/ { gsub(",", "", $NF); print $NF }'

@@ -1,4 +1,4 @@
-//! One shared breaker, bulkhead or full stack driven by T tasks at once on
+//! One shared breaker, bulkhead, retry or full stack driven by T tasks at once on
 //! a multi-thread runtime (2 workers: the machine has 2 cores), against the
 //! peers' equivalents.
 //!
@@ -17,14 +17,10 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use palisade::error::BoxError;
-use tower::{Layer, Service, ServiceExt, service_fn};
+use tower::{Layer, Service, ServiceExt};
 
-type Ready = std::future::Ready<Result<u64, BoxError>>;
-
-fn bare() -> tower::util::ServiceFn<fn(u64) -> Ready> {
-    service_fn((|n| std::future::ready(Ok(n))) as fn(u64) -> Ready)
-}
+mod common;
+use common::bare;
 
 const TASKS: [u64; 4] = [1, 2, 4, 8];
 
@@ -112,20 +108,47 @@ fn bulkheads(c: &mut Criterion) {
     );
 }
 
-fn stacks(c: &mut Criterion) {
-    let preset = palisade::Resilience::builder()
-        .total_timeout(Duration::from_secs(10))
-        .retry(|retry| retry)
-        .circuit_breaker(|breaker| breaker)
-        .bulkhead(|bulkhead| bulkhead.max_concurrent(64))
-        .attempt_timeout(Duration::from_secs(1))
+fn retries(c: &mut Criterion) {
+    let palisade = palisade::retry::RetryLayer::builder().build().unwrap();
+    contend(c, "contention/retry", "palisade", palisade.layer(bare()));
+    let unbudgeted = palisade::retry::RetryLayer::builder()
+        .no_budget()
         .build()
         .unwrap();
     contend(
         c,
+        "contention/retry",
+        "palisade, no budget",
+        unbudgeted.layer(bare()),
+    );
+    contend(
+        c,
+        "contention/retry",
+        "tower 0.5 (never-retrying policy)",
+        tower::retry::RetryLayer::new(NeverRetry).layer(bare()),
+    );
+}
+
+/// tower's retry policy that never retries: the pass-through's peer.
+#[derive(Clone)]
+struct NeverRetry;
+
+impl<E> tower::retry::Policy<u64, u64, E> for NeverRetry {
+    type Future = std::future::Ready<()>;
+    fn retry(&mut self, _: &mut u64, _: &mut Result<u64, E>) -> Option<Self::Future> {
+        None
+    }
+    fn clone_request(&mut self, req: &u64) -> Option<u64> {
+        Some(*req)
+    }
+}
+
+fn stacks(c: &mut Criterion) {
+    contend(
+        c,
         "contention/full_stack",
         "palisade preset",
-        preset.layer(bare()),
+        common::preset_five(64),
     );
 }
 
@@ -135,6 +158,6 @@ criterion_group! {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(2))
         .sample_size(30);
-    targets = breakers, bulkheads, stacks
+    targets = breakers, bulkheads, retries, stacks
 }
 criterion_main!(contention);

@@ -10,7 +10,11 @@
 //! `tower-concurrency-limit`, `tower-resilience-adaptive`, `rate-limit`, `retry`, `retry-no-budget`, `timeout`, `preset`, `fallback`,
 //! `preset-five`, `config-five`, `tower-retry`, `tower-timeout`, `tower-rate-limit`, `governor`,
 //! `keyed-rate-limit`, `governor-keyed`, `hedge`, `hedge-p95`,
-//! `tower-hedge`) in a current-thread runtime and exits. The script runs
+//! `tower-hedge`, `tower-resilience-stack`, `tower-resilience-breaker`,
+//! `tower-resilience-bulkhead`, `tower-resilience-timeout`,
+//! `tower-resilience-retry`, `failsafe-breaker`; `instructions list` prints
+//! them) in a current-thread runtime and exits
+//! (`instructions list` prints the names). The script runs
 //! it with 0 and with N calls under valgrind; the difference over N is the
 //! cost of one call. Run without arguments (as `cargo bench` does), it
 //! drives each stack briefly and exits, so that it stays buildable and
@@ -24,11 +28,8 @@ use std::time::Duration;
 use palisade::error::BoxError;
 use tower::{Layer, Service, ServiceExt, service_fn};
 
-type Ready = std::future::Ready<Result<u64, BoxError>>;
-
-fn bare() -> tower::util::ServiceFn<fn(u64) -> Ready> {
-    service_fn((|n| std::future::ready(Ok(n))) as fn(u64) -> Ready)
-}
+mod common;
+use common::bare;
 
 fn drive<S>(mut svc: S, calls: u64)
 where
@@ -40,13 +41,15 @@ where
         .build()
         .expect("a runtime");
     if std::env::var_os("PALISADE_SIZES").is_some() {
-        let fut = svc.call(0);
-        eprintln!(
-            "service {} future {}",
-            std::mem::size_of_val(&svc),
-            std::mem::size_of_val(&fut)
-        );
-        drop(fut);
+        rt.block_on(async {
+            let svc = svc.ready().await.expect("ready");
+            let fut = svc.call(0);
+            eprintln!(
+                "service {} future {}",
+                std::mem::size_of_val(svc),
+                std::mem::size_of_val(&fut)
+            );
+        });
     }
     rt.block_on(async {
         for n in 0..calls {
@@ -165,46 +168,48 @@ fn run(stack: &str, calls: u64) {
                 .layer(bare()),
             calls,
         ),
-        "preset" => drive(
-            palisade::Resilience::builder()
-                .fallback(from_sync_fn(|_: Failed<u64, u64>| Ok(0)))
-                .total_timeout(Duration::from_secs(10))
-                .retry(|retry| retry)
-                .circuit_breaker(|breaker| breaker)
-                .bulkhead(|bulkhead| bulkhead.max_concurrent(100))
-                .attempt_timeout(Duration::from_secs(1))
+        "preset" => drive(common::preset(100), calls),
+        "preset-five" => drive(common::preset_five(100), calls),
+        "config-five" => drive(common::config_five(100), calls),
+        "tower-resilience-stack" => drive(common::tower_resilience_stack(), calls),
+        "tower-resilience-breaker" => drive(
+            tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
+                .sliding_window_size(100)
                 .build()
                 .unwrap()
                 .layer(bare()),
             calls,
         ),
-        "preset-five" => drive(
-            palisade::Resilience::builder()
-                .total_timeout(Duration::from_secs(10))
-                .retry(|retry| retry)
-                .circuit_breaker(|breaker| breaker)
-                .bulkhead(|bulkhead| bulkhead.max_concurrent(100))
-                .attempt_timeout(Duration::from_secs(1))
+        "tower-resilience-bulkhead" => drive(
+            tower_resilience::bulkhead::BulkheadLayer::builder()
+                .max_concurrent_calls(100)
                 .build()
                 .unwrap()
                 .layer(bare()),
             calls,
         ),
-        "config-five" => {
-            use palisade::bulkhead::BulkheadSettings;
-            use palisade::config::{Config, Document, StackSettings};
-            let mut stack = StackSettings::default();
-            stack.total_timeout = Some(Duration::from_secs(10));
-            stack.retry = Some(Default::default());
-            stack.circuit_breaker = Some(Default::default());
-            let mut bulkhead = BulkheadSettings::default();
-            bulkhead.max_concurrent = Some(100);
-            stack.bulkhead = Some(bulkhead);
-            stack.attempt_timeout = Some(Duration::from_secs(1));
-            let mut document = Document::default();
-            document.instances.insert("bench".to_string(), stack);
-            let config = Config::new(document).unwrap();
-            drive(config.stack("bench").unwrap().layer(bare()), calls)
+        "tower-resilience-timeout" => drive(
+            tower_resilience::timelimiter::TimeLimiterLayer::builder()
+                .timeout_duration(Duration::from_secs(10))
+                .build()
+                .layer(bare()),
+            calls,
+        ),
+        "tower-resilience-retry" => drive(
+            tower_resilience::retry::RetryLayer::<u64, u64, BoxError>::builder()
+                .max_attempts(3)
+                .exponential_backoff(Duration::from_millis(100))
+                .build()
+                .layer(bare()),
+            calls,
+        ),
+        // failsafe wraps a future, not a service: its breaker around the
+        // bare call, as in the timings.
+        "failsafe-breaker" => {
+            use failsafe::futures::CircuitBreaker;
+            let breaker = failsafe::Config::new().build();
+            let mut inner = bare();
+            drive(service_fn(move |n: u64| breaker.call(inner.call(n))), calls)
         }
         "fallback" => drive(
             FallbackLayer::builder(from_sync_fn(|_: Failed<u64, u64>| Ok(0)))
@@ -351,6 +356,12 @@ const STACKS: &[&str] = &[
     "hedge",
     "hedge-p95",
     "tower-hedge",
+    "tower-resilience-stack",
+    "tower-resilience-breaker",
+    "tower-resilience-bulkhead",
+    "tower-resilience-timeout",
+    "tower-resilience-retry",
+    "failsafe-breaker",
 ];
 
 fn main() {
@@ -359,6 +370,7 @@ fn main() {
         .filter(|a| !a.starts_with("--"))
         .collect();
     match args.as_slice() {
+        [list] if list == "list" => STACKS.iter().for_each(|stack| println!("{stack}")),
         [stack, calls] => run(stack, calls.parse().expect("a number of calls")),
         _ => {
             for stack in STACKS {

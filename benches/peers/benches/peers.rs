@@ -25,12 +25,8 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a runtime")
 }
 
-type Ready = std::future::Ready<Result<u64, BoxError>>;
-
-/// The bare service: answers at once. `Clone`, as tower-resilience needs.
-fn bare() -> tower::util::ServiceFn<fn(u64) -> Ready> {
-    service_fn((|n| std::future::ready(Ok(n))) as fn(u64) -> Ready)
-}
+mod common;
+use common::bare;
 
 fn bench_service<S>(group: &mut BenchmarkGroup<'_, WallTime>, name: &str, mut svc: S)
 where
@@ -256,16 +252,7 @@ fn retry(c: &mut Criterion) {
     group.finish();
 }
 
-/// Boxes any error: how the peers' stack is glued, each tower-resilience
-/// layer wrapping the errors of the one below in its own type.
-fn boxed<E: std::error::Error + Send + Sync + 'static>(e: E) -> BoxError {
-    Box::new(e)
-}
-
 fn full_stack(c: &mut Criterion) {
-    use palisade::fallback::{Failed, from_sync_fn};
-    use tower::ServiceBuilder;
-
     let mut group = c.benchmark_group("full_stack");
     bench_service(&mut group, "bare", bare());
     bench_service(
@@ -274,63 +261,15 @@ fn full_stack(c: &mut Criterion) {
         tower::timeout::TimeoutLayer::new(Duration::from_secs(10)).layer(bare()),
     );
 
-    let preset = palisade::Resilience::builder()
-        .fallback(from_sync_fn(|_: Failed<u64, u64>| Ok(0)))
-        .total_timeout(Duration::from_secs(10))
-        .retry(|retry| retry)
-        .circuit_breaker(|breaker| breaker)
-        .bulkhead(|bulkhead| bulkhead.max_concurrent(100))
-        .attempt_timeout(Duration::from_secs(1))
-        .build()
-        .unwrap();
     bench_service(
         &mut group,
         "palisade preset, all six parts",
-        preset.layer(bare()),
+        common::preset(100),
     );
-
-    let tr = tower_resilience::timelimiter::TimeLimiterLayer::builder()
-        .timeout_duration(Duration::from_secs(1))
-        .build();
-    let attempt = ServiceBuilder::new()
-        .map_err(boxed::<tower_resilience::timelimiter::TimeLimiterError<BoxError>>)
-        .layer(tr)
-        .service(bare());
-    let bulkhead = tower_resilience::bulkhead::BulkheadLayer::builder()
-        .max_concurrent_calls(100)
-        .build()
-        .unwrap();
-    let guarded = ServiceBuilder::new()
-        .map_err(boxed::<tower_resilience::bulkhead::BulkheadServiceError<BoxError>>)
-        .layer(bulkhead)
-        .service(attempt);
-    let breaker = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
-        .sliding_window_size(100)
-        .build()
-        .unwrap();
-    let broken = ServiceBuilder::new()
-        .map_err(boxed::<tower_resilience::circuitbreaker::CircuitBreakerError<BoxError>>)
-        .layer(breaker)
-        .service(guarded);
-    let retry = tower_resilience::retry::RetryLayer::<u64, u64, BoxError>::builder()
-        .max_attempts(3)
-        .exponential_backoff(Duration::from_millis(100))
-        .build();
-    let retried = retry.layer(broken);
-    let total = tower_resilience::timelimiter::TimeLimiterLayer::builder()
-        .timeout_duration(Duration::from_secs(10))
-        .build();
-    let timed = ServiceBuilder::new()
-        .map_err(boxed::<tower_resilience::timelimiter::TimeLimiterError<BoxError>>)
-        .layer(total)
-        .service(retried);
-    let fallback = tower_resilience::fallback::FallbackLayer::<u64, u64, BoxError>::builder()
-        .value(0)
-        .build();
     bench_service(
         &mut group,
         "tower-resilience 0.13, same five patterns",
-        fallback.layer(timed),
+        common::tower_resilience_stack(),
     );
     group.finish();
 }
@@ -537,35 +476,13 @@ fn hedge(c: &mut Criterion) {
 /// from a configuration document (chosen at run time, reloadable): what
 /// the document's slots and the reload check cost a call.
 fn config_stack(c: &mut Criterion) {
-    use palisade::bulkhead::BulkheadSettings;
-    use palisade::config::{Config, Document, StackSettings};
-
     let mut group = c.benchmark_group("config_stack");
     bench_service(&mut group, "bare", bare());
-    let preset = palisade::Resilience::builder()
-        .total_timeout(Duration::from_secs(10))
-        .retry(|retry| retry)
-        .circuit_breaker(|breaker| breaker)
-        .bulkhead(|bulkhead| bulkhead.max_concurrent(100))
-        .attempt_timeout(Duration::from_secs(1))
-        .build()
-        .unwrap();
-    bench_service(&mut group, "preset, five parts", preset.layer(bare()));
-    let mut stack = StackSettings::default();
-    stack.total_timeout = Some(Duration::from_secs(10));
-    stack.retry = Some(Default::default());
-    stack.circuit_breaker = Some(Default::default());
-    let mut bulkhead = BulkheadSettings::default();
-    bulkhead.max_concurrent = Some(100);
-    stack.bulkhead = Some(bulkhead);
-    stack.attempt_timeout = Some(Duration::from_secs(1));
-    let mut document = Document::default();
-    document.instances.insert("bench".to_string(), stack);
-    let config = Config::new(document).unwrap();
+    bench_service(&mut group, "preset, five parts", common::preset_five(100));
     bench_service(
         &mut group,
         "config, the same five parts",
-        config.stack("bench").unwrap().layer(bare()),
+        common::config_five(100),
     );
     group.finish();
 }
