@@ -282,7 +282,7 @@ impl RetryBudget {
     #[inline]
     pub fn deposit(&self) {
         if let Kind::Share(inner) = &self.kind {
-            local::deposit(inner, crate::clock::now());
+            local::deposit(inner, crate::clock::call_time());
         }
     }
 

@@ -237,6 +237,100 @@ async fn a_deadline_runs_from_its_own_call_whatever_ran_before() {
     assert_eq!(answer.unwrap(), "done");
 }
 
+/// The same through the preset, whose parts share one clock reading per
+/// call: the user's service below it, and the timeout inside that
+/// service, read their own. (Seen to fail, the inner timeout elapsing, with
+/// the preset lending its reading to the service it wraps.)
+#[tokio::test(start_paused = true)]
+async fn a_presets_shared_reading_stops_at_the_service_it_wraps() {
+    use palisade::Resilience;
+    use palisade::timeout::TimeoutLayer;
+    use std::time::Duration;
+    use tower::{Layer, Service, ServiceExt, service_fn};
+
+    let inner_timeout = TimeoutLayer::new(Duration::from_millis(400)).unwrap();
+    let slow = service_fn(|()| async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Ok::<_, palisade::error::BoxError>("done")
+    });
+    let inner = inner_timeout.layer(slow);
+    let handle = tokio::runtime::Handle::current();
+    let blocking_user_service = service_fn(move |()| {
+        let h = handle.clone();
+        std::thread::spawn(move || h.block_on(tokio::time::advance(Duration::from_millis(300))))
+            .join()
+            .unwrap();
+        let mut inner = inner.clone();
+        inner.call(())
+    });
+    let preset = Resilience::builder()
+        .total_timeout(Duration::from_secs(5))
+        .retry(|retry| retry.max_attempts(1))
+        .circuit_breaker(|breaker| breaker)
+        .bulkhead(|bulkhead| bulkhead.max_concurrent(10))
+        .attempt_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let mut svc = preset.layer(blocking_user_service);
+    let answer = svc.ready().await.unwrap().call(()).await;
+    assert_eq!(answer.unwrap(), "done");
+}
+
+/// A layer of the user's given whole to a preset's slot may block in its
+/// `call`: it is not lent the preset's reading, and the parts below it
+/// read the clock after it. (Seen to fail, the attempt timeout elapsing,
+/// with a layer given whole lent the reading taken above it.)
+#[tokio::test(start_paused = true)]
+async fn the_parts_below_a_layer_given_whole_read_the_clock_after_it() {
+    use palisade::Resilience;
+    use std::time::Duration;
+    use tower::layer::layer_fn;
+    use tower::{Layer, Service, ServiceExt, service_fn};
+
+    #[derive(Clone)]
+    struct BlocksInCall<S>(S, tokio::runtime::Handle);
+
+    impl<S: Service<()>> Service<()> for BlocksInCall<S> {
+        type Response = S::Response;
+        type Error = S::Error;
+        type Future = S::Future;
+
+        fn poll_ready(
+            &mut self,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), S::Error>> {
+            self.0.poll_ready(cx)
+        }
+
+        fn call(&mut self, req: ()) -> S::Future {
+            let h = self.1.clone();
+            std::thread::spawn(move || {
+                h.block_on(tokio::time::advance(Duration::from_millis(300)))
+            })
+            .join()
+            .unwrap();
+            self.0.call(req)
+        }
+    }
+
+    let handle = tokio::runtime::Handle::current();
+    let preset = Resilience::builder()
+        .total_timeout(Duration::from_secs(5))
+        .retry(|retry| retry.max_attempts(1))
+        .rate_limit_slot(layer_fn(move |inner| BlocksInCall(inner, handle.clone())))
+        .bulkhead(|bulkhead| bulkhead.max_concurrent(10))
+        .attempt_timeout(Duration::from_millis(400))
+        .build()
+        .unwrap();
+    let slow = service_fn(|()| async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Ok::<_, palisade::error::BoxError>("done")
+    });
+    let mut svc = preset.layer(slow);
+    let answer = svc.ready().await.unwrap().call(()).await;
+    assert_eq!(answer.unwrap(), "done");
+}
+
 /// Issue 14, item 6: the error names the timeout layer and its limit.
 #[tokio::test(start_paused = true)]
 async fn elapsed_says_which_timeout_and_which_limit() {

@@ -475,7 +475,7 @@ where
         if let Some(guard) = &mut guard
             && self.shared.core.needs_start_time()
         {
-            guard.started = Some(crate::clock::now());
+            guard.started = Some(crate::clock::call_time());
         }
         ResponseFuture::called(self.inner.call(req), guard)
     }

@@ -243,7 +243,7 @@ where
             // A request that cannot be copied is sent once.
             return ResponseFuture::new(self.inner.call(first), None);
         };
-        let started = shared.delay.recorder().map(|_| tokio::time::Instant::now());
+        let started = shared.delay.recorder().map(|_| crate::clock::call_time());
         let future = self.inner.call(first);
         let hedging = Hedging::new(self.inner.clone(), source, Arc::clone(shared), started);
         ResponseFuture::new(future, Some(hedging))

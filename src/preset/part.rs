@@ -62,10 +62,35 @@ pub trait Part {
 pub struct Ready<L>(pub L);
 
 impl<L> Part for Ready<L> {
-    type Layer = L;
+    type Layer = GivenWhole<L>;
 
-    fn build(self) -> Result<L, ConfigError> {
-        Ok(self.0)
+    fn build(self) -> Result<GivenWhole<L>, ConfigError> {
+        Ok(GivenWhole(self.0))
+    }
+}
+
+/// A layer given whole to a slot, as the preset runs it: on a clock of its
+/// own. The preset's parts share one reading of the clock per call (see
+/// [`SharedReading`](super::SharedReading)); a layer of any kind may do
+/// anything in its `call`, so it is not lent that reading (nor is what it
+/// calls), and the parts below it share a reading of their own, taken
+/// after it. Derefs to the layer.
+#[derive(Debug, Clone)]
+pub struct GivenWhole<L>(pub L);
+
+impl<L> std::ops::Deref for GivenWhole<L> {
+    type Target = L;
+
+    fn deref(&self) -> &L {
+        &self.0
+    }
+}
+
+impl<S, L: tower::Layer<super::SharedReading<S>>> tower::Layer<S> for GivenWhole<L> {
+    type Service = super::OwnReading<L::Service>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        super::OwnReading::new(self.0.layer(super::SharedReading::new(inner)))
     }
 }
 

@@ -172,7 +172,7 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let shared = &self.shared;
         let cost = self.cost.cost(&req);
-        let now = clock::now();
+        let now = clock::call_time();
         match shared
             .gcra
             .acquire(shared.epoch.nanos_at(now), cost, shared.max_wait)

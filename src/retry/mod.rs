@@ -256,7 +256,7 @@ where
             service: self.inner.clone(),
             source,
             shared: Arc::clone(shared),
-            started: shared.deadline.is_some().then(crate::clock::now),
+            started: shared.deadline.is_some().then(crate::clock::call_time),
             delays: None,
             next: None,
         });

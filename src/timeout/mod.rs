@@ -19,7 +19,9 @@
 //! # Cost
 //!
 //! The call reads the clock once, at its own `call` (a total and a
-//! per-attempt timeout each read it). The timer itself is created only if
+//! per-attempt timeout each read it), except in the
+//! [preset](crate::Resilience), whose parts share one reading per call
+//! (see [`SharedReading`](crate::preset::SharedReading)). The timer itself is created only if
 //! the inner future returns `Pending` on its first poll, with its deadline
 //! measured from the call: a call that completes at once never touches
 //! tokio's timer wheel, and allocates nothing. The future holds its
@@ -160,7 +162,7 @@ impl<S, M> Timeout<S, M> {
     where
         S: Service<Req>,
     {
-        let started = clock::now();
+        let started = clock::call_time();
         let inner = self.inner.call(req);
         ResponseFuture::new(inner, started, self.shared.clone())
     }

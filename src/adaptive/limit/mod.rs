@@ -127,7 +127,7 @@ where
         if self.slot.ticket.take_permit() {
             // The guard exists before the inner call, so that a panicking
             // inner `call` still gives the permit back.
-            let guard = LimitGuard::new(self.slot.shared.clone(), crate::clock::now());
+            let guard = LimitGuard::new(self.slot.shared.clone(), crate::clock::call_time());
             return ResponseFuture::called(self.inner.call(req), guard);
         }
         let Some(after_wait) = self.slot.ticket.refused_after_wait() else {

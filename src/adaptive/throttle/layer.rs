@@ -86,7 +86,7 @@ impl Core {
     /// answered at once.
     #[inline]
     pub(crate) fn admit(&self) -> Result<u64, Throttled> {
-        let now = self.epoch.nanos_now();
+        let now = self.epoch.nanos_at(crate::clock::call_time());
         let totals = self.window.totals(now);
         let probability = self.probability(totals);
         if probability > 0.0 && self.draw() < probability {

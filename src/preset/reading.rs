@@ -1,0 +1,108 @@
+//! One clock reading for a preset's parts (see `clock`): the outermost
+//! service lends it for the length of its `call`, the innermost stops
+//! lending before the wrapped service's `call`.
+
+use std::task::{Context, Poll};
+
+use tower::Service;
+
+use crate::clock;
+
+/// The outside of a [`ResilienceLayer`](super::ResilienceLayer)'s stack:
+/// while its `call` runs, the preset's parts share one reading of the
+/// clock, taken by the first that needs the time (the total timeout, the
+/// retry budget, the attempt timeout would each read it otherwise). Only
+/// the preset's own parts run in that time: the service it wraps is called
+/// through [`OwnReading`], and reads the clock itself. A part's
+/// `call`-time is thus the preset's, earlier by what the parts before it
+/// took in their `call` (no lock, no wait: nanoseconds).
+///
+/// Its future is the inner service's: it adds nothing to a call's future.
+#[derive(Debug, Clone)]
+pub struct SharedReading<S> {
+    inner: S,
+}
+
+impl<S> SharedReading<S> {
+    pub(crate) fn new(inner: S) -> Self {
+        Self { inner }
+    }
+
+    /// The preset's stack.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The preset's stack, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the preset's stack.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Service<Req>, Req> Service<Req> for SharedReading<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, req: Req) -> S::Future {
+        let _lent = clock::lend();
+        self.inner.call(req)
+    }
+}
+
+/// The inside of a [`ResilienceLayer`](super::ResilienceLayer)'s stack: the
+/// service it wraps, whose `call` (and any palisade layer that `call`
+/// reaches) reads the clock itself, not the preset's shared reading.
+#[derive(Debug, Clone)]
+pub struct OwnReading<S> {
+    inner: S,
+}
+
+impl<S> OwnReading<S> {
+    pub(crate) fn new(inner: S) -> Self {
+        Self { inner }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Service<Req>, Req> Service<Req> for OwnReading<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, req: Req) -> S::Future {
+        let _own = clock::unlend();
+        self.inner.call(req)
+    }
+}
