@@ -3,7 +3,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
 
 use pin_project::pin_project;
 use tokio::time::Instant;
@@ -24,9 +23,9 @@ pub struct CallGuard<C> {
     pub(crate) shared: Arc<Shared<C>>,
     pub(crate) admission: Admission,
     pub(crate) started: Option<Instant>,
-    /// When the head came and, where timed, how long it took: the slow-call
-    /// timing stops at the head, so a long stream is not a slow call.
-    head: Option<(Option<Duration>, Instant)>,
+    /// When the head came, where the end is timed: the slow-call timing
+    /// stops at the head, so a long stream is not a slow call.
+    head: Option<Instant>,
     deferred: bool,
     reported: bool,
 }
@@ -47,9 +46,7 @@ impl<C> CallGuard<C> {
     #[inline]
     fn at_head(&mut self) {
         if self.shared.core.needs_end_time() {
-            let now = Instant::now();
-            let elapsed = self.started.map(|s| now.saturating_duration_since(s));
-            self.head = Some((elapsed, now));
+            self.head = Some(Instant::now());
         }
     }
 }
@@ -59,10 +56,13 @@ impl<C> CallGuard<C> {
     #[inline]
     fn report(&mut self, outcome: Outcome) {
         let (elapsed, now) = match self.head {
-            // A deferred call ends now: its window entry goes where the
-            // window is now, not where it was when the head came.
-            Some((elapsed, _)) if self.deferred => (elapsed, Some(Instant::now())),
-            Some((elapsed, at)) => (elapsed, Some(at)),
+            Some(head) => {
+                let elapsed = self.started.map(|s| head.saturating_duration_since(s));
+                // A deferred call ends now: its window entry goes where the
+                // window is now, not where it was when the head came.
+                let at = if self.deferred { Instant::now() } else { head };
+                (elapsed, Some(at))
+            }
             None => (None, None),
         };
         self.shared

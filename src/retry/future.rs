@@ -33,7 +33,6 @@ pub(crate) struct Retrying<S, C, B, Src: ReplaySource> {
     pub(crate) started: Option<Instant>,
     /// Drawn at the first retry.
     pub(crate) delays: Option<Delays>,
-    pub(crate) next: Option<Src::Request>,
 }
 
 /// The future of a [`Retry`](super::Retry) call. Its parameters are the
@@ -42,7 +41,7 @@ pub(crate) struct Retrying<S, C, B, Src: ReplaySource> {
 #[pin_project]
 pub struct ResponseFuture<F, S, C, B, Src: ReplaySource> {
     #[pin]
-    state: State<F>,
+    state: State<F, Src::Request>,
     /// The running attempt's span; disabled between attempts.
     span: AttemptSpan,
     attempt: u32,
@@ -65,17 +64,26 @@ pub(crate) enum After<S, C, B, Src: ReplaySource> {
     Nothing,
 }
 
+/// The running attempt, or the next one's request while it waits: the
+/// request shares its place with the attempt's future, which it never
+/// outlives.
 #[pin_project(project = StateProj)]
-enum State<F> {
+enum State<F, R> {
     Calling {
         #[pin]
         future: F,
     },
     /// Boxed: a timer is big, and only a retry needs one.
-    Sleeping { sleep: Pin<Box<Sleep>> },
+    Sleeping {
+        sleep: Pin<Box<Sleep>>,
+        next: Option<R>,
+    },
     /// Waiting for the service to be ready for the next attempt; with a
     /// deadline, its timer once the wait is not over at once.
-    Readying { deadline: Option<Pin<Box<Sleep>>> },
+    Readying {
+        deadline: Option<Pin<Box<Sleep>>>,
+        next: Option<R>,
+    },
 }
 
 impl<F, S, C, B, Src: ReplaySource> ResponseFuture<F, S, C, B, Src> {
@@ -189,9 +197,10 @@ where
     }
 }
 
-enum Next {
+enum Next<R> {
     Return,
-    RetryAfter(Duration),
+    /// Send `R` after the delay.
+    RetryAfter(Duration, R),
 }
 
 impl<S, C, B, Src> Retrying<S, C, B, Src>
@@ -200,7 +209,7 @@ where
     B::Delays: Send + 'static,
     Src: ReplaySource,
 {
-    fn give_up(&self, attempts: u32, reason: GiveUpReason) -> Next {
+    fn give_up<R>(&self, attempts: u32, reason: GiveUpReason) -> Next<R> {
         let shared = &self.shared;
         shared
             .listeners
@@ -214,7 +223,12 @@ where
     /// without touching the shared state's reference count; the rest is
     /// kept out of line so that `poll` stays small enough to inline.
     #[inline]
-    fn decide<Res, E>(&mut self, attempt: u32, retryable: bool, result: &Result<Res, E>) -> Next
+    fn decide<Res, E>(
+        &mut self,
+        attempt: u32,
+        retryable: bool,
+        result: &Result<Res, E>,
+    ) -> Next<Src::Request>
     where
         C: Classify<Res, E>,
         E: 'static,
@@ -237,7 +251,7 @@ where
         retryable: bool,
         kind: Option<ErrorKind>,
         result: &Result<Res, E>,
-    ) -> Next
+    ) -> Next<Src::Request>
     where
         C: Classify<Res, E>,
         E: 'static,
@@ -345,8 +359,7 @@ where
             reason,
             hinted,
         });
-        self.next = Some(next);
-        Next::RetryAfter(delay)
+        Next::RetryAfter(delay, next)
     }
 }
 
@@ -380,21 +393,29 @@ where
                     };
                     match retrying.decide(*this.attempt, *this.retryable, &result) {
                         Next::Return => return Poll::Ready(result.map_err(Into::into)),
-                        Next::RetryAfter(delay) if delay.is_zero() => {
-                            this.state.set(State::Readying { deadline: None });
+                        Next::RetryAfter(delay, next) if delay.is_zero() => {
+                            this.state.set(State::Readying {
+                                deadline: None,
+                                next: Some(next),
+                            });
                         }
-                        Next::RetryAfter(delay) => {
+                        Next::RetryAfter(delay, next) => {
                             this.state.set(State::Sleeping {
                                 sleep: Box::pin(sleep(delay)),
+                                next: Some(next),
                             });
                         }
                     }
                 }
-                StateProj::Sleeping { sleep } => {
+                StateProj::Sleeping { sleep, next } => {
                     ready!(sleep.as_mut().poll(cx));
-                    this.state.set(State::Readying { deadline: None });
+                    let next = next.take();
+                    this.state.set(State::Readying {
+                        deadline: None,
+                        next,
+                    });
                 }
-                StateProj::Readying { deadline } => {
+                StateProj::Readying { deadline, next } => {
                     let After::Retrying(retrying) = this.after else {
                         unreachable!("only retries get here")
                     };
@@ -426,7 +447,7 @@ where
                             .into()));
                         }
                     }
-                    let request = retrying.next.take().expect("prepared by decide");
+                    let request = next.take().expect("prepared by decide");
                     *this.attempt += 1;
                     let shared = &retrying.shared;
                     let attempt = *this.attempt;

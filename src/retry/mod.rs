@@ -258,7 +258,6 @@ where
             shared: Arc::clone(shared),
             started: shared.deadline.is_some().then(crate::clock::call_time),
             delays: None,
-            next: None,
         });
         // A call that cannot be retried still says why its failure is
         // returned, when someone listens, and tells a budget that learns
