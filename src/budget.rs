@@ -693,12 +693,8 @@ mod local {
                 return false;
             };
             let batches = &mut *batches;
-            let owner = Arc::as_ptr(inner);
-            let slot = match batches
-                .slots
-                .iter_mut()
-                .position(|s| s.owner.as_ptr() == owner)
-            {
+            let address = Arc::as_ptr(inner);
+            let slot = match batches.slots.iter().position(|s| s.address == address) {
                 Some(found) => &mut batches.slots[found],
                 None => take_slot(batches, inner),
             };
@@ -903,15 +899,23 @@ mod tests {
         budget.deposit();
         assert_eq!(local::kept(inner), 0);
         assert_eq!(in_window(0), LOCAL_BATCH, "a full batch is added");
+        for _ in 0..LOCAL_BATCH {
+            budget.deposit();
+        }
+        assert_eq!(
+            (inner.batch.load(Relaxed) & COUNT, inner.windows().deposits.totals(0)[0]),
+            (2 * LOCAL_BATCH, 0),
+            "batches of the open tenth join the shared batch, without the lock"
+        );
         budget.deposit();
         budget.deposit();
         tokio::time::advance(Duration::from_millis(150)).await;
         budget.deposit();
         assert_eq!(local::kept(inner), 1, "the next tenth opened a batch");
-        assert_eq!(in_window(150_000_000), LOCAL_BATCH + 2);
+        assert_eq!(in_window(150_000_000), 2 * LOCAL_BATCH + 2);
         assert_eq!(
             budget.remaining(),
-            LOCAL_BATCH + 3,
+            2 * LOCAL_BATCH + 3,
             "its own thread's count"
         );
         assert_eq!(local::kept(inner), 0);
