@@ -487,11 +487,33 @@ fn config_stack(c: &mut Criterion) {
     group.finish();
 }
 
+/// What the hot path is made of, on this machine: a clock read, one
+/// uncontended atomic read-modify-write, an `Arc` clone and its drop. The
+/// layers' figures are mostly counts of these.
+fn floor(c: &mut Criterion) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+    let mut group = c.benchmark_group("floor");
+    group.bench_function("tokio Instant::now", |b| {
+        b.iter(|| black_box(tokio::time::Instant::now()))
+    });
+    let counter = AtomicU64::new(0);
+    group.bench_function("atomic fetch_add", |b| {
+        b.iter(|| black_box(&counter).fetch_add(1, Relaxed))
+    });
+    let shared = Arc::new(0u64);
+    group.bench_function("Arc clone and drop", |b| {
+        b.iter(|| drop(black_box(Arc::clone(&shared))))
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = peers;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = circuit_breaker, timeout, bulkhead, adaptive, rate_limit, keyed, retry, hedge, full_stack, config_stack
+    targets = floor, circuit_breaker, timeout, bulkhead, adaptive, rate_limit, keyed, retry, hedge, full_stack, config_stack
 }
 criterion_main!(peers);
