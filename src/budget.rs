@@ -903,7 +903,10 @@ mod tests {
             budget.deposit();
         }
         assert_eq!(
-            (inner.batch.load(Relaxed) & COUNT, inner.windows().deposits.totals(0)[0]),
+            (
+                inner.batch.load(Relaxed) & COUNT,
+                inner.windows().deposits.totals(0)[0]
+            ),
             (2 * LOCAL_BATCH, 0),
             "batches of the open tenth join the shared batch, without the lock"
         );
@@ -919,12 +922,47 @@ mod tests {
             "its own thread's count"
         );
         assert_eq!(local::kept(inner), 0);
+        assert_eq!(
+            inner.batch.load(Relaxed) >> COUNT_BITS,
+            1,
+            "the request of the next tenth opened the shared batch anew"
+        );
         tokio::time::advance(Duration::from_millis(900)).await; // 1,050 ms
         assert_eq!(
             budget.remaining(),
             1,
             "the first tenth's left; the request of the second did not"
         );
+    }
+
+    /// Another thread's batch added after the budget moved on to a later
+    /// tenth goes into the window at its own tenth, and leaves with it.
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_added_late_counts_in_its_own_tenth() {
+        let budget = RetryBudget::new(Duration::from_secs(1), 0, 1.0).unwrap();
+        let handle = tokio::runtime::Handle::current();
+        let (made_tx, made) = std::sync::mpsc::channel();
+        let (end, end_rx) = std::sync::mpsc::channel::<()>();
+        let other = {
+            let budget = budget.clone();
+            std::thread::spawn(move || {
+                let _paused_clock = handle.enter();
+                for _ in 0..5 {
+                    budget.deposit();
+                }
+                made_tx.send(()).unwrap();
+                end_rx.recv().unwrap();
+            })
+        };
+        made.recv().unwrap();
+        tokio::time::advance(Duration::from_millis(300)).await;
+        budget.deposit();
+        assert_eq!(budget.remaining(), 1, "the other thread keeps its five");
+        end.send(()).unwrap();
+        other.join().unwrap();
+        assert_eq!(budget.remaining(), 6, "added as the thread ended");
+        tokio::time::advance(Duration::from_millis(750)).await; // 1,050 ms
+        assert_eq!(budget.remaining(), 1, "the five left with their own tenth");
     }
 
     /// A thread serves four budgets at once; a fifth takes a slot and adds

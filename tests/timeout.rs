@@ -331,6 +331,48 @@ async fn the_parts_below_a_layer_given_whole_read_the_clock_after_it() {
     assert_eq!(answer.unwrap(), "done");
 }
 
+/// A stack from a configuration document shares one reading the same way,
+/// and the service it wraps reads its own. (Seen to fail, the inner
+/// timeout elapsing, with the document's stack lending its reading to the
+/// service it wraps.)
+#[cfg(feature = "serde")]
+#[tokio::test(start_paused = true)]
+async fn a_document_stacks_shared_reading_stops_at_the_service_it_wraps() {
+    use palisade::config::{Config, Document, StackSettings};
+    use palisade::timeout::TimeoutLayer;
+    use std::time::Duration;
+    use tower::{Layer, Service, ServiceExt, service_fn};
+
+    let inner_timeout = TimeoutLayer::new(Duration::from_millis(400)).unwrap();
+    let slow = service_fn(|()| async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Ok::<_, palisade::error::BoxError>("done")
+    });
+    let inner = inner_timeout.layer(slow);
+    let handle = tokio::runtime::Handle::current();
+    let blocking_user_service = service_fn(move |()| {
+        let h = handle.clone();
+        std::thread::spawn(move || h.block_on(tokio::time::advance(Duration::from_millis(300))))
+            .join()
+            .unwrap();
+        let mut inner = inner.clone();
+        inner.call(())
+    });
+    let mut stack = StackSettings::default();
+    stack.total_timeout = Some(Duration::from_secs(5));
+    stack.circuit_breaker = Some(Default::default());
+    stack.attempt_timeout = Some(Duration::from_secs(2));
+    let mut document = Document::default();
+    document.instances.insert("downstream".to_string(), stack);
+    let config = Config::new(document).unwrap();
+    let mut svc = config
+        .stack("downstream")
+        .unwrap()
+        .layer(blocking_user_service);
+    let answer = svc.ready().await.unwrap().call(()).await;
+    assert_eq!(answer.unwrap(), "done");
+}
+
 /// Issue 14, item 6: the error names the timeout layer and its limit.
 #[tokio::test(start_paused = true)]
 async fn elapsed_says_which_timeout_and_which_limit() {

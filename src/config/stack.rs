@@ -23,6 +23,7 @@ use crate::circuit_breaker::{CircuitBreaker, CircuitBreakerLayer};
 use crate::error::{BoxError, ConfigError};
 use crate::event::Listeners;
 use crate::hedge::{Hedge, HedgeLayer};
+use crate::preset::OwnReading;
 use crate::rate_limit::{RateLimit, RateLimitLayer};
 use crate::replay::Replay;
 use crate::retry::{Retry, RetryBudget, RetryLayer};
@@ -66,8 +67,9 @@ type Limited<S, C> = SlotService<RateLimit<Bounded<S, C>>, Bounded<S, C>, Bounde
 type Bounded<S, C> =
     SlotService<Bulkhead<Attempted<S>>, AdaptiveLimit<Attempted<S>, C>, Attempted<S>>;
 
-/// The per-attempt timeout over the service.
-type Attempted<S> = SlotService<Timeout<S>, S, S>;
+/// The per-attempt timeout over the service, which reads its own clock
+/// (the parts share one reading: see [`Stacked`]).
+type Attempted<S> = SlotService<Timeout<OwnReading<S>>, OwnReading<S>, OwnReading<S>>;
 
 #[cfg(feature = "http")]
 /// The service a [`StackParts<C, K>`] makes of `S` for a classifier that
@@ -130,7 +132,7 @@ pub struct JoinedBodies;
 macro_rules! stack_up {
     ($parts:expr, $inner:expr, $join:ident) => {{
         let parts = $parts;
-        let attempted = parts.attempt_timeout.layer($inner);
+        let attempted = parts.attempt_timeout.layer(OwnReading::new($inner));
         let bounded = parts.concurrency.$join(attempted);
         let limited = parts.rate_limit.layer(bounded);
         let broken = parts.circuit_breaker.$join(limited);
@@ -809,6 +811,11 @@ impl<C, K> Commit for Plan<'_, C, K> {
 /// built from the new parts, so that a template service that is cloned
 /// for each call (`svc.clone().oneshot(request)`) and never polled itself
 /// costs one rebuild per clone, not a stale stack.
+///
+/// As in the preset, the parts share one reading of the clock per call
+/// (see [`SharedReading`](crate::preset::SharedReading)): `call` lends it
+/// to them, and `S` is called through an
+/// [`OwnReading`](crate::preset::OwnReading), reading its own.
 pub struct Stacked<S, C, K, H = SameResponses>
 where
     H: Shape<S, C, K>,
@@ -896,6 +903,7 @@ where
 
     #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
+        let _lent = crate::clock::lend();
         self.stack.call(request)
     }
 }
