@@ -939,10 +939,12 @@ mod tests {
     /// tenth goes into the window at its own tenth, and leaves with it.
     #[tokio::test(start_paused = true)]
     async fn a_batch_added_late_counts_in_its_own_tenth() {
+        let ms = Duration::from_millis;
         let budget = RetryBudget::new(Duration::from_secs(1), 0, 1.0).unwrap();
         let handle = tokio::runtime::Handle::current();
         let (made_tx, made) = std::sync::mpsc::channel();
         let (end, end_rx) = std::sync::mpsc::channel::<()>();
+        tokio::time::advance(ms(250)).await; // the third tenth
         let other = {
             let budget = budget.clone();
             std::thread::spawn(move || {
@@ -955,13 +957,15 @@ mod tests {
             })
         };
         made.recv().unwrap();
-        tokio::time::advance(Duration::from_millis(300)).await;
+        tokio::time::advance(ms(300)).await; // 550 ms
         budget.deposit();
         assert_eq!(budget.remaining(), 1, "the other thread keeps its five");
         end.send(()).unwrap();
         other.join().unwrap();
         assert_eq!(budget.remaining(), 6, "added as the thread ended");
-        tokio::time::advance(Duration::from_millis(750)).await; // 1,050 ms
+        tokio::time::advance(ms(600)).await; // 1,150 ms
+        assert_eq!(budget.remaining(), 6, "the third tenth still counts");
+        tokio::time::advance(ms(100)).await; // 1,250 ms
         assert_eq!(budget.remaining(), 1, "the five left with their own tenth");
     }
 
