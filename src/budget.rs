@@ -912,10 +912,10 @@ mod tests {
         );
         budget.deposit();
         budget.deposit();
-        tokio::time::advance(Duration::from_millis(150)).await;
+        tokio::time::advance(Duration::from_millis(100)).await; // the second tenth begins
         budget.deposit();
         assert_eq!(local::kept(inner), 1, "the next tenth opened a batch");
-        assert_eq!(in_window(150_000_000), 2 * LOCAL_BATCH + 2);
+        assert_eq!(in_window(100_000_000), 2 * LOCAL_BATCH + 2);
         assert_eq!(
             budget.remaining(),
             2 * LOCAL_BATCH + 3,
@@ -927,7 +927,7 @@ mod tests {
             1,
             "the request of the next tenth opened the shared batch anew"
         );
-        tokio::time::advance(Duration::from_millis(900)).await; // 1,050 ms
+        tokio::time::advance(Duration::from_millis(900)).await; // 1,000 ms: the first tenth leaves
         assert_eq!(
             budget.remaining(),
             1,

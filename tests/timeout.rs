@@ -201,38 +201,44 @@ fn bad_timeouts_are_refused() {
     );
 }
 
+/// Moves the paused clock by `by` while this thread waits, as a `call`
+/// that blocks would: another thread advances it.
+fn block_for(by: Duration) {
+    let handle = tokio::runtime::Handle::current();
+    std::thread::spawn(move || handle.block_on(advance(by)))
+        .join()
+        .unwrap();
+}
+
+/// A user's service whose `call` blocks for 300 ms, then calls (from
+/// within its own `call`) a 400 ms timeout over a 200 ms service: that
+/// timeout elapses if it is lent an instant read before the 300 ms.
+fn blocks_then_calls_a_timeout()
+-> impl Service<(), Response = &'static str, Error = BoxError> + Clone {
+    let slow = service_fn(|()| async {
+        sleep(Duration::from_millis(200)).await;
+        Ok::<_, BoxError>("done")
+    });
+    let inner = TimeoutLayer::new(Duration::from_millis(400))
+        .unwrap()
+        .layer(slow);
+    service_fn(move |()| {
+        block_for(Duration::from_millis(300));
+        // The inner service is always ready.
+        let mut inner = inner.clone();
+        inner.call(())
+    })
+}
+
 /// Issue 12, defect 6: a timeout's deadline runs from its own `call`. A
 /// user service whose `call` blocks for 300 ms before it calls an inner
 /// 400 ms timeout over a 200 ms service must not lend that inner timeout
 /// the instant an outer timeout read.
 #[tokio::test(start_paused = true)]
 async fn a_deadline_runs_from_its_own_call_whatever_ran_before() {
-    use palisade::timeout::TimeoutLayer;
-    use std::time::Duration;
-    use tower::{Layer, Service, ServiceExt, service_fn};
-
-    let inner_timeout = TimeoutLayer::new(Duration::from_millis(400)).unwrap();
-    let slow = service_fn(|()| async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        Ok::<_, palisade::error::BoxError>("done")
-    });
-    let inner = inner_timeout.layer(slow);
-    let handle = tokio::runtime::Handle::current();
-    let blocking_user_service = service_fn(move |()| {
-        // Blocks in `call` for 300 ms of the (paused) clock: another
-        // thread moves the clock while this one waits for it.
-        let h = handle.clone();
-        std::thread::spawn(move || h.block_on(tokio::time::advance(Duration::from_millis(300))))
-            .join()
-            .unwrap();
-        // Then calls the inner timeout from within its own `call` (the
-        // inner service is always ready).
-        let mut inner = inner.clone();
-        inner.call(())
-    });
     let mut svc = TimeoutLayer::new(Duration::from_secs(5))
         .unwrap()
-        .layer(blocking_user_service);
+        .layer(blocks_then_calls_a_timeout());
     let answer = svc.ready().await.unwrap().call(()).await;
     assert_eq!(answer.unwrap(), "done");
 }
@@ -243,27 +249,7 @@ async fn a_deadline_runs_from_its_own_call_whatever_ran_before() {
 /// the preset lending its reading to the service it wraps.)
 #[tokio::test(start_paused = true)]
 async fn a_presets_shared_reading_stops_at_the_service_it_wraps() {
-    use palisade::Resilience;
-    use palisade::timeout::TimeoutLayer;
-    use std::time::Duration;
-    use tower::{Layer, Service, ServiceExt, service_fn};
-
-    let inner_timeout = TimeoutLayer::new(Duration::from_millis(400)).unwrap();
-    let slow = service_fn(|()| async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        Ok::<_, palisade::error::BoxError>("done")
-    });
-    let inner = inner_timeout.layer(slow);
-    let handle = tokio::runtime::Handle::current();
-    let blocking_user_service = service_fn(move |()| {
-        let h = handle.clone();
-        std::thread::spawn(move || h.block_on(tokio::time::advance(Duration::from_millis(300))))
-            .join()
-            .unwrap();
-        let mut inner = inner.clone();
-        inner.call(())
-    });
-    let preset = Resilience::builder()
+    let preset = palisade::Resilience::builder()
         .total_timeout(Duration::from_secs(5))
         .retry(|retry| retry.max_attempts(1))
         .circuit_breaker(|breaker| breaker)
@@ -271,7 +257,7 @@ async fn a_presets_shared_reading_stops_at_the_service_it_wraps() {
         .attempt_timeout(Duration::from_secs(2))
         .build()
         .unwrap();
-    let mut svc = preset.layer(blocking_user_service);
+    let mut svc = preset.layer(blocks_then_calls_a_timeout());
     let answer = svc.ready().await.unwrap().call(()).await;
     assert_eq!(answer.unwrap(), "done");
 }
@@ -288,7 +274,7 @@ async fn the_parts_below_a_layer_given_whole_read_the_clock_after_it() {
     use tower::{Layer, Service, ServiceExt, service_fn};
 
     #[derive(Clone)]
-    struct BlocksInCall<S>(S, tokio::runtime::Handle);
+    struct BlocksInCall<S>(S);
 
     impl<S: Service<()>> Service<()> for BlocksInCall<S> {
         type Response = S::Response;
@@ -303,21 +289,15 @@ async fn the_parts_below_a_layer_given_whole_read_the_clock_after_it() {
         }
 
         fn call(&mut self, req: ()) -> S::Future {
-            let h = self.1.clone();
-            std::thread::spawn(move || {
-                h.block_on(tokio::time::advance(Duration::from_millis(300)))
-            })
-            .join()
-            .unwrap();
+            block_for(Duration::from_millis(300));
             self.0.call(req)
         }
     }
 
-    let handle = tokio::runtime::Handle::current();
     let preset = Resilience::builder()
         .total_timeout(Duration::from_secs(5))
         .retry(|retry| retry.max_attempts(1))
-        .rate_limit_slot(layer_fn(move |inner| BlocksInCall(inner, handle.clone())))
+        .rate_limit_slot(layer_fn(BlocksInCall))
         .bulkhead(|bulkhead| bulkhead.max_concurrent(10))
         .attempt_timeout(Duration::from_millis(400))
         .build()
@@ -339,25 +319,7 @@ async fn the_parts_below_a_layer_given_whole_read_the_clock_after_it() {
 #[tokio::test(start_paused = true)]
 async fn a_document_stacks_shared_reading_stops_at_the_service_it_wraps() {
     use palisade::config::{Config, Document, StackSettings};
-    use palisade::timeout::TimeoutLayer;
-    use std::time::Duration;
-    use tower::{Layer, Service, ServiceExt, service_fn};
 
-    let inner_timeout = TimeoutLayer::new(Duration::from_millis(400)).unwrap();
-    let slow = service_fn(|()| async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        Ok::<_, palisade::error::BoxError>("done")
-    });
-    let inner = inner_timeout.layer(slow);
-    let handle = tokio::runtime::Handle::current();
-    let blocking_user_service = service_fn(move |()| {
-        let h = handle.clone();
-        std::thread::spawn(move || h.block_on(tokio::time::advance(Duration::from_millis(300))))
-            .join()
-            .unwrap();
-        let mut inner = inner.clone();
-        inner.call(())
-    });
     let mut stack = StackSettings::default();
     stack.total_timeout = Some(Duration::from_secs(5));
     stack.circuit_breaker = Some(Default::default());
@@ -368,7 +330,7 @@ async fn a_document_stacks_shared_reading_stops_at_the_service_it_wraps() {
     let mut svc = config
         .stack("downstream")
         .unwrap()
-        .layer(blocking_user_service);
+        .layer(blocks_then_calls_a_timeout());
     let answer = svc.ready().await.unwrap().call(()).await;
     assert_eq!(answer.unwrap(), "done");
 }

@@ -20,7 +20,7 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use tower::{Layer, Service, ServiceExt};
 
 mod common;
-use common::bare;
+use common::{NeverRetry, bare};
 
 const TASKS: [u64; 4] = [1, 2, 4, 8];
 
@@ -127,20 +127,6 @@ fn retries(c: &mut Criterion) {
         "tower 0.5 (never-retrying policy)",
         tower::retry::RetryLayer::new(NeverRetry).layer(bare()),
     );
-}
-
-/// tower's retry policy that never retries: the pass-through's peer.
-#[derive(Clone)]
-struct NeverRetry;
-
-impl<E> tower::retry::Policy<u64, u64, E> for NeverRetry {
-    type Future = std::future::Ready<()>;
-    fn retry(&mut self, _: &mut u64, _: &mut Result<u64, E>) -> Option<Self::Future> {
-        None
-    }
-    fn clone_request(&mut self, req: &u64) -> Option<u64> {
-        Some(*req)
-    }
 }
 
 fn stacks(c: &mut Criterion) {

@@ -29,7 +29,7 @@ use palisade::error::BoxError;
 use tower::{Layer, Service, ServiceExt, service_fn};
 
 mod common;
-use common::bare;
+use common::{NeverRetry, bare};
 
 #[inline(never)]
 fn drive<S>(mut svc: S, calls: u64)
@@ -70,19 +70,6 @@ where
             std::mem::size_of_val(&fut)
         );
     });
-}
-
-#[derive(Clone)]
-struct NeverRetry;
-
-impl<E> tower::retry::Policy<u64, u64, E> for NeverRetry {
-    type Future = std::future::Ready<()>;
-    fn retry(&mut self, _: &mut u64, _: &mut Result<u64, E>) -> Option<Self::Future> {
-        None
-    }
-    fn clone_request(&mut self, req: &u64) -> Option<u64> {
-        Some(*req)
-    }
 }
 
 fn run(stack: &str, calls: u64) {

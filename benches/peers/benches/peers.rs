@@ -26,7 +26,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 mod common;
-use common::bare;
+use common::{NeverRetry, bare};
 
 fn bench_service<S>(group: &mut BenchmarkGroup<'_, WallTime>, name: &str, mut svc: S)
 where
@@ -207,22 +207,6 @@ fn adaptive(c: &mut Criterion) {
         theirs.layer(bare()),
     );
     group.finish();
-}
-
-/// tower's retry policy for the pass-through case: never retries.
-#[derive(Clone)]
-struct NeverRetry;
-
-impl<Req: Clone, Res, E> tower::retry::Policy<Req, Res, E> for NeverRetry {
-    type Future = std::future::Ready<()>;
-
-    fn retry(&mut self, _: &mut Req, _: &mut Result<Res, E>) -> Option<Self::Future> {
-        None
-    }
-
-    fn clone_request(&mut self, req: &Req) -> Option<Req> {
-        Some(req.clone())
-    }
 }
 
 fn retry(c: &mut Criterion) {

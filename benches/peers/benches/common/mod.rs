@@ -17,22 +17,27 @@ pub fn bare() -> Bare {
     service_fn((|n| std::future::ready(Ok(n))) as fn(u64) -> Ready)
 }
 
-/// palisade's preset with all six parts: fallback, total timeout, retry,
-/// breaker, bulkhead of `limit`, attempt timeout.
+/// The five parts both presets below have, added to a preset's builder:
+/// total timeout, retry, breaker, bulkhead of `$limit`, attempt timeout.
+macro_rules! five_parts {
+    ($builder:expr, $limit:expr) => {
+        $builder
+            .total_timeout(Duration::from_secs(10))
+            .retry(|retry| retry)
+            .circuit_breaker(|breaker| breaker)
+            .bulkhead(|bulkhead| bulkhead.max_concurrent($limit))
+            .attempt_timeout(Duration::from_secs(1))
+    };
+}
+
+/// palisade's preset with all six parts: a fallback and the five parts.
 pub fn preset(
     limit: u32,
 ) -> impl Service<u64, Response = u64, Error = BoxError, Future: Send> + Clone + Send {
     use palisade::fallback::{Failed, from_sync_fn};
-    palisade::Resilience::builder()
-        .fallback(from_sync_fn(|_: Failed<u64, u64>| Ok(0)))
-        .total_timeout(Duration::from_secs(10))
-        .retry(|retry| retry)
-        .circuit_breaker(|breaker| breaker)
-        .bulkhead(|bulkhead| bulkhead.max_concurrent(limit))
-        .attempt_timeout(Duration::from_secs(1))
-        .build()
-        .unwrap()
-        .layer(bare())
+    let builder =
+        palisade::Resilience::builder().fallback(from_sync_fn(|_: Failed<u64, u64>| Ok(0)));
+    five_parts!(builder, limit).build().unwrap().layer(bare())
 }
 
 /// The same without the fallback (the five parts a configuration
@@ -40,15 +45,26 @@ pub fn preset(
 pub fn preset_five(
     limit: u32,
 ) -> impl Service<u64, Response = u64, Error = BoxError, Future: Send> + Clone + Send {
-    palisade::Resilience::builder()
-        .total_timeout(Duration::from_secs(10))
-        .retry(|retry| retry)
-        .circuit_breaker(|breaker| breaker)
-        .bulkhead(|bulkhead| bulkhead.max_concurrent(limit))
-        .attempt_timeout(Duration::from_secs(1))
+    five_parts!(palisade::Resilience::builder(), limit)
         .build()
         .unwrap()
         .layer(bare())
+}
+
+/// tower's retry policy for the pass-through case: never retries.
+#[derive(Clone)]
+pub struct NeverRetry;
+
+impl<Req: Clone, Res, E> tower::retry::Policy<Req, Res, E> for NeverRetry {
+    type Future = std::future::Ready<()>;
+
+    fn retry(&mut self, _: &mut Req, _: &mut Result<Res, E>) -> Option<Self::Future> {
+        None
+    }
+
+    fn clone_request(&mut self, req: &Req) -> Option<Req> {
+        Some(req.clone())
+    }
 }
 
 /// Boxes any error: how the peers' stack is glued, each tower-resilience
