@@ -970,10 +970,11 @@ mod tests {
     }
 
     /// A thread serves four budgets at once; a fifth takes a slot and adds
-    /// the batch that was in it, and a thread that ends adds what it kept.
+    /// the batch that was in it, the slots taken in turn, and a thread that
+    /// ends adds what it kept.
     #[test]
     fn batches_outlive_neither_their_slot_nor_their_thread() {
-        let budgets: Vec<RetryBudget> = (0..5)
+        let budgets: Vec<RetryBudget> = (0..7)
             .map(|_| RetryBudget::new(Duration::from_secs(3600), 0, 1.0).unwrap())
             .collect();
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -983,27 +984,30 @@ mod tests {
         let shared = budgets.clone();
         std::thread::spawn(move || {
             let _entered = runtime.enter();
+            let kept = |n: usize| local::kept(shared[n].share_arc());
             for budget in &shared[..4] {
                 budget.deposit();
                 budget.deposit();
             }
-            for budget in &shared[..4] {
-                assert_eq!(local::kept(budget.share_arc()), 2);
+            assert_eq!((0..4).map(kept).collect::<Vec<_>>(), [2, 2, 2, 2]);
+            // The fifth, sixth and seventh take the slots in turn.
+            for budget in &shared[4..] {
+                budget.deposit();
             }
-            shared[4].deposit();
-            assert_eq!(local::kept(shared[4].share_arc()), 1);
-            let evicted = shared[..4]
-                .iter()
-                .filter(|b| local::kept(b.share_arc()) == 0)
-                .count();
-            assert_eq!(evicted, 1, "one batch made room");
+            assert_eq!(
+                (0..7).map(kept).collect::<Vec<_>>(),
+                [0, 0, 0, 2, 1, 1, 1],
+                "the three oldest made room, in turn"
+            );
         })
         .join()
         .unwrap();
         for budget in &budgets[..4] {
             assert_eq!(budget.remaining(), 2, "each budget got its two");
         }
-        assert_eq!(budgets[4].remaining(), 1);
+        for budget in &budgets[4..] {
+            assert_eq!(budget.remaining(), 1);
+        }
     }
 
     /// Deposits of a bucket are added in batches; a batch put into the
