@@ -55,8 +55,10 @@
 //! and the parts below it share a reading of their own, taken after it.
 //! A later attempt, made by the retry from its future, reads the clock
 //! anew. A deadline thus runs from the preset's `call`, earlier than the
-//! part's own by what the parts above it did in theirs (no lock, no wait:
-//! nanoseconds); a user's code between them is never counted
+//! part's own by what the parts above it did in theirs: nanoseconds, or
+//! the rare short wait for the retry budget's lock (taken by a request
+//! once per tenth of the budget's `ttl` on each thread); a user's code
+//! between them is never counted
 //! (`a_presets_shared_reading_stops_at_the_service_it_wraps`,
 //! `the_parts_below_a_layer_given_whole_read_the_clock_after_it`).
 

@@ -15,7 +15,8 @@ use crate::clock;
 /// the preset's own parts run in that time: the service it wraps is called
 /// through [`OwnReading`], and reads the clock itself. A part's
 /// `call`-time is thus the preset's, earlier by what the parts before it
-/// took in their `call` (no lock, no wait: nanoseconds).
+/// took in their `call` (nanoseconds; see the
+/// [preset's docs](super#one-clock-reading-per-call)).
 ///
 /// Its future is the inner service's: it adds nothing to a call's future.
 #[derive(Debug, Clone)]
