@@ -57,15 +57,19 @@ pub(crate) const LOCAL_BATCH: u64 = 32;
 ///
 /// Each thread keeps the requests it makes in a batch of its own, dated by
 /// the tenth of `ttl` they came in (every request still reads the clock:
-/// none is dated wrong), and adds the batch to the budget when that tenth
-/// ends, when it holds 32 requests, when the same thread asks for a retry
-/// or for [`remaining`](Self::remaining), and when the thread ends. A retry
-/// decision therefore counts every request of its own thread, and may miss
-/// up to 31 requests of each other thread that made requests through the
-/// budget: the second bound above holds less that many requests. A
-/// missed request is only counted late (at its own time) or, if its thread
-/// makes no request for `ttl`, not at all; never twice, and never for
-/// longer than its `ttl`, so the first bound holds exactly. Under
+/// none is dated wrong), and adds the batch to the budget when it holds 32
+/// requests, at the thread's first request of a later tenth (no timer
+/// runs: a thread that goes quiet keeps its batch), when the same thread
+/// asks for a retry or for [`remaining`](Self::remaining), and when the
+/// thread ends. A thread keeps batches for four budgets at once; a fifth
+/// budget's request adds the batch of the one that took its place longest
+/// ago. A retry decision therefore counts every request of its own
+/// thread, and may miss up to 31 requests of each other thread that made
+/// requests through the budget: the second bound above holds less that
+/// many requests. A missed request is only counted late (at its own time)
+/// or, if its thread adds it more than `ttl` later, not at all; never
+/// twice, and never for longer than its `ttl`, so the first bound holds
+/// exactly. Under
 /// concurrency, a request that races a retry decision may or may not be
 /// counted by it; no request is lost from a batch or counted twice, and no
 /// two decisions spend the same retry (`tests/retry_budget.rs` and the
@@ -73,9 +77,10 @@ pub(crate) const LOCAL_BATCH: u64 = 32;
 ///
 /// # Cost
 ///
-/// A request needs its time: each deposit reads the clock (about 30 ns on
-/// the machine of BENCHMARKS.md; no reading is shared between layers, see
-/// `clock`) and compares it with the end of its thread's batch's tenth of
+/// A request needs its time: each deposit reads the clock (about 22 ns on
+/// the machine of BENCHMARKS.md; in the [preset](crate::Resilience), the
+/// one reading its parts share per call, see
+/// [`SharedReading`](crate::preset::SharedReading)) and compares it with the end of its thread's batch's tenth of
 /// `ttl`. It writes nothing that another thread reads: one request in 32,
 /// and the first of each tenth of `ttl` on each thread, adds the thread's
 /// batch to the budget (one compare-and-swap; a batch of an older tenth

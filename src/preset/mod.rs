@@ -45,7 +45,7 @@
 //! The parts that need the time a call starts (the timeouts, the retry
 //! budget, a breaker that times slow calls, a rate limiter, an adaptive
 //! limit, a throttle) share one reading of the clock in the preset,
-//! instead of reading it each (about 25 ns a reading on the machine of
+//! instead of reading it each (about 22 ns a reading on the machine of
 //! BENCHMARKS.md): the built stack is a [`SharedReading`] whose `call`
 //! lends it to the parts below for the length of that `call`. Nothing but
 //! the preset's own parts runs in that time. The service the preset wraps

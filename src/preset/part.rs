@@ -69,8 +69,8 @@ impl<L> Part for Ready<L> {
     }
 }
 
-/// A layer given whole to a slot, as the preset runs it: on a clock of its
-/// own. The preset's parts share one reading of the clock per call (see
+/// A layer given whole to a slot (by a `*_slot` setter of the preset's
+/// builder), as the preset runs it: on a clock of its own. The preset's parts share one reading of the clock per call (see
 /// [`SharedReading`](super::SharedReading)); a layer of any kind may do
 /// anything in its `call`, so it is not lent that reading (nor is what it
 /// calls), and the parts below it share a reading of their own, taken
