@@ -27,7 +27,7 @@ const COUNT: u64 = (1 << COUNT_BITS) - 1;
 const FLUSH_AT: u64 = 1 << 20;
 /// The most requests a thread keeps before adding them to the budget's
 /// shared batch (see [Accuracy](RetryBudget#accuracy)).
-pub(crate) const LOCAL_BATCH: u64 = 32;
+const LOCAL_BATCH: u64 = 32;
 
 /// A retry budget, as Finagle's `RetryBudget` (and Envoy's retry budgets):
 /// retries may be at most `percent` of the requests of the last `ttl`, plus
@@ -405,11 +405,6 @@ impl RetryBudget {
     }
 
     #[cfg(all(test, not(palisade_loom)))]
-    fn share(&self) -> &Inner {
-        self.share_arc()
-    }
-
-    #[cfg(all(test, not(palisade_loom)))]
     fn share_arc(&self) -> &Arc<Inner> {
         match &self.kind {
             Kind::Share(inner) => inner,
@@ -617,10 +612,9 @@ mod local {
 
     /// A thread's requests to one budget, not yet in it: all of one bucket.
     struct Batch {
-        /// The budget's address, to find its batch by: the weak count below
-        /// keeps it from being another budget's.
-        address: *const Inner,
-        /// The budget: held weakly, so that a batch does not keep it alive.
+        /// The budget: held weakly, so that a batch does not keep it alive,
+        /// and found by its address (which the weak count keeps from being
+        /// another budget's).
         owner: Weak<Inner>,
         bucket: u64,
         /// The end of `bucket`: a request before it joins the batch.
@@ -630,7 +624,6 @@ mod local {
 
     impl Batch {
         const EMPTY: Self = Self {
-            address: std::ptr::null(),
             owner: Weak::new(),
             bucket: 0,
             until: None,
@@ -670,6 +663,15 @@ mod local {
         next: usize,
     }
 
+    impl Batches {
+        /// The slot of `inner`'s batch, if this thread keeps one.
+        #[inline]
+        fn position(&self, inner: &Arc<Inner>) -> Option<usize> {
+            let owner = Arc::as_ptr(inner);
+            self.slots.iter().position(|s| s.owner.as_ptr() == owner)
+        }
+    }
+
     impl Drop for Batches {
         /// A thread that ends adds what it kept.
         fn drop(&mut self) {
@@ -698,8 +700,7 @@ mod local {
                 return false;
             };
             let batches = &mut *batches;
-            let address = Arc::as_ptr(inner);
-            let slot = match batches.slots.iter().position(|s| s.address == address) {
+            let slot = match batches.position(inner) {
                 Some(found) => &mut batches.slots[found],
                 None => take_slot(batches, inner),
             };
@@ -739,7 +740,6 @@ mod local {
             slot.settle_into(&owner);
         }
         *slot = Batch {
-            address: Arc::as_ptr(inner),
             owner: Arc::downgrade(inner),
             ..Batch::EMPTY
         };
@@ -750,11 +750,10 @@ mod local {
     /// decision counts every request of its own thread.
     pub(super) fn settle(inner: &Arc<Inner>) {
         let _ = BATCHES.try_with(|batches| {
-            if let Ok(mut batches) = batches.try_borrow_mut() {
-                let address = Arc::as_ptr(inner);
-                if let Some(slot) = batches.slots.iter_mut().find(|s| s.address == address) {
-                    slot.settle_into(inner);
-                }
+            if let Ok(mut batches) = batches.try_borrow_mut()
+                && let Some(found) = batches.position(inner)
+            {
+                batches.slots[found].settle_into(inner);
             }
         });
     }
@@ -763,12 +762,9 @@ mod local {
     #[cfg(test)]
     pub(super) fn kept(inner: &Arc<Inner>) -> u64 {
         BATCHES.with_borrow(|batches| {
-            let address = Arc::as_ptr(inner);
             batches
-                .slots
-                .iter()
-                .find(|s| s.address == address)
-                .map_or(0, |s| s.count)
+                .position(inner)
+                .map_or(0, |found| batches.slots[found].count)
         })
     }
 }
@@ -1021,7 +1017,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn batches_are_settled_once_each() {
         let budget = RetryBudget::new(Duration::from_secs(3600), 0, 1.0).unwrap();
-        let inner = budget.share();
+        let inner = budget.share_arc();
         for _ in 0..FLUSH_AT + LOCAL_BATCH + 5 {
             budget.deposit();
         }

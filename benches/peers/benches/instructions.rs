@@ -31,6 +31,7 @@ use tower::{Layer, Service, ServiceExt, service_fn};
 mod common;
 use common::{NeverRetry, bare};
 
+// Each stack's loop compiled as a function of its own, not into `run`'s match.
 #[inline(never)]
 fn drive<S>(mut svc: S, calls: u64)
 where
