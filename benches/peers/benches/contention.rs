@@ -14,13 +14,16 @@
 //! clock, not the layers.
 
 use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use tower::{Layer, Service, ServiceExt};
 
 mod common;
-use common::{NeverRetry, bare};
+use common::{NeverRetry, Ready, bare};
 
 const TASKS: [u64; 4] = [1, 2, 4, 8];
 
@@ -63,6 +66,47 @@ where
         });
     }
     group.finish();
+}
+
+/// The shared-memory work under the layers, alone: what a call costs at T
+/// tasks when all it does is write one cache line every task writes.
+#[derive(Clone)]
+struct Floor {
+    shared: Arc<AtomicU64>,
+    /// An `Arc` clone and drop (what a future that owns its layer's shared
+    /// state does), or else one atomic add (a shared counter).
+    arc: bool,
+}
+
+impl Service<u64> for Floor {
+    type Response = u64;
+    type Error = palisade::error::BoxError;
+    type Future = Ready;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, n: u64) -> Ready {
+        if self.arc {
+            drop(black_box(Arc::clone(&self.shared)));
+        } else {
+            self.shared.fetch_add(1, Relaxed);
+        }
+        std::future::ready(Ok(n))
+    }
+}
+
+fn floor(c: &mut Criterion) {
+    contend(c, "contention/floor", "bare", bare());
+    let shared = Arc::new(AtomicU64::new(0));
+    let counter = Floor {
+        shared: shared.clone(),
+        arc: false,
+    };
+    contend(c, "contention/floor", "one shared atomic add", counter);
+    let arc = Floor { shared, arc: true };
+    contend(c, "contention/floor", "one shared Arc clone and drop", arc);
 }
 
 fn breakers(c: &mut Criterion) {
@@ -144,6 +188,6 @@ criterion_group! {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(2))
         .sample_size(30);
-    targets = breakers, bulkheads, retries, stacks
+    targets = floor, breakers, bulkheads, retries, stacks
 }
 criterion_main!(contention);
