@@ -1109,6 +1109,53 @@ mod tests {
         assert_eq!(ratio(50.0), 10_000, "no more than the bucket");
     }
 
+    /// Judges `Err` by its text: what the token budget asks of a classifier.
+    struct Scripted;
+
+    impl Classify<u8, &'static str> for Scripted {
+        fn classify(&self, result: &Result<u8, &'static str>) -> Outcome {
+            match result {
+                Ok(_) => Outcome::Success,
+                Err(_) => Outcome::Failure,
+            }
+        }
+
+        fn is_retryable_failure(&self, result: &Result<u8, &'static str>) -> bool {
+            matches!(result, Err("retryable" | "not sent"))
+        }
+
+        fn is_not_sent(&self, result: &Result<u8, &'static str>) -> bool {
+            matches!(result, Err("not sent"))
+        }
+
+        fn delay_hint(&self, result: &Result<u8, &'static str>) -> Option<DelayHint> {
+            matches!(result, Err("do not retry")).then_some(DelayHint::DoNotRetry)
+        }
+    }
+
+    #[test]
+    fn only_failures_that_would_be_retried_or_were_refused_take_a_token() {
+        let budget = RetryBudget::tokens(10, 0.1).unwrap();
+        let retried = || budget.remaining();
+        assert_eq!(retried(), 4);
+        budget.count(&Scripted, &Err("not retryable"));
+        assert_eq!(retried(), 4, "a failure not worth another try takes none");
+        budget.count(&Scripted, &Err("not sent"));
+        assert_eq!(retried(), 4, "nor does a request that never left");
+        budget.count(&Scripted, &Err("retryable"));
+        assert_eq!(
+            retried(),
+            3,
+            "a failure the retry would send again takes one"
+        );
+        budget.count(&Scripted, &Err("do not retry"));
+        assert_eq!(retried(), 2, "so does one the server said not to retry");
+        for _ in 0..10 {
+            budget.count(&Scripted, &Ok(0));
+        }
+        assert_eq!(retried(), 3, "ten successes give back one token");
+    }
+
     #[test]
     fn bad_token_budgets_are_refused() {
         let p = |r: Result<RetryBudget, ConfigError>| r.unwrap_err().parameter();
