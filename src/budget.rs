@@ -1188,6 +1188,21 @@ mod tests {
     }
 
     #[test]
+    fn a_share_takes_anothers_settings_only_with_the_same_ttl() {
+        let secs = Duration::from_secs;
+        let budget = RetryBudget::new(secs(10), 1, 0.2).unwrap();
+        let other_ttl = RetryBudget::new(secs(20), 5, 0.5).unwrap();
+        let same_ttl = RetryBudget::new(secs(10), 5, 0.5).unwrap();
+        assert_eq!(budget.remaining(), 10, "a reserve of 1 a second over 10 s");
+        assert!(!budget.retunable(&other_ttl));
+        assert!(!budget.retune(&other_ttl), "the windows are cut by the ttl");
+        assert_eq!(budget.remaining(), 10, "unchanged");
+        assert!(budget.retunable(&same_ttl));
+        assert!(budget.retune(&same_ttl));
+        assert_eq!(budget.remaining(), 50, "5 a second over 10 s");
+    }
+
+    #[test]
     fn bad_budgets_are_refused() {
         let p = |r: Result<RetryBudget, ConfigError>| r.unwrap_err().parameter();
         assert_eq!(p(RetryBudget::new(Duration::ZERO, 1, 0.2)), "ttl");
