@@ -148,6 +148,15 @@ mod tests {
         assert_eq!(attempts(&source.again().unwrap()), Some("1"));
         assert_eq!(attempts(&source.alongside().unwrap()), Some("2"));
         assert_eq!(attempts(&source.again().unwrap()), Some("3"));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let Poll::Ready(Some(hedge)) = source.poll_alongside(&mut cx) else {
+            panic!("a cloned request is ready at once");
+        };
+        assert_eq!(
+            attempts(&hedge),
+            Some("4"),
+            "the hedge's copy is counted too"
+        );
     }
 
     #[test]

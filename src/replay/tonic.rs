@@ -147,6 +147,26 @@ mod tests {
         assert_eq!(second, first);
     }
 
+    /// A copy beside a running attempt (a hedge's) exists once the body
+    /// has been recorded whole, and carries all of it.
+    #[tokio::test]
+    async fn a_copy_alongside_waits_for_the_whole_body() {
+        let req = http::Request::post("/grpc.health.v1.Health/Check")
+            .body(tonic::body::Body::new(http_body_util::Full::new(
+                Bytes::from_static(b"\0\0\0\0\x03abc"),
+            )))
+            .unwrap();
+        let (first, source) = TonicBodies::default().first(req, true);
+        let mut source = source.unwrap();
+        assert!(source.alongside().is_none(), "nothing sent yet");
+        assert!(format!("{source:?}").starts_with("TonicSource("));
+        let first = first.into_body().collect().await.unwrap().to_bytes();
+        let beside = source.alongside().expect("the body was recorded");
+        assert_eq!(beside.uri(), "/grpc.health.v1.Health/Check");
+        let beside = beside.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(beside, first);
+    }
+
     #[test]
     fn the_limit_is_kept() {
         assert_eq!(TonicBodies::with_limit(7).limit(), 7);
