@@ -158,13 +158,20 @@ mod tests {
             .unwrap();
         let (first, source) = TonicBodies::default().first(req, true);
         let mut source = source.unwrap();
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         assert!(source.alongside().is_none(), "nothing sent yet");
+        assert!(source.poll_alongside(&mut cx).is_pending(), "not yet");
         assert!(format!("{source:?}").starts_with("TonicSource("));
         let first = first.into_body().collect().await.unwrap().to_bytes();
         let beside = source.alongside().expect("the body was recorded");
         assert_eq!(beside.uri(), "/grpc.health.v1.Health/Check");
         let beside = beside.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(beside, first);
+        let std::task::Poll::Ready(Some(hedge)) = source.poll_alongside(&mut cx) else {
+            panic!("the body was recorded: a copy is ready");
+        };
+        let hedge = hedge.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(hedge, first);
     }
 
     #[test]
