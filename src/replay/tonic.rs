@@ -128,17 +128,25 @@ mod tests {
     use super::*;
     use http_body_util::BodyExt;
 
-    /// Each copy carries the caller's whole body, however much of it the
-    /// attempt before read.
-    #[tokio::test]
-    async fn every_copy_carries_the_whole_body() {
+    /// A health check's first attempt, and the source of its copies.
+    fn health_check_and_its_copies() -> (
+        http::Request<tonic::body::Body>,
+        TonicSource<tonic::body::Body>,
+    ) {
         let req = http::Request::post("/grpc.health.v1.Health/Check")
             .body(tonic::body::Body::new(http_body_util::Full::new(
                 Bytes::from_static(b"\0\0\0\0\x03abc"),
             )))
             .unwrap();
         let (first, source) = TonicBodies::default().first(req, true);
-        let mut source = source.unwrap();
+        (first, source.expect("a health check may be sent again"))
+    }
+
+    /// Each copy carries the caller's whole body, however much of it the
+    /// attempt before read.
+    #[tokio::test]
+    async fn every_copy_carries_the_whole_body() {
+        let (first, mut source) = health_check_and_its_copies();
         let first = first.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&first[..], b"\0\0\0\0\x03abc");
         let second = source.again().unwrap();
@@ -151,13 +159,7 @@ mod tests {
     /// has been recorded whole, and carries all of it.
     #[tokio::test]
     async fn a_copy_alongside_waits_for_the_whole_body() {
-        let req = http::Request::post("/grpc.health.v1.Health/Check")
-            .body(tonic::body::Body::new(http_body_util::Full::new(
-                Bytes::from_static(b"\0\0\0\0\x03abc"),
-            )))
-            .unwrap();
-        let (first, source) = TonicBodies::default().first(req, true);
-        let mut source = source.unwrap();
+        let (first, mut source) = health_check_and_its_copies();
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         assert!(source.alongside().is_none(), "nothing sent yet");
         assert!(source.poll_alongside(&mut cx).is_pending(), "not yet");
