@@ -1,9 +1,11 @@
 //! One shared breaker, bulkhead, retry or full stack driven by T tasks at once on
 //! a multi-thread runtime (2 workers: the machine has 2 cores), against the
-//! peers' equivalents.
+//! peers' equivalents and against the floor: a service that only writes one
+//! shared cache line per call.
 //!
 //! ```text
 //! cargo bench -p palisade-peers --bench contention
+//! R=3 scripts/contention.sh   # three runs, each row's spread of T2/T1
 //! ```
 //!
 //! Each measurement spreads its calls evenly over T tasks; criterion
