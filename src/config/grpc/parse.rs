@@ -555,3 +555,34 @@ fn retry_throttling(value: &Value) -> Result<RetryThrottling, ConfigError> {
         token_ratio: (token_ratio * 1000.0 + 1e-9).floor() / 1000.0,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A refusal says what it found, by its JSON kind.
+    #[test]
+    fn a_refusal_names_the_json_kind_it_found() {
+        let refusal = |json: &str| ServiceConfig::from_json(json).unwrap_err().to_string();
+        for (entry, found) in [
+            ("null", "got null"),
+            ("true", "got a boolean"),
+            ("1", "got a number"),
+            ("\"a\"", "got a string"),
+            ("[]", "got an array"),
+        ] {
+            let json = format!(r#"{{"methodConfig": [{entry}]}}"#);
+            let refusal = refusal(&json);
+            assert!(
+                refusal.ends_with(&format!("must be a JSON object, {found}")),
+                "{refusal}"
+            );
+        }
+        let json = r#"{"methodConfig": [{"name": [{}], "waitForReady": {}}]}"#;
+        let refusal = refusal(json);
+        assert!(
+            refusal.ends_with("must be true or false, got an object"),
+            "{refusal}"
+        );
+    }
+}
