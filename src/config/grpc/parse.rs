@@ -585,4 +585,52 @@ mod tests {
             "{refusal}"
         );
     }
+
+    /// A name given twice is refused, and the refusal says which.
+    #[test]
+    fn a_name_given_twice_is_named() {
+        let twice = |name: &str| {
+            let json =
+                format!(r#"{{"methodConfig": [{{"name": [{name}]}}, {{"name": [{name}]}}]}}"#);
+            ServiceConfig::from_json(&json).unwrap_err().to_string()
+        };
+        let method = twice(r#"{"service": "pkg.Svc", "method": "Get"}"#);
+        assert!(
+            method.contains("the method pkg.Svc/Get is named by two"),
+            "{method}"
+        );
+        let service = twice(r#"{"service": "pkg.Svc"}"#);
+        assert!(
+            service.contains("the service pkg.Svc is named by two"),
+            "{service}"
+        );
+        let default = twice("{}");
+        assert!(
+            default.contains("the default (no service) is named by two"),
+            "{default}"
+        );
+    }
+
+    /// Protobuf's JSON writes an integer as a number or a string of
+    /// digits; a sign, a space or an empty string is not one.
+    #[test]
+    fn an_integer_is_a_number_or_a_string_of_digits() {
+        let max_attempts = |value: &str| {
+            let json = format!(
+                r#"{{"methodConfig": [{{"name": [{{}}], "retryPolicy": {{"maxAttempts": {value},
+                "initialBackoff": "0.1s", "maxBackoff": "1s", "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"]}}}}]}}"#
+            );
+            ServiceConfig::from_json(&json)
+        };
+        assert!(max_attempts("3").is_ok());
+        assert!(max_attempts("\"3\"").is_ok());
+        for refused in ["\"+3\"", "\" 3\"", "\"\"", "\"-3\"", "-3", "3.5"] {
+            let refusal = max_attempts(refused).unwrap_err().to_string();
+            assert!(
+                refusal.contains("must be a non-negative JSON integer"),
+                "{refused}: {refusal}"
+            );
+        }
+    }
 }
